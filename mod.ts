@@ -1,0 +1,22 @@
+/**
+ * hooklens: TransformerLens's HookedTransformer and SAELens's HookedSAETransformer for Deno, with
+ * the arithmetic in WGSL compute shaders on WebGPU.
+ *
+ * @example
+ * ```ts
+ * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+ * const model = await HookedSAETransformer.fromPretrained("models/demo-pycode/hf");
+ * const sae = await SAE.load("models/demo-pycode/sae");
+ * {
+ *   using _ctx = model.withSaes([sae]);
+ *   const logits = await model.forward([[1, 2, 3]]);
+ *   console.log(logits.shape);
+ * }
+ * ```
+ * @module
+ */
+export { Tensor } from "./src/gpu/tensor.ts";
+export type { DType } from "./src/gpu/tensor.ts";
+export { initGpu, gpuInfo } from "./src/gpu/info.ts";
+export type { GpuInfo } from "./src/gpu/info.ts";
+export * from "./src/errors.ts";

@@ -1,0 +1,99 @@
+// Elementwise kernels. Index space is 2D-folded so tensors above 65535*256 elements fit one dispatch.
+
+struct P {
+  n: u32,      // elements of the output
+  m: u32,      // elements of `b` (broadcast by modulo: b's shape is a suffix of a's)
+  op: u32,     // binary: 0 add, 1 sub, 2 mul; unary: activation code
+  s: f32,      // affine scale
+  t: f32,      // affine shift
+  inner: u32,  // fill_at: product of dims after `dim`
+  dimn: u32,   // fill_at: size of `dim`
+  _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> mask: array<u32>;
+
+fn idx(g: vec3u, nw: vec3u) -> u32 {
+  return g.x + g.y * nw.x * 256u;
+}
+
+@compute @workgroup_size(256)
+fn binary(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let i = idx(g, nw);
+  if (i >= p.n) { return; }
+  let x = a[i];
+  let y = b[i % p.m];
+  var r = x;
+  switch p.op {
+    case 0u: { r = x + y; }
+    case 1u: { r = x - y; }
+    case 2u: { r = x * y; }
+    default: { r = x; }
+  }
+  out[i] = r;
+}
+
+@compute @workgroup_size(256)
+fn affine(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let i = idx(g, nw);
+  if (i >= p.n) { return; }
+  out[i] = a[i] * p.s + p.t;
+}
+
+// out = a, except elements whose index along `dim` is marked in `mask` become p.s.
+@compute @workgroup_size(256)
+fn fill_at(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let i = idx(g, nw);
+  if (i >= p.n) { return; }
+  let j = (i / p.inner) % p.dimn;
+  if (mask[j] != 0u) { out[i] = p.s; } else { out[i] = a[i]; }
+}
+
+const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
+
+// erf with |error| < 1.2e-7 (Numerical Recipes erfc, Chebyshev fit).
+fn erf_(x: f32) -> f32 {
+  let z = abs(x);
+  let t = 1.0 / (1.0 + 0.5 * z);
+  let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
+    t * (-0.82215223 + t * 0.17087277)))))))));
+  return select(r - 1.0, 1.0 - r, x >= 0.0);
+}
+
+fn tanh_(x: f32) -> f32 {
+  // tanh without overflow for large |x|
+  let e = exp(-2.0 * abs(x));
+  return sign(x) * (1.0 - e) / (1.0 + e);
+}
+
+fn act(x: f32, op: u32) -> f32 {
+  switch op {
+    case 0u: { return 0.5 * x * (1.0 + tanh_(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))); } // gelu_new
+    case 1u: { return 0.5 * x * (1.0 + erf_(x * 0.7071067811865476)); }                        // gelu
+    case 2u: { return max(x, 0.0); }                                                           // relu
+    case 3u: { return x / (1.0 + exp(-x)); }                                                   // silu
+    case 4u: { return 0.5 * x * (1.0 + tanh_(x * 0.7978845608 * (1.0 + 0.044715 * x * x))); } // gelu_fast
+    case 5u: { return x / (1.0 + exp(-1.702 * x)); }                                           // quick_gelu
+    default: { return x; }
+  }
+}
+
+@compute @workgroup_size(256)
+fn unary(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let i = idx(g, nw);
+  if (i >= p.n) { return; }
+  out[i] = act(a[i], p.op);
+}
+
+// Gated MLP: out = act(a) * b
+@compute @workgroup_size(256)
+fn gated(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let i = idx(g, nw);
+  if (i >= p.n) { return; }
+  out[i] = act(a[i], p.op) * b[i];
+}

@@ -1,0 +1,66 @@
+// Next-token cross-entropy: loss[b, p] = logsumexp(logits[b, p, :]) - logits[b, p, tokens[b, p + 1]]
+// for p < pos - 1, one workgroup per row; then the mean over all rows.
+struct P { batch: u32, pos: u32, vocab: u32, n: u32 }
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> ids: array<i32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 64u;
+var<workgroup> red: array<f32, 64>;
+
+fn reduce_max(v: f32, t: u32) -> f32 {
+  red[t] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (t < s) { red[t] = max(red[t], red[t + s]); }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+fn reduce_sum(v: f32, t: u32) -> f32 {
+  red[t] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (t < s) { red[t] += red[t + s]; }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(64)
+fn per_token(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = wg.x + wg.y * 65535u;   // b * (pos - 1) + q
+  let np = p.pos - 1u;
+  if (row >= p.batch * np) { return; }
+  let b = row / np;
+  let q = row % np;
+  let base = (b * p.pos + q) * p.vocab;
+  let t = lid.x;
+  var mx = bitcast<f32>(0xff800000u);
+  for (var i = t; i < p.vocab; i += WG) { mx = max(mx, logits[base + i]); }
+  mx = reduce_max(mx, t);
+  var s = 0.0;
+  for (var i = t; i < p.vocab; i += WG) { s += exp(logits[base + i] - mx); }
+  s = reduce_sum(s, t);
+  if (t == 0u) {
+    let target_id = u32(ids[b * p.pos + q + 1u]);
+    out[row] = log(s) + mx - logits[base + target_id];
+  }
+}
+
+// Mean of `logits` (reused binding) over n elements into out[0].
+@compute @workgroup_size(64)
+fn mean(@builtin(local_invocation_id) lid: vec3u) {
+  let t = lid.x;
+  var s = 0.0;
+  for (var i = t; i < p.n; i += WG) { s += logits[i]; }
+  s = reduce_sum(s, t);
+  if (t == 0u) { out[0] = s / f32(p.n); }
+}

@@ -1,0 +1,65 @@
+// Row-wise normalisation, one workgroup per row, as TransformerLens's LayerNorm / LNPre / RMSNorm:
+//   scale = sqrt(mean((x - mean)^2) + eps)        (LN, LNPre; no centering for RMS)
+//   normalized = (x - mean) / scale * w + b        (w, b only for LN / RMS)
+// The scale is its own dispatch so that a hook on hook_scale feeds the normalisation.
+
+struct P { rows: u32, d: u32, center: u32, affine: u32, eps: f32, has_bias: u32, _a: u32, _b: u32 }
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> scale_in: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> w: array<f32>;
+@group(0) @binding(5) var<storage, read> bvec: array<f32>;
+
+const WG: u32 = 64u;
+var<workgroup> red: array<f32, 64>;
+
+fn row_sum(v: f32, t: u32) -> f32 {
+  red[t] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (t < s) { red[t] += red[t + s]; }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+fn row_mean(base: u32, t: u32) -> f32 {
+  var s = 0.0;
+  for (var i = t; i < p.d; i += WG) { s += x[base + i]; }
+  return row_sum(s, t) / f32(p.d);
+}
+
+@compute @workgroup_size(64)
+fn scale(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = wg.x + wg.y * 65535u;
+  if (row >= p.rows) { return; }
+  let t = lid.x;
+  let base = row * p.d;
+  var mu = 0.0;
+  if (p.center != 0u) { mu = row_mean(base, t); }
+  var s = 0.0;
+  for (var i = t; i < p.d; i += WG) { let c = x[base + i] - mu; s += c * c; }
+  let ms = row_sum(s, t) / f32(p.d);
+  if (t == 0u) { out[row] = sqrt(ms + p.eps); }
+}
+
+@compute @workgroup_size(64)
+fn apply(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = wg.x + wg.y * 65535u;
+  if (row >= p.rows) { return; }
+  let t = lid.x;
+  let base = row * p.d;
+  var mu = 0.0;
+  if (p.center != 0u) { mu = row_mean(base, t); }
+  let sc = scale_in[row];
+  for (var i = t; i < p.d; i += WG) {
+    var v = (x[base + i] - mu) / sc;
+    if (p.affine != 0u) { v = v * w[i]; }
+    if (p.has_bias != 0u) { v = v + bvec[i]; }
+    out[base + i] = v;
+  }
+}

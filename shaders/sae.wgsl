@@ -1,0 +1,1 @@
+// SAE kernels (filled in by the SAE work).

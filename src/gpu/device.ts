@@ -1,0 +1,124 @@
+/**
+ * WebGPU device acquisition: one device per process by default, created with the adapter's own
+ * limits and optional features (Deno starts every device at WebGPU's defaults otherwise).
+ *
+ * @example
+ * ```ts
+ * import { getDevice } from "./device.ts";
+ * const gpu = await getDevice();
+ * console.log(gpu.adapterDescription, gpu.hasF16);
+ * ```
+ * @module
+ */
+import { GpuUnavailableError } from "../errors.ts";
+
+/** The acquired device and what we know of its adapter. */
+export interface GpuDevice {
+  /** The WebGPU device. */
+  readonly device: GPUDevice;
+  /** Human-readable adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  readonly adapterDescription: string;
+  /** Whether this is a software (fallback) adapter such as lavapipe. */
+  readonly isFallback: boolean;
+  /** Whether `shader-f16` was enabled. */
+  readonly hasF16: boolean;
+  /** Whether `timestamp-query` was enabled. */
+  readonly hasTimestamps: boolean;
+  /** Limits the device was created with. */
+  readonly limits: {
+    maxStorageBufferBindingSize: number;
+    maxBufferSize: number;
+    maxComputeWorkgroupStorageSize: number;
+    maxComputeInvocationsPerWorkgroup: number;
+    maxComputeWorkgroupsPerDimension: number;
+    minStorageBufferOffsetAlignment: number;
+  };
+}
+
+let current: Promise<GpuDevice> | null = null;
+
+/** Sets XDG_RUNTIME_DIR to a private temp dir if unset, silencing the Vulkan loader's complaint. */
+export function quietVulkanLoader(): void {
+  try {
+    if (!Deno.env.get("XDG_RUNTIME_DIR")) {
+      Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync({ prefix: "hooklens-xdg-" }));
+    }
+  } catch {
+    // Without env/write permission the loader may print a warning; it is harmless.
+  }
+}
+
+const LIMIT_NAMES = [
+  "maxStorageBufferBindingSize",
+  "maxBufferSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupSizeY",
+  "maxComputeWorkgroupSizeZ",
+  "maxComputeWorkgroupsPerDimension",
+  "maxStorageBuffersPerShaderStage",
+  "maxBindingsPerBindGroup",
+] as const;
+
+async function acquire(): Promise<GpuDevice> {
+  quietVulkanLoader();
+  if (typeof navigator === "undefined" || !navigator.gpu) {
+    throw new GpuUnavailableError(
+      "WebGPU is not available in this runtime: run hooklens with Deno 2.9 or newer.",
+    );
+  }
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) {
+    throw new GpuUnavailableError(
+      "No WebGPU adapter found: install a Vulkan driver (on Debian/Ubuntu: " +
+        "`apt-get install mesa-vulkan-drivers`, or your GPU vendor's driver).",
+    );
+  }
+  const requiredLimits: Record<string, number> = {};
+  for (const k of LIMIT_NAMES) {
+    const v = (adapter.limits as unknown as Record<string, number>)[k];
+    if (typeof v === "number") requiredLimits[k] = v;
+  }
+  const requiredFeatures: GPUFeatureName[] = [];
+  for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) {
+    if (adapter.features.has(f)) requiredFeatures.push(f);
+  }
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  device.lost.then((info) => {
+    if (current && info.reason !== "destroyed") current = null;
+  });
+  const l = device.limits;
+  return {
+    device,
+    adapterDescription: adapter.info.description || adapter.info.vendor || "unknown adapter",
+    isFallback: Boolean((adapter.info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter),
+    hasF16: device.features.has("shader-f16"),
+    hasTimestamps: device.features.has("timestamp-query"),
+    limits: {
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxBufferSize: l.maxBufferSize,
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+      minStorageBufferOffsetAlignment: l.minStorageBufferOffsetAlignment,
+    },
+  };
+}
+
+/**
+ * Returns the process-wide GPU device, acquiring it on first use. A lost device is re-acquired on
+ * the next call.
+ *
+ * @example
+ * ```ts
+ * const { device } = await getDevice();
+ * ```
+ */
+export function getDevice(): Promise<GpuDevice> {
+  if (!current) {
+    current = acquire();
+    current.catch(() => (current = null));
+  }
+  return current;
+}

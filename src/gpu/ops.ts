@@ -1,0 +1,432 @@
+/**
+ * Kernel launches: each function records one or two dispatches of a WGSL kernel from `shaders/`
+ * and returns new tensors. Nothing here waits on the GPU.
+ *
+ * @example
+ * ```ts
+ * import { matmul } from "./ops.ts";
+ * const y = matmul(x, w, bias); // [.., M, K] x [K, N] + [N]
+ * ```
+ * @module
+ */
+import { ShapeError } from "../errors.ts";
+import { createDataBuffer, deferDestroy, dispatch, f32, type Param, pipeline } from "./runtime.ts";
+import { SHADERS } from "./shaders.ts";
+import { numel, Tensor } from "./tensor.ts";
+
+/** Workgroup grid for `n` threads of 256 folded into 2D. */
+function grid256(n: number): [number, number] {
+  const groups = Math.max(1, Math.ceil(n / 256));
+  const x = Math.min(groups, 65535);
+  return [x, Math.ceil(groups / x)];
+}
+
+/** Workgroup grid for one workgroup per row, folded into 2D at 65535. */
+function gridRows(rows: number): [number, number] {
+  const x = Math.min(Math.max(rows, 1), 65535);
+  return [x, Math.ceil(rows / 65535) || 1];
+}
+
+function assertF32(t: Tensor, what: string): void {
+  if (t.dtype !== "float32") {
+    throw new ShapeError(`${what} needs a float32 tensor, got ${t.dtype} [${t.shape.join(", ")}].`);
+  }
+}
+
+const BINARY_OPS = { add: 0, sub: 1, mul: 2 } as const;
+
+/**
+ * `a op b` elementwise; b's shape must equal a's or be a suffix of it (broadcast).
+ *
+ * @example
+ * ```ts
+ * const y = binary(x, bias, "add");
+ * ```
+ */
+export function binary(a: Tensor, b: Tensor, op: keyof typeof BINARY_OPS): Tensor {
+  assertF32(a, op);
+  assertF32(b, op);
+  const sa = a.shape, sb = b.shape;
+  const suffix = sb.length <= sa.length && sb.every((d, i) => d === sa[sa.length - sb.length + i]);
+  if (!suffix) {
+    throw new ShapeError(
+      `${op}: shapes [${sa.join(", ")}] and [${sb.join(", ")}] do not broadcast ` +
+        "(the second must equal the first or a suffix of it).",
+    );
+  }
+  const out = Tensor.empty(sa);
+  const n = a.size;
+  dispatch(
+    pipeline(SHADERS.elementwise, "binary"),
+    [n, Math.max(1, b.size), BINARY_OPS[op], f32(0), f32(0), 1, 1, 0],
+    [a.buffer, b.buffer, out.buffer],
+    grid256(n),
+  );
+  return out;
+}
+
+/**
+ * `a * s + t` elementwise.
+ *
+ * @example
+ * ```ts
+ * const y = affine(x, 2, 1);
+ * ```
+ */
+export function affine(a: Tensor, s: number, t: number): Tensor {
+  assertF32(a, "affine");
+  const out = Tensor.empty(a.shape);
+  dispatch(
+    pipeline(SHADERS.elementwise, "affine"),
+    [a.size, 1, 0, f32(s), f32(t), 1, 1, 0],
+    [a.buffer, undefined, out.buffer],
+    grid256(a.size),
+  );
+  return out;
+}
+
+/**
+ * Copy of `a` with the entries at `indices` along `dim` set to `value`.
+ *
+ * @example
+ * ```ts
+ * const ablated = fillAt(acts, -1, [3], 0);
+ * ```
+ */
+export function fillAt(a: Tensor, dim: number, indices: number[], value: number): Tensor {
+  assertF32(a, "fillAt");
+  const r = a.shape.length;
+  const d = dim < 0 ? dim + r : dim;
+  if (d < 0 || d >= r) {
+    throw new ShapeError(`fillAt: dim ${dim} out of range for shape [${a.shape.join(", ")}].`);
+  }
+  const dimn = a.shape[d];
+  const mask = new Uint32Array(Math.max(4, dimn));
+  for (const i of indices) {
+    const j = i < 0 ? i + dimn : i;
+    if (!Number.isInteger(j) || j < 0 || j >= dimn) {
+      throw new ShapeError(`fillAt: index ${i} out of range for dim ${dim} of size ${dimn}.`);
+    }
+    mask[j] = 1;
+  }
+  const inner = numel(a.shape.slice(d + 1));
+  const out = Tensor.empty(a.shape);
+  const maskBuf = createDataBuffer(mask, "fillAt mask");
+  dispatch(
+    pipeline(SHADERS.elementwise, "fill_at"),
+    [a.size, 1, 0, f32(value), f32(0), inner, dimn, 0],
+    [a.buffer, undefined, out.buffer, maskBuf],
+    grid256(a.size),
+  );
+  deferDestroy(maskBuf);
+  return out;
+}
+
+/** Activation functions by TransformerLens/HF name. */
+export const ACT_CODES: Readonly<Record<string, number>> = {
+  gelu_new: 0,
+  gelu_pytorch_tanh: 0,
+  gelu: 1,
+  relu: 2,
+  silu: 3,
+  swish: 3,
+  gelu_fast: 4,
+  quick_gelu: 5,
+};
+
+/**
+ * Applies an activation function elementwise (optionally times `gate`, for gated MLPs).
+ *
+ * @example
+ * ```ts
+ * const post = activation(pre, "gelu_new");
+ * ```
+ */
+export function activation(a: Tensor, fn: string, gate?: Tensor): Tensor {
+  assertF32(a, "activation");
+  const code = ACT_CODES[fn];
+  if (code === undefined) {
+    throw new ShapeError(
+      `Unsupported activation "${fn}": supported are ${Object.keys(ACT_CODES).join(", ")}.`,
+    );
+  }
+  const out = Tensor.empty(a.shape);
+  dispatch(
+    pipeline(SHADERS.elementwise, gate ? "gated" : "unary"),
+    [a.size, 1, code, f32(0), f32(0), 1, 1, 0],
+    [a.buffer, gate?.buffer, out.buffer],
+    grid256(a.size),
+  );
+  return out;
+}
+
+/** One operand of {@link gemm}: a tensor plus element strides (all in elements). */
+export interface Operand {
+  /** The tensor read (or written). */
+  t: Tensor;
+  /** Element offset of the first matrix. */
+  off?: number;
+  /** Stride of the outer batch index. */
+  b1?: number;
+  /** Stride of the inner batch index. */
+  b2?: number;
+  /** Stride between rows. */
+  row: number;
+  /** Stride between columns. */
+  col: number;
+}
+
+/** Options of {@link gemm}. */
+export interface GemmOptions {
+  /** Rows of C. */
+  M: number;
+  /** Columns of C. */
+  N: number;
+  /** Inner dimension. */
+  K: number;
+  /** Outer batch count. */
+  nb1?: number;
+  /** Inner batch count. */
+  nb2?: number;
+  /** Bias added per column (`[N]`) or per inner batch and column (`[nb2, N]`). */
+  bias?: Tensor;
+  /** Whether the bias is indexed by the inner batch too. */
+  biasPerBatch?: boolean;
+  /** Scale of the product. */
+  alpha?: number;
+  /** Set C[m][n] = -inf where n > m + causalOffset. */
+  causal?: boolean;
+  /** Offset of the causal mask (query position of row 0). */
+  causalOffset?: number;
+  /** Add into C instead of overwriting it. */
+  accumulate?: boolean;
+}
+
+/**
+ * General batched strided matmul into an existing C: `C = alpha * A·B + bias (+ C)`.
+ *
+ * @example
+ * ```ts
+ * gemm({ t: c, row: n, col: 1 }, { t: a, row: k, col: 1 }, { t: b, row: n, col: 1 }, { M: m, N: n, K: k });
+ * ```
+ */
+export function gemm(C: Operand, A: Operand, B: Operand, o: GemmOptions): void {
+  for (const x of [A, B, C]) assertF32(x.t, "matmul");
+  if (o.bias) assertF32(o.bias, "matmul bias");
+  const nb1 = o.nb1 ?? 1, nb2 = o.nb2 ?? 1;
+  const params: Param[] = [
+    o.M, o.N, o.K, nb2,
+    A.off ?? 0, A.b1 ?? 0, A.b2 ?? 0, A.row,
+    A.col, B.off ?? 0, B.b1 ?? 0, B.b2 ?? 0,
+    B.row, B.col, C.off ?? 0, C.b1 ?? 0,
+    C.b2 ?? 0, C.row, C.col, o.bias ? (o.biasPerBatch ? 2 : 1) : 0,
+    f32(o.alpha ?? 1), o.causal ? 1 : 0, o.causalOffset ?? 0, o.accumulate ? 1 : 0,
+  ]; // deno-fmt-ignore
+  dispatch(
+    pipeline(SHADERS.matmul, "main"),
+    params,
+    [A.t.buffer, B.t.buffer, C.t.buffer, (o.bias ?? A.t).buffer],
+    [Math.ceil(o.N / 64), Math.ceil(o.M / 64), nb1 * nb2],
+  );
+}
+
+/**
+ * `x · w (+ bias)` for x of shape [..., K] and w of shape [K, N]: returns [..., N].
+ *
+ * @example
+ * ```ts
+ * const y = matmul(x, w, b);
+ * ```
+ */
+export function matmul(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
+  const K = x.shape.at(-1) ?? 0;
+  if (w.shape.length !== 2 || w.shape[0] !== K) {
+    throw new ShapeError(
+      `matmul: [${x.shape.join(", ")}] x [${w.shape.join(", ")}] do not fit (inner dims differ).`,
+    );
+  }
+  const N = w.shape[1];
+  if (bias && bias.size !== N) {
+    throw new ShapeError(`matmul: bias of ${bias.size} elements for ${N} output columns.`);
+  }
+  const M = x.size / Math.max(K, 1);
+  const out = Tensor.empty([...x.shape.slice(0, -1), N]);
+  gemm({ t: out, row: N, col: 1 }, { t: x, row: K, col: 1 }, { t: w, row: N, col: 1 }, {
+    M,
+    N,
+    K,
+    bias,
+  });
+  return out;
+}
+
+/**
+ * Batched matmul: a [B, M, K] x b [B, K, N] -> [B, M, N].
+ *
+ * @example
+ * ```ts
+ * const c = bmm(a, b);
+ * ```
+ */
+export function bmm(a: Tensor, b: Tensor): Tensor {
+  const [B, M, K] = a.shape;
+  const [B2, K2, N] = b.shape;
+  if (a.shape.length !== 3 || b.shape.length !== 3 || B !== B2 || K !== K2) {
+    throw new ShapeError(`bmm: [${a.shape.join(", ")}] x [${b.shape.join(", ")}] do not fit.`);
+  }
+  const out = Tensor.empty([B, M, N]);
+  gemm(
+    { t: out, b1: M * N, row: N, col: 1 },
+    { t: a, b1: M * K, row: K, col: 1 },
+    { t: b, b1: K * N, row: N, col: 1 },
+    { M, N, K, nb1: B },
+  );
+  return out;
+}
+
+/** Normalisation kind: LayerNorm centres, RMSNorm does not. */
+export type NormKind = "LN" | "RMS";
+
+/**
+ * Per-row scale of a norm: `sqrt(mean((x - mean)^2) + eps)` (LN) or `sqrt(mean(x^2) + eps)` (RMS).
+ * x is [..., d]; the result is [..., 1].
+ *
+ * @example
+ * ```ts
+ * const scale = normScale(x, "LN", 1e-5);
+ * ```
+ */
+export function normScale(x: Tensor, kind: NormKind, eps: number): Tensor {
+  assertF32(x, "norm");
+  const d = x.shape.at(-1) ?? 1;
+  const rows = x.size / d;
+  const out = Tensor.empty([...x.shape.slice(0, -1), 1]);
+  dispatch(
+    pipeline(SHADERS.norm, "scale"),
+    [rows, d, kind === "LN" ? 1 : 0, 0, f32(eps), 0, 0, 0],
+    [x.buffer, undefined, out.buffer],
+    gridRows(rows),
+  );
+  return out;
+}
+
+/**
+ * Applies a norm given its per-row scale: `(x - mean) / scale * w + b` (LN; mean 0 for RMS;
+ * w and b optional).
+ *
+ * @example
+ * ```ts
+ * const y = normApply(x, scale, "LN", w, b);
+ * ```
+ */
+export function normApply(x: Tensor, scale: Tensor, kind: NormKind, w?: Tensor, b?: Tensor): Tensor {
+  assertF32(x, "norm");
+  const d = x.shape.at(-1) ?? 1;
+  const rows = x.size / d;
+  if (scale.size !== rows) {
+    throw new ShapeError(`norm: scale has ${scale.size} elements for ${rows} rows.`);
+  }
+  const out = Tensor.empty(x.shape);
+  dispatch(
+    pipeline(SHADERS.norm, "apply"),
+    [rows, d, kind === "LN" ? 1 : 0, w ? 1 : 0, f32(0), b ? 1 : 0, 0, 0],
+    [x.buffer, scale.buffer, out.buffer, (w ?? x).buffer, (b ?? x).buffer],
+    gridRows(rows),
+  );
+  return out;
+}
+
+/**
+ * Softmax over the last dimension.
+ *
+ * @example
+ * ```ts
+ * const p = softmax(scores);
+ * ```
+ */
+export function softmax(x: Tensor): Tensor {
+  assertF32(x, "softmax");
+  const n = x.shape.at(-1) ?? 1;
+  const rows = x.size / n;
+  const out = Tensor.empty(x.shape);
+  dispatch(pipeline(SHADERS.softmax, "main"), [rows, n, 0, 0], [x.buffer, out.buffer], gridRows(rows));
+  return out;
+}
+
+/**
+ * Embedding lookup: rows of `table` [vocab, d] at int32 `ids` [..]: returns [.., d].
+ *
+ * @example
+ * ```ts
+ * const e = embedTokens(W_E, tokens);
+ * ```
+ */
+export function embedTokens(table: Tensor, ids: Tensor): Tensor {
+  const [vocab, d] = table.shape;
+  const out = Tensor.empty([...ids.shape, d]);
+  dispatch(
+    pipeline(SHADERS.embed, "tokens"),
+    [ids.size, 1, d, 0, 0, vocab, 0, 0],
+    [table.buffer, ids.buffer, out.buffer],
+    gridRows(ids.size),
+  );
+  return out;
+}
+
+/**
+ * Learned positional embedding for a [batch, pos] input: rows `offset..offset+pos` of `table`,
+ * repeated per batch: returns [batch, pos, d].
+ *
+ * @example
+ * ```ts
+ * const p = embedPositions(W_pos, 2, 12, 0);
+ * ```
+ */
+export function embedPositions(table: Tensor, batch: number, pos: number, offset: number): Tensor {
+  const d = table.shape[1];
+  const out = Tensor.empty([batch, pos, d]);
+  dispatch(
+    pipeline(SHADERS.embed, "positions"),
+    [batch * pos, pos, d, 0, offset, table.shape[0], 0, 0],
+    [table.buffer, undefined, out.buffer],
+    gridRows(batch * pos),
+  );
+  return out;
+}
+
+/**
+ * Next-token cross-entropy per position: logits [batch, pos, vocab], tokens int32 [batch, pos]
+ * -> [batch, pos - 1].
+ *
+ * @example
+ * ```ts
+ * const lpt = lossPerToken(logits, tokens);
+ * ```
+ */
+export function lossPerToken(logits: Tensor, tokens: Tensor): Tensor {
+  const [batch, pos, vocab] = logits.shape;
+  const out = Tensor.empty([batch, Math.max(pos - 1, 0)]);
+  dispatch(
+    pipeline(SHADERS.loss, "per_token"),
+    [batch, pos, vocab, 0],
+    [logits.buffer, tokens.buffer, out.buffer],
+    gridRows(batch * (pos - 1)),
+  );
+  return out;
+}
+
+/**
+ * Mean of all elements: returns shape [1].
+ *
+ * @example
+ * ```ts
+ * const loss = meanAll(lpt);
+ * ```
+ */
+export function meanAll(x: Tensor): Tensor {
+  const out = Tensor.empty([1]);
+  dispatch(pipeline(SHADERS.loss, "mean"), [0, 0, 0, x.size], [x.buffer, undefined, out.buffer], [
+    1,
+  ]);
+  return out;
+}

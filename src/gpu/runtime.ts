@@ -1,0 +1,437 @@
+/**
+ * The GPU runtime: buffer pool, pipeline cache, the one command stream every op is recorded into,
+ * and readback. Ops record dispatches into the current command encoder; nothing is submitted until
+ * a readback (or an explicit {@link flush}) needs it, so a forward pass without JS syncs is one
+ * `queue.submit`.
+ *
+ * @example
+ * ```ts
+ * import { initRuntime, flush } from "./runtime.ts";
+ * const rt = await initRuntime();
+ * flush(); // submits whatever was recorded
+ * console.log(rt.stats.submits);
+ * ```
+ * @module
+ */
+import { GpuLimitError, GpuUnavailableError } from "../errors.ts";
+import { getDevice, type GpuDevice } from "./device.ts";
+
+/** Usage flags of every pooled storage buffer. */
+const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+/** Counters that tests and benchmarks read. */
+export interface RuntimeStats {
+  /** `queue.submit` calls so far. */
+  submits: number;
+  /** Dispatches recorded so far. */
+  dispatches: number;
+  /** Readbacks (CPU sync points) so far. */
+  readbacks: number;
+  /** Buffers created by the pool (live ones, pooled free or in use). */
+  poolBuffers: number;
+  /** Bytes held by the pool (in use + free). */
+  poolBytes: number;
+  /** Buffers currently sitting free in the pool. */
+  poolFree: number;
+}
+
+/** The state of one GPU device as hooklens uses it. */
+export interface Runtime {
+  /** The device and its adapter facts. */
+  readonly gpu: GpuDevice;
+  /** Counters. */
+  readonly stats: RuntimeStats;
+  /** Free pooled buffers by bucket size. */
+  readonly free: Map<number, GPUBuffer[]>;
+  /** Compiled pipelines keyed by shader, entry point and specialisation. */
+  readonly pipelines: Map<string, GPUComputePipeline>;
+  /** Immutable uniform buffers keyed by their contents. */
+  readonly uniforms: Map<string, GPUBuffer>;
+  /** Encoder being recorded into, or null when nothing is pending. */
+  encoder: GPUCommandEncoder | null;
+  /** Buffers to destroy once the commands recorded so far are submitted. */
+  readonly deferred: GPUBuffer[];
+}
+
+let rt: Runtime | null = null;
+
+/**
+ * Acquires the GPU (once) and returns the runtime.
+ *
+ * @example
+ * ```ts
+ * const rt = await initRuntime();
+ * console.log(rt.gpu.adapterDescription);
+ * ```
+ */
+export async function initRuntime(): Promise<Runtime> {
+  const gpu = await getDevice();
+  if (!rt || rt.gpu !== gpu) {
+    rt = {
+      gpu,
+      stats: { submits: 0, dispatches: 0, readbacks: 0, poolBuffers: 0, poolBytes: 0, poolFree: 0 },
+      free: new Map(),
+      pipelines: new Map(),
+      uniforms: new Map(),
+      encoder: null,
+      deferred: [],
+    };
+  }
+  return rt;
+}
+
+/**
+ * The runtime, for synchronous ops. Throws if no GPU was acquired yet.
+ *
+ * @example
+ * ```ts
+ * await initRuntime();
+ * const { device } = runtime().gpu;
+ * ```
+ */
+export function runtime(): Runtime {
+  if (!rt) {
+    throw new GpuUnavailableError(
+      "No GPU device yet: `await initGpu()` (or load a model or SAE) before creating tensors.",
+    );
+  }
+  return rt;
+}
+
+/** Pool bucket for a byte size: multiples of 256 B up to 64 KiB, then powers of two. */
+export function bucketSize(bytes: number): number {
+  const b = Math.max(256, Math.ceil(bytes / 256) * 256);
+  if (b <= 65536) return b;
+  return 2 ** Math.ceil(Math.log2(b));
+}
+
+/**
+ * Takes a storage buffer of at least `bytes` from the pool (or creates one).
+ *
+ * @example
+ * ```ts
+ * const buf = acquireBuffer(1024);
+ * releaseBuffer(buf);
+ * ```
+ */
+export function acquireBuffer(bytes: number): GPUBuffer {
+  const r = runtime();
+  const size = bucketSize(bytes);
+  const lim = r.gpu.limits;
+  if (size > lim.maxBufferSize) {
+    throw new GpuLimitError(
+      `GPU out of memory for one buffer: requested ${bytes} bytes, the adapter allows at most ` +
+        `${lim.maxBufferSize} per buffer; use a smaller batch or model.`,
+    );
+  }
+  const list = r.free.get(size);
+  if (list && list.length) {
+    r.stats.poolFree--;
+    return list.pop()!;
+  }
+  r.gpu.device.pushErrorScope("out-of-memory");
+  const buf = r.gpu.device.createBuffer({ size, usage: STORAGE_USAGE, label: "pool" });
+  r.gpu.device.popErrorScope().then((e) => {
+    if (e) console.error(`hooklens: GPU out of memory allocating ${size} bytes: ${e.message}`);
+  });
+  r.stats.poolBuffers++;
+  r.stats.poolBytes += size;
+  return buf;
+}
+
+/** Returns a pooled buffer. Commands already recorded that use it still run before any reuse. */
+export function releaseBuffer(buf: GPUBuffer): void {
+  const r = runtime();
+  const list = r.free.get(buf.size);
+  if (list) list.push(buf);
+  else r.free.set(buf.size, [buf]);
+  r.stats.poolFree++;
+}
+
+/**
+ * Destroys every free pooled buffer (returns memory to the driver).
+ *
+ * @example
+ * ```ts
+ * trimPool();
+ * ```
+ */
+export function trimPool(): void {
+  const r = runtime();
+  flush();
+  for (const list of r.free.values()) {
+    for (const b of list) {
+      r.stats.poolBytes -= b.size;
+      r.stats.poolBuffers--;
+      b.destroy();
+    }
+  }
+  r.free.clear();
+  r.stats.poolFree = 0;
+}
+
+/**
+ * Creates a non-pooled storage buffer holding `data` (for weights that live as long as a model).
+ *
+ * @example
+ * ```ts
+ * const buf = createDataBuffer(new Float32Array([1, 2, 3]));
+ * ```
+ */
+export function createDataBuffer(data: ArrayBufferView, label = "data"): GPUBuffer {
+  const r = runtime();
+  const lim = r.gpu.limits;
+  const size = Math.max(16, Math.ceil(data.byteLength / 16) * 16);
+  if (size > lim.maxBufferSize) {
+    throw new GpuLimitError(
+      `GPU buffer for ${label} needs ${data.byteLength} bytes, the adapter allows at most ` +
+        `${lim.maxBufferSize} per buffer.`,
+    );
+  }
+  const buf = r.gpu.device.createBuffer({ size, usage: STORAGE_USAGE, mappedAtCreation: true, label });
+  new Uint8Array(buf.getMappedRange()).set(
+    new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+  );
+  buf.unmap();
+  return buf;
+}
+
+/**
+ * Writes data into an existing buffer, ordered after everything recorded so far.
+ *
+ * @example
+ * ```ts
+ * writeBuffer(buf, new Float32Array([1, 2]));
+ * ```
+ */
+export function writeBuffer(buf: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+  const r = runtime();
+  // queue.writeBuffer is ordered against submits, not against commands still being recorded.
+  if (r.encoder) flush();
+  r.gpu.device.queue.writeBuffer(
+    buf, offset, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength,
+  );
+}
+
+/** A WGSL shader module source plus the name it is cached under. */
+export interface ShaderSource {
+  /** Cache key, e.g. the file name. */
+  readonly name: string;
+  /** WGSL text. */
+  readonly code: string;
+}
+
+/**
+ * Gets (or compiles) the pipeline for an entry point of a shader with `defines` prepended as WGSL
+ * `const` declarations (the specialisation).
+ *
+ * @example
+ * ```ts
+ * const p = pipeline({ name: "x", code: "..." }, "main", { WG: 64 });
+ * ```
+ */
+export function pipeline(
+  shader: ShaderSource,
+  entry: string,
+  defines: Record<string, number | boolean> = {},
+): GPUComputePipeline {
+  const r = runtime();
+  const defs = Object.entries(defines).sort(([a], [b]) => (a < b ? -1 : 1));
+  const key = `${shader.name}:${entry}:${defs.map(([k, v]) => `${k}=${v}`).join(",")}`;
+  let p = r.pipelines.get(key);
+  if (!p) {
+    const head = defs
+      .map(([k, v]) =>
+        typeof v === "boolean"
+          ? `const ${k}: bool = ${v};`
+          : Number.isInteger(v)
+          ? `const ${k}: u32 = ${v}u;`
+          : `const ${k}: f32 = ${v};`
+      )
+      .join("\n");
+    const needsF16 = /\bf16\b/.test(shader.code);
+    const code = (needsF16 ? "enable f16;\n" : "") + head + "\n" + shader.code;
+    const module = r.gpu.device.createShaderModule({ code, label: key });
+    p = r.gpu.device.createComputePipeline({
+      layout: "auto",
+      compute: { module, entryPoint: entry },
+      label: key,
+    });
+    r.pipelines.set(key, p);
+  }
+  return p;
+}
+
+/** Packs numbers into a uniform block: integers as u32/i32, others as f32 (use {@link f32}). */
+export type Param = number | { f32: number };
+
+/**
+ * Marks a parameter as f32.
+ *
+ * @example
+ * ```ts
+ * const params = [4, f32(0.5)];
+ * ```
+ */
+export function f32(x: number): { f32: number } {
+  return { f32: x };
+}
+
+function uniformFor(params: readonly Param[]): GPUBuffer {
+  const r = runtime();
+  const n = Math.max(4, Math.ceil(params.length / 4) * 4);
+  const data = new ArrayBuffer(n * 4);
+  const u = new Uint32Array(data);
+  const f = new Float32Array(data);
+  const i32 = new Int32Array(data);
+  params.forEach((p, i) => {
+    if (typeof p === "number") {
+      if (p < 0) i32[i] = p;
+      else u[i] = p;
+    } else f[i] = p.f32;
+  });
+  let key = "";
+  for (let i = 0; i < n; i++) key += u[i].toString(36) + ",";
+  let buf = r.uniforms.get(key);
+  if (!buf) {
+    if (r.uniforms.size > 8192) {
+      flush();
+      for (const b of r.uniforms.values()) b.destroy();
+      r.uniforms.clear();
+    }
+    buf = r.gpu.device.createBuffer({
+      size: n * 4,
+      usage: GPUBufferUsage.UNIFORM,
+      mappedAtCreation: true,
+      label: "params",
+    });
+    new Uint8Array(buf.getMappedRange()).set(new Uint8Array(data));
+    buf.unmap();
+    r.uniforms.set(key, buf);
+  }
+  return buf;
+}
+
+/** The current encoder (created on demand). */
+export function encoder(): GPUCommandEncoder {
+  const r = runtime();
+  if (!r.encoder) r.encoder = r.gpu.device.createCommandEncoder();
+  return r.encoder;
+}
+
+/**
+ * Records one compute dispatch: binding 0 is the uniform block of `params` (if any), bindings
+ * 1..n the storage buffers in `buffers` (undefined entries are skipped).
+ *
+ * @example
+ * ```ts
+ * dispatch(pipe, [2, 3], [inBuf, outBuf], [1, 1, 1]);
+ * ```
+ */
+export function dispatch(
+  pipe: GPUComputePipeline,
+  params: readonly Param[],
+  buffers: readonly (GPUBuffer | undefined)[],
+  groups: readonly [number, number?, number?],
+): void {
+  const r = runtime();
+  const entries: GPUBindGroupEntry[] = [];
+  if (params.length) entries.push({ binding: 0, resource: { buffer: uniformFor(params) } });
+  const maxBind = r.gpu.limits.maxStorageBufferBindingSize;
+  buffers.forEach((b, i) => {
+    if (!b) return;
+    entries.push({ binding: i + 1, resource: { buffer: b, size: Math.min(b.size, maxBind) } });
+  });
+  const bg = r.gpu.device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
+  const lim = r.gpu.limits.maxComputeWorkgroupsPerDimension;
+  const [x, y = 1, z = 1] = groups;
+  if (x > lim || y > lim || z > lim) {
+    throw new GpuLimitError(
+      `Dispatch of ${x}x${y}x${z} workgroups exceeds the adapter's ${lim} per dimension.`,
+    );
+  }
+  if (x === 0 || y === 0 || z === 0) return;
+  const pass = encoder().beginComputePass();
+  pass.setPipeline(pipe);
+  pass.setBindGroup(0, bg);
+  pass.dispatchWorkgroups(x, y, z);
+  pass.end();
+  r.stats.dispatches++;
+}
+
+/**
+ * Records a buffer-to-buffer copy.
+ *
+ * @example
+ * ```ts
+ * copyBuffer(src, dst, 1024);
+ * ```
+ */
+export function copyBuffer(src: GPUBuffer, dst: GPUBuffer, bytes: number, srcOff = 0, dstOff = 0): void {
+  encoder().copyBufferToBuffer(src, srcOff, dst, dstOff, bytes);
+}
+
+/**
+ * Submits everything recorded so far (no CPU wait).
+ *
+ * @example
+ * ```ts
+ * flush();
+ * ```
+ */
+export function flush(): void {
+  const r = runtime();
+  if (!r.encoder) return;
+  const cmd = r.encoder.finish();
+  r.encoder = null;
+  r.gpu.device.queue.submit([cmd]);
+  r.stats.submits++;
+  for (const b of r.deferred.splice(0)) b.destroy();
+}
+
+/**
+ * Destroys a buffer once the commands recorded so far (which may use it) are submitted.
+ *
+ * @example
+ * ```ts
+ * deferDestroy(buf);
+ * ```
+ */
+export function deferDestroy(buf: GPUBuffer): void {
+  const r = runtime();
+  if (r.encoder) r.deferred.push(buf);
+  else buf.destroy();
+}
+
+/**
+ * Reads several buffer ranges back to the CPU in one submission and one wait.
+ *
+ * @example
+ * ```ts
+ * const [bytes] = await readBuffers([{ buffer: buf, bytes: 16 }]);
+ * ```
+ */
+export async function readBuffers(
+  reqs: readonly { buffer: GPUBuffer; bytes: number }[],
+): Promise<ArrayBuffer[]> {
+  const r = runtime();
+  const staging = reqs.map(({ buffer, bytes }) => {
+    const size = Math.max(4, Math.ceil(bytes / 4) * 4);
+    const s = r.gpu.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      label: "staging",
+    });
+    encoder().copyBufferToBuffer(buffer, 0, s, 0, size);
+    return s;
+  });
+  flush();
+  r.stats.readbacks++;
+  await Promise.all(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
+  return staging.map((s, i) => {
+    const out = s.getMappedRange().slice(0, reqs[i].bytes);
+    s.unmap();
+    s.destroy();
+    return out;
+  });
+}

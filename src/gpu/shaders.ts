@@ -1,0 +1,29 @@
+/**
+ * The WGSL sources, one file per kernel family in `shaders/`, imported as text.
+ *
+ * @example
+ * ```ts
+ * import { SHADERS } from "./shaders.ts";
+ * console.log(SHADERS.matmul.code.length > 0);
+ * ```
+ * @module
+ */
+import elementwise from "../../shaders/elementwise.wgsl" with { type: "text" };
+import matmul from "../../shaders/matmul.wgsl" with { type: "text" };
+import norm from "../../shaders/norm.wgsl" with { type: "text" };
+import softmax from "../../shaders/softmax.wgsl" with { type: "text" };
+import embed from "../../shaders/embed.wgsl" with { type: "text" };
+import loss from "../../shaders/loss.wgsl" with { type: "text" };
+import sae from "../../shaders/sae.wgsl" with { type: "text" };
+import type { ShaderSource } from "./runtime.ts";
+
+/** Every shader module by family name. */
+export const SHADERS: Readonly<Record<string, ShaderSource>> = {
+  elementwise: { name: "elementwise", code: elementwise },
+  matmul: { name: "matmul", code: matmul },
+  norm: { name: "norm", code: norm },
+  softmax: { name: "softmax", code: softmax },
+  embed: { name: "embed", code: embed },
+  loss: { name: "loss", code: loss },
+  sae: { name: "sae", code: sae },
+};

@@ -1,0 +1,245 @@
+/**
+ * `Tensor`: a GPU buffer with a shape. Creating one uploads; `toArray()` is the one way data comes
+ * back. Arithmetic on tensors (`add`, `mul`, `fillAt`, ...) is recorded on the GPU with no CPU
+ * round trip, which is what hooks need for patching, ablation and steering.
+ *
+ * @example
+ * ```ts
+ * import { initGpu, Tensor } from "../../mod.ts";
+ * await initGpu();
+ * using t = Tensor.from([1, 2, 3, 4], [2, 2]);
+ * using u = t.scale(2).add(1);
+ * console.log(await u.toArray()); // Float32Array [3, 5, 7, 9]
+ * ```
+ * @module
+ */
+import { DisposedError, ShapeError } from "../errors.ts";
+import { acquireBuffer, createDataBuffer, deferDestroy, readBuffers, releaseBuffer } from "./runtime.ts";
+import * as ops from "./ops.ts";
+
+/** Element types a tensor can hold. */
+export type DType = "float32" | "float16" | "int32";
+
+/** Bytes per element of a dtype. */
+export function dtypeBytes(d: DType): number {
+  return d === "float16" ? 2 : 4;
+}
+
+/** Tensors created while an arena is open are disposed when it closes, unless kept. */
+const arenas: Set<Tensor>[] = [];
+
+/**
+ * Opens an arena: tensors created until {@link closeArena} are freed then.
+ *
+ * @example
+ * ```ts
+ * const arena = openArena();
+ * // ... ops ...
+ * closeArena(arena);
+ * ```
+ */
+export function openArena(): Set<Tensor> {
+  const a = new Set<Tensor>();
+  arenas.push(a);
+  return a;
+}
+
+/** Closes an arena (must be the innermost) and disposes its tensors except those in `keep`. */
+export function closeArena(arena: Set<Tensor>, keep: Iterable<Tensor> = []): void {
+  const i = arenas.lastIndexOf(arena);
+  if (i >= 0) arenas.splice(i, 1);
+  const kept = new Set(keep);
+  for (const t of arena) if (!kept.has(t)) t.dispose();
+}
+
+/** Number of elements of a shape. */
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const s of shape) n *= s;
+  return n;
+}
+
+function checkShape(shape: readonly number[]): void {
+  if (!shape.every((s) => Number.isInteger(s) && s >= 0)) {
+    throw new ShapeError(`Invalid tensor shape [${shape.join(", ")}]: use non-negative integers.`);
+  }
+}
+
+/** A GPU buffer with a shape. See the module docs. */
+export class Tensor implements Disposable {
+  /** Dimensions, outermost first. */
+  readonly shape: readonly number[];
+  /** Element type. */
+  readonly dtype: DType;
+  #buffer: GPUBuffer | null;
+  #pooled: boolean;
+  #base: Tensor | null;
+
+  /**
+   * Wraps a buffer. Prefer {@link Tensor.from} and {@link Tensor.empty}.
+   *
+   * @param buffer the GPU buffer (at least numel * bytes long).
+   * @param shape dimensions.
+   * @param dtype element type.
+   * @param pooled whether disposing returns the buffer to the pool (else destroys it).
+   * @param base for views: the tensor that owns the buffer.
+   */
+  constructor(
+    buffer: GPUBuffer,
+    shape: readonly number[],
+    dtype: DType = "float32",
+    pooled = true,
+    base: Tensor | null = null,
+  ) {
+    checkShape(shape);
+    this.#buffer = buffer;
+    this.shape = Object.freeze([...shape]);
+    this.dtype = dtype;
+    this.#pooled = pooled;
+    this.#base = base;
+    arenas.at(-1)?.add(this);
+  }
+
+  /**
+   * Uploads data as a new tensor.
+   *
+   * @example
+   * ```ts
+   * const t = Tensor.from(new Float32Array(6), [2, 3]);
+   * ```
+   */
+  static from(data: ArrayLike<number>, shape: number[], dtype: DType = "float32"): Tensor {
+    checkShape(shape);
+    const n = numel(shape);
+    if (data.length !== n) {
+      throw new ShapeError(
+        `Tensor.from: ${data.length} values do not fill shape [${shape.join(", ")}] (${n} elements).`,
+      );
+    }
+    const arr = dtype === "int32" ? Int32Array.from(data) : Float32Array.from(data);
+    if (dtype === "float16") {
+      throw new ShapeError("Tensor.from: float16 upload is not supported; upload float32.");
+    }
+    return new Tensor(createDataBuffer(arr, "tensor"), shape, dtype, false);
+  }
+
+  /**
+   * A new tensor with uninitialised contents from the buffer pool.
+   *
+   * @example
+   * ```ts
+   * const t = Tensor.empty([4, 4]);
+   * ```
+   */
+  static empty(shape: readonly number[], dtype: DType = "float32"): Tensor {
+    checkShape(shape);
+    return new Tensor(acquireBuffer(Math.max(4, numel(shape) * dtypeBytes(dtype))), shape, dtype);
+  }
+
+  /** The GPU buffer; throws if the tensor was disposed. */
+  get buffer(): GPUBuffer {
+    if (!this.#buffer || (this.#base && this.#base.disposed)) {
+      throw new DisposedError(
+        `Tensor [${this.shape.join(", ")}] was used after dispose(): ` +
+          "keep it alive (or clone it) while you need it.",
+      );
+    }
+    return this.#buffer;
+  }
+
+  /** Whether dispose() was called. */
+  get disposed(): boolean {
+    return this.#buffer === null || (this.#base !== null && this.#base.disposed);
+  }
+
+  /** Number of elements. */
+  get size(): number {
+    return numel(this.shape);
+  }
+
+  /**
+   * Reads the data back to the CPU (flushes recorded GPU work and waits for it).
+   *
+   * @example
+   * ```ts
+   * const values = await t.toArray();
+   * ```
+   */
+  async toArray(): Promise<Float32Array | Int32Array> {
+    const bytes = this.size * dtypeBytes(this.dtype);
+    if (bytes === 0) return this.dtype === "int32" ? new Int32Array(0) : new Float32Array(0);
+    const [buf] = await readBuffers([{ buffer: this.buffer, bytes }]);
+    if (this.dtype === "int32") return new Int32Array(buf);
+    if (this.dtype === "float16") return Float32Array.from(new Float16Array(buf));
+    return new Float32Array(buf);
+  }
+
+  /** Elementwise `this + o`; `o` a number, a same-shape tensor or one whose shape is a suffix. */
+  add(o: Tensor | number): Tensor {
+    return typeof o === "number" ? ops.affine(this, 1, o) : ops.binary(this, o, "add");
+  }
+
+  /** Elementwise `this - o` (broadcasting as {@link Tensor.add}). */
+  sub(o: Tensor | number): Tensor {
+    return typeof o === "number" ? ops.affine(this, 1, -o) : ops.binary(this, o, "sub");
+  }
+
+  /** Elementwise `this * o` (broadcasting as {@link Tensor.add}). */
+  mul(o: Tensor | number): Tensor {
+    return typeof o === "number" ? ops.affine(this, o, 0) : ops.binary(this, o, "mul");
+  }
+
+  /** `this * s`. */
+  scale(s: number): Tensor {
+    return ops.affine(this, s, 0);
+  }
+
+  /**
+   * A copy with every element whose index along `dim` is in `indices` set to `value`, e.g.
+   * `acts.fillAt(-1, [3], 0)` zeroes SAE latent 3. Negative `dim` counts from the end.
+   */
+  fillAt(dim: number, indices: number[], value: number): Tensor {
+    return ops.fillAt(this, dim, indices, value);
+  }
+
+  /** A copy in a new buffer. */
+  clone(): Tensor {
+    return ops.affine(this, 1, 0);
+  }
+
+  /**
+   * The same data under another shape (same element count); shares the buffer, so it is valid
+   * while this tensor is. One dimension may be -1.
+   */
+  reshape(shape: number[]): Tensor {
+    const s = [...shape];
+    const neg = s.indexOf(-1);
+    if (neg >= 0) s[neg] = this.size / numel(s.filter((_, i) => i !== neg));
+    if (numel(s) !== this.size || !Number.isInteger(s[neg] ?? 0)) {
+      throw new ShapeError(`Cannot reshape [${this.shape.join(", ")}] to [${shape.join(", ")}].`);
+    }
+    return new Tensor(this.buffer, s, this.dtype, false, this.#base ?? this);
+  }
+
+  /** Removes this tensor from the enclosing forward pass's arena so it outlives the pass. */
+  keep(): this {
+    for (const a of arenas) a.delete(this);
+    return this;
+  }
+
+  /** Frees the buffer (returns it to the pool). Idempotent. */
+  dispose(): void {
+    const b = this.#buffer;
+    if (!b) return;
+    this.#buffer = null;
+    for (let i = arenas.length - 1; i >= 0; i--) arenas[i].delete(this);
+    if (this.#base) return;
+    if (this.#pooled) releaseBuffer(b);
+    else deferDestroy(b);
+  }
+
+  /** Same as {@link Tensor.dispose}, for `using`. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

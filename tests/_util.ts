@@ -1,0 +1,71 @@
+// Shared test helpers: seeded random data, float64 references, error measures, pool poisoning.
+import { acquireBuffer, releaseBuffer, writeBuffer } from "../src/gpu/runtime.ts";
+
+/** Mulberry32: a small seeded PRNG. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** n uniform values in [-1, 1) rounded to float32. */
+export function randArray(n: number, seed: number): Float32Array {
+  const r = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = r() * 2 - 1;
+  return out;
+}
+
+/** ‖a − b‖ / ‖b‖ in float64. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i] - b[i];
+    num += d * d;
+    den += b[i] * b[i];
+  }
+  return Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-30);
+}
+
+/** max |a − b| / max |b|, treating equal infinities as equal; NaN anywhere gives Infinity. */
+export function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
+  let mx = 0, mb = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i], y = b[i];
+    if (Number.isNaN(x) || Number.isNaN(y)) return Infinity;
+    if (!Number.isFinite(y) || !Number.isFinite(x)) {
+      if (x !== y) return Infinity;
+      continue;
+    }
+    mx = Math.max(mx, Math.abs(x - y));
+    mb = Math.max(mb, Math.abs(y));
+  }
+  return mx / Math.max(mb, 1e-30);
+}
+
+/**
+ * Puts NaN-filled buffers of `bytes` into the pool so the next op outputs land in poisoned memory:
+ * an element the kernel does not write stays NaN and fails the comparison.
+ */
+export function poisonPool(bytes: number, count = 2): void {
+  const bufs = Array.from({ length: count }, () => acquireBuffer(bytes));
+  for (const b of bufs) writeBuffer(b, new Float32Array(b.size / 4).fill(NaN));
+  for (const b of bufs) releaseBuffer(b);
+}
+
+/** Whether a file exists. */
+export function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

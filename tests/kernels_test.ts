@@ -1,0 +1,248 @@
+// Kernels against float64 CPU references on fresh random inputs, outputs poisoned first.
+import assert from "node:assert/strict";
+import { initGpu, Tensor } from "../mod.ts";
+import * as ops from "../src/gpu/ops.ts";
+import { maxRelErr, poisonPool, randArray, relErr } from "./_util.ts";
+
+await initGpu();
+let seed = 1000;
+
+function refMatmul(
+  a: Float32Array, b: Float32Array, bias: Float32Array | null, M: number, K: number, N: number,
+): Float64Array {
+  const out = new Float64Array(M * N);
+  for (let i = 0; i < M; i++) {
+    for (let k = 0; k < K; k++) {
+      const av = a[i * K + k];
+      if (av === 0) continue;
+      const row = i * N;
+      const bk = k * N;
+      for (let j = 0; j < N; j++) out[row + j] += av * b[bk + j];
+    }
+    if (bias) for (let j = 0; j < N; j++) out[i * N + j] += bias[j];
+  }
+  return out;
+} // deno-fmt-ignore
+
+for (const [M, K, N] of [[1, 1, 1], [7, 13, 5], [65, 129, 33], [256, 768, 3072]]) {
+  Deno.test(`matmul ${M}x${K}x${N} with bias matches float64`, async () => {
+    const a = randArray(M * K, seed++), b = randArray(K * N, seed++), bias = randArray(N, seed++);
+    using ta = Tensor.from(a, [M, K]);
+    using tb = Tensor.from(b, [K, N]);
+    using tbias = Tensor.from(bias, [N]);
+    poisonPool(M * N * 4);
+    using out = ops.matmul(ta, tb, tbias);
+    assert.deepEqual(out.shape, [M, N]);
+    const got = await out.toArray();
+    const err = relErr(got, refMatmul(a, b, bias, M, K, N));
+    assert.ok(err < 1e-5, `rel err ${err}`);
+  });
+}
+
+Deno.test("bmm (batched) matches float64 per batch", async () => {
+  const [B, M, K, N] = [3, 17, 40, 23];
+  const a = randArray(B * M * K, seed++), b = randArray(B * K * N, seed++);
+  using ta = Tensor.from(a, [B, M, K]);
+  using tb = Tensor.from(b, [B, K, N]);
+  poisonPool(B * M * N * 4);
+  using out = ops.bmm(ta, tb);
+  const got = await out.toArray();
+  for (let z = 0; z < B; z++) {
+    const ref = refMatmul(a.subarray(z * M * K), b.subarray(z * K * N), null, M, K, N);
+    const err = relErr(got.subarray(z * M * N, (z + 1) * M * N), ref);
+    assert.ok(err < 1e-5, `batch ${z}: rel err ${err}`);
+  }
+});
+
+Deno.test("gemm strided: per-head q·kᵀ in [batch, pos, head, d] layout with scale and causal mask", async () => {
+  const [Bt, P, H, D] = [2, 9, 3, 8];
+  const q = randArray(Bt * P * H * D, seed++), k = randArray(Bt * P * H * D, seed++);
+  using tq = Tensor.from(q, [Bt, P, H, D]);
+  using tk = Tensor.from(k, [Bt, P, H, D]);
+  using out = Tensor.from(new Float32Array(Bt * H * P * P).fill(NaN), [Bt, H, P, P]);
+  const alpha = 0.37;
+  ops.gemm(
+    { t: out, b1: H * P * P, b2: P * P, row: P, col: 1 },
+    { t: tq, b1: P * H * D, b2: D, row: H * D, col: 1 },
+    { t: tk, b1: P * H * D, b2: D, row: 1, col: H * D },
+    { M: P, N: P, K: D, nb1: Bt, nb2: H, alpha, causal: true },
+  );
+  const got = await out.toArray();
+  const ref = new Float64Array(got.length);
+  for (let b = 0; b < Bt; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let i = 0; i < P; i++) {
+        for (let j = 0; j < P; j++) {
+          let s = 0;
+          for (let d = 0; d < D; d++) {
+            s += q[((b * P + i) * H + h) * D + d] * k[((b * P + j) * H + h) * D + d];
+          }
+          ref[((b * H + h) * P + i) * P + j] = j > i ? -Infinity : s * alpha;
+        }
+      }
+    }
+  }
+  assert.ok(maxRelErr(got, ref) < 1e-5, `max rel err ${maxRelErr(got, ref)}`);
+});
+
+Deno.test("gemm accumulate adds into C, per-batch bias", async () => {
+  const [B2, M, K, N] = [2, 5, 7, 6];
+  const a = randArray(B2 * M * K, seed++), b = randArray(B2 * K * N, seed++);
+  const c0 = randArray(B2 * M * N, seed++), bias = randArray(B2 * N, seed++);
+  using ta = Tensor.from(a, [B2, M, K]);
+  using tb = Tensor.from(b, [B2, K, N]);
+  using tc = Tensor.from(c0, [B2, M, N]);
+  using tbias = Tensor.from(bias, [B2, N]);
+  ops.gemm(
+    { t: tc, b2: M * N, row: N, col: 1 },
+    { t: ta, b2: M * K, row: K, col: 1 },
+    { t: tb, b2: K * N, row: N, col: 1 },
+    { M, N, K, nb2: B2, bias: tbias, biasPerBatch: true, accumulate: true },
+  );
+  const got = await tc.toArray();
+  const ref = new Float64Array(got.length);
+  for (let z = 0; z < B2; z++) {
+    const r = refMatmul(a.subarray(z * M * K), b.subarray(z * K * N), bias.subarray(z * N), M, K, N);
+    for (let i = 0; i < M * N; i++) ref[z * M * N + i] = r[i] + c0[z * M * N + i];
+  }
+  assert.ok(relErr(got, ref) < 1e-5);
+});
+
+Deno.test("elementwise add/sub/mul (same shape and broadcast suffix), scale, affine", async () => {
+  const n = 7 * 13 * 5;
+  const a = randArray(n, seed++), b = randArray(n, seed++), c = randArray(5, seed++);
+  using ta = Tensor.from(a, [7, 13, 5]);
+  using tb = Tensor.from(b, [7, 13, 5]);
+  using tc = Tensor.from(c, [5]);
+  const cases: [string, () => Tensor, (i: number) => number][] = [
+    ["add", () => ta.add(tb), (i) => a[i] + b[i]],
+    ["sub", () => ta.sub(tb), (i) => a[i] - b[i]],
+    ["mul", () => ta.mul(tb), (i) => a[i] * b[i]],
+    ["add broadcast", () => ta.add(tc), (i) => a[i] + c[i % 5]],
+    ["mul broadcast", () => ta.mul(tc), (i) => a[i] * c[i % 5]],
+    ["scale", () => ta.scale(-2.5), (i) => a[i] * -2.5],
+    ["add scalar", () => ta.add(0.75), (i) => a[i] + 0.75],
+    ["sub scalar", () => ta.sub(0.75), (i) => a[i] - 0.75],
+    ["clone", () => ta.clone(), (i) => a[i]],
+  ];
+  for (const [name, f, ref] of cases) {
+    poisonPool(n * 4);
+    using out = f();
+    const got = await out.toArray();
+    const r = Float64Array.from({ length: n }, (_, i) => ref(i));
+    assert.ok(relErr(got, r) < 1e-6, `${name}: ${relErr(got, r)}`);
+  }
+  assert.throws(() => ta.add(Tensor.from([1, 2], [2])), /do not broadcast/);
+});
+
+Deno.test("fillAt sets exactly the chosen indices along a dim", async () => {
+  const shape = [3, 4, 10];
+  const a = randArray(120, seed++);
+  using t = Tensor.from(a, shape);
+  poisonPool(120 * 4);
+  using out = t.fillAt(-1, [3, 7, -1], 0.5);
+  const got = await out.toArray();
+  for (let i = 0; i < 120; i++) {
+    const j = i % 10;
+    assert.equal(got[i], j === 3 || j === 7 || j === 9 ? 0.5 : a[i]);
+  }
+  using mid = t.fillAt(1, [0], -1);
+  const g2 = await mid.toArray();
+  for (let i = 0; i < 120; i++) assert.equal(g2[i], Math.floor(i / 10) % 4 === 0 ? -1 : a[i]);
+  assert.throws(() => t.fillAt(2, [10], 0), /out of range/);
+});
+
+Deno.test("norm reductions: LayerNorm / RMSNorm scale and apply match float64", async () => {
+  for (const [rows, d] of [[1, 1], [7, 13], [65, 129], [3, 768]]) {
+    const x = randArray(rows * d, seed++), w = randArray(d, seed++), b = randArray(d, seed++);
+    using tx = Tensor.from(x, [rows, d]);
+    using tw = Tensor.from(w, [d]);
+    using tb = Tensor.from(b, [d]);
+    for (const kind of ["LN", "RMS"] as const) {
+      poisonPool(rows * 4);
+      using sc = ops.normScale(tx, kind, 1e-5);
+      poisonPool(rows * d * 4);
+      using y = ops.normApply(tx, sc, kind, tw, kind === "LN" ? tb : undefined);
+      const [gs, gy] = [await sc.toArray(), await y.toArray()];
+      const rs = new Float64Array(rows), ry = new Float64Array(rows * d);
+      for (let r = 0; r < rows; r++) {
+        let mu = 0;
+        if (kind === "LN") for (let i = 0; i < d; i++) mu += x[r * d + i] / d;
+        let v = 0;
+        for (let i = 0; i < d; i++) v += (x[r * d + i] - mu) ** 2 / d;
+        rs[r] = Math.sqrt(v + 1e-5);
+        for (let i = 0; i < d; i++) {
+          ry[r * d + i] = (x[r * d + i] - mu) / rs[r] * w[i] + (kind === "LN" ? b[i] : 0);
+        }
+      }
+      assert.ok(relErr(gs, rs) < 1e-5, `${kind} ${rows}x${d} scale ${relErr(gs, rs)}`);
+      assert.ok(relErr(gy, ry) < 1e-5, `${kind} ${rows}x${d} apply ${relErr(gy, ry)}`);
+    }
+  }
+});
+
+Deno.test("softmax with -inf entries, activations, loss per token and mean", async () => {
+  const [rows, n] = [9, 37];
+  const x = randArray(rows * n, seed++).map((v, i) => (i % 5 === 4 ? -Infinity : v * 4));
+  using tx = Tensor.from(x, [rows, n]);
+  poisonPool(rows * n * 4);
+  using sm = ops.softmax(tx);
+  const got = await sm.toArray();
+  const ref = new Float64Array(rows * n);
+  for (let r = 0; r < rows; r++) {
+    const row = Array.from(x.subarray(r * n, (r + 1) * n));
+    const mx = Math.max(...row);
+    const s = row.reduce((acc, v) => acc + Math.exp(v - mx), 0);
+    row.forEach((v, i) => (ref[r * n + i] = Math.exp(v - mx) / s));
+  }
+  assert.ok(relErr(got, ref) < 1e-5);
+
+  const a = randArray(1000, seed++).map((v) => v * 6);
+  using ta = Tensor.from(a, [1000]);
+  const acts: Record<string, (v: number) => number> = {
+    gelu_new: (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))),
+    gelu: (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)),
+    relu: (v) => Math.max(v, 0),
+    silu: (v) => v / (1 + Math.exp(-v)),
+  };
+  for (const [name, f] of Object.entries(acts)) {
+    poisonPool(4000);
+    using y = ops.activation(ta, name);
+    const g = await y.toArray();
+    const e = relErr(g, Float64Array.from(a, f));
+    assert.ok(e < 1e-5, `${name} ${e}`);
+  }
+
+  const [B, P, V] = [2, 5, 33];
+  const logits = randArray(B * P * V, seed++).map((v) => v * 5);
+  const toks = [3, 0, 32, 7, 1, 4, 4, 9, 31, 2];
+  using tl = Tensor.from(logits, [B, P, V]);
+  using tt = Tensor.from(toks, [B, P], "int32");
+  poisonPool(B * (P - 1) * 4);
+  using lpt = ops.lossPerToken(tl, tt);
+  using mean = ops.meanAll(lpt);
+  const [gl, gm] = [await lpt.toArray(), await mean.toArray()];
+  const rl = new Float64Array(B * (P - 1));
+  for (let b = 0; b < B; b++) {
+    for (let p = 0; p < P - 1; p++) {
+      const row = Array.from(logits.subarray((b * P + p) * V, (b * P + p + 1) * V));
+      const mx = Math.max(...row);
+      const lse = Math.log(row.reduce((s, v) => s + Math.exp(v - mx), 0)) + mx;
+      rl[b * (P - 1) + p] = lse - row[toks[b * P + p + 1]];
+    }
+  }
+  assert.ok(relErr(gl, rl) < 1e-5);
+  assert.ok(Math.abs(gm[0] - rl.reduce((s, v) => s + v, 0) / rl.length) < 1e-5);
+});
+
+/** erf by its series / continued fraction, to float64 accuracy for the test's range. */
+function erf(x: number): number {
+  const t = Math.abs(x);
+  let sum = t, term = t;
+  for (let n = 1; n < 200; n++) {
+    term *= -t * t / n;
+    sum += term / (2 * n + 1);
+    if (Math.abs(term) < 1e-17) break;
+  }
+  return Math.sign(x) * Math.min(1, (2 / Math.sqrt(Math.PI)) * sum);
+}
