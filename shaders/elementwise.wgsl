@@ -16,6 +16,7 @@ struct P {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> mask: array<u32>;
+@group(0) @binding(5) var<storage, read> c: array<f32>;
 
 fn idx(g: vec3u, nw: vec3u) -> u32 {
   return g.x + g.y * nw.x * 256u;
@@ -96,4 +97,12 @@ fn gated(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: v
   let i = idx(g, nw);
   if (i >= p.n) { return; }
   out[i] = act(a[i], p.op) * b[i];
+}
+
+// out = a * b[i % m] + c[i % m]: a norm's weight and bias after hook_normalized.
+@compute @workgroup_size(256)
+fn scale_shift(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let i = idx(g, nw);
+  if (i >= p.n) { return; }
+  out[i] = a[i] * b[i % p.m] + c[i % p.m];
 }

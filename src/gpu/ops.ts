@@ -66,6 +66,30 @@ export function binary(a: Tensor, b: Tensor, op: keyof typeof BINARY_OPS): Tenso
 }
 
 /**
+ * `a * w + b` with w and b of shape [d] broadcast over the last dimension of a.
+ *
+ * @example
+ * ```ts
+ * const y = scaleShift(normalized, w, b);
+ * ```
+ */
+export function scaleShift(a: Tensor, w: Tensor, b: Tensor): Tensor {
+  assertF32(a, "scaleShift");
+  const d = a.shape.at(-1) ?? 1;
+  if (w.size !== d || b.size !== d) {
+    throw new ShapeError(`scaleShift: weight/bias of ${w.size}/${b.size} for last dim ${d}.`);
+  }
+  const out = Tensor.empty(a.shape);
+  dispatch(
+    pipeline(SHADERS.elementwise, "scale_shift"),
+    [a.size, d, 0, f32(0), f32(0), 1, 1, 0],
+    [a.buffer, w.buffer, out.buffer, undefined, b.buffer],
+    grid256(a.size),
+  );
+  return out;
+}
+
+/**
  * `a * s + t` elementwise.
  *
  * @example
@@ -416,7 +440,7 @@ export function lossPerToken(logits: Tensor, tokens: Tensor): Tensor {
 }
 
 /**
- * Mean of all elements: returns shape [1].
+ * Mean of all elements: returns a scalar (shape []).
  *
  * @example
  * ```ts
@@ -424,7 +448,7 @@ export function lossPerToken(logits: Tensor, tokens: Tensor): Tensor {
  * ```
  */
 export function meanAll(x: Tensor): Tensor {
-  const out = Tensor.empty([1]);
+  const out = Tensor.empty([]);
   dispatch(pipeline(SHADERS.loss, "mean"), [0, 0, 0, x.size], [x.buffer, undefined, out.buffer], [
     1,
   ]);

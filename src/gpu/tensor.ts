@@ -221,6 +221,21 @@ export class Tensor implements Disposable {
     return new Tensor(this.buffer, s, this.dtype, false, this.#base ?? this);
   }
 
+  /**
+   * Moves this tensor's buffer into a new tensor of another shape (same element count), without a
+   * copy; this one counts as disposed afterwards.
+   */
+  moveTo(shape: number[]): Tensor {
+    if (numel(shape) !== this.size || this.#base) {
+      throw new ShapeError(`Cannot move [${this.shape.join(", ")}] to [${shape.join(", ")}].`);
+    }
+    const b = this.buffer;
+    const t = new Tensor(b, shape, this.dtype, this.#pooled);
+    this.#buffer = null;
+    for (const a of arenas) a.delete(this);
+    return t;
+  }
+
   /** Removes this tensor from the enclosing forward pass's arena so it outlives the pass. */
   keep(): this {
     for (const a of arenas) a.delete(this);

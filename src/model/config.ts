@@ -1,0 +1,210 @@
+/**
+ * HookedTransformerConfig: TransformerLens's config in camelCase, built from a Hugging Face
+ * `config.json`.
+ *
+ * @example
+ * ```ts
+ * import { configFromHf } from "./config.ts";
+ * const cfg = configFromHf({ architectures: ["GPT2LMHeadModel"], n_embd: 64, n_layer: 2, n_head: 4,
+ *   vocab_size: 1000, n_positions: 64 }, "config.json");
+ * console.log(cfg.dHead); // 16
+ * ```
+ * @module
+ */
+import { ConfigError } from "../errors.ts";
+import type { Json } from "../io/json.ts";
+
+/** Normalisation as TransformerLens names it (LNPre/RMSPre once weights are folded). */
+export type NormalizationType = "LN" | "LNPre" | "RMS" | "RMSPre";
+
+/** The model's hyperparameters, as TransformerLens's HookedTransformerConfig (camelCase). */
+export interface HookedTransformerConfig {
+  /** Residual stream width. */
+  dModel: number;
+  /** Number of blocks. */
+  nLayers: number;
+  /** Attention heads. */
+  nHeads: number;
+  /** Width of one head. */
+  dHead: number;
+  /** MLP hidden width. */
+  dMlp: number;
+  /** Vocabulary size (input). */
+  dVocab: number;
+  /** Vocabulary size (output). */
+  dVocabOut: number;
+  /** Context length. */
+  nCtx: number;
+  /** MLP activation: gelu_new, gelu, relu, silu, ... */
+  actFn: string;
+  /** Norm epsilon. */
+  eps: number;
+  /** Norm kind. */
+  normalizationType: NormalizationType;
+  /** Learned ("standard") or rotary positions. */
+  positionalEmbeddingType: "standard" | "rotary";
+  /** Rotary dimensions per head (rotary models). */
+  rotaryDim: number | null;
+  /** Rotary base (theta). */
+  rotaryBase: number;
+  /** Key/value heads (grouped-query attention), null when equal to nHeads. */
+  nKeyValueHeads: number | null;
+  /** Attention and MLP read the same residual (GPT-NeoX). */
+  parallelAttnMlp: boolean;
+  /** Gated MLP (Llama). */
+  gatedMlp: boolean;
+  /** Final norm is RMS. */
+  finalRms: boolean;
+  /** Divide attention scores by attnScale. */
+  useAttnScale: boolean;
+  /** sqrt(dHead). */
+  attnScale: number;
+  /** GPT-2 option: scores also divided by (layer + 1). */
+  scaleAttnByInverseLayerIdx: boolean;
+  /** HF architecture name, e.g. "GPT2LMHeadModel". */
+  originalArchitecture: string;
+  /** Unembedding shares the embedding matrix. */
+  tieWordEmbeddings: boolean;
+  /** Whether the tokenizer should prepend BOS by default. */
+  defaultPrependBos: boolean;
+  /** BOS token id, if known. */
+  bosTokenId: number | null;
+  /** EOS token id, if known. */
+  eosTokenId: number | null;
+  /** Attention has q/k/v/o biases (false for Llama). */
+  attnBias: boolean;
+  /** MLP has biases (false for Llama). */
+  mlpBias: boolean;
+}
+
+/** HF architectures hooklens runs. */
+export const SUPPORTED_ARCHITECTURES: readonly string[] = [
+  "GPT2LMHeadModel",
+  "LlamaForCausalLM",
+  "MistralForCausalLM",
+  "Qwen2ForCausalLM",
+  "GPTNeoXForCausalLM",
+];
+
+/**
+ * Builds the config from a parsed HF `config.json`.
+ *
+ * @example
+ * ```ts
+ * const cfg = configFromHf(JSON.parse(text), "model/config.json");
+ * ```
+ */
+export function configFromHf(hf: Json, file: string): HookedTransformerConfig {
+  if (hf === null || typeof hf !== "object" || Array.isArray(hf)) {
+    throw new ConfigError(file, "config is not a JSON object");
+  }
+  const o = hf as Record<string, Json>;
+  const arch = Array.isArray(o.architectures) && typeof o.architectures[0] === "string"
+    ? o.architectures[0]
+    : o.model_type === "gpt2"
+    ? "GPT2LMHeadModel"
+    : String(o.model_type ?? "unknown");
+  const int = (key: string, ...alts: string[]): number => {
+    for (const k of [key, ...alts]) {
+      const v = o[k];
+      if (v === undefined || v === null) continue;
+      if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) {
+        throw new ConfigError(file, `must be a positive integer, got ${JSON.stringify(v)}`, k);
+      }
+      return v;
+    }
+    throw new ConfigError(file, "missing (needed for " + arch + ")", key);
+  };
+  const num = (key: string, dflt: number): number => {
+    const v = o[key];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== "number" || !Number.isFinite(v)) {
+      throw new ConfigError(file, `must be a number, got ${JSON.stringify(v)}`, key);
+    }
+    return v;
+  };
+  const str = (key: string, dflt: string): string => {
+    const v = o[key];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== "string") throw new ConfigError(file, `must be a string`, key);
+    return v;
+  };
+  const optInt = (key: string): number | null => {
+    const v = o[key];
+    return typeof v === "number" && Number.isInteger(v) ? v : null;
+  };
+  const rope = (o.rope_parameters && typeof o.rope_parameters === "object" && !Array.isArray(o.rope_parameters))
+    ? o.rope_parameters as Record<string, Json>
+    : {};
+  const ropeTheta = typeof o.rope_theta === "number"
+    ? o.rope_theta
+    : typeof rope.rope_theta === "number"
+    ? rope.rope_theta
+    : 10000;
+
+  if (arch === "GPT2LMHeadModel") {
+    const dModel = int("n_embd", "hidden_size");
+    const nHeads = int("n_head", "num_attention_heads");
+    if (dModel % nHeads) throw new ConfigError(file, `n_embd ${dModel} not divisible by n_head ${nHeads}`, "n_head");
+    const dHead = dModel / nHeads;
+    const vocab = int("vocab_size");
+    const inner = optInt("n_inner");
+    return {
+      dModel, nLayers: int("n_layer", "num_hidden_layers"), nHeads, dHead,
+      dMlp: inner ?? 4 * dModel, dVocab: vocab, dVocabOut: vocab,
+      nCtx: int("n_ctx", "n_positions"), actFn: str("activation_function", "gelu_new"),
+      eps: num("layer_norm_epsilon", 1e-5), normalizationType: "LN",
+      positionalEmbeddingType: "standard", rotaryDim: null, rotaryBase: 10000, nKeyValueHeads: null,
+      parallelAttnMlp: false, gatedMlp: false, finalRms: false, useAttnScale: true,
+      attnScale: Math.sqrt(dHead), scaleAttnByInverseLayerIdx: o.scale_attn_by_inverse_layer_idx === true,
+      originalArchitecture: arch, tieWordEmbeddings: o.tie_word_embeddings !== false,
+      defaultPrependBos: true, bosTokenId: optInt("bos_token_id"), eosTokenId: optInt("eos_token_id"),
+      attnBias: true, mlpBias: true,
+    }; // deno-fmt-ignore
+  }
+  if (["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"].includes(arch)) {
+    const dModel = int("hidden_size");
+    const nHeads = int("num_attention_heads");
+    const dHead = optInt("head_dim") ?? dModel / nHeads;
+    const kv = optInt("num_key_value_heads");
+    const vocab = int("vocab_size");
+    return {
+      dModel, nLayers: int("num_hidden_layers"), nHeads, dHead, dMlp: int("intermediate_size"),
+      dVocab: vocab, dVocabOut: vocab, nCtx: int("max_position_embeddings"),
+      actFn: str("hidden_act", "silu"), eps: num("rms_norm_eps", 1e-6), normalizationType: "RMS",
+      positionalEmbeddingType: "rotary", rotaryDim: dHead, rotaryBase: ropeTheta,
+      nKeyValueHeads: kv !== null && kv !== nHeads ? kv : null, parallelAttnMlp: false, gatedMlp: true,
+      finalRms: true, useAttnScale: true, attnScale: Math.sqrt(dHead), scaleAttnByInverseLayerIdx: false,
+      originalArchitecture: arch, tieWordEmbeddings: o.tie_word_embeddings === true,
+      defaultPrependBos: true, bosTokenId: optInt("bos_token_id"), eosTokenId: optInt("eos_token_id"),
+      attnBias: arch === "Qwen2ForCausalLM" || o.attention_bias === true, mlpBias: o.mlp_bias === true,
+    }; // deno-fmt-ignore
+  }
+  if (arch === "GPTNeoXForCausalLM") {
+    const dModel = int("hidden_size");
+    const nHeads = int("num_attention_heads");
+    const dHead = dModel / nHeads;
+    const pct = typeof o.rotary_pct === "number"
+      ? o.rotary_pct
+      : typeof rope.partial_rotary_factor === "number"
+      ? rope.partial_rotary_factor
+      : 1;
+    const vocab = int("vocab_size");
+    return {
+      dModel, nLayers: int("num_hidden_layers"), nHeads, dHead, dMlp: int("intermediate_size"),
+      dVocab: vocab, dVocabOut: vocab, nCtx: int("max_position_embeddings"),
+      actFn: str("hidden_act", "gelu"), eps: num("layer_norm_eps", 1e-5), normalizationType: "LN",
+      positionalEmbeddingType: "rotary", rotaryDim: Math.floor(dHead * pct), rotaryBase: ropeTheta,
+      nKeyValueHeads: null, parallelAttnMlp: o.use_parallel_residual !== false, gatedMlp: false,
+      finalRms: false, useAttnScale: true, attnScale: Math.sqrt(dHead), scaleAttnByInverseLayerIdx: false,
+      originalArchitecture: arch, tieWordEmbeddings: o.tie_word_embeddings === true,
+      defaultPrependBos: true, bosTokenId: optInt("bos_token_id"), eosTokenId: optInt("eos_token_id"),
+      attnBias: true, mlpBias: true,
+    }; // deno-fmt-ignore
+  }
+  throw new ConfigError(
+    file,
+    `unsupported architecture "${arch}"; supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`,
+    "architectures",
+  );
+}

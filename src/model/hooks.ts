@@ -1,0 +1,102 @@
+/**
+ * Hook registry: the JS functions attached to hook points, in the order they fire.
+ *
+ * @example
+ * ```ts
+ * import { HookRegistry } from "./hooks.ts";
+ * const reg = new HookRegistry();
+ * const e = reg.add("blocks.0.hook_resid_pre", (act) => act.scale(2), {});
+ * reg.remove([e]);
+ * ```
+ * @module
+ */
+import type { Tensor } from "../gpu/tensor.ts";
+
+/** Information passed to a hook. */
+export interface HookPoint {
+  /** Full hook name, e.g. "blocks.0.hook_resid_pre". */
+  readonly name: string;
+}
+
+/** A hook: return a Tensor to replace the activation, or nothing to leave it. */
+export type HookFn = (act: Tensor, hook: HookPoint) => Tensor | void | Promise<Tensor | void>;
+
+/** A hook and where it goes: a hook name or a predicate over hook names. */
+export type HookSpec = [name: string | ((name: string) => boolean), fn: HookFn];
+
+/** Options of `addHook`. */
+export interface AddHookOptions {
+  /** Survives `resetHooks()` (but not `resetHooks({ includingPermanent: true })`). */
+  isPermanent?: boolean;
+  /** Run before the hooks already at this point. */
+  prepend?: boolean;
+  /** "fwd" (default). */
+  dir?: "fwd";
+}
+
+/** One attached hook. */
+export interface HookEntry {
+  /** The hook point. */
+  readonly name: string;
+  /** The function. */
+  readonly fn: HookFn;
+  /** Permanent hooks survive resetHooks(). */
+  readonly permanent: boolean;
+}
+
+/** Hooks by hook name, in firing order. */
+export class HookRegistry {
+  readonly #byName = new Map<string, HookEntry[]>();
+
+  /** Attaches `fn` at `name`; returns the entry (for removal). */
+  add(name: string, fn: HookFn, o: AddHookOptions): HookEntry {
+    const entry: HookEntry = { name, fn, permanent: Boolean(o.isPermanent) };
+    const list = this.#byName.get(name) ?? [];
+    if (o.prepend) list.unshift(entry);
+    else list.push(entry);
+    this.#byName.set(name, list);
+    return entry;
+  }
+
+  /** Removes exactly these entries. */
+  remove(entries: Iterable<HookEntry>): void {
+    for (const e of entries) {
+      const list = this.#byName.get(e.name);
+      if (!list) continue;
+      const i = list.indexOf(e);
+      if (i >= 0) list.splice(i, 1);
+      if (!list.length) this.#byName.delete(e.name);
+    }
+  }
+
+  /** Removes all non-permanent hooks (or all, with `includingPermanent`). */
+  reset(includingPermanent = false): void {
+    for (const [name, list] of this.#byName) {
+      const keep = includingPermanent ? [] : list.filter((e) => e.permanent);
+      if (keep.length) this.#byName.set(name, keep);
+      else this.#byName.delete(name);
+    }
+  }
+
+  /** Hooks at `name`, in firing order (a copy). */
+  at(name: string): readonly HookEntry[] {
+    return this.#byName.get(name)?.slice() ?? [];
+  }
+
+  /** Every hook name with at least one hook. */
+  names(): string[] {
+    return [...this.#byName.keys()];
+  }
+
+  /** Every entry (for snapshots). */
+  entries(): HookEntry[] {
+    return [...this.#byName.values()].flat();
+  }
+
+  /** Total number of hooks. */
+  get size(): number {
+    let n = 0;
+    for (const l of this.#byName.values()) n += l.length;
+    return n;
+  }
+}

@@ -1,0 +1,671 @@
+/**
+ * HookedTransformer: a transformer whose forward pass runs in our WGSL kernels and exposes
+ * TransformerLens's hook points, with the same names, shapes and firing order. Each hook point
+ * fires in exactly one place below (`this.hook(...)`), so the forward pass reads top to bottom as
+ * the list of hook points.
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "./model.ts";
+ * const model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * const [logits, cache] = await model.runWithCache([[1, 2, 3]], { namesFilter: (n) => n.endsWith("resid_pre") });
+ * console.log(logits.shape, cache.keys());
+ * ```
+ * @module
+ */
+import { join } from "node:path";
+import { GpuLimitError, HookNameError, InputError, ShapeError } from "../errors.ts";
+import { readJsonFile } from "../io/json.ts";
+import * as ops from "../gpu/ops.ts";
+import { initRuntime, runtime } from "../gpu/runtime.ts";
+import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
+import { ActivationCache } from "./cache.ts";
+import { configFromHf, type HookedTransformerConfig } from "./config.ts";
+import { type AddHookOptions, type HookEntry, type HookFn, HookRegistry, type HookSpec } from "./hooks.ts";
+import { processWeights, type ProcessingOptions } from "./processing.ts";
+import { loadStateDict, type StateDict } from "./weights.ts";
+
+/** What a model can be run on: token ids ([batch][pos] or one sequence) or an int32 Tensor. */
+export type Input = number[][] | number[] | Tensor;
+
+/** Options of `fromPretrained`. */
+export interface LoadOptions extends Partial<ProcessingOptions> {
+  /** Progress callback: a message per loading stage. */
+  onProgress?: (message: string) => void;
+}
+
+/** Options of a forward pass. */
+export interface ForwardOptions {
+  /** "logits" (default), "loss", or "both" ({ logits, loss }). */
+  returnType?: "logits" | "loss" | "both";
+  /** With returnType "loss"/"both": the per-token loss [batch, pos - 1] instead of the mean. */
+  lossPerToken?: boolean;
+  /** Stop before this block and return the residual stream (blocks.N.hook_resid_pre's input). */
+  stopAtLayer?: number;
+  /** Start at this block; the input is then the residual stream [batch, pos, d_model]. */
+  startAtLayer?: number;
+  /** Tokens for the loss when starting from a residual stream. */
+  tokens?: Input;
+}
+
+/** Options of `runWithCache`. */
+export interface RunWithCacheOptions extends ForwardOptions {
+  /** Which hooks to cache: a name, a list of names, or a predicate (default: all). */
+  namesFilter?: string | string[] | ((name: string) => boolean);
+  /** Drop the batch dimension of every cached tensor (batch must be 1). */
+  removeBatchDim?: boolean;
+}
+
+/** Options of `runWithHooks`. */
+export interface RunWithHooksOptions extends ForwardOptions {
+  /** Hooks attached for this run only. */
+  fwdHooks?: HookSpec[];
+}
+
+/** Result of a forward pass with returnType "both". */
+export interface LogitsAndLoss {
+  /** [batch, pos, d_vocab]. */
+  logits: Tensor;
+  /** Scalar mean loss, or [batch, pos - 1] per token. */
+  loss: Tensor;
+}
+
+/** What a forward returns, by return type. */
+export type ForwardOutput = Tensor | LogitsAndLoss;
+
+/** One model call at a time per process: GPU state, arenas and hooks are shared. */
+let queue: Promise<unknown> = Promise.resolve();
+function serial<T>(fn: () => Promise<T>): Promise<T> {
+  const run = queue.then(fn, fn);
+  queue = run.catch(() => {});
+  return run;
+}
+
+/** State of the run in progress: which hooks to cache and where. */
+interface RunState {
+  cache: ActivationCache | null;
+  cacheFilter: (name: string) => boolean;
+}
+
+/** The GPU weights of one block. */
+interface BlockWeights {
+  ln1w?: Tensor;
+  ln1b?: Tensor;
+  ln2w?: Tensor;
+  ln2b?: Tensor;
+  /** [d_model, heads * d_head] (head-major columns). */
+  wq: Tensor;
+  wk: Tensor;
+  wv: Tensor;
+  bq?: Tensor;
+  bk?: Tensor;
+  bv?: Tensor;
+  /** [heads * d_head, d_model]. */
+  wo: Tensor;
+  bo?: Tensor;
+  win: Tensor;
+  bin?: Tensor;
+  wgate?: Tensor;
+  wout: Tensor;
+  bout?: Tensor;
+}
+
+/** GPU weights of a model. */
+interface Weights {
+  wE: Tensor;
+  wPos?: Tensor;
+  blocks: BlockWeights[];
+  lnfw?: Tensor;
+  lnfb?: Tensor;
+  wU: Tensor;
+  bU: Tensor;
+}
+
+/** [heads, d_model, d_head] -> [d_model, heads * d_head]. */
+function headsToColumns(data: Float32Array, H: number, D: number, E: number): Float32Array {
+  const out = new Float32Array(D * H * E);
+  for (let h = 0; h < H; h++) {
+    for (let d = 0; d < D; d++) {
+      for (let e = 0; e < E; e++) out[d * H * E + h * E + e] = data[(h * D + d) * E + e];
+    }
+  }
+  return out;
+}
+
+function upload(sd: StateDict, cfg: HookedTransformerConfig): Weights {
+  const maxBind = runtime().gpu.limits.maxStorageBufferBindingSize;
+  const t = (name: string, data?: Float32Array, shape?: number[]): Tensor => {
+    const w = sd.get(name)!;
+    const d = data ?? w.data;
+    if (d.byteLength > maxBind) {
+      throw new GpuLimitError(
+        `Weight ${name} needs ${d.byteLength} bytes in one binding; this adapter allows ` +
+          `${maxBind}. Use a GPU with a larger maxStorageBufferBindingSize or a smaller model.`,
+      );
+    }
+    return Tensor.from(d, shape ?? w.shape).keep();
+  };
+  const opt = (name: string) => (sd.has(name) ? t(name) : undefined);
+  const { dModel: D, nHeads: H, dHead: E } = cfg;
+  const Hkv = cfg.nKeyValueHeads ?? H;
+  const blocks: BlockWeights[] = [];
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const b = `blocks.${l}.`;
+    const cols = (n: string, heads: number) =>
+      t(b + n, headsToColumns(sd.get(b + n)!.data, heads, D, E), [D, heads * E]);
+    const flat = (n: string, heads: number) => (sd.has(b + n) ? t(b + n, undefined, [heads * E]) : undefined);
+    blocks.push({
+      ln1w: opt(b + "ln1.w"), ln1b: opt(b + "ln1.b"), ln2w: opt(b + "ln2.w"), ln2b: opt(b + "ln2.b"),
+      wq: cols("attn.W_Q", H), wk: cols("attn.W_K", Hkv), wv: cols("attn.W_V", Hkv),
+      bq: flat("attn.b_Q", H), bk: flat("attn.b_K", Hkv), bv: flat("attn.b_V", Hkv),
+      wo: t(b + "attn.W_O", undefined, [H * E, D]), bo: opt(b + "attn.b_O"),
+      win: t(b + "mlp.W_in"), bin: opt(b + "mlp.b_in"), wgate: opt(b + "mlp.W_gate"),
+      wout: t(b + "mlp.W_out"), bout: opt(b + "mlp.b_out"),
+    }); // deno-fmt-ignore
+  }
+  return {
+    wE: t("embed.W_E"),
+    wPos: opt("pos_embed.W_pos"),
+    blocks,
+    lnfw: opt("ln_final.w"),
+    lnfb: opt("ln_final.b"),
+    wU: t("unembed.W_U"),
+    bU: t("unembed.b_U"),
+  };
+}
+
+/** Every hook point of a model with this config, in firing order. */
+export function hookNamesFor(cfg: HookedTransformerConfig): string[] {
+  const names = ["hook_embed"];
+  if (cfg.positionalEmbeddingType === "standard") names.push("hook_pos_embed");
+  const rotary = cfg.positionalEmbeddingType === "rotary";
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const b = `blocks.${l}.`;
+    names.push(b + "hook_resid_pre", b + "ln1.hook_scale", b + "ln1.hook_normalized");
+    names.push(b + "attn.hook_q", b + "attn.hook_k", b + "attn.hook_v");
+    if (rotary) names.push(b + "attn.hook_rot_q", b + "attn.hook_rot_k");
+    names.push(b + "attn.hook_attn_scores", b + "attn.hook_pattern", b + "attn.hook_z", b + "hook_attn_out");
+    if (!cfg.parallelAttnMlp) names.push(b + "hook_resid_mid");
+    names.push(b + "ln2.hook_scale", b + "ln2.hook_normalized", b + "mlp.hook_in", b + "mlp.hook_pre");
+    if (cfg.gatedMlp) names.push(b + "mlp.hook_pre_linear");
+    names.push(b + "mlp.hook_post", b + "hook_mlp_out", b + "hook_resid_post");
+  }
+  names.push("ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_in", "unembed.hook_out");
+  return names;
+}
+
+/**
+ * A transformer with TransformerLens's hook points. See the module docs.
+ */
+export class HookedTransformer {
+  /** The model's configuration (after weight processing). */
+  readonly cfg: HookedTransformerConfig;
+  readonly #w: Weights;
+  readonly #baseHookNames: readonly string[];
+  readonly #baseHookSet: ReadonlySet<string>;
+  /** Attached hooks. */
+  protected readonly registry: HookRegistry = new HookRegistry();
+  /** The run in progress, if any. */
+  protected run: RunState | null = null;
+  #disposed = false;
+
+  /**
+   * Use {@link HookedTransformer.fromPretrained}; this wraps already-uploaded weights.
+   *
+   * @param cfg configuration.
+   * @param sd processed TransformerLens-layout state dict (uploaded here, then dropped).
+   */
+  constructor(cfg: HookedTransformerConfig, sd: StateDict) {
+    this.cfg = Object.freeze({ ...cfg });
+    this.#w = upload(sd, cfg);
+    this.#baseHookNames = Object.freeze(hookNamesFor(cfg));
+    this.#baseHookSet = new Set(this.#baseHookNames);
+  }
+
+  /**
+   * Loads an HF model directory and applies TransformerLens's default weight processing
+   * (fold_ln, center_writing_weights, center_unembed, fold_value_biases).
+   *
+   * @example
+   * ```ts
+   * const model = await HookedTransformer.fromPretrained("path/to/hf_dir");
+   * ```
+   */
+  static async fromPretrained(source: string, opts: LoadOptions = {}): Promise<HookedTransformer> {
+    await initRuntime();
+    opts.onProgress?.(`reading ${source}`);
+    const cfgFile = join(source, "config.json");
+    let cfg = configFromHf(await readJsonFile(cfgFile), cfgFile);
+    const sd = await loadStateDict(source, cfg);
+    opts.onProgress?.("processing weights");
+    cfg = processWeights(sd, cfg, {
+      foldLn: opts.foldLn ?? true,
+      centerWritingWeights: opts.centerWritingWeights ?? true,
+      centerUnembed: opts.centerUnembed ?? true,
+      foldValueBiases: opts.foldValueBiases ?? true,
+    });
+    opts.onProgress?.("uploading weights");
+    return new this(cfg, sd);
+  }
+
+  /**
+   * Loads an HF model directory without weight processing (TransformerLens's
+   * `from_pretrained_no_processing`).
+   *
+   * @example
+   * ```ts
+   * const raw = await HookedTransformer.fromPretrainedNoProcessing("path/to/hf_dir");
+   * ```
+   */
+  static fromPretrainedNoProcessing(source: string, opts: LoadOptions = {}): Promise<HookedTransformer> {
+    return this.fromPretrained(source, {
+      ...opts,
+      foldLn: false,
+      centerWritingWeights: false,
+      centerUnembed: false,
+      foldValueBiases: false,
+    });
+  }
+
+  /** Every hook point, in firing order. */
+  hookNames(): string[] {
+    return [...this.#baseHookNames];
+  }
+
+  /** Whether `name` is a hook point of the model as it is now (SAEs included). */
+  hasHook(name: string): boolean {
+    return this.#baseHookSet.has(name) || this.hookNames().includes(name);
+  }
+
+  /** Throws a {@link HookNameError} listing the valid names if `name` is not a hook point. */
+  protected checkHookName(name: string): void {
+    if (!this.hasHook(name)) {
+      throw new HookNameError(
+        `Unknown hook name "${name}". Valid hook names: ${this.hookNames().join(", ")}.`,
+      );
+    }
+  }
+
+  // ---------------------------------------------------------------- hooks
+
+  /**
+   * Attaches a forward hook (stateful, like TransformerLens's `add_hook`). A predicate attaches
+   * to every current hook point it accepts.
+   *
+   * @example
+   * ```ts
+   * model.addHook("blocks.0.hook_resid_pre", (act) => act.scale(0.5));
+   * ```
+   */
+  addHook(name: string | ((name: string) => boolean), fn: HookFn, opts: AddHookOptions = {}): void {
+    this.#attach([[name, fn]], opts);
+  }
+
+  #attach(specs: readonly HookSpec[], opts: AddHookOptions = {}): HookEntry[] {
+    if (opts.dir && opts.dir !== "fwd") {
+      throw new HookNameError(`Hook direction "${opts.dir}" is not supported; use "fwd".`);
+    }
+    // Resolve every name first so that an invalid one attaches nothing.
+    const resolved: [string, HookFn][] = [];
+    for (const [name, fn] of specs) {
+      if (typeof name === "function") {
+        for (const n of this.hookNames()) if (name(n)) resolved.push([n, fn]);
+      } else {
+        this.checkHookName(name);
+        resolved.push([name, fn]);
+      }
+    }
+    return resolved.map(([n, fn]) => this.registry.add(n, fn, opts));
+  }
+
+  /**
+   * Removes hooks: the non-permanent ones, or all with `includingPermanent`.
+   *
+   * @example
+   * ```ts
+   * model.resetHooks({ includingPermanent: true });
+   * ```
+   */
+  resetHooks(opts: { includingPermanent?: boolean } = {}): void {
+    this.registry.reset(Boolean(opts.includingPermanent));
+  }
+
+  /**
+   * Attaches hooks for a scope: `using _ = model.hooks([...])` removes exactly these hooks when
+   * the scope ends, also when it throws.
+   *
+   * @example
+   * ```ts
+   * {
+   *   using _h = model.hooks([["blocks.0.hook_resid_pre", (act) => act.scale(0)]]);
+   *   await model.forward(tokens);
+   * }
+   * ```
+   */
+  hooks(specs: HookSpec[], opts: AddHookOptions = {}): Disposable {
+    const entries = this.#attach(specs, opts);
+    return { [Symbol.dispose]: () => this.registry.remove(entries) };
+  }
+
+  /** Number of attached hooks. */
+  get hookCount(): number {
+    return this.registry.size;
+  }
+
+  /**
+   * Runs one hook point: the attached hooks in order (a returned Tensor replaces the activation),
+   * then caching. This is the one place every hook point passes through.
+   */
+  protected async hook(name: string, act: Tensor): Promise<Tensor> {
+    for (const e of this.registry.at(name)) {
+      const r = await e.fn(act, { name });
+      if (r !== undefined && r !== null) {
+        if (!(r instanceof Tensor)) {
+          throw new ShapeError(`Hook at ${name} returned ${typeof r}; return a Tensor or nothing.`);
+        }
+        if (r.shape.length !== act.shape.length || r.shape.some((d, i) => d !== act.shape[i])) {
+          throw new ShapeError(
+            `Hook at ${name} returned shape [${r.shape.join(", ")}]; the activation is ` +
+              `[${act.shape.join(", ")}].`,
+          );
+        }
+        act = r;
+      }
+    }
+    const run = this.run;
+    if (run?.cache && run.cacheFilter(name)) run.cache.set(name, act.clone().keep());
+    return act;
+  }
+
+  // ---------------------------------------------------------------- inputs
+
+  /** Validates and uploads token ids: int32 [batch, pos]. */
+  protected tokensTensor(input: Input): Tensor {
+    if (input instanceof Tensor) {
+      if (input.dtype !== "int32" || input.shape.length !== 2) {
+        throw new InputError(
+          `Token tensor must be int32 [batch, pos], got ${input.dtype} [${input.shape.join(", ")}].`,
+        );
+      }
+      this.#checkLength(input.shape[1]);
+      return input;
+    }
+    if (typeof input === "string" || (Array.isArray(input) && typeof input[0] === "string")) {
+      throw new InputError("This model has no tokenizer loaded: pass token ids (number[][]).");
+    }
+    const rows = (Array.isArray(input[0]) ? input : [input]) as number[][];
+    if (!rows.length || !rows[0].length) {
+      throw new InputError("Empty input: pass at least one token.");
+    }
+    const P = rows[0].length;
+    this.#checkLength(P);
+    const data = new Int32Array(rows.length * P);
+    rows.forEach((r, b) => {
+      if (!Array.isArray(r) || r.length !== P) {
+        throw new InputError(`Input row ${b} has ${r?.length} tokens, row 0 has ${P}: pad them to one length.`);
+      }
+      r.forEach((id, p) => {
+        if (!Number.isInteger(id) || id < 0 || id >= this.cfg.dVocab) {
+          throw new InputError(
+            `Token id ${id} at [${b}, ${p}] is outside the vocabulary (0..${this.cfg.dVocab - 1}).`,
+          );
+        }
+        data[b * P + p] = id;
+      });
+    });
+    return Tensor.from(data, [rows.length, P], "int32");
+  }
+
+  #checkLength(P: number): void {
+    if (P > this.cfg.nCtx) {
+      throw new InputError(`Sequence of ${P} tokens is longer than the model's context n_ctx = ${this.cfg.nCtx}.`);
+    }
+    if (P < 1) throw new InputError("Empty input: pass at least one token.");
+  }
+
+  // ---------------------------------------------------------------- forward
+
+  /**
+   * Runs the model. Returns logits [batch, pos, d_vocab] by default; see {@link ForwardOptions}.
+   * Nothing is read back to the CPU; with no JS hooks this records one submission's worth of work.
+   *
+   * @example
+   * ```ts
+   * const logits = await model.forward([[1, 2, 3]]);
+   * const loss = await model.forward([[1, 2, 3]], { returnType: "loss" });
+   * ```
+   */
+  forward(input: Input, opts: ForwardOptions & { returnType: "both" }): Promise<LogitsAndLoss>;
+  forward(input: Input, opts?: ForwardOptions): Promise<Tensor>;
+  forward(input: Input, opts: ForwardOptions = {}): Promise<ForwardOutput> {
+    return serial(() => this.runLocked(input, opts, null));
+  }
+
+  /**
+   * Runs with hooks attached for this call only (TransformerLens's `run_with_hooks`).
+   *
+   * @example
+   * ```ts
+   * const logits = await model.runWithHooks(tokens, { fwdHooks: [["blocks.0.hook_resid_pre", (a) => a.scale(0)]] });
+   * ```
+   */
+  runWithHooks(input: Input, opts: RunWithHooksOptions = {}): Promise<ForwardOutput> {
+    return serial(async () => {
+      using _h = this.hooks(opts.fwdHooks ?? []);
+      return await this.runLocked(input, opts, null);
+    });
+  }
+
+  /**
+   * Runs and caches activations on the GPU (TransformerLens's `run_with_cache`). The caller owns
+   * the cache: dispose it (or `using`) to free its buffers.
+   *
+   * @example
+   * ```ts
+   * const [logits, cache] = await model.runWithCache(tokens, { namesFilter: (n) => n.includes("resid") });
+   * ```
+   */
+  runWithCache(input: Input, opts: RunWithCacheOptions = {}): Promise<[ForwardOutput, ActivationCache]> {
+    return serial(async () => {
+      const cache = new ActivationCache();
+      const f = opts.namesFilter;
+      const filter = f === undefined
+        ? () => true
+        : typeof f === "string"
+        ? (n: string) => n === f
+        : Array.isArray(f)
+        ? (n: string) => f.includes(n)
+        : f;
+      try {
+        const out = await this.runLocked(input, opts, { cache, cacheFilter: filter });
+        if (opts.removeBatchDim) return [out, removeBatchDim(cache)];
+        return [out, cache];
+      } catch (e) {
+        cache.dispose();
+        throw e;
+      }
+    });
+  }
+
+  /** One forward pass while holding the model lock: arena, run state, outputs kept. */
+  protected async runLocked(input: Input, opts: ForwardOptions, run: RunState | null): Promise<ForwardOutput> {
+    if (this.#disposed) throw new InputError("This model was disposed.");
+    const arena = openArena();
+    const prev = this.run;
+    this.run = run;
+    let keep: Tensor[] = [];
+    try {
+      const out = await this.#forward(input, opts);
+      keep = out instanceof Tensor ? [out] : [out.logits, out.loss];
+      return out;
+    } finally {
+      this.run = prev;
+      closeArena(arena, keep);
+      for (const t of keep) t.keep();
+    }
+  }
+
+  async #forward(input: Input, o: ForwardOptions): Promise<ForwardOutput> {
+    const cfg = this.cfg;
+    const start = o.startAtLayer ?? 0;
+    const stop = o.stopAtLayer ?? cfg.nLayers;
+    const n = cfg.nLayers;
+    const s = start < 0 ? start + n : start;
+    const e = stop < 0 ? stop + n : stop;
+    if (!(Number.isInteger(s) && Number.isInteger(e) && s >= 0 && e <= n && s <= e)) {
+      throw new InputError(`startAtLayer ${start} / stopAtLayer ${stop} out of range for ${n} layers.`);
+    }
+    let tokens: Tensor | null = null;
+    let resid: Tensor;
+    if (s > 0) {
+      if (!(input instanceof Tensor) || input.dtype !== "float32" || input.shape.length !== 3) {
+        throw new InputError("With startAtLayer, pass the residual stream as a float32 [batch, pos, d_model] Tensor.");
+      }
+      resid = input;
+      if (o.tokens !== undefined) tokens = this.tokensTensor(o.tokens);
+    } else {
+      tokens = this.tokensTensor(input);
+      resid = await this.embed(tokens);
+    }
+    for (let l = s; l < e; l++) resid = await this.block(l, resid);
+    if (e < n) return resid;
+
+    const x = await this.norm("ln_final", resid, this.#w.lnfw, this.#w.lnfb);
+    const logits = await this.unembed(x);
+    const rt = o.returnType ?? "logits";
+    if (rt === "logits") return logits;
+    if (!tokens) throw new InputError("A loss needs tokens: pass `tokens` with startAtLayer.");
+    if (tokens.shape[1] < 2) throw new InputError("A next-token loss needs at least 2 tokens per row.");
+    const perTok = ops.lossPerToken(logits, tokens);
+    const loss = o.lossPerToken ? perTok : ops.meanAll(perTok);
+    return rt === "loss" ? loss : { logits, loss };
+  }
+
+  /** hook_embed, hook_pos_embed: the residual stream entering block 0. */
+  protected async embed(tokens: Tensor): Promise<Tensor> {
+    const [B, P] = tokens.shape;
+    const embed = await this.hook("hook_embed", ops.embedTokens(this.#w.wE, tokens));
+    if (!this.#w.wPos) return embed;
+    const pos = await this.hook("hook_pos_embed", ops.embedPositions(this.#w.wPos, B, P, 0));
+    return embed.add(pos);
+  }
+
+  /**
+   * A LayerNorm / LNPre / RMSNorm / RMSPre: hook_scale, then hook_normalized (the normalised
+   * input, before the weight and bias, as in TransformerLens), then `* w (+ b)`.
+   */
+  protected async norm(prefix: string, x: Tensor, w?: Tensor, b?: Tensor): Promise<Tensor> {
+    const kind = this.cfg.normalizationType.startsWith("RMS") ? "RMS" : "LN";
+    const scale = await this.hook(`${prefix}.hook_scale`, ops.normScale(x, kind, this.cfg.eps));
+    const normalized = await this.hook(`${prefix}.hook_normalized`, ops.normApply(x, scale, kind));
+    if (!w) return normalized;
+    return b ? ops.scaleShift(normalized, w, b) : normalized.mul(w);
+  }
+
+  /** x [.., K] · W [K, N] + b into a tensor of `shape`. */
+  protected linear(x: Tensor, w: Tensor, b: Tensor | undefined, shape: number[]): Tensor {
+    const [K, N] = w.shape;
+    const out = Tensor.empty(shape);
+    ops.gemm({ t: out, row: N, col: 1 }, { t: x, row: K, col: 1 }, { t: w, row: N, col: 1 }, {
+      M: x.size / K,
+      N,
+      K,
+      bias: b,
+    });
+    return out;
+  }
+
+  /** One transformer block: attention then MLP, each added to the residual stream. */
+  protected async block(l: number, residIn: Tensor): Promise<Tensor> {
+    const b = `blocks.${l}.`;
+    const w = this.#w.blocks[l];
+    const resid = await this.hook(b + "hook_resid_pre", residIn);
+    const x = await this.norm(b + "ln1", resid, w.ln1w, w.ln1b);
+    const attnOut = await this.hook(b + "hook_attn_out", await this.attention(l, x));
+    const mid = await this.hook(b + "hook_resid_mid", resid.add(attnOut));
+    const x2 = await this.norm(b + "ln2", mid, w.ln2w, w.ln2b);
+    const mlpOut = await this.hook(b + "hook_mlp_out", await this.mlp(l, x2));
+    return await this.hook(b + "hook_resid_post", mid.add(mlpOut));
+  }
+
+  /** Attention: hook_q/k/v, hook_attn_scores (causal -inf), hook_pattern, hook_z, then W_O. */
+  protected async attention(l: number, x: Tensor): Promise<Tensor> {
+    const cfg = this.cfg;
+    const a = `blocks.${l}.attn.`;
+    const w = this.#w.blocks[l];
+    const [B, P, D] = x.shape;
+    const H = cfg.nHeads, E = cfg.dHead;
+    const q = await this.hook(a + "hook_q", this.linear(x, w.wq, w.bq, [B, P, H, E]));
+    const k = await this.hook(a + "hook_k", this.linear(x, w.wk, w.bk, [B, P, H, E]));
+    const v = await this.hook(a + "hook_v", this.linear(x, w.wv, w.bv, [B, P, H, E]));
+    let scale = cfg.useAttnScale ? cfg.attnScale : 1;
+    if (cfg.scaleAttnByInverseLayerIdx) scale *= l + 1;
+    const scores = Tensor.empty([B, H, P, P]);
+    ops.gemm(
+      { t: scores, b1: H * P * P, b2: P * P, row: P, col: 1 },
+      { t: q, b1: P * H * E, b2: E, row: H * E, col: 1 },
+      { t: k, b1: P * H * E, b2: E, row: 1, col: H * E },
+      { M: P, N: P, K: E, nb1: B, nb2: H, alpha: 1 / scale, causal: true },
+    );
+    const hookedScores = await this.hook(a + "hook_attn_scores", scores);
+    const pattern = await this.hook(a + "hook_pattern", ops.softmax(hookedScores));
+    const z = Tensor.empty([B, P, H, E]);
+    ops.gemm(
+      { t: z, b1: P * H * E, b2: E, row: H * E, col: 1 },
+      { t: pattern, b1: H * P * P, b2: P * P, row: P, col: 1 },
+      { t: v, b1: P * H * E, b2: E, row: H * E, col: 1 },
+      { M: P, N: E, K: P, nb1: B, nb2: H },
+    );
+    const zh = await this.hook(a + "hook_z", z);
+    return this.linear(zh, w.wo, w.bo, [B, P, D]);
+  }
+
+  /** MLP: mlp.hook_in, hook_pre, hook_post, then W_out. */
+  protected async mlp(l: number, x: Tensor): Promise<Tensor> {
+    const m = `blocks.${l}.mlp.`;
+    const w = this.#w.blocks[l];
+    const [B, P, D] = x.shape;
+    const F = this.cfg.dMlp;
+    const xin = await this.hook(m + "hook_in", x);
+    const pre = await this.hook(m + "hook_pre", this.linear(xin, w.win, w.bin, [B, P, F]));
+    const post = await this.hook(m + "hook_post", ops.activation(pre, this.cfg.actFn));
+    return this.linear(post, w.wout, w.bout, [B, P, D]);
+  }
+
+  /** unembed.hook_in, then logits = x · W_U + b_U at unembed.hook_out. */
+  protected async unembed(x: Tensor): Promise<Tensor> {
+    const [B, P] = x.shape;
+    const xin = await this.hook("unembed.hook_in", x);
+    const logits = this.linear(xin, this.#w.wU, this.#w.bU, [B, P, this.cfg.dVocabOut]);
+    return await this.hook("unembed.hook_out", logits);
+  }
+
+  /** Frees the model's GPU weights. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    const w = this.#w;
+    const all = [w.wE, w.wPos, w.lnfw, w.lnfb, w.wU, w.bU, ...w.blocks.flatMap((b) => Object.values(b))];
+    for (const t of all) (t as Tensor | undefined)?.dispose();
+  }
+
+  /** Same as {@link HookedTransformer.dispose}. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** Drops the leading batch dimension (of size 1) of every cached tensor. */
+function removeBatchDim(cache: ActivationCache): ActivationCache {
+  const out = new Map<string, Tensor>();
+  for (const k of cache.keys()) {
+    const t = cache.get(k);
+    if (t.shape[0] !== 1) {
+      cache.dispose();
+      throw new InputError(`removeBatchDim needs batch size 1; ${k} has shape [${t.shape.join(", ")}].`);
+    }
+    out.set(k, t.clone().moveTo(t.shape.slice(1)).keep());
+  }
+  cache.dispose();
+  return new ActivationCache(out);
+}

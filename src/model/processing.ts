@@ -1,0 +1,142 @@
+/**
+ * TransformerLens's default weight processing, on the CPU state dict: fold_ln (LN -> LNPre,
+ * RMS -> RMSPre), center_writing_weights, center_unembed, fold_value_biases. Same operations in
+ * the same order as `HookedTransformer.process_weights_`.
+ *
+ * @example
+ * ```ts
+ * import { processWeights } from "./processing.ts";
+ * const cfg2 = processWeights(sd, cfg, { foldLn: true, centerWritingWeights: true,
+ *   centerUnembed: true, foldValueBiases: true });
+ * ```
+ * @module
+ */
+import type { HookedTransformerConfig } from "./config.ts";
+import type { CpuTensor, StateDict } from "./weights.ts";
+
+/** Which processing steps to apply (TransformerLens's defaults are all true). */
+export interface ProcessingOptions {
+  /** Fold norm weights and biases into the following linear layers. */
+  foldLn: boolean;
+  /** Remove the mean (over d_model) of every matrix writing to the residual stream. */
+  centerWritingWeights: boolean;
+  /** Remove the mean over the vocabulary of W_U and b_U. */
+  centerUnembed: boolean;
+  /** Fold b_V into b_O. */
+  foldValueBiases: boolean;
+}
+
+/**
+ * Folds a norm's weight w [D] and bias b [D] into W [.., D, N] (dim -2 is d_model) and its bias
+ * [.., N]; optionally centres W over d_model.
+ */
+function foldInto(W: CpuTensor, bias: CpuTensor | undefined, w: CpuTensor, b: CpuTensor | undefined, center: boolean): void {
+  const D = W.shape.at(-2)!, N = W.shape.at(-1)!;
+  const outer = W.data.length / (D * N);
+  for (let o = 0; o < outer; o++) {
+    const base = o * D * N;
+    if (bias && b) {
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        for (let d = 0; d < D; d++) s += W.data[base + d * N + n] * b.data[d];
+        bias.data[o * N + n] += s;
+      }
+    }
+    for (let d = 0; d < D; d++) for (let n = 0; n < N; n++) W.data[base + d * N + n] *= w.data[d];
+    if (center) {
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        for (let d = 0; d < D; d++) s += W.data[base + d * N + n];
+        const mean = s / D;
+        for (let d = 0; d < D; d++) W.data[base + d * N + n] -= mean;
+      }
+    }
+  }
+}
+
+/** Subtracts from each row of [.., D] (last dim) its mean. */
+function centerLast(t: CpuTensor): void {
+  const D = t.shape.at(-1)!;
+  for (let o = 0; o < t.data.length; o += D) {
+    let s = 0;
+    for (let d = 0; d < D; d++) s += t.data[o + d];
+    const mean = s / D;
+    for (let d = 0; d < D; d++) t.data[o + d] -= mean;
+  }
+}
+
+/**
+ * Applies the processing in place and returns the config with the folded normalisation type.
+ *
+ * @example
+ * ```ts
+ * cfg = processWeights(sd, cfg, DEFAULT_PROCESSING);
+ * ```
+ */
+export function processWeights(
+  sd: StateDict,
+  cfg: HookedTransformerConfig,
+  opts: ProcessingOptions,
+): HookedTransformerConfig {
+  const g = (n: string) => sd.get(n);
+  let out = cfg;
+  const isLn = cfg.normalizationType === "LN";
+  const isRms = cfg.normalizationType === "RMS";
+  if (opts.foldLn && (isLn || isRms)) {
+    for (let l = 0; l < cfg.nLayers; l++) {
+      const b = `blocks.${l}.`;
+      for (const q of ["Q", "K", "V"]) {
+        foldInto(g(b + `attn.W_${q}`)!, g(b + `attn.b_${q}`), g(b + "ln1.w")!, g(b + "ln1.b"), isLn);
+      }
+      sd.delete(b + "ln1.w");
+      sd.delete(b + "ln1.b");
+      if (!cfg.gatedMlp) {
+        foldInto(g(b + "mlp.W_in")!, g(b + "mlp.b_in"), g(b + "ln2.w")!, g(b + "ln2.b"), isLn);
+      } else {
+        foldInto(g(b + "mlp.W_in")!, g(b + "mlp.b_in"), g(b + "ln2.w")!, g(b + "ln2.b"), isLn);
+        foldInto(g(b + "mlp.W_gate")!, undefined, g(b + "ln2.w")!, g(b + "ln2.b"), isLn);
+      }
+      sd.delete(b + "ln2.w");
+      sd.delete(b + "ln2.b");
+    }
+    foldInto(g("unembed.W_U")!, g("unembed.b_U"), g("ln_final.w")!, g("ln_final.b"), isLn);
+    sd.delete("ln_final.w");
+    sd.delete("ln_final.b");
+    out = { ...out, normalizationType: isLn ? "LNPre" : "RMSPre" };
+  }
+  if (opts.centerWritingWeights && (out.normalizationType === "LN" || out.normalizationType === "LNPre")) {
+    centerLast(g("embed.W_E")!);
+    if (g("pos_embed.W_pos")) centerLast(g("pos_embed.W_pos")!);
+    for (let l = 0; l < cfg.nLayers; l++) {
+      const b = `blocks.${l}.`;
+      centerLast(g(b + "attn.W_O")!);
+      if (g(b + "attn.b_O")) centerLast(g(b + "attn.b_O")!);
+      centerLast(g(b + "mlp.W_out")!);
+      if (g(b + "mlp.b_out")) centerLast(g(b + "mlp.b_out")!);
+    }
+  }
+  if (opts.centerUnembed) {
+    centerLast(g("unembed.W_U")!);
+    centerLast(g("unembed.b_U")!);
+  }
+  if (opts.foldValueBiases) {
+    for (let l = 0; l < cfg.nLayers; l++) {
+      const b = `blocks.${l}.`;
+      const bV = g(b + "attn.b_V"), WO = g(b + "attn.W_O")!, bO = g(b + "attn.b_O");
+      if (!bV || !bO) continue;
+      // With GQA, b_V has fewer heads: each query head h uses kv head h / (H / Hkv).
+      const [H, E, D] = WO.shape;
+      const Hkv = bV.shape[0];
+      for (let d = 0; d < D; d++) {
+        let s = 0;
+        for (let h = 0; h < H; h++) {
+          const hk = Math.floor(h / (H / Hkv));
+          for (let e = 0; e < E; e++) s += bV.data[hk * E + e] * WO.data[(h * E + e) * D + d];
+        }
+        bO.data[d] += s;
+      }
+      bV.data.fill(0);
+    }
+  }
+  return out;
+}
