@@ -17,6 +17,6 @@
  */
 export { Tensor } from "./src/gpu/tensor.ts";
 export type { DType } from "./src/gpu/tensor.ts";
-export { initGpu, gpuInfo } from "./src/gpu/info.ts";
+export { gpuInfo, initGpu } from "./src/gpu/info.ts";
 export type { GpuInfo } from "./src/gpu/info.ts";
 export * from "./src/errors.ts";

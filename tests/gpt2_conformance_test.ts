@@ -20,12 +20,19 @@ async function compareRun(model: HookedTransformer, file: string): Promise<void>
   const tokens = await refTokens();
   const [out, cache] = await model.runWithCache(tokens, { returnType: "both" });
   using _c = cache;
-  const { logits, loss } = out as { logits: import("../mod.ts").Tensor; loss: import("../mod.ts").Tensor };
+  const { logits, loss } = out as {
+    logits: import("../mod.ts").Tensor;
+    loss: import("../mod.ts").Tensor;
+  };
   using _l = logits;
   using _s = loss;
   const refHooks = ref.names().filter((n) => n.startsWith("cache.")).map((n) => n.slice(6));
   // Every hook point of the reference exists, with the same shape, and matches.
-  assert.deepEqual([...refHooks].sort(), [...cache.keys()].sort(), "same hook points as TransformerLens");
+  assert.deepEqual(
+    [...refHooks].sort(),
+    [...cache.keys()].sort(),
+    "same hook points as TransformerLens",
+  );
   const got = await cache.toArrays();
   const errs: string[] = [];
   for (const name of refHooks) {

@@ -8,7 +8,12 @@ await initGpu();
 let seed = 1000;
 
 function refMatmul(
-  a: Float32Array, b: Float32Array, bias: Float32Array | null, M: number, K: number, N: number,
+  a: Float32Array,
+  b: Float32Array,
+  bias: Float32Array | null,
+  M: number,
+  K: number,
+  N: number,
 ): Float64Array {
   const out = new Float64Array(M * N);
   for (let i = 0; i < M; i++) {
@@ -19,7 +24,7 @@ function refMatmul(
       const bk = k * N;
       for (let j = 0; j < N; j++) out[row + j] += av * b[bk + j];
     }
-    if (bias) for (let j = 0; j < N; j++) out[i * N + j] += bias[j];
+    if (bias) { for (let j = 0; j < N; j++) out[i * N + j] += bias[j]; }
   }
   return out;
 } // deno-fmt-ignore
@@ -102,7 +107,14 @@ Deno.test("gemm accumulate adds into C, per-batch bias", async () => {
   const got = await tc.toArray();
   const ref = new Float64Array(got.length);
   for (let z = 0; z < B2; z++) {
-    const r = refMatmul(a.subarray(z * M * K), b.subarray(z * K * N), bias.subarray(z * N), M, K, N);
+    const r = refMatmul(
+      a.subarray(z * M * K),
+      b.subarray(z * K * N),
+      bias.subarray(z * N),
+      M,
+      K,
+      N,
+    );
     for (let i = 0; i < M * N; i++) ref[z * M * N + i] = r[i] + c0[z * M * N + i];
   }
   assert.ok(relErr(got, ref) < 1e-5);
@@ -167,7 +179,7 @@ Deno.test("norm reductions: LayerNorm / RMSNorm scale and apply match float64", 
       const rs = new Float64Array(rows), ry = new Float64Array(rows * d);
       for (let r = 0; r < rows; r++) {
         let mu = 0;
-        if (kind === "LN") for (let i = 0; i < d; i++) mu += x[r * d + i] / d;
+        if (kind === "LN") { for (let i = 0; i < d; i++) mu += x[r * d + i] / d; }
         let v = 0;
         for (let i = 0; i < d; i++) v += (x[r * d + i] - mu) ** 2 / d;
         rs[r] = Math.sqrt(v + 1e-5);

@@ -1,7 +1,10 @@
 // Strict safetensors: round trip, every malformed case, a seeded fuzz, and the reference files.
 import assert from "node:assert/strict";
 import {
-  encodeSafetensors, SafetensorsFile, type StDtype, writeSafetensors,
+  encodeSafetensors,
+  SafetensorsFile,
+  type StDtype,
+  writeSafetensors,
 } from "../src/io/safetensors.ts"; // deno-fmt-ignore
 import { SafetensorsError } from "../src/errors.ts";
 import { rng } from "./_util.ts";
@@ -41,7 +44,9 @@ Deno.test("round trip writer -> reader is exact for every dtype", async () => {
     ["U8", new Uint8Array([0, 255])],
     ["BOOL", new Uint8Array([1, 0])],
   ];
-  const tensors = Object.fromEntries(dtypes.map(([d, data]) => [`t_${d}`, { dtype: d, shape: [2], data }]));
+  const tensors = Object.fromEntries(
+    dtypes.map(([d, data]) => [`t_${d}`, { dtype: d, shape: [2], data }]),
+  );
   const path = await Deno.makeTempFile({ suffix: ".safetensors" });
   await writeSafetensors(path, tensors, { note: "x" });
   using f = await SafetensorsFile.open(path);
@@ -63,7 +68,10 @@ Deno.test("dtype conversion to float32 and int32", async () => {
   assert.deepEqual([...await f.float32("c")], [1, -2]);
   assert.deepEqual([...await f.float32("d")], [1.5]);
   assert.deepEqual([...await f.float32("e")], []);
-  assert.throws(() => f.info("nope"), (e) => e instanceof SafetensorsError && /mem \[nope\]/.test(e.message));
+  assert.throws(
+    () => f.info("nope"),
+    (e) => e instanceof SafetensorsError && /mem \[nope\]/.test(e.message),
+  );
 });
 
 Deno.test("every malformed header gets a typed error naming the file and tensor", () => {
@@ -71,23 +79,62 @@ Deno.test("every malformed header gets a typed error naming the file and tensor"
   const ok = { dtype: "F32", shape: [2], data_offsets: [0, 8] };
   const cases: [string, Uint8Array, RegExp][] = [
     ["too short", new Uint8Array(5), /too short/],
-    ["length past end", (() => { const b = raw({ x: ok }, d8); new DataView(b.buffer).setBigUint64(0, 1000n, true); return b; })(), /past the end/],
-    ["length over limit", (() => { const b = raw({ x: ok }, d8); new DataView(b.buffer).setBigUint64(0, 2n ** 40n, true); return b; })(), /limit/],
+    [
+      "length past end",
+      (() => {
+        const b = raw({ x: ok }, d8);
+        new DataView(b.buffer).setBigUint64(0, 1000n, true);
+        return b;
+      })(),
+      /past the end/,
+    ],
+    [
+      "length over limit",
+      (() => {
+        const b = raw({ x: ok }, d8);
+        new DataView(b.buffer).setBigUint64(0, 2n ** 40n, true);
+        return b;
+      })(),
+      /limit/,
+    ],
     ["not JSON", raw(null, d8, "{nope"), /not valid JSON/],
     ["not object", raw([1, 2], d8), /not a JSON object/],
     ["unknown dtype", raw({ x: { ...ok, dtype: "F8" } }, d8), /\[x\].*unknown dtype/],
     ["negative shape", raw({ x: { ...ok, shape: [-2] } }, d8), /\[x\].*non-negative/],
     ["float shape", raw({ x: { ...ok, shape: [1.5] } }, d8), /\[x\].*non-negative/],
-    ["offsets out of range", raw({ x: { ...ok, data_offsets: [0, 16] } }, d8), /\[x\].*out of range/],
+    [
+      "offsets out of range",
+      raw({ x: { ...ok, data_offsets: [0, 16] } }, d8),
+      /\[x\].*out of range/,
+    ],
     ["offsets reversed", raw({ x: { ...ok, data_offsets: [8, 0] } }, d8), /\[x\].*out of range/],
     ["byte length mismatch", raw({ x: { ...ok, shape: [3] } }, d8), /\[x\].*byte length/],
-    ["overlap", raw({ x: { ...ok, shape: [1], data_offsets: [0, 4] }, y: { ...ok, shape: [1], data_offsets: [2, 6] } }, d8), /overlaps|gap/],
+    [
+      "overlap",
+      raw({
+        x: { ...ok, shape: [1], data_offsets: [0, 4] },
+        y: { ...ok, shape: [1], data_offsets: [2, 6] },
+      }, d8),
+      /overlaps|gap/,
+    ],
     ["gap", raw({ x: { ...ok, shape: [1], data_offsets: [4, 8] } }, d8), /\[x\].*gap/],
     ["trailing bytes", raw({ x: { ...ok, shape: [1], data_offsets: [0, 4] } }, d8), /trailing/],
-    ["duplicate names", raw(null, d8, `{"x":${JSON.stringify(ok)},"x":${JSON.stringify(ok)}}`), /duplicate key/],
+    [
+      "duplicate names",
+      raw(null, d8, `{"x":${JSON.stringify(ok)},"x":${JSON.stringify(ok)}}`),
+      /duplicate key/,
+    ],
     ["__proto__ key", raw(null, d8, `{"__proto__":${JSON.stringify(ok)}}`), /forbidden key/],
     ["bad metadata", raw({ __metadata__: { a: 1 }, x: ok }, d8), /__metadata__/],
-    ["not UTF-8", (() => { const b = raw({ x: ok }, d8); b[9] = 0xff; return b; })(), /UTF-8/],
+    [
+      "not UTF-8",
+      (() => {
+        const b = raw({ x: ok }, d8);
+        b[9] = 0xff;
+        return b;
+      })(),
+      /UTF-8/,
+    ],
   ]; // deno-fmt-ignore
   for (const [what, bytes, re] of cases) {
     assert.throws(
@@ -113,15 +160,18 @@ Deno.test("seeded fuzz: 3000 mutated files give only typed errors, quickly", asy
     let b: Uint8Array = base.slice();
     const kind = iter % 4;
     if (kind === 0) {
-      for (let k = 0; k < 1 + Math.floor(r() * 4); k++) b[Math.floor(r() * b.length)] ^= 1 << Math.floor(r() * 8);
+      for (let k = 0; k < 1 + Math.floor(r() * 4); k++) {
+        b[Math.floor(r() * b.length)] ^= 1 << Math.floor(r() * 8);
+      }
     } else if (kind === 1) {
       b = b.slice(0, Math.floor(r() * b.length));
     } else if (kind === 2) {
       const hl = Number(new DataView(b.buffer).getBigUint64(0, true));
       const text = new TextDecoder().decode(b.subarray(8, 8 + hl));
       const i = Math.floor(r() * text.length);
-      const edits = ["", "9", "-", "\"", "{", "]", ",", "1e999", "null", "\"F64\"", "[4294967296]"];
-      const t2 = text.slice(0, i) + edits[Math.floor(r() * edits.length)] + text.slice(i + 1 + Math.floor(r() * 3));
+      const edits = ["", "9", "-", '"', "{", "]", ",", "1e999", "null", '"F64"', "[4294967296]"];
+      const t2 = text.slice(0, i) + edits[Math.floor(r() * edits.length)] +
+        text.slice(i + 1 + Math.floor(r() * 3));
       b = raw(null, b.subarray(8 + hl), t2);
     } else {
       new DataView(b.buffer).setBigUint64(0, BigInt(Math.floor(r() * 2 ** 31)), true);
@@ -131,7 +181,9 @@ Deno.test("seeded fuzz: 3000 mutated files give only typed errors, quickly", asy
       for (const n of f.names()) {
         const info = f.info(n);
         if (info.dtype.startsWith("I") || info.dtype === "U8" || info.dtype === "BOOL") {
-          await f.int32(n).catch((e) => { if (!(e instanceof SafetensorsError)) throw e; });
+          await f.int32(n).catch((e) => {
+            if (!(e instanceof SafetensorsError)) throw e;
+          });
         } else await f.float32(n);
       }
       ok++;

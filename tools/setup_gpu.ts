@@ -31,13 +31,29 @@ if (!(await hasAdapter())) {
   const isRoot = Deno.uid?.() === 0;
   const hasApt = await run(["apt-get", "--version"]);
   if (Deno.build.os === "linux" && isRoot && hasApt) {
-    console.error("hooklens: no WebGPU adapter found; installing Mesa's lavapipe CPU driver (apt-get install mesa-vulkan-drivers)...");
+    console.error(
+      "hooklens: no WebGPU adapter found; installing Mesa's lavapipe CPU driver (apt-get install mesa-vulkan-drivers)...",
+    );
     let ok = await run(["apt-get", "install", "-y", "-qq", "mesa-vulkan-drivers"]);
-    if (!ok) ok = (await run(["apt-get", "update", "-qq"])) && (await run(["apt-get", "install", "-y", "-qq", "mesa-vulkan-drivers"]));
+    if (!ok) {
+      ok = (await run(["apt-get", "update", "-qq"])) &&
+        (await run(["apt-get", "install", "-y", "-qq", "mesa-vulkan-drivers"]));
+    }
     // A new process sees the freshly installed Vulkan driver; this one has already enumerated.
-    const probe = ok && (await run([Deno.execPath(), "run", "--allow-read", "--allow-env", "--allow-write", import.meta.filename ?? "", "--probe"]));
+    const probe = ok &&
+      (await run([
+        Deno.execPath(),
+        "run",
+        "--allow-read",
+        "--allow-env",
+        "--allow-write",
+        import.meta.filename ?? "",
+        "--probe",
+      ]));
     if (!probe) {
-      console.error("hooklens: installing mesa-vulkan-drivers did not give a WebGPU adapter; install a Vulkan driver for your GPU and try again.");
+      console.error(
+        "hooklens: installing mesa-vulkan-drivers did not give a WebGPU adapter; install a Vulkan driver for your GPU and try again.",
+      );
       Deno.exit(1);
     }
   } else {

@@ -92,7 +92,9 @@ async function acquire(): Promise<GpuDevice> {
   return {
     device,
     adapterDescription: adapter.info.description || adapter.info.vendor || "unknown adapter",
-    isFallback: Boolean((adapter.info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter),
+    isFallback: Boolean(
+      (adapter.info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter,
+    ),
     hasF16: device.features.has("shader-f16"),
     hasTimestamps: device.features.has("timestamp-query"),
     limits: {

@@ -239,12 +239,30 @@ export function gemm(C: Operand, A: Operand, B: Operand, o: GemmOptions): void {
   if (o.bias) assertF32(o.bias, "matmul bias");
   const nb1 = o.nb1 ?? 1, nb2 = o.nb2 ?? 1;
   const params: Param[] = [
-    o.M, o.N, o.K, nb2,
-    A.off ?? 0, A.b1 ?? 0, A.b2 ?? 0, A.row,
-    A.col, B.off ?? 0, B.b1 ?? 0, B.b2 ?? 0,
-    B.row, B.col, C.off ?? 0, C.b1 ?? 0,
-    C.b2 ?? 0, C.row, C.col, o.bias ? (o.biasPerBatch ? 2 : 1) : 0,
-    f32(o.alpha ?? 1), o.causal ? 1 : 0, o.causalOffset ?? 0, o.accumulate ? 1 : 0,
+    o.M,
+    o.N,
+    o.K,
+    nb2,
+    A.off ?? 0,
+    A.b1 ?? 0,
+    A.b2 ?? 0,
+    A.row,
+    A.col,
+    B.off ?? 0,
+    B.b1 ?? 0,
+    B.b2 ?? 0,
+    B.row,
+    B.col,
+    C.off ?? 0,
+    C.b1 ?? 0,
+    C.b2 ?? 0,
+    C.row,
+    C.col,
+    o.bias ? (o.biasPerBatch ? 2 : 1) : 0,
+    f32(o.alpha ?? 1),
+    o.causal ? 1 : 0,
+    o.causalOffset ?? 0,
+    o.accumulate ? 1 : 0,
   ]; // deno-fmt-ignore
   dispatch(
     pipeline(SHADERS.matmul, "main"),
@@ -343,7 +361,13 @@ export function normScale(x: Tensor, kind: NormKind, eps: number): Tensor {
  * const y = normApply(x, scale, "LN", w, b);
  * ```
  */
-export function normApply(x: Tensor, scale: Tensor, kind: NormKind, w?: Tensor, b?: Tensor): Tensor {
+export function normApply(
+  x: Tensor,
+  scale: Tensor,
+  kind: NormKind,
+  w?: Tensor,
+  b?: Tensor,
+): Tensor {
   assertF32(x, "norm");
   const d = x.shape.at(-1) ?? 1;
   const rows = x.size / d;
@@ -373,7 +397,12 @@ export function softmax(x: Tensor): Tensor {
   const n = x.shape.at(-1) ?? 1;
   const rows = x.size / n;
   const out = Tensor.empty(x.shape);
-  dispatch(pipeline(SHADERS.softmax, "main"), [rows, n, 0, 0], [x.buffer, out.buffer], gridRows(rows));
+  dispatch(
+    pipeline(SHADERS.softmax, "main"),
+    [rows, n, 0, 0],
+    [x.buffer, out.buffer],
+    gridRows(rows),
+  );
   return out;
 }
 

@@ -188,7 +188,12 @@ export function createDataBuffer(data: ArrayBufferView, label = "data"): GPUBuff
         `${lim.maxBufferSize} per buffer.`,
     );
   }
-  const buf = r.gpu.device.createBuffer({ size, usage: STORAGE_USAGE, mappedAtCreation: true, label });
+  const buf = r.gpu.device.createBuffer({
+    size,
+    usage: STORAGE_USAGE,
+    mappedAtCreation: true,
+    label,
+  });
   new Uint8Array(buf.getMappedRange()).set(
     new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
   );
@@ -209,7 +214,11 @@ export function writeBuffer(buf: GPUBuffer, data: ArrayBufferView, offset = 0): 
   // queue.writeBuffer is ordered against submits, not against commands still being recorded.
   if (r.encoder) flush();
   r.gpu.device.queue.writeBuffer(
-    buf, offset, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength,
+    buf,
+    offset,
+    data.buffer as ArrayBuffer,
+    data.byteOffset,
+    data.byteLength,
   );
 }
 
@@ -367,7 +376,13 @@ export function dispatch(
  * copyBuffer(src, dst, 1024);
  * ```
  */
-export function copyBuffer(src: GPUBuffer, dst: GPUBuffer, bytes: number, srcOff = 0, dstOff = 0): void {
+export function copyBuffer(
+  src: GPUBuffer,
+  dst: GPUBuffer,
+  bytes: number,
+  srcOff = 0,
+  dstOff = 0,
+): void {
   encoder().copyBufferToBuffer(src, srcOff, dst, dstOff, bytes);
 }
 

@@ -14,7 +14,13 @@
  * @module
  */
 import { DisposedError, ShapeError } from "../errors.ts";
-import { acquireBuffer, createDataBuffer, deferDestroy, readBuffers, releaseBuffer } from "./runtime.ts";
+import {
+  acquireBuffer,
+  createDataBuffer,
+  deferDestroy,
+  readBuffers,
+  releaseBuffer,
+} from "./runtime.ts";
 import * as ops from "./ops.ts";
 
 /** Element types a tensor can hold. */
@@ -113,7 +119,9 @@ export class Tensor implements Disposable {
     const n = numel(shape);
     if (data.length !== n) {
       throw new ShapeError(
-        `Tensor.from: ${data.length} values do not fill shape [${shape.join(", ")}] (${n} elements).`,
+        `Tensor.from: ${data.length} values do not fill shape [${
+          shape.join(", ")
+        }] (${n} elements).`,
       );
     }
     const arr = dtype === "int32" ? Int32Array.from(data) : Float32Array.from(data);

@@ -50,7 +50,14 @@ export function parseStrictJson(text: string, file: string, maxDepth = 64): Json
         out += text.slice(chunk, i);
         const e = text[i + 1];
         const map: Record<string, string> = {
-          '"': '"', "\\": "\\", "/": "/", b: "\b", f: "\f", n: "\n", r: "\r", t: "\t",
+          '"': '"',
+          "\\": "\\",
+          "/": "/",
+          b: "\b",
+          f: "\f",
+          n: "\n",
+          r: "\r",
+          t: "\t",
         }; // deno-fmt-ignore
         if (e === "u") {
           const hex = text.slice(i + 2, i + 6);

@@ -21,7 +21,16 @@ export type StDtype = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "
 
 /** Bytes per element of each dtype. */
 export const DTYPE_BYTES: Readonly<Record<StDtype, number>> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 }; // deno-fmt-ignore
 
 /** Largest header accepted (the reference implementation's limit). */
@@ -66,8 +75,12 @@ export function parseHeader(file: string, prefix: Uint8Array, fileSize: number):
     throw err(`file of ${fileSize} bytes is too short for a safetensors header`);
   }
   const n = Number(new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true));
-  if (n > MAX_HEADER_BYTES) throw err(`header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  if (8 + n > fileSize) throw err(`header length ${n} runs past the end of the ${fileSize}-byte file`);
+  if (n > MAX_HEADER_BYTES) {
+    throw err(`header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  }
+  if (8 + n > fileSize) {
+    throw err(`header length ${n} runs past the end of the ${fileSize}-byte file`);
+  }
   if (prefix.length < 8 + n) throw err("header not fully read");
   let text: string;
   try {
@@ -104,11 +117,15 @@ export function parseHeader(file: string, prefix: Uint8Array, fileSize: number):
     const { dtype, shape, data_offsets } = v as Record<string, Json>;
     if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) {
       throw err(
-        `unknown dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(", ")})`,
+        `unknown dtype ${JSON.stringify(dtype)} (supported: ${
+          Object.keys(DTYPE_BYTES).join(", ")
+        })`,
         name,
       );
     }
-    if (!Array.isArray(shape) || !shape.every((s) => Number.isSafeInteger(s) && (s as number) >= 0)) {
+    if (
+      !Array.isArray(shape) || !shape.every((s) => Number.isSafeInteger(s) && (s as number) >= 0)
+    ) {
       throw err(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`, name);
     }
     if (
@@ -119,7 +136,10 @@ export function parseHeader(file: string, prefix: Uint8Array, fileSize: number):
     }
     const [begin, end] = data_offsets as number[];
     if (begin > end || end > dataLen) {
-      throw err(`data_offsets [${begin}, ${end}] out of range of the ${dataLen}-byte data section`, name);
+      throw err(
+        `data_offsets [${begin}, ${end}] out of range of the ${dataLen}-byte data section`,
+        name,
+      );
     }
     let elems = 1;
     for (const s of shape as number[]) {
@@ -129,7 +149,9 @@ export function parseHeader(file: string, prefix: Uint8Array, fileSize: number):
     const want = elems * DTYPE_BYTES[dtype as StDtype];
     if (want !== end - begin) {
       throw err(
-        `byte length ${end - begin} does not equal shape [${shape.join(", ")}] x ${dtype} (${want})`,
+        `byte length ${end - begin} does not equal shape [${
+          shape.join(", ")
+        }] x ${dtype} (${want})`,
         name,
       );
     }
@@ -138,8 +160,12 @@ export function parseHeader(file: string, prefix: Uint8Array, fileSize: number):
   const sorted = [...tensors.values()].sort((a, b) => a.begin - b.begin || a.end - b.end);
   let pos = 0;
   for (const t of sorted) {
-    if (t.begin < pos) throw err(`data overlaps the previous tensor (offset ${t.begin} < ${pos})`, t.name);
-    if (t.begin > pos) throw err(`gap in the data section before offset ${t.begin} (expected ${pos})`, t.name);
+    if (t.begin < pos) {
+      throw err(`data overlaps the previous tensor (offset ${t.begin} < ${pos})`, t.name);
+    }
+    if (t.begin > pos) {
+      throw err(`gap in the data section before offset ${t.begin} (expected ${pos})`, t.name);
+    }
     pos = t.end;
   }
   if (pos !== dataLen) {
@@ -221,7 +247,12 @@ export class SafetensorsFile implements Disposable {
   #file: Deno.FsFile | null;
   #bytes: Uint8Array | null;
 
-  private constructor(path: string, header: Header, file: Deno.FsFile | null, bytes: Uint8Array | null) {
+  private constructor(
+    path: string,
+    header: Header,
+    file: Deno.FsFile | null,
+    bytes: Uint8Array | null,
+  ) {
     this.path = path;
     this.header = header;
     this.#file = file;
@@ -364,7 +395,11 @@ export function encodeSafetensors(
   for (const [name, t] of Object.entries(tensors)) {
     const n = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
     if (n !== t.data.byteLength) {
-      throw new SafetensorsError("(writing)", `data has ${t.data.byteLength} bytes, shape needs ${n}`, name);
+      throw new SafetensorsError(
+        "(writing)",
+        `data has ${t.data.byteLength} bytes, shape needs ${n}`,
+        name,
+      );
     }
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + n] };
     off += n;

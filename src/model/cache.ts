@@ -40,7 +40,9 @@ export function actName(name: string, layer?: number, layerType?: string): strin
   if (name.includes(".") || name.startsWith("hook_")) return name;
   const n = ALIASES[name] ?? name;
   if (n === "scale" || n === "normalized") {
-    return layer === undefined ? `ln_final.hook_${n}` : `blocks.${layer}.${layerType ?? "ln1"}.hook_${n}`;
+    return layer === undefined
+      ? `ln_final.hook_${n}`
+      : `blocks.${layer}.${layerType ?? "ln1"}.hook_${n}`;
   }
   let full = layer === undefined ? "" : `blocks.${layer}.`;
   let type = layerType;

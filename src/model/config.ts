@@ -133,7 +133,8 @@ export function configFromHf(hf: Json, file: string): HookedTransformerConfig {
     const v = o[key];
     return typeof v === "number" && Number.isInteger(v) ? v : null;
   };
-  const rope = (o.rope_parameters && typeof o.rope_parameters === "object" && !Array.isArray(o.rope_parameters))
+  const rope = (o.rope_parameters && typeof o.rope_parameters === "object" &&
+      !Array.isArray(o.rope_parameters))
     ? o.rope_parameters as Record<string, Json>
     : {};
   const ropeTheta = typeof o.rope_theta === "number"
@@ -145,21 +146,41 @@ export function configFromHf(hf: Json, file: string): HookedTransformerConfig {
   if (arch === "GPT2LMHeadModel") {
     const dModel = int("n_embd", "hidden_size");
     const nHeads = int("n_head", "num_attention_heads");
-    if (dModel % nHeads) throw new ConfigError(file, `n_embd ${dModel} not divisible by n_head ${nHeads}`, "n_head");
+    if (dModel % nHeads) {
+      throw new ConfigError(file, `n_embd ${dModel} not divisible by n_head ${nHeads}`, "n_head");
+    }
     const dHead = dModel / nHeads;
     const vocab = int("vocab_size");
     const inner = optInt("n_inner");
     return {
-      dModel, nLayers: int("n_layer", "num_hidden_layers"), nHeads, dHead,
-      dMlp: inner ?? 4 * dModel, dVocab: vocab, dVocabOut: vocab,
-      nCtx: int("n_ctx", "n_positions"), actFn: str("activation_function", "gelu_new"),
-      eps: num("layer_norm_epsilon", 1e-5), normalizationType: "LN",
-      positionalEmbeddingType: "standard", rotaryDim: null, rotaryBase: 10000, nKeyValueHeads: null,
-      parallelAttnMlp: false, gatedMlp: false, finalRms: false, useAttnScale: true,
-      attnScale: Math.sqrt(dHead), scaleAttnByInverseLayerIdx: o.scale_attn_by_inverse_layer_idx === true,
-      originalArchitecture: arch, tieWordEmbeddings: o.tie_word_embeddings !== false,
-      defaultPrependBos: true, bosTokenId: optInt("bos_token_id"), eosTokenId: optInt("eos_token_id"),
-      attnBias: true, mlpBias: true,
+      dModel,
+      nLayers: int("n_layer", "num_hidden_layers"),
+      nHeads,
+      dHead,
+      dMlp: inner ?? 4 * dModel,
+      dVocab: vocab,
+      dVocabOut: vocab,
+      nCtx: int("n_ctx", "n_positions"),
+      actFn: str("activation_function", "gelu_new"),
+      eps: num("layer_norm_epsilon", 1e-5),
+      normalizationType: "LN",
+      positionalEmbeddingType: "standard",
+      rotaryDim: null,
+      rotaryBase: 10000,
+      nKeyValueHeads: null,
+      parallelAttnMlp: false,
+      gatedMlp: false,
+      finalRms: false,
+      useAttnScale: true,
+      attnScale: Math.sqrt(dHead),
+      scaleAttnByInverseLayerIdx: o.scale_attn_by_inverse_layer_idx === true,
+      originalArchitecture: arch,
+      tieWordEmbeddings: o.tie_word_embeddings !== false,
+      defaultPrependBos: true,
+      bosTokenId: optInt("bos_token_id"),
+      eosTokenId: optInt("eos_token_id"),
+      attnBias: true,
+      mlpBias: true,
     }; // deno-fmt-ignore
   }
   if (["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"].includes(arch)) {
@@ -169,15 +190,34 @@ export function configFromHf(hf: Json, file: string): HookedTransformerConfig {
     const kv = optInt("num_key_value_heads");
     const vocab = int("vocab_size");
     return {
-      dModel, nLayers: int("num_hidden_layers"), nHeads, dHead, dMlp: int("intermediate_size"),
-      dVocab: vocab, dVocabOut: vocab, nCtx: int("max_position_embeddings"),
-      actFn: str("hidden_act", "silu"), eps: num("rms_norm_eps", 1e-6), normalizationType: "RMS",
-      positionalEmbeddingType: "rotary", rotaryDim: dHead, rotaryBase: ropeTheta,
-      nKeyValueHeads: kv !== null && kv !== nHeads ? kv : null, parallelAttnMlp: false, gatedMlp: true,
-      finalRms: true, useAttnScale: true, attnScale: Math.sqrt(dHead), scaleAttnByInverseLayerIdx: false,
-      originalArchitecture: arch, tieWordEmbeddings: o.tie_word_embeddings === true,
-      defaultPrependBos: true, bosTokenId: optInt("bos_token_id"), eosTokenId: optInt("eos_token_id"),
-      attnBias: arch === "Qwen2ForCausalLM" || o.attention_bias === true, mlpBias: o.mlp_bias === true,
+      dModel,
+      nLayers: int("num_hidden_layers"),
+      nHeads,
+      dHead,
+      dMlp: int("intermediate_size"),
+      dVocab: vocab,
+      dVocabOut: vocab,
+      nCtx: int("max_position_embeddings"),
+      actFn: str("hidden_act", "silu"),
+      eps: num("rms_norm_eps", 1e-6),
+      normalizationType: "RMS",
+      positionalEmbeddingType: "rotary",
+      rotaryDim: dHead,
+      rotaryBase: ropeTheta,
+      nKeyValueHeads: kv !== null && kv !== nHeads ? kv : null,
+      parallelAttnMlp: false,
+      gatedMlp: true,
+      finalRms: true,
+      useAttnScale: true,
+      attnScale: Math.sqrt(dHead),
+      scaleAttnByInverseLayerIdx: false,
+      originalArchitecture: arch,
+      tieWordEmbeddings: o.tie_word_embeddings === true,
+      defaultPrependBos: true,
+      bosTokenId: optInt("bos_token_id"),
+      eosTokenId: optInt("eos_token_id"),
+      attnBias: arch === "Qwen2ForCausalLM" || o.attention_bias === true,
+      mlpBias: o.mlp_bias === true,
     }; // deno-fmt-ignore
   }
   if (arch === "GPTNeoXForCausalLM") {
@@ -191,15 +231,34 @@ export function configFromHf(hf: Json, file: string): HookedTransformerConfig {
       : 1;
     const vocab = int("vocab_size");
     return {
-      dModel, nLayers: int("num_hidden_layers"), nHeads, dHead, dMlp: int("intermediate_size"),
-      dVocab: vocab, dVocabOut: vocab, nCtx: int("max_position_embeddings"),
-      actFn: str("hidden_act", "gelu"), eps: num("layer_norm_eps", 1e-5), normalizationType: "LN",
-      positionalEmbeddingType: "rotary", rotaryDim: Math.floor(dHead * pct), rotaryBase: ropeTheta,
-      nKeyValueHeads: null, parallelAttnMlp: o.use_parallel_residual !== false, gatedMlp: false,
-      finalRms: false, useAttnScale: true, attnScale: Math.sqrt(dHead), scaleAttnByInverseLayerIdx: false,
-      originalArchitecture: arch, tieWordEmbeddings: o.tie_word_embeddings === true,
-      defaultPrependBos: true, bosTokenId: optInt("bos_token_id"), eosTokenId: optInt("eos_token_id"),
-      attnBias: true, mlpBias: true,
+      dModel,
+      nLayers: int("num_hidden_layers"),
+      nHeads,
+      dHead,
+      dMlp: int("intermediate_size"),
+      dVocab: vocab,
+      dVocabOut: vocab,
+      nCtx: int("max_position_embeddings"),
+      actFn: str("hidden_act", "gelu"),
+      eps: num("layer_norm_eps", 1e-5),
+      normalizationType: "LN",
+      positionalEmbeddingType: "rotary",
+      rotaryDim: Math.floor(dHead * pct),
+      rotaryBase: ropeTheta,
+      nKeyValueHeads: null,
+      parallelAttnMlp: o.use_parallel_residual !== false,
+      gatedMlp: false,
+      finalRms: false,
+      useAttnScale: true,
+      attnScale: Math.sqrt(dHead),
+      scaleAttnByInverseLayerIdx: false,
+      originalArchitecture: arch,
+      tieWordEmbeddings: o.tie_word_embeddings === true,
+      defaultPrependBos: true,
+      bosTokenId: optInt("bos_token_id"),
+      eosTokenId: optInt("eos_token_id"),
+      attnBias: true,
+      mlpBias: true,
     }; // deno-fmt-ignore
   }
   throw new ConfigError(

@@ -21,8 +21,14 @@ import { initRuntime, runtime } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
 import { ActivationCache } from "./cache.ts";
 import { configFromHf, type HookedTransformerConfig } from "./config.ts";
-import { type AddHookOptions, type HookEntry, type HookFn, HookRegistry, type HookSpec } from "./hooks.ts";
-import { processWeights, type ProcessingOptions } from "./processing.ts";
+import {
+  type AddHookOptions,
+  type HookEntry,
+  type HookFn,
+  HookRegistry,
+  type HookSpec,
+} from "./hooks.ts";
+import { type ProcessingOptions, processWeights } from "./processing.ts";
 import { loadStateDict, type StateDict } from "./weights.ts";
 
 /** What a model can be run on: token ids ([batch][pos] or one sequence) or an int32 Tensor. */
@@ -153,14 +159,28 @@ function upload(sd: StateDict, cfg: HookedTransformerConfig): Weights {
     const b = `blocks.${l}.`;
     const cols = (n: string, heads: number) =>
       t(b + n, headsToColumns(sd.get(b + n)!.data, heads, D, E), [D, heads * E]);
-    const flat = (n: string, heads: number) => (sd.has(b + n) ? t(b + n, undefined, [heads * E]) : undefined);
+    const flat = (
+      n: string,
+      heads: number,
+    ) => (sd.has(b + n) ? t(b + n, undefined, [heads * E]) : undefined);
     blocks.push({
-      ln1w: opt(b + "ln1.w"), ln1b: opt(b + "ln1.b"), ln2w: opt(b + "ln2.w"), ln2b: opt(b + "ln2.b"),
-      wq: cols("attn.W_Q", H), wk: cols("attn.W_K", Hkv), wv: cols("attn.W_V", Hkv),
-      bq: flat("attn.b_Q", H), bk: flat("attn.b_K", Hkv), bv: flat("attn.b_V", Hkv),
-      wo: t(b + "attn.W_O", undefined, [H * E, D]), bo: opt(b + "attn.b_O"),
-      win: t(b + "mlp.W_in"), bin: opt(b + "mlp.b_in"), wgate: opt(b + "mlp.W_gate"),
-      wout: t(b + "mlp.W_out"), bout: opt(b + "mlp.b_out"),
+      ln1w: opt(b + "ln1.w"),
+      ln1b: opt(b + "ln1.b"),
+      ln2w: opt(b + "ln2.w"),
+      ln2b: opt(b + "ln2.b"),
+      wq: cols("attn.W_Q", H),
+      wk: cols("attn.W_K", Hkv),
+      wv: cols("attn.W_V", Hkv),
+      bq: flat("attn.b_Q", H),
+      bk: flat("attn.b_K", Hkv),
+      bv: flat("attn.b_V", Hkv),
+      wo: t(b + "attn.W_O", undefined, [H * E, D]),
+      bo: opt(b + "attn.b_O"),
+      win: t(b + "mlp.W_in"),
+      bin: opt(b + "mlp.b_in"),
+      wgate: opt(b + "mlp.W_gate"),
+      wout: t(b + "mlp.W_out"),
+      bout: opt(b + "mlp.b_out"),
     }); // deno-fmt-ignore
   }
   return {
@@ -184,13 +204,28 @@ export function hookNamesFor(cfg: HookedTransformerConfig): string[] {
     names.push(b + "hook_resid_pre", b + "ln1.hook_scale", b + "ln1.hook_normalized");
     names.push(b + "attn.hook_q", b + "attn.hook_k", b + "attn.hook_v");
     if (rotary) names.push(b + "attn.hook_rot_q", b + "attn.hook_rot_k");
-    names.push(b + "attn.hook_attn_scores", b + "attn.hook_pattern", b + "attn.hook_z", b + "hook_attn_out");
+    names.push(
+      b + "attn.hook_attn_scores",
+      b + "attn.hook_pattern",
+      b + "attn.hook_z",
+      b + "hook_attn_out",
+    );
     if (!cfg.parallelAttnMlp) names.push(b + "hook_resid_mid");
-    names.push(b + "ln2.hook_scale", b + "ln2.hook_normalized", b + "mlp.hook_in", b + "mlp.hook_pre");
+    names.push(
+      b + "ln2.hook_scale",
+      b + "ln2.hook_normalized",
+      b + "mlp.hook_in",
+      b + "mlp.hook_pre",
+    );
     if (cfg.gatedMlp) names.push(b + "mlp.hook_pre_linear");
     names.push(b + "mlp.hook_post", b + "hook_mlp_out", b + "hook_resid_post");
   }
-  names.push("ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_in", "unembed.hook_out");
+  names.push(
+    "ln_final.hook_scale",
+    "ln_final.hook_normalized",
+    "unembed.hook_in",
+    "unembed.hook_out",
+  );
   return names;
 }
 
@@ -257,7 +292,10 @@ export class HookedTransformer {
    * const raw = await HookedTransformer.fromPretrainedNoProcessing("path/to/hf_dir");
    * ```
    */
-  static fromPretrainedNoProcessing(source: string, opts: LoadOptions = {}): Promise<HookedTransformer> {
+  static fromPretrainedNoProcessing(
+    source: string,
+    opts: LoadOptions = {},
+  ): Promise<HookedTransformer> {
     return this.fromPretrained(source, {
       ...opts,
       foldLn: false,
@@ -384,7 +422,9 @@ export class HookedTransformer {
     if (input instanceof Tensor) {
       if (input.dtype !== "int32" || input.shape.length !== 2) {
         throw new InputError(
-          `Token tensor must be int32 [batch, pos], got ${input.dtype} [${input.shape.join(", ")}].`,
+          `Token tensor must be int32 [batch, pos], got ${input.dtype} [${
+            input.shape.join(", ")
+          }].`,
         );
       }
       this.#checkLength(input.shape[1]);
@@ -402,7 +442,9 @@ export class HookedTransformer {
     const data = new Int32Array(rows.length * P);
     rows.forEach((r, b) => {
       if (!Array.isArray(r) || r.length !== P) {
-        throw new InputError(`Input row ${b} has ${r?.length} tokens, row 0 has ${P}: pad them to one length.`);
+        throw new InputError(
+          `Input row ${b} has ${r?.length} tokens, row 0 has ${P}: pad them to one length.`,
+        );
       }
       r.forEach((id, p) => {
         if (!Number.isInteger(id) || id < 0 || id >= this.cfg.dVocab) {
@@ -418,7 +460,9 @@ export class HookedTransformer {
 
   #checkLength(P: number): void {
     if (P > this.cfg.nCtx) {
-      throw new InputError(`Sequence of ${P} tokens is longer than the model's context n_ctx = ${this.cfg.nCtx}.`);
+      throw new InputError(
+        `Sequence of ${P} tokens is longer than the model's context n_ctx = ${this.cfg.nCtx}.`,
+      );
     }
     if (P < 1) throw new InputError("Empty input: pass at least one token.");
   }
@@ -465,7 +509,10 @@ export class HookedTransformer {
    * const [logits, cache] = await model.runWithCache(tokens, { namesFilter: (n) => n.includes("resid") });
    * ```
    */
-  runWithCache(input: Input, opts: RunWithCacheOptions = {}): Promise<[ForwardOutput, ActivationCache]> {
+  runWithCache(
+    input: Input,
+    opts: RunWithCacheOptions = {},
+  ): Promise<[ForwardOutput, ActivationCache]> {
     return serial(async () => {
       const cache = new ActivationCache();
       const f = opts.namesFilter;
@@ -488,7 +535,11 @@ export class HookedTransformer {
   }
 
   /** One forward pass while holding the model lock: arena, run state, outputs kept. */
-  protected async runLocked(input: Input, opts: ForwardOptions, run: RunState | null): Promise<ForwardOutput> {
+  protected async runLocked(
+    input: Input,
+    opts: ForwardOptions,
+    run: RunState | null,
+  ): Promise<ForwardOutput> {
     if (this.#disposed) throw new InputError("This model was disposed.");
     const arena = openArena();
     const prev = this.run;
@@ -513,13 +564,17 @@ export class HookedTransformer {
     const s = start < 0 ? start + n : start;
     const e = stop < 0 ? stop + n : stop;
     if (!(Number.isInteger(s) && Number.isInteger(e) && s >= 0 && e <= n && s <= e)) {
-      throw new InputError(`startAtLayer ${start} / stopAtLayer ${stop} out of range for ${n} layers.`);
+      throw new InputError(
+        `startAtLayer ${start} / stopAtLayer ${stop} out of range for ${n} layers.`,
+      );
     }
     let tokens: Tensor | null = null;
     let resid: Tensor;
     if (s > 0) {
       if (!(input instanceof Tensor) || input.dtype !== "float32" || input.shape.length !== 3) {
-        throw new InputError("With startAtLayer, pass the residual stream as a float32 [batch, pos, d_model] Tensor.");
+        throw new InputError(
+          "With startAtLayer, pass the residual stream as a float32 [batch, pos, d_model] Tensor.",
+        );
       }
       resid = input;
       if (o.tokens !== undefined) tokens = this.tokensTensor(o.tokens);
@@ -535,7 +590,9 @@ export class HookedTransformer {
     const rt = o.returnType ?? "logits";
     if (rt === "logits") return logits;
     if (!tokens) throw new InputError("A loss needs tokens: pass `tokens` with startAtLayer.");
-    if (tokens.shape[1] < 2) throw new InputError("A next-token loss needs at least 2 tokens per row.");
+    if (tokens.shape[1] < 2) {
+      throw new InputError("A next-token loss needs at least 2 tokens per row.");
+    }
     const perTok = ops.lossPerToken(logits, tokens);
     const loss = o.lossPerToken ? perTok : ops.meanAll(perTok);
     return rt === "loss" ? loss : { logits, loss };
@@ -645,7 +702,15 @@ export class HookedTransformer {
     if (this.#disposed) return;
     this.#disposed = true;
     const w = this.#w;
-    const all = [w.wE, w.wPos, w.lnfw, w.lnfb, w.wU, w.bU, ...w.blocks.flatMap((b) => Object.values(b))];
+    const all = [
+      w.wE,
+      w.wPos,
+      w.lnfw,
+      w.lnfb,
+      w.wU,
+      w.bU,
+      ...w.blocks.flatMap((b) => Object.values(b)),
+    ];
     for (const t of all) (t as Tensor | undefined)?.dispose();
   }
 
@@ -662,7 +727,9 @@ function removeBatchDim(cache: ActivationCache): ActivationCache {
     const t = cache.get(k);
     if (t.shape[0] !== 1) {
       cache.dispose();
-      throw new InputError(`removeBatchDim needs batch size 1; ${k} has shape [${t.shape.join(", ")}].`);
+      throw new InputError(
+        `removeBatchDim needs batch size 1; ${k} has shape [${t.shape.join(", ")}].`,
+      );
     }
     out.set(k, t.clone().moveTo(t.shape.slice(1)).keep());
   }

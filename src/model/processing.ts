@@ -30,7 +30,13 @@ export interface ProcessingOptions {
  * Folds a norm's weight w [D] and bias b [D] into W [.., D, N] (dim -2 is d_model) and its bias
  * [.., N]; optionally centres W over d_model.
  */
-function foldInto(W: CpuTensor, bias: CpuTensor | undefined, w: CpuTensor, b: CpuTensor | undefined, center: boolean): void {
+function foldInto(
+  W: CpuTensor,
+  bias: CpuTensor | undefined,
+  w: CpuTensor,
+  b: CpuTensor | undefined,
+  center: boolean,
+): void {
   const D = W.shape.at(-2)!, N = W.shape.at(-1)!;
   const outer = W.data.length / (D * N);
   for (let o = 0; o < outer; o++) {
@@ -86,7 +92,13 @@ export function processWeights(
     for (let l = 0; l < cfg.nLayers; l++) {
       const b = `blocks.${l}.`;
       for (const q of ["Q", "K", "V"]) {
-        foldInto(g(b + `attn.W_${q}`)!, g(b + `attn.b_${q}`), g(b + "ln1.w")!, g(b + "ln1.b"), isLn);
+        foldInto(
+          g(b + `attn.W_${q}`)!,
+          g(b + `attn.b_${q}`),
+          g(b + "ln1.w")!,
+          g(b + "ln1.b"),
+          isLn,
+        );
       }
       sd.delete(b + "ln1.w");
       sd.delete(b + "ln1.b");
@@ -104,7 +116,10 @@ export function processWeights(
     sd.delete("ln_final.b");
     out = { ...out, normalizationType: isLn ? "LNPre" : "RMSPre" };
   }
-  if (opts.centerWritingWeights && (out.normalizationType === "LN" || out.normalizationType === "LNPre")) {
+  if (
+    opts.centerWritingWeights &&
+    (out.normalizationType === "LN" || out.normalizationType === "LNPre")
+  ) {
     centerLast(g("embed.W_E")!);
     if (g("pos_embed.W_pos")) centerLast(g("pos_embed.W_pos")!);
     for (let l = 0; l < cfg.nLayers; l++) {

@@ -74,8 +74,15 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
         throw new WeightsError(index, "no weight_map object", "weight_map");
       }
       for (const [name, shard] of Object.entries(map as Record<string, unknown>)) {
-        if (typeof shard !== "string" || shard.includes("/") || shard.includes("\\") || shard.startsWith(".")) {
-          throw new WeightsError(index, `shard ${JSON.stringify(shard)} is not a file name in the directory`, name);
+        if (
+          typeof shard !== "string" || shard.includes("/") || shard.includes("\\") ||
+          shard.startsWith(".")
+        ) {
+          throw new WeightsError(
+            index,
+            `shard ${JSON.stringify(shard)} is not a file name in the directory`,
+            name,
+          );
         }
         const path = join(dir, shard);
         let f = files.get(path);
@@ -83,11 +90,16 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
           f = await SafetensorsFile.open(path);
           files.set(path, f);
         }
-        if (!f.has(name)) throw new WeightsError(path, "listed in the index but not in the shard", name);
+        if (!f.has(name)) {
+          throw new WeightsError(path, "listed in the index but not in the shard", name);
+        }
         where.set(name, f);
       }
     } else {
-      throw new WeightsError(dir, "no model.safetensors or model.safetensors.index.json in the directory");
+      throw new WeightsError(
+        dir,
+        "no model.safetensors or model.safetensors.index.json in the directory",
+      );
     }
   } catch (e) {
     for (const f of files.values()) f.close();
@@ -109,7 +121,11 @@ async function read(ck: Checkpoint, name: string, shape: number[]): Promise<CpuT
   if (!ck.names().includes(name)) throw new WeightsError(ck.source, "missing tensor", name);
   const got = ck.shape(name);
   if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
-    throw new WeightsError(ck.source, `shape [${got.join(", ")}], expected [${shape.join(", ")}]`, name);
+    throw new WeightsError(
+      ck.source,
+      `shape [${got.join(", ")}], expected [${shape.join(", ")}]`,
+      name,
+    );
   }
   const data = await ck.float32(name);
   for (let i = 0; i < data.length; i++) {
@@ -134,7 +150,9 @@ function splitHeadsIn(t: CpuTensor, c0: number, heads: number, dHead: number): C
   const out = new Float32Array(heads * rows * dHead);
   for (let h = 0; h < heads; h++) {
     for (let m = 0; m < rows; m++) {
-      for (let d = 0; d < dHead; d++) out[(h * rows + m) * dHead + d] = t.data[m * cols + c0 + h * dHead + d];
+      for (let d = 0; d < dHead; d++) {
+        out[(h * rows + m) * dHead + d] = t.data[m * cols + c0 + h * dHead + d];
+      }
     }
   }
   return { shape: [heads, rows, dHead], data: out };
