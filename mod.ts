@@ -20,3 +20,22 @@ export type { DType } from "./src/gpu/tensor.ts";
 export { gpuInfo, initGpu } from "./src/gpu/info.ts";
 export type { GpuInfo } from "./src/gpu/info.ts";
 export * from "./src/errors.ts";
+export { HookedTransformer } from "./src/model/model.ts";
+export type {
+  ForwardOptions,
+  ForwardOutput,
+  Input,
+  LoadOptions,
+  LogitsAndLoss,
+  RunWithCacheOptions,
+  RunWithHooksOptions,
+} from "./src/model/model.ts";
+export type { HookedTransformerConfig } from "./src/model/config.ts";
+export { SUPPORTED_ARCHITECTURES } from "./src/model/config.ts";
+export { ActivationCache, actName } from "./src/model/cache.ts";
+export type { AddHookOptions, HookFn, HookPoint, HookSpec } from "./src/model/hooks.ts";
+export { SAE } from "./src/sae/sae.ts";
+export type { SaeLoadOptions } from "./src/sae/sae.ts";
+export type { SaeConfig } from "./src/sae/config.ts";
+export { HookedSAETransformer } from "./src/sae/hooked_sae_transformer.ts";
+export type { AddSaeOptions, WithSaesOptions } from "./src/sae/hooked_sae_transformer.ts";

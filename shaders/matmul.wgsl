@@ -11,6 +11,7 @@ struct P {
   b_k: u32, b_n: u32, c_off: u32, c_b1: u32,
   c_b2: u32, c_m: u32, c_n: u32, bias_mode: u32,   // 0 none, 1 bias[n], 2 bias[b2 * N + n]
   alpha: f32, causal: u32, causal_off: u32, accum: u32,
+  act: u32, _p0: u32, _p1: u32, _p2: u32,   // encode: 1 relu, 2 jumprelu(aux[n]), 3 gated(aux[m,n] > 0)
 }
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -18,6 +19,9 @@ struct P {
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
+// SAE encode only: the activation's output and its per-column threshold / per-element gate.
+@group(0) @binding(5) var<storage, read_write> Post: array<f32>;
+@group(0) @binding(6) var<storage, read> aux: array<f32>;
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -26,20 +30,18 @@ const TK: u32 = 16u;
 var<workgroup> As: array<array<f32, 64>, 16>;  // [k][m]
 var<workgroup> Bs: array<array<f32, 64>, 16>;  // [k][n]
 
-@compute @workgroup_size(16, 16)
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
-        @builtin(local_invocation_index) li: u32) {
+var<private> acc: array<array<f32, 4>, 4>;
+
+// acc = the 64x64 tile of A·B at workgroup `wg` (each thread its 4x4 block).
+fn tile_product(wg: vec3u, lid: vec3u, li: u32) {
   let z = wg.z;
   let b1 = z / p.NB2;
   let b2 = z % p.NB2;
   let a_base = p.a_off + b1 * p.a_b1 + b2 * p.a_b2;
   let b_base = p.b_off + b1 * p.b_b1 + b2 * p.b_b2;
-  let c_base = p.c_off + b1 * p.c_b1 + b2 * p.c_b2;
   let m0 = wg.y * TM;
   let n0 = wg.x * TN;
-  var acc: array<array<f32, 4>, 4>;
   for (var i = 0u; i < 4u; i++) { for (var j = 0u; j < 4u; j++) { acc[i][j] = 0.0; } }
-
   for (var k0 = 0u; k0 < p.K; k0 += TK) {
     // 256 threads load 64x16 of A and 16x64 of B, 4 elements each.
     for (var r = 0u; r < 4u; r++) {
@@ -71,12 +73,20 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
     }
     workgroupBarrier();
   }
+}
 
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  tile_product(wg, lid, li);
+  let b1 = wg.z / p.NB2;
+  let b2 = wg.z % p.NB2;
+  let c_base = p.c_off + b1 * p.c_b1 + b2 * p.c_b2;
   for (var i = 0u; i < 4u; i++) {
-    let gm = m0 + lid.y + i * 16u;
+    let gm = wg.y * TM + lid.y + i * 16u;
     if (gm >= p.M) { continue; }
     for (var j = 0u; j < 4u; j++) {
-      let gn = n0 + lid.x + j * 16u;
+      let gn = wg.x * TN + lid.x + j * 16u;
       if (gn >= p.N) { continue; }
       var v = acc[i][j] * p.alpha;
       if (p.bias_mode == 1u) { v += bias[gn]; }
@@ -85,6 +95,29 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
       if (p.accum != 0u) { v += C[ci]; }
       if (p.causal != 0u && gn > gm + p.causal_off) { v = bitcast<f32>(0xff800000u); }
       C[ci] = v;
+    }
+  }
+}
+
+// SAE encode, fused: C = A·B + bias (the pre-activation) and Post = activation(C), contiguous
+// [M, N] outputs.
+@compute @workgroup_size(16, 16)
+fn encode(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
+          @builtin(local_invocation_index) li: u32) {
+  tile_product(wg, lid, li);
+  for (var i = 0u; i < 4u; i++) {
+    let gm = wg.y * TM + lid.y + i * 16u;
+    if (gm >= p.M) { continue; }
+    for (var j = 0u; j < 4u; j++) {
+      let gn = wg.x * TN + lid.x + j * 16u;
+      if (gn >= p.N) { continue; }
+      let v = acc[i][j] * p.alpha + bias[gn];
+      let ci = gm * p.N + gn;
+      C[ci] = v;
+      var post = max(v, 0.0);
+      if (p.act == 2u && !(v > aux[gn])) { post = 0.0; }
+      if (p.act == 3u && !(aux[ci] > 0.0)) { post = 0.0; }
+      Post[ci] = post;
     }
   }
 }

@@ -22,6 +22,9 @@ export class HooklensError extends Error {
 /** No WebGPU adapter could be found or a device could not be created. */
 export class GpuUnavailableError extends HooklensError {}
 
+/** The GPU reported an error for recorded work (a bug in hooklens, or a lost device). */
+export class GpuError extends HooklensError {}
+
 /** A request exceeds what the GPU adapter allows (buffer size, binding size). */
 export class GpuLimitError extends HooklensError {}
 

@@ -37,6 +37,9 @@ export interface GpuDevice {
 
 let current: Promise<GpuDevice> | null = null;
 
+/** GPU errors not yet reported (validation, out of memory), oldest first. */
+export const gpuErrors: string[] = [];
+
 /** Sets XDG_RUNTIME_DIR to a private temp dir if unset, silencing the Vulkan loader's complaint. */
 export function quietVulkanLoader(): void {
   try {
@@ -85,6 +88,12 @@ async function acquire(): Promise<GpuDevice> {
     if (adapter.features.has(f)) requiredFeatures.push(f);
   }
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  // A validation error would otherwise drop a whole submission silently: keep it for the next
+  // readback to report.
+  device.addEventListener("uncapturederror", (ev) => {
+    const msg = (ev as GPUUncapturedErrorEvent).error.message;
+    gpuErrors.push(msg);
+  });
   device.lost.then((info) => {
     if (current && info.reason !== "destroyed") current = null;
   });

@@ -263,7 +263,11 @@ export function gemm(C: Operand, A: Operand, B: Operand, o: GemmOptions): void {
     o.causal ? 1 : 0,
     o.causalOffset ?? 0,
     o.accumulate ? 1 : 0,
-  ]; // deno-fmt-ignore
+    0,
+    0,
+    0,
+    0,
+  ];
   dispatch(
     pipeline(SHADERS.matmul, "main"),
     params,
@@ -481,5 +485,196 @@ export function meanAll(x: Tensor): Tensor {
   dispatch(pipeline(SHADERS.loss, "mean"), [0, 0, 0, x.size], [x.buffer, undefined, out.buffer], [
     1,
   ]);
+  return out;
+}
+
+/** SAE activation codes of the `act` kernel and the fused encode epilogue. */
+export const SAE_ACT = { relu: 1, jumprelu: 2, gated: 3 } as const;
+
+/**
+ * Fused SAE encode: pre = x · W_enc + b and post = activation(pre) in one dispatch. `aux` is the
+ * threshold [d_sae] (jumprelu) or the gate pre-activation [rows, d_sae] (gated).
+ *
+ * @example
+ * ```ts
+ * const [pre, post] = saeEncode(x, W_enc, b_enc, "relu");
+ * ```
+ */
+export function saeEncode(
+  x: Tensor,
+  w: Tensor,
+  b: Tensor,
+  act: keyof typeof SAE_ACT,
+  aux?: Tensor,
+): [Tensor, Tensor] {
+  const [K, N] = w.shape;
+  const M = x.size / K;
+  const shape = [...x.shape.slice(0, -1), N];
+  const pre = Tensor.empty(shape);
+  const post = Tensor.empty(shape);
+  const params: Param[] = [
+    M,
+    N,
+    K,
+    1,
+    0,
+    0,
+    0,
+    K,
+    1,
+    0,
+    0,
+    0,
+    N,
+    1,
+    0,
+    0,
+    0,
+    N,
+    1,
+    1,
+    f32(1),
+    0,
+    0,
+    0,
+    SAE_ACT[act],
+    0,
+    0,
+    0,
+  ]; // deno-fmt-ignore
+  dispatch(
+    pipeline(SHADERS.matmul, "encode"),
+    params,
+    [x.buffer, w.buffer, pre.buffer, b.buffer, post.buffer, (aux ?? b).buffer],
+    [Math.ceil(N / 64), Math.ceil(M / 64), 1],
+  );
+  return [pre, post];
+}
+
+/**
+ * SAE activation of an (already hooked) pre-activation [rows, d_sae].
+ *
+ * @example
+ * ```ts
+ * const post = saeActivation(pre, "jumprelu", threshold);
+ * ```
+ */
+export function saeActivation(pre: Tensor, act: keyof typeof SAE_ACT, aux?: Tensor): Tensor {
+  const n = pre.shape.at(-1) ?? 1;
+  const rows = pre.size / n;
+  const out = Tensor.empty(pre.shape);
+  dispatch(
+    pipeline(SHADERS.sae, "act"),
+    [rows, n, SAE_ACT[act], 0, 0, 0, f32(0), 0],
+    [pre.buffer, (aux ?? pre).buffer, out.buffer],
+    grid256(rows * n),
+  );
+  return out;
+}
+
+/**
+ * Per-row top-k (radix select, not a sort): keeps the k largest of each row (ReLU applied),
+ * zero elsewhere; ties at the k-th value go to the lowest indices.
+ *
+ * @example
+ * ```ts
+ * const post = topK(pre, 8);
+ * ```
+ */
+export function topK(pre: Tensor, k: number): Tensor {
+  const n = pre.shape.at(-1) ?? 1;
+  const rows = pre.size / n;
+  const out = Tensor.empty(pre.shape);
+  dispatch(
+    pipeline(SHADERS.sae, "topk"),
+    [rows, n, 0, k, 0, 0, f32(0), 0],
+    [pre.buffer, undefined, out.buffer],
+    gridRows(rows),
+  );
+  return out;
+}
+
+/**
+ * SAE decode reading only the active rows of W_dec: compacts each row's non-zero latents (up to
+ * `cap`; rows with more are decoded densely), then recons = acts · W_dec + b_dec.
+ * `pack` holds W_dec [d_sae, d_in], then b_dec [d_in], then a per-latent scale [d_sae] applied
+ * when `scaled`.
+ *
+ * @example
+ * ```ts
+ * const recons = saeDecode(acts, pack, dIn, 64, false);
+ * ```
+ */
+export function saeDecode(
+  acts: Tensor,
+  pack: Tensor,
+  dIn: number,
+  cap: number,
+  scaled: boolean,
+): Tensor {
+  const dSae = acts.shape.at(-1) ?? 1;
+  const rows = acts.size / dSae;
+  const idx = Tensor.empty([rows, cap + 1], "int32");
+  const vals = Tensor.empty([rows, cap]);
+  dispatch(
+    pipeline(SHADERS.sae, "compact"),
+    [rows, dSae, 0, cap, 0, 0, f32(0), 0],
+    [acts.buffer, undefined, vals.buffer, idx.buffer],
+    gridRows(rows),
+  );
+  const out = Tensor.empty([...acts.shape.slice(0, -1), dIn]);
+  dispatch(
+    pipeline(SHADERS.sae, "decode"),
+    [rows, dIn, 0, cap, dSae, scaled ? 1 : 0, f32(0), 0],
+    [acts.buffer, vals.buffer, out.buffer, idx.buffer, pack.buffer],
+    gridRows(rows),
+  );
+  idx.dispose();
+  vals.dispose();
+  return out;
+}
+
+/**
+ * Per-row mean, unbiased std and L2 norm of x [.., n]: returns [rows, 4].
+ *
+ * @example
+ * ```ts
+ * const stats = rowStats(x);
+ * ```
+ */
+export function rowStats(x: Tensor): Tensor {
+  const n = x.shape.at(-1) ?? 1;
+  const rows = x.size / n;
+  const out = Tensor.empty([rows, 4]);
+  dispatch(
+    pipeline(SHADERS.sae, "row_stats"),
+    [rows, n, 0, 0, 0, 0, f32(0), 0],
+    [x.buffer, undefined, out.buffer],
+    gridRows(rows),
+  );
+  return out;
+}
+
+/** Modes of {@link rowNorm}. */
+export const ROW_NORM = { constantIn: 0, constantOut: 1, layerNormIn: 2, layerNormOut: 3 } as const;
+
+/**
+ * SAELens's run-time normalisation (or its inverse) with stats from {@link rowStats}.
+ *
+ * @example
+ * ```ts
+ * const y = rowNorm(x, stats, "layerNormIn", 1e-5);
+ * ```
+ */
+export function rowNorm(x: Tensor, stats: Tensor, mode: keyof typeof ROW_NORM, eps = 1e-5): Tensor {
+  const n = x.shape.at(-1) ?? 1;
+  const rows = x.size / n;
+  const out = Tensor.empty(x.shape);
+  dispatch(
+    pipeline(SHADERS.sae, "row_norm"),
+    [rows, n, ROW_NORM[mode], 0, 0, 0, f32(eps), 0],
+    [x.buffer, stats.buffer, out.buffer],
+    grid256(rows * n),
+  );
   return out;
 }

@@ -13,8 +13,8 @@
  * ```
  * @module
  */
-import { GpuLimitError, GpuUnavailableError } from "../errors.ts";
-import { getDevice, type GpuDevice } from "./device.ts";
+import { GpuError, GpuLimitError, GpuUnavailableError } from "../errors.ts";
+import { getDevice, type GpuDevice, gpuErrors } from "./device.ts";
 
 /** Usage flags of every pooled storage buffer. */
 const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
@@ -443,6 +443,11 @@ export async function readBuffers(
   flush();
   r.stats.readbacks++;
   await Promise.all(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
+  if (gpuErrors.length) {
+    const errs = gpuErrors.splice(0);
+    for (const s of staging) s.destroy();
+    throw new GpuError(`The GPU rejected recorded work: ${errs.join("; ")}`);
+  }
   return staging.map((s, i) => {
     const out = s.getMappedRange().slice(0, reqs[i].bytes);
     s.unmap();

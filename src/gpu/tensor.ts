@@ -160,6 +160,11 @@ export class Tensor implements Disposable {
     return this.#buffer === null || (this.#base !== null && this.#base.disposed);
   }
 
+  /** Whether this tensor is a view sharing another tensor's buffer (see {@link Tensor.reshape}). */
+  get isView(): boolean {
+    return this.#base !== null;
+  }
+
   /** Number of elements. */
   get size(): number {
     return numel(this.shape);

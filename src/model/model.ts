@@ -81,7 +81,16 @@ export type ForwardOutput = Tensor | LogitsAndLoss;
 
 /** One model call at a time per process: GPU state, arenas and hooks are shared. */
 let queue: Promise<unknown> = Promise.resolve();
-function serial<T>(fn: () => Promise<T>): Promise<T> {
+
+/**
+ * Runs `fn` after every model call queued before it (model calls never overlap).
+ *
+ * @example
+ * ```ts
+ * const out = await serial(() => model.runLocked(input, {}, null));
+ * ```
+ */
+export function serial<T>(fn: () => Promise<T>): Promise<T> {
   const run = queue.then(fn, fn);
   queue = run.catch(() => {});
   return run;
@@ -312,7 +321,12 @@ export class HookedTransformer {
 
   /** Whether `name` is a hook point of the model as it is now (SAEs included). */
   hasHook(name: string): boolean {
-    return this.#baseHookSet.has(name) || this.hookNames().includes(name);
+    return this.hookNames().includes(name);
+  }
+
+  /** Whether `name` is a hook point of the bare model (no SAEs). */
+  hasBaseHook(name: string): boolean {
+    return this.#baseHookSet.has(name);
   }
 
   /** Throws a {@link HookNameError} listing the valid names if `name` is not a hook point. */
@@ -494,10 +508,16 @@ export class HookedTransformer {
    * ```
    */
   runWithHooks(input: Input, opts: RunWithHooksOptions = {}): Promise<ForwardOutput> {
-    return serial(async () => {
-      using _h = this.hooks(opts.fwdHooks ?? []);
-      return await this.runLocked(input, opts, null);
-    });
+    return serial(() => this.runWithHooksLocked(input, opts));
+  }
+
+  /** {@link HookedTransformer.runWithHooks} while holding the model lock. */
+  protected async runWithHooksLocked(
+    input: Input,
+    opts: RunWithHooksOptions,
+  ): Promise<ForwardOutput> {
+    using _h = this.hooks(opts.fwdHooks ?? []);
+    return await this.runLocked(input, opts, null);
   }
 
   /**
@@ -513,25 +533,31 @@ export class HookedTransformer {
     input: Input,
     opts: RunWithCacheOptions = {},
   ): Promise<[ForwardOutput, ActivationCache]> {
-    return serial(async () => {
-      const cache = new ActivationCache();
-      const f = opts.namesFilter;
-      const filter = f === undefined
-        ? () => true
-        : typeof f === "string"
-        ? (n: string) => n === f
-        : Array.isArray(f)
-        ? (n: string) => f.includes(n)
-        : f;
-      try {
-        const out = await this.runLocked(input, opts, { cache, cacheFilter: filter });
-        if (opts.removeBatchDim) return [out, removeBatchDim(cache)];
-        return [out, cache];
-      } catch (e) {
-        cache.dispose();
-        throw e;
-      }
-    });
+    return serial(() => this.runWithCacheLocked(input, opts));
+  }
+
+  /** {@link HookedTransformer.runWithCache} while holding the model lock. */
+  protected async runWithCacheLocked(
+    input: Input,
+    opts: RunWithCacheOptions,
+  ): Promise<[ForwardOutput, ActivationCache]> {
+    const cache = new ActivationCache();
+    const f = opts.namesFilter;
+    const filter = f === undefined
+      ? () => true
+      : typeof f === "string"
+      ? (n: string) => n === f
+      : Array.isArray(f)
+      ? (n: string) => f.includes(n)
+      : f;
+    try {
+      const out = await this.runLocked(input, opts, { cache, cacheFilter: filter });
+      if (opts.removeBatchDim) return [out, removeBatchDim(cache)];
+      return [out, cache];
+    } catch (e) {
+      cache.dispose();
+      throw e;
+    }
   }
 
   /** One forward pass while holding the model lock: arena, run state, outputs kept. */
@@ -546,7 +572,9 @@ export class HookedTransformer {
     this.run = run;
     let keep: Tensor[] = [];
     try {
-      const out = await this.#forward(input, opts);
+      let out = await this.#forward(input, opts);
+      // A view's buffer belongs to a tensor of this pass: return a copy that owns its buffer.
+      if (out instanceof Tensor && out.isView) out = out.clone();
       keep = out instanceof Tensor ? [out] : [out.logits, out.loss];
       return out;
     } finally {

@@ -1,0 +1,260 @@
+/**
+ * HookedSAETransformer: a HookedTransformer with SAEs spliced into its hook points, as SAELens's
+ * HookedSAETransformer. With an SAE attached at `H`, the hook points `H.hook_sae_input`,
+ * `H.hook_sae_acts_pre`, `H.hook_sae_acts_post`, `H.hook_sae_recons`, `H.hook_sae_output` (and
+ * `H.hook_sae_error` with the error term) exist and `H` itself does not.
+ *
+ * Stateful (`addSae` / `resetSaes`) or scoped by the language:
+ * ```ts
+ * {
+ *   using _ctx = model.withSaes([sae]);
+ *   await model.forward(tokens);   // with the SAE
+ * }                                // detached here, also when the block throws
+ * ```
+ *
+ * @example
+ * ```ts
+ * import { HookedSAETransformer } from "./hooked_sae_transformer.ts";
+ * import { SAE } from "./sae.ts";
+ * const model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * const sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+ * const logits = await model.runWithSaes([[1, 2, 3]], { saes: [sae] });
+ * ```
+ * @module
+ */
+import { SaeAttachError } from "../errors.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import type { ActivationCache } from "../model/cache.ts";
+import {
+  type ForwardOptions,
+  type ForwardOutput,
+  HookedTransformer,
+  type Input,
+  type LoadOptions,
+  type RunWithCacheOptions,
+  type RunWithHooksOptions,
+  serial,
+} from "../model/model.ts";
+import { SAE, SAE_HOOKS } from "./sae.ts";
+
+/** Options of `addSae` / `withSaes`. */
+export interface AddSaeOptions {
+  /** Add the SAE's reconstruction error back (overrides `sae.useErrorTerm` while attached). */
+  useErrorTerm?: boolean;
+}
+
+/** SAEs for one run. */
+export interface WithSaesOptions extends AddSaeOptions {
+  /** The SAEs attached for this run only. */
+  saes: SAE[];
+}
+
+interface Attachment {
+  readonly sae: SAE;
+  readonly useErrorTerm?: boolean;
+}
+
+/** Width of the activation an SAE sees at a hook point, or null for hooks no SAE can read. */
+function hookWidth(model: HookedTransformer, name: string, reshapeZ: boolean): number | null {
+  const c = model.cfg;
+  const heads = /attn\.hook_(k|v)$/.test(name) && c.nKeyValueHeads ? c.nKeyValueHeads : c.nHeads;
+  if (/attn\.hook_(q|k|v|z|rot_q|rot_k)$/.test(name)) return reshapeZ ? heads * c.dHead : c.dHead;
+  if (/mlp\.hook_(pre|post|pre_linear)$/.test(name)) return c.dMlp;
+  if (/hook_scale$/.test(name) || /hook_(attn_scores|pattern)$/.test(name)) return null;
+  if (name === "unembed.hook_out") return c.dVocabOut;
+  return c.dModel;
+}
+
+/** A HookedTransformer that SAEs attach to. See the module docs. */
+export class HookedSAETransformer extends HookedTransformer {
+  #saes = new Map<string, Attachment>();
+
+  /**
+   * Loads an HF model directory with TransformerLens's default weight processing.
+   *
+   * @example
+   * ```ts
+   * const model = await HookedSAETransformer.fromPretrained("path/to/hf_dir");
+   * ```
+   */
+  static override async fromPretrained(
+    source: string,
+    opts: LoadOptions = {},
+  ): Promise<HookedSAETransformer> {
+    return (await super.fromPretrained(source, opts)) as HookedSAETransformer;
+  }
+
+  /**
+   * Loads an HF model directory without weight processing.
+   *
+   * @example
+   * ```ts
+   * const raw = await HookedSAETransformer.fromPretrainedNoProcessing("path/to/hf_dir");
+   * ```
+   */
+  static override async fromPretrainedNoProcessing(
+    source: string,
+    opts: LoadOptions = {},
+  ): Promise<HookedSAETransformer> {
+    return (await super.fromPretrainedNoProcessing(source, opts)) as HookedSAETransformer;
+  }
+
+  /** The attached SAEs by hook name. */
+  get attachedSaes(): ReadonlyMap<string, SAE> {
+    return new Map([...this.#saes].map(([k, a]) => [k, a.sae]));
+  }
+
+  /** Every hook point, in firing order; an attached SAE's hooks replace its hook name. */
+  override hookNames(): string[] {
+    const out: string[] = [];
+    for (const n of super.hookNames()) {
+      const a = this.#saes?.get(n);
+      if (!a) {
+        out.push(n);
+        continue;
+      }
+      const err = a.useErrorTerm ?? a.sae.useErrorTerm;
+      for (const h of SAE_HOOKS) if (err || h !== "hook_sae_error") out.push(`${n}.${h}`);
+    }
+    return out;
+  }
+
+  /** Checks that every SAE fits this model; throws before anything changes. */
+  #validate(saes: readonly SAE[]): void {
+    const seen = new Set<string>();
+    for (const sae of saes) {
+      const h = sae.cfg.hookName;
+      if (!this.hasBaseHook(h)) {
+        throw new SaeAttachError(
+          `SAE ${sae.source} attaches to "${h}", which is not a hook point of this model ` +
+            `(${this.cfg.originalArchitecture}, ${this.cfg.nLayers} layers). Valid hook names: ` +
+            `${super.hookNames().join(", ")}.`,
+        );
+      }
+      const width = hookWidth(this, h, sae.cfg.reshapeActivations === "hook_z");
+      if (width === null) {
+        throw new SaeAttachError(`SAE ${sae.source}: no SAE can attach to "${h}".`);
+      }
+      if (width !== sae.cfg.dIn) {
+        throw new SaeAttachError(
+          `SAE ${sae.source} has d_in ${sae.cfg.dIn}, but ${h} has width ${width}` +
+            ` (d_model ${this.cfg.dModel}): load the SAE trained for this hook and model.`,
+        );
+      }
+      if (seen.has(h)) {
+        throw new SaeAttachError(`Two SAEs given for the same hook ${h}: attach one per hook.`);
+      }
+      seen.add(h);
+    }
+  }
+
+  /**
+   * Attaches an SAE at its hook until `resetSaes` (replacing one already there), like SAELens's
+   * `add_sae`. A bad SAE throws and leaves the model unchanged.
+   *
+   * @example
+   * ```ts
+   * model.addSae(sae, { useErrorTerm: true });
+   * ```
+   */
+  addSae(sae: SAE, opts: AddSaeOptions = {}): void {
+    this.#validate([sae]);
+    this.#saes.set(sae.cfg.hookName, { sae, useErrorTerm: opts.useErrorTerm });
+  }
+
+  /**
+   * Detaches the SAEs at these hook names (all when omitted).
+   *
+   * @example
+   * ```ts
+   * model.resetSaes();
+   * ```
+   */
+  resetSaes(hookNames?: string[]): void {
+    if (!hookNames) this.#saes.clear();
+    else for (const h of hookNames) this.#saes.delete(h);
+  }
+
+  /**
+   * Attaches SAEs for a scope: `using ctx = model.withSaes([...])`. When the scope ends (also by
+   * a throw) the previous attachments and their error-term settings come back exactly.
+   *
+   * @example
+   * ```ts
+   * { using _ctx = model.withSaes([sae], { useErrorTerm: true }); await model.forward(tokens); }
+   * ```
+   */
+  withSaes(saes: SAE[], opts: AddSaeOptions = {}): Disposable {
+    this.#validate(saes);
+    const before = new Map(this.#saes);
+    for (const sae of saes) {
+      this.#saes.set(sae.cfg.hookName, { sae, useErrorTerm: opts.useErrorTerm });
+    }
+    return {
+      [Symbol.dispose]: () => {
+        this.#saes = before;
+      },
+    };
+  }
+
+  /**
+   * A forward pass with these SAEs attached for the call only (SAELens's `run_with_saes`).
+   *
+   * @example
+   * ```ts
+   * const logits = await model.runWithSaes(tokens, { saes: [sae] });
+   * ```
+   */
+  runWithSaes(input: Input, opts: WithSaesOptions & ForwardOptions): Promise<ForwardOutput> {
+    return serial(async () => {
+      using _s = this.withSaes(opts.saes, opts);
+      return await this.runLocked(input, opts, null);
+    });
+  }
+
+  /**
+   * `runWithCache` with these SAEs attached for the call only.
+   *
+   * @example
+   * ```ts
+   * const [logits, cache] = await model.runWithCacheWithSaes(tokens, { saes: [sae] });
+   * ```
+   */
+  runWithCacheWithSaes(
+    input: Input,
+    opts: WithSaesOptions & RunWithCacheOptions,
+  ): Promise<[ForwardOutput, ActivationCache]> {
+    return serial(async () => {
+      using _s = this.withSaes(opts.saes, opts);
+      return await this.runWithCacheLocked(input, opts);
+    });
+  }
+
+  /**
+   * `runWithHooks` with these SAEs attached for the call only (hooks may target SAE hook points).
+   *
+   * @example
+   * ```ts
+   * const logits = await model.runWithHooksWithSaes(tokens, { saes: [sae],
+   *   fwdHooks: [[`${sae.cfg.hookName}.hook_sae_acts_post`, (a) => a.fillAt(-1, [3], 0)]] });
+   * ```
+   */
+  runWithHooksWithSaes(
+    input: Input,
+    opts: WithSaesOptions & RunWithHooksOptions,
+  ): Promise<ForwardOutput> {
+    return serial(async () => {
+      using _s = this.withSaes(opts.saes, opts);
+      return await this.runWithHooksLocked(input, opts);
+    });
+  }
+
+  /** A hook point: through the attached SAE if there is one, else the plain hook point. */
+  protected override async hook(name: string, act: Tensor): Promise<Tensor> {
+    const a = this.#saes.get(name);
+    if (!a) return await super.hook(name, act);
+    const errorTerm = a.useErrorTerm ?? a.sae.useErrorTerm;
+    const hooked = SAE_HOOKS.some((h) => this.registry.at(`${name}.${h}`).length > 0);
+    return await a.sae.run(act, (n, t) => super.hook(`${name}.${n}`, t), errorTerm, hooked);
+  }
+}

@@ -1,0 +1,353 @@
+/**
+ * SAE: a sparse autoencoder in SAELens's on-disk layout (`cfg.json` + `sae_weights.safetensors`),
+ * standard (ReLU), top-k, JumpReLU and gated, run in our WGSL kernels. The computation follows
+ * SAELens: hook_sae_input -> (normalise, - b_dec) -> encode -> hook_sae_acts_pre -> activation ->
+ * hook_sae_acts_post -> decode -> hook_sae_recons -> (denormalise, reshape) [+ hook_sae_error]
+ * -> hook_sae_output.
+ *
+ * @example
+ * ```ts
+ * import { SAE } from "./sae.ts";
+ * const sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+ * console.log(sae.cfg.hookName, sae.cfg.dSae);
+ * ```
+ * @module
+ */
+import { join } from "node:path";
+import { ShapeError, WeightsError } from "../errors.ts";
+import { readJsonFile } from "../io/json.ts";
+import { SafetensorsFile } from "../io/safetensors.ts";
+import * as ops from "../gpu/ops.ts";
+import { initRuntime } from "../gpu/runtime.ts";
+import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
+import { type SaeConfig, saeConfigFromJson } from "./config.ts";
+
+/** The hook points inside an attached SAE, in firing order (error only with the error term). */
+export const SAE_HOOKS: readonly string[] = [
+  "hook_sae_input",
+  "hook_sae_acts_pre",
+  "hook_sae_acts_post",
+  "hook_sae_recons",
+  "hook_sae_error",
+  "hook_sae_output",
+];
+
+/** Runs one of the SAE's hook points (name relative to the SAE, e.g. "hook_sae_acts_post"). */
+export type SaeHookRunner = (name: string, act: Tensor) => Promise<Tensor>;
+
+/** Options of {@link SAE.load}. */
+export interface SaeLoadOptions {
+  /** Most active latents per token the sparse decode lists (more: that token decodes densely). */
+  decodeCapacity?: number;
+}
+
+const EXPECTED: Record<string, string[]> = {
+  standard: ["W_enc", "b_enc", "W_dec", "b_dec"],
+  topk: ["W_enc", "b_enc", "W_dec", "b_dec"],
+  jumprelu: ["W_enc", "b_enc", "W_dec", "b_dec", "threshold"],
+  gated: ["W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"],
+};
+
+/** A sparse autoencoder on the GPU. See the module docs. */
+export class SAE {
+  /** Configuration (camelCase SAELens cfg). */
+  readonly cfg: Readonly<SaeConfig>;
+  /** Add the reconstruction error back so the model's output is unchanged without hooks. */
+  useErrorTerm = false;
+  /** Where it was loaded from. */
+  readonly source: string;
+  readonly #w: Map<string, Tensor>;
+  readonly #cap: number;
+
+  private constructor(cfg: SaeConfig, source: string, w: Map<string, Tensor>, cap: number) {
+    this.cfg = Object.freeze({ ...cfg });
+    this.source = source;
+    this.#w = w;
+    this.#cap = cap;
+  }
+
+  /**
+   * Loads an SAE from a directory in SAELens's layout.
+   *
+   * @example
+   * ```ts
+   * const sae = await SAE.load("path/to/sae_dir");
+   * ```
+   */
+  static async load(dir: string, opts: SaeLoadOptions = {}): Promise<SAE> {
+    await initRuntime();
+    const cfgPath = join(dir, "cfg.json");
+    const cfg = saeConfigFromJson(await readJsonFile(cfgPath), cfgPath);
+    const wPath = join(dir, "sae_weights.safetensors");
+    using f = await SafetensorsFile.open(wPath);
+    const { dIn, dSae } = cfg;
+    const shapes: Record<string, number[]> = {
+      W_enc: [dIn, dSae],
+      W_dec: [dSae, dIn],
+      b_enc: [dSae],
+      b_dec: [dIn],
+      threshold: [dSae],
+      b_gate: [dSae],
+      r_mag: [dSae],
+      b_mag: [dSae],
+    }; // deno-fmt-ignore
+    const want = EXPECTED[cfg.architecture];
+    const missing = want.filter((n) => !f.has(n));
+    if (missing.length) {
+      throw new WeightsError(
+        wPath,
+        `missing ${missing.join(", ")} for a ${cfg.architecture} SAE`,
+        missing[0],
+      );
+    }
+    const extra = f.names().filter((n) => !want.includes(n) && n !== "scaling_factor");
+    if (extra.length) {
+      throw new WeightsError(
+        wPath,
+        `unexpected tensors ${extra.join(", ")} for a ${cfg.architecture} SAE`,
+        extra[0],
+      );
+    }
+    const cpu = new Map<string, Float32Array>();
+    for (const n of want) {
+      const got = f.info(n).shape;
+      if (got.length !== shapes[n].length || got.some((d, i) => d !== shapes[n][i])) {
+        throw new WeightsError(
+          wPath,
+          `shape [${got.join(", ")}], expected [${
+            shapes[n].join(", ")
+          }] (d_in ${dIn}, d_sae ${dSae})`,
+          n,
+        );
+      }
+      const data = await f.float32(n);
+      const bad = data.findIndex((v) => !Number.isFinite(v));
+      if (bad >= 0) {
+        throw new WeightsError(wPath, `non-finite value ${data[bad]} at element ${bad}`, n);
+      }
+      cpu.set(n, data);
+    }
+    if (f.has("scaling_factor")) {
+      const s = await f.float32("scaling_factor");
+      if (s.some((v) => v !== 1)) {
+        throw new WeightsError(
+          wPath,
+          "a finetuning scaling_factor other than 1 is not supported",
+          "scaling_factor",
+        );
+      }
+    }
+    const wDec = cpu.get("W_dec")!;
+    const norms = new Float32Array(dSae);
+    for (let j = 0; j < dSae; j++) {
+      let s = 0;
+      for (let d = 0; d < dIn; d++) s += wDec[j * dIn + d] ** 2;
+      norms[j] = Math.sqrt(s);
+    }
+    // W_dec, b_dec and the per-latent decode scale (1 / ||W_dec[j]|| for rescaled top-k) in one buffer.
+    const pack = new Float32Array(dSae * dIn + dIn + dSae);
+    pack.set(wDec, 0);
+    pack.set(cpu.get("b_dec")!, dSae * dIn);
+    pack.set(norms.map((v) => 1 / v), dSae * dIn + dIn);
+    const w = new Map<string, Tensor>();
+    const up = (name: string, data: Float32Array, shape: number[]) =>
+      w.set(name, Tensor.from(data, shape).keep());
+    up("W_enc", cpu.get("W_enc")!, [dIn, dSae]);
+    up("b_dec", cpu.get("b_dec")!, [dIn]);
+    up("pack", pack, [pack.length]);
+    up("dec_norm", norms, [dSae]);
+    if (cpu.has("b_enc")) up("b_enc", cpu.get("b_enc")!, [dSae]);
+    if (cpu.has("threshold")) up("threshold", cpu.get("threshold")!, [dSae]);
+    if (cfg.architecture === "gated") {
+      const wEnc = cpu.get("W_enc")!, rMag = cpu.get("r_mag")!;
+      const wMag = wEnc.map((v, i) => v * Math.exp(rMag[i % dSae]));
+      up("W_mag", wMag, [dIn, dSae]);
+      up("b_gate", cpu.get("b_gate")!, [dSae]);
+      up("b_mag", cpu.get("b_mag")!, [dSae]);
+    }
+    const cap = Math.max(1, Math.min(dSae, opts.decodeCapacity ?? cfg.k ?? 256));
+    return new SAE(cfg, dir, w, cap);
+  }
+
+  /** Input width as the hook sees it: [.., heads, d_head] for hook_z SAEs, else [.., d_in]. */
+  #flatIn(x: Tensor): Tensor {
+    const dIn = this.cfg.dIn;
+    if (this.cfg.reshapeActivations === "hook_z" && x.shape.length >= 2) {
+      const heads = x.shape.at(-2)!, dh = x.shape.at(-1)!;
+      if (heads * dh !== dIn) {
+        throw new ShapeError(
+          `SAE ${this.cfg.hookName}: hook_z input [${
+            x.shape.join(", ")
+          }] has ${heads}x${dh}, d_in is ${dIn}.`,
+        );
+      }
+      return x.reshape([...x.shape.slice(0, -2), dIn]);
+    }
+    if (x.shape.at(-1) !== dIn) {
+      throw new ShapeError(
+        `SAE ${this.cfg.hookName}: input [${x.shape.join(", ")}] does not end in d_in ${dIn}.`,
+      );
+    }
+    return x;
+  }
+
+  /**
+   * The SAE's computation with its hook points run through `hook`; the output has x's shape.
+   * `clean` is needed only with the error term when hooks may change the SAE's internals: it
+   * reruns the SAE without hooks for the error (as SAELens does).
+   */
+  async run(
+    x: Tensor,
+    hook: SaeHookRunner,
+    errorTerm: boolean,
+    hooksMayChange: boolean,
+  ): Promise<Tensor> {
+    const recons = await this.#reconstruct(x, hook);
+    if (!errorTerm) return await hook("hook_sae_output", recons);
+    const clean = hooksMayChange
+      ? await this.#reconstruct(x, (_n, t) => Promise.resolve(t))
+      : recons;
+    const error = await hook("hook_sae_error", x.sub(clean));
+    return await hook("hook_sae_output", recons.add(error));
+  }
+
+  async #reconstruct(x: Tensor, hook: SaeHookRunner): Promise<Tensor> {
+    const cfg = this.cfg;
+    const sin = await hook("hook_sae_input", this.#flatIn(x));
+    const stats = cfg.normalizeActivations === "constant_norm_rescale" ||
+        cfg.normalizeActivations === "layer_norm"
+      ? ops.rowStats(sin)
+      : null;
+    const normed = stats
+      ? ops.rowNorm(
+        sin,
+        stats,
+        cfg.normalizeActivations === "layer_norm" ? "layerNormIn" : "constantIn",
+      )
+      : sin;
+    const acts = await this.encodeHooked(normed, hook);
+    let recons = await hook("hook_sae_recons", this.decodeFlat(acts));
+    if (stats) {
+      recons = ops.rowNorm(
+        recons,
+        stats,
+        cfg.normalizeActivations === "layer_norm" ? "layerNormOut" : "constantOut",
+      );
+    }
+    return cfg.reshapeActivations === "hook_z" ? recons.reshape([...x.shape]) : recons;
+  }
+
+  /** Encode of a normalised input: hook_sae_acts_pre, activation, hook_sae_acts_post. */
+  async encodeHooked(normed: Tensor, hook: SaeHookRunner): Promise<Tensor> {
+    const cfg = this.cfg, w = this.#w;
+    const sae_in = cfg.applyBDecToInput ? normed.sub(w.get("b_dec")!) : normed;
+    if (cfg.architecture === "topk") {
+      const pre = await hook(
+        "hook_sae_acts_pre",
+        ops.matmul(sae_in, w.get("W_enc")!, w.get("b_enc")),
+      );
+      const sel = cfg.rescaleActsByDecoderNorm ? pre.mul(w.get("dec_norm")!) : pre;
+      return await hook("hook_sae_acts_post", ops.topK(sel, cfg.k!));
+    }
+    let act: keyof typeof ops.SAE_ACT = "relu", aux: Tensor | undefined;
+    let W = w.get("W_enc")!, b = w.get("b_enc");
+    if (cfg.architecture === "jumprelu") [act, aux] = ["jumprelu", w.get("threshold")];
+    if (cfg.architecture === "gated") {
+      act = "gated";
+      aux = ops.matmul(sae_in, W, w.get("b_gate"));
+      [W, b] = [w.get("W_mag")!, w.get("b_mag")];
+    }
+    // One fused dispatch gives pre and post; only a hook that replaces pre forces a re-activation.
+    const [pre, post] = ops.saeEncode(sae_in, W, b!, act, aux);
+    const hookedPre = await hook("hook_sae_acts_pre", pre);
+    const hookedPost = hookedPre === pre ? post : ops.saeActivation(hookedPre, act, aux);
+    return await hook("hook_sae_acts_post", hookedPost);
+  }
+
+  /** recons = acts · W_dec + b_dec (sparse: reads only the active rows of W_dec). */
+  decodeFlat(acts: Tensor): Tensor {
+    if (acts.shape.at(-1) !== this.cfg.dSae) {
+      throw new ShapeError(
+        `SAE decode: latents [${acts.shape.join(", ")}] do not end in d_sae ${this.cfg.dSae}.`,
+      );
+    }
+    const scaled = this.cfg.architecture === "topk" && this.cfg.rescaleActsByDecoderNorm;
+    return ops.saeDecode(acts, this.#w.get("pack")!, this.cfg.dIn, this.#cap, scaled);
+  }
+
+  /**
+   * Latent activations of x [.., d_in] (or [.., heads, d_head] for hook_z SAEs).
+   *
+   * @example
+   * ```ts
+   * const acts = await sae.encode(x);
+   * ```
+   */
+  async encode(x: Tensor): Promise<Tensor> {
+    return await this.#standalone(async (id) => {
+      const sin = this.#flatIn(x);
+      const stats = this.#stats(sin);
+      const normed = stats
+        ? ops.rowNorm(
+          sin,
+          stats,
+          this.cfg.normalizeActivations === "layer_norm" ? "layerNormIn" : "constantIn",
+        )
+        : sin;
+      return await this.encodeHooked(normed, id);
+    });
+  }
+
+  /**
+   * Reconstruction [.., d_in] from latents [.., d_sae] (no input normalisation to undo).
+   *
+   * @example
+   * ```ts
+   * const recons = await sae.decode(acts);
+   * ```
+   */
+  async decode(acts: Tensor): Promise<Tensor> {
+    return await this.#standalone(() => Promise.resolve(this.decodeFlat(acts)));
+  }
+
+  /**
+   * The SAE's output for x (with the error term if `useErrorTerm`), in x's shape.
+   *
+   * @example
+   * ```ts
+   * const y = await sae.forward(x);
+   * ```
+   */
+  async forward(x: Tensor): Promise<Tensor> {
+    return await this.#standalone((id) => this.run(x, id, this.useErrorTerm, false));
+  }
+
+  #stats(sin: Tensor): Tensor | null {
+    const n = this.cfg.normalizeActivations;
+    return n === "constant_norm_rescale" || n === "layer_norm" ? ops.rowStats(sin) : null;
+  }
+
+  async #standalone(fn: (id: SaeHookRunner) => Promise<Tensor>): Promise<Tensor> {
+    const arena = openArena();
+    let out: Tensor | null = null;
+    try {
+      out = await fn((_n, t) => Promise.resolve(t));
+      if (out.isView) out = out.clone();
+      return out;
+    } finally {
+      closeArena(arena, out ? [out] : []);
+      out?.keep();
+    }
+  }
+
+  /** Frees the SAE's GPU weights. */
+  dispose(): void {
+    for (const t of this.#w.values()) t.dispose();
+    this.#w.clear();
+  }
+
+  /** Same as {@link SAE.dispose}. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
