@@ -114,7 +114,7 @@ export function saeConfigFromJson(j: Json, file: string): SaeConfig {
       "normalize_activations",
     );
   }
-  let reshape = o.reshape_activations ?? (pre6 && hook.endsWith("hook_z") ? "hook_z" : "none");
+  const reshape = o.reshape_activations ?? (pre6 && hook.endsWith("hook_z") ? "hook_z" : "none");
   if (reshape !== "none" && reshape !== "hook_z") {
     throw new ConfigError(
       file,

@@ -35,7 +35,7 @@ import {
   type RunWithHooksOptions,
   serial,
 } from "../model/model.ts";
-import { SAE, SAE_HOOKS } from "./sae.ts";
+import { type SAE, SAE_HOOKS } from "./sae.ts";
 
 /** Options of `addSae` / `withSaes`. */
 export interface AddSaeOptions {
