@@ -43,16 +43,26 @@ async function makeSae(s: Spec, name: string): Promise<[string, Record<string, F
     w.b_mag = randArray(dSae, seed++).map((v) => v * 0.2);
   }
   const shapes: Record<string, number[]> = {
-    W_enc: [dIn, dSae], W_dec: [dSae, dIn], b_dec: [dIn], b_enc: [dSae], threshold: [dSae],
-    b_gate: [dSae], r_mag: [dSae], b_mag: [dSae],
+    W_enc: [dIn, dSae],
+    W_dec: [dSae, dIn],
+    b_dec: [dIn],
+    b_enc: [dSae],
+    threshold: [dSae],
+    b_gate: [dSae],
+    r_mag: [dSae],
+    b_mag: [dSae],
   }; // deno-fmt-ignore
   await writeSafetensors(
     join(dir, "sae_weights.safetensors"),
     Object.fromEntries(Object.entries(w).map(([n, data]) => [n, { dtype: "F32", shape: shapes[n], data }])),
   );
   const cfg = s.cfg ?? {
-    d_in: dIn, d_sae: dSae, architecture: s.arch, apply_b_dec_to_input: s.bdec ?? true,
-    normalize_activations: s.norm ?? "none", reshape_activations: s.reshape ?? "none",
+    d_in: dIn,
+    d_sae: dSae,
+    architecture: s.arch,
+    apply_b_dec_to_input: s.bdec ?? true,
+    normalize_activations: s.norm ?? "none",
+    reshape_activations: s.reshape ?? "none",
     metadata: { hook_name: s.hook ?? "blocks.0.hook_resid_pre", sae_lens_version: "6.18.0" },
     ...(s.arch === "topk" ? { k: s.k, rescale_acts_by_decoder_norm: s.rescale ?? false } : {}),
   }; // deno-fmt-ignore
@@ -65,7 +75,10 @@ function cpuSae(s: Spec, w: Record<string, Float32Array>, x: Float32Array) {
   const { dIn, dSae } = s;
   const rows = x.length / dIn;
   const post = new Float64Array(rows * dSae), out = new Float64Array(rows * dIn);
-  const norms = Array.from({ length: dSae }, (_, j) => Math.hypot(...w.W_dec.subarray(j * dIn, (j + 1) * dIn)));
+  const norms = Array.from(
+    { length: dSae },
+    (_, j) => Math.hypot(...w.W_dec.subarray(j * dIn, (j + 1) * dIn)),
+  );
   for (let r = 0; r < rows; r++) {
     const xr = Array.from(x.subarray(r * dIn, (r + 1) * dIn));
     let sin = xr.slice(), mu = 0, sd = 1, c = 1;
@@ -79,7 +92,10 @@ function cpuSae(s: Spec, w: Record<string, Float32Array>, x: Float32Array) {
     }
     const cen = sin.map((v, d) => (s.bdec ?? true ? v - w.b_dec[d] : v));
     const lin = (W: (i: number) => number, b: Float32Array) =>
-      Array.from({ length: dSae }, (_, j) => cen.reduce((acc, v, d) => acc + v * W(d * dSae + j), b[j]));
+      Array.from(
+        { length: dSae },
+        (_, j) => cen.reduce((acc, v, d) => acc + v * W(d * dSae + j), b[j]),
+      );
     let p: number[];
     if (s.arch === "gated") {
       const gate = lin((i) => w.W_enc[i], w.b_gate);
@@ -89,16 +105,22 @@ function cpuSae(s: Spec, w: Record<string, Float32Array>, x: Float32Array) {
       const pre = lin((i) => w.W_enc[i], w.b_enc);
       if (s.arch === "topk") {
         const sel = s.rescale ? pre.map((v, j) => v * norms[j]) : pre;
-        const order = sel.map((v, j) => [v, j]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, s.k);
+        const order = sel.map((v, j) => [v, j]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(
+          0,
+          s.k,
+        );
         p = new Array(dSae).fill(0);
         for (const [v, j] of order) p[j] = Math.max(v, 0);
-      } else if (s.arch === "jumprelu") p = pre.map((v, j) => (v > w.threshold[j] ? Math.max(v, 0) : 0));
-      else p = pre.map((v) => Math.max(v, 0));
+      } else if (s.arch === "jumprelu") {
+        p = pre.map((v, j) => (v > w.threshold[j] ? Math.max(v, 0) : 0));
+      } else p = pre.map((v) => Math.max(v, 0));
     }
     p.forEach((v, j) => (post[r * dSae + j] = v));
     for (let d = 0; d < dIn; d++) {
       let acc = w.b_dec[d];
-      for (let j = 0; j < dSae; j++) acc += (s.rescale ? p[j] / norms[j] : p[j]) * w.W_dec[j * dIn + d];
+      for (let j = 0; j < dSae; j++) {
+        acc += (s.rescale ? p[j] / norms[j] : p[j]) * w.W_dec[j * dIn + d];
+      }
       if (s.norm === "constant_norm_rescale") acc /= c;
       else if (s.norm === "layer_norm") acc = acc * sd + mu;
       out[r * dIn + d] = acc;
@@ -133,7 +155,10 @@ for (const [i, s] of CASES.entries()) {
     assert.ok(maxRelErr(await out.toArray(), ref.out) < 1e-5, "output");
     sae.useErrorTerm = true;
     using withErr = await sae.forward(tx);
-    assert.ok(maxRelErr(await withErr.toArray(), x) < 1e-5, "output with error term equals the input");
+    assert.ok(
+      maxRelErr(await withErr.toArray(), x) < 1e-5,
+      "output with error term equals the input",
+    );
   });
 } // deno-fmt-ignore
 
@@ -165,7 +190,11 @@ Deno.test("top-k kernel: radix select keeps exactly k per row, ties to the lowes
     vals.sort((a, b) => b[0] - a[0] || a[1] - b[1]);
     const want = new Float32Array(n);
     for (const [v, j] of vals.slice(0, k)) want[j] = Math.max(v, 0);
-    assert.deepEqual(Array.from(got.subarray(row * n, (row + 1) * n)), Array.from(want), `row ${row}`);
+    assert.deepEqual(
+      Array.from(got.subarray(row * n, (row + 1) * n)),
+      Array.from(want),
+      `row ${row}`,
+    );
   }
 });
 
@@ -174,8 +203,13 @@ Deno.test("pre-6.0 flat configs load (hook_point, activation_fn_str topk, activa
   const [dir] = await makeSae({
     ...s,
     cfg: {
-      d_in: 8, d_sae: 16, hook_point: "blocks.0.hook_mlp_out", activation_fn_str: "topk",
-      activation_fn_kwargs: { k: 3 }, normalize_activations: false, sae_lens_version: "3.13.0",
+      d_in: 8,
+      d_sae: 16,
+      hook_point: "blocks.0.hook_mlp_out",
+      activation_fn_str: "topk",
+      activation_fn_kwargs: { k: 3 },
+      normalize_activations: false,
+      sae_lens_version: "3.13.0",
       model_name: "gpt2",
     },
   }, "pre6"); // deno-fmt-ignore
@@ -191,17 +225,52 @@ Deno.test("missing, extra and mis-shaped SAE tensors give typed errors naming fi
   const [dir] = await makeSae({ arch: "standard", dIn: 8, dSae: 16 }, "bad");
   const file = join(dir, "sae_weights.safetensors");
   const good = { dtype: "F32" as const, data: new Float32Array(8 * 16) };
-  const write = (t: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }>) => writeSafetensors(file, t);
-  await write({ W_enc: { ...good, shape: [8, 16] }, b_enc: { ...good, shape: [16], data: new Float32Array(16) }, b_dec: { ...good, shape: [8], data: new Float32Array(8) } });
-  await assert.rejects(() => SAE.load(dir), (e) => e instanceof WeightsError && e.message.includes(file) && /\[W_dec\].*missing/.test(e.message));
-  await write({ W_enc: { ...good, shape: [16, 8] }, W_dec: { ...good, shape: [16, 8] }, b_enc: { ...good, shape: [16], data: new Float32Array(16) }, b_dec: { ...good, shape: [8], data: new Float32Array(8) } });
-  await assert.rejects(() => SAE.load(dir), (e) => e instanceof WeightsError && /\[W_enc\].*shape \[16, 8\], expected \[8, 16\]/.test(e.message));
-  await write({ W_enc: { ...good, shape: [8, 16] }, W_dec: { ...good, shape: [16, 8] }, b_enc: { ...good, shape: [16], data: new Float32Array(16) }, b_dec: { ...good, shape: [8], data: new Float32Array(8) }, junk: { ...good, shape: [1], data: new Float32Array(1) } });
-  await assert.rejects(() => SAE.load(dir), (e) => e instanceof WeightsError && /\[junk\].*unexpected/.test(e.message));
+  const write = (t: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }>) =>
+    writeSafetensors(file, t);
+  await write({
+    W_enc: { ...good, shape: [8, 16] },
+    b_enc: { ...good, shape: [16], data: new Float32Array(16) },
+    b_dec: { ...good, shape: [8], data: new Float32Array(8) },
+  });
+  await assert.rejects(
+    () => SAE.load(dir),
+    (e) =>
+      e instanceof WeightsError && e.message.includes(file) && /\[W_dec\].*missing/.test(e.message),
+  );
+  await write({
+    W_enc: { ...good, shape: [16, 8] },
+    W_dec: { ...good, shape: [16, 8] },
+    b_enc: { ...good, shape: [16], data: new Float32Array(16) },
+    b_dec: { ...good, shape: [8], data: new Float32Array(8) },
+  });
+  await assert.rejects(
+    () => SAE.load(dir),
+    (e) =>
+      e instanceof WeightsError && /\[W_enc\].*shape \[16, 8\], expected \[8, 16\]/.test(e.message),
+  );
+  await write({
+    W_enc: { ...good, shape: [8, 16] },
+    W_dec: { ...good, shape: [16, 8] },
+    b_enc: { ...good, shape: [16], data: new Float32Array(16) },
+    b_dec: { ...good, shape: [8], data: new Float32Array(8) },
+    junk: { ...good, shape: [1], data: new Float32Array(1) },
+  });
+  await assert.rejects(
+    () => SAE.load(dir),
+    (e) => e instanceof WeightsError && /\[junk\].*unexpected/.test(e.message),
+  );
   const nan = new Float32Array(8 * 16);
   nan[5] = NaN;
-  await write({ W_enc: { ...good, shape: [8, 16], data: nan }, W_dec: { ...good, shape: [16, 8] }, b_enc: { ...good, shape: [16], data: new Float32Array(16) }, b_dec: { ...good, shape: [8], data: new Float32Array(8) } });
-  await assert.rejects(() => SAE.load(dir), (e) => e instanceof WeightsError && /\[W_enc\].*non-finite/.test(e.message));
+  await write({
+    W_enc: { ...good, shape: [8, 16], data: nan },
+    W_dec: { ...good, shape: [16, 8] },
+    b_enc: { ...good, shape: [16], data: new Float32Array(16) },
+    b_dec: { ...good, shape: [8], data: new Float32Array(8) },
+  });
+  await assert.rejects(
+    () => SAE.load(dir),
+    (e) => e instanceof WeightsError && /\[W_enc\].*non-finite/.test(e.message),
+  );
 }); // deno-fmt-ignore
 
 Deno.test("attaching an SAE that does not fit fails with both shapes/names and changes nothing", async () => {
@@ -243,4 +312,4 @@ Deno.test("a throw inside `using ctx = model.withSaes(...)` restores the previou
   assert.deepEqual([...model.attachedSaes.keys()], ["blocks.1.hook_resid_pre"]);
   using l1 = await model.forward(tok);
   assert.deepEqual(await l1.toArray(), ref, "same outputs as before the scope");
-}); // deno-fmt-ignore
+});
