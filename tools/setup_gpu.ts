@@ -4,9 +4,29 @@
 //   deno run --allow-read --allow-env --allow-run --allow-write tools/setup_gpu.ts
 import { quietVulkanLoader } from "../src/gpu/device.ts";
 
+/** Whether a Vulkan driver manifest for Mesa's lavapipe is installed. */
+function hasLavapipe(): boolean {
+  for (const dir of ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d"]) {
+    try {
+      for (const e of Deno.readDirSync(dir)) if (e.name.startsWith("lvp_icd")) return true;
+    } catch {
+      // no such directory
+    }
+  }
+  return false;
+}
+
+/**
+ * Whether a usable adapter exists. On Linux, a software "llvmpipe" adapter without lavapipe's
+ * Vulkan manifest is Mesa's OpenGL fallback: no shader-f16 and shader builds that take seconds,
+ * so it counts as missing when lavapipe can be installed instead.
+ */
 async function hasAdapter(): Promise<boolean> {
   quietVulkanLoader();
-  return Boolean(await navigator.gpu?.requestAdapter());
+  const a = await navigator.gpu?.requestAdapter();
+  if (!a) return false;
+  const glFallback = Deno.build.os === "linux" && /llvmpipe/i.test(a.info.description) && !hasLavapipe();
+  return !glFallback;
 }
 
 async function run(cmd: string[], quiet = true): Promise<boolean> {
@@ -32,7 +52,7 @@ if (!(await hasAdapter())) {
   const hasApt = await run(["apt-get", "--version"]);
   if (Deno.build.os === "linux" && isRoot && hasApt) {
     console.error(
-      "hooklens: no WebGPU adapter found; installing Mesa's lavapipe CPU driver (apt-get install mesa-vulkan-drivers)...",
+      "hooklens: no usable WebGPU adapter found; installing Mesa's lavapipe CPU driver (apt-get install mesa-vulkan-drivers)...",
     );
     let ok = await run(["apt-get", "install", "-y", "-qq", "mesa-vulkan-drivers"]);
     if (!ok) {
