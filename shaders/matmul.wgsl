@@ -11,7 +11,8 @@ struct P {
   b_k: u32, b_n: u32, c_off: u32, c_b1: u32,
   c_b2: u32, c_m: u32, c_n: u32, bias_mode: u32,   // 0 none, 1 bias[n], 2 bias[b2 * N + n]
   alpha: f32, causal: u32, causal_off: u32, accum: u32,
-  act: u32, _p0: u32, _p1: u32, _p2: u32,   // encode: 1 relu, 2 jumprelu(aux[n]), 3 gated(aux[m,n] > 0)
+  act: u32, b_div: u32, _p1: u32, _p2: u32,   // act (encode): 1 relu, 2 jumprelu(aux[n]), 3 gated(aux[m,n] > 0);
+                                            // b_div: B's inner batch index is b2 / b_div (grouped-query attention)
 }
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -38,7 +39,7 @@ fn tile_product(wg: vec3u, lid: vec3u, li: u32) {
   let b1 = z / p.NB2;
   let b2 = z % p.NB2;
   let a_base = p.a_off + b1 * p.a_b1 + b2 * p.a_b2;
-  let b_base = p.b_off + b1 * p.b_b1 + b2 * p.b_b2;
+  let b_base = p.b_off + b1 * p.b_b1 + (b2 / max(p.b_div, 1u)) * p.b_b2;
   let m0 = wg.y * TM;
   let n0 = wg.x * TN;
   for (var i = 0u; i < 4u; i++) { for (var j = 0u; j < 4u; j++) { acc[i][j] = 0.0; } }

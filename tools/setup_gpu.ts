@@ -6,7 +6,9 @@ import { quietVulkanLoader } from "../src/gpu/device.ts";
 
 /** Whether a Vulkan driver manifest for Mesa's lavapipe is installed. */
 function hasLavapipe(): boolean {
-  for (const dir of ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d"]) {
+  for (
+    const dir of ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d"]
+  ) {
     try {
       for (const e of Deno.readDirSync(dir)) if (e.name.startsWith("lvp_icd")) return true;
     } catch {
@@ -25,7 +27,8 @@ async function hasAdapter(): Promise<boolean> {
   quietVulkanLoader();
   const a = await navigator.gpu?.requestAdapter();
   if (!a) return false;
-  const glFallback = Deno.build.os === "linux" && /llvmpipe/i.test(a.info.description) && !hasLavapipe();
+  const glFallback = Deno.build.os === "linux" && /llvmpipe/i.test(a.info.description) &&
+    !hasLavapipe();
   return !glFallback;
 }
 

@@ -224,6 +224,8 @@ export interface GemmOptions {
   causalOffset?: number;
   /** Add into C instead of overwriting it. */
   accumulate?: boolean;
+  /** B's inner batch index is b2 / bGroup (grouped-query attention: query heads per KV head). */
+  bGroup?: number;
 }
 
 /**
@@ -264,7 +266,7 @@ export function gemm(C: Operand, A: Operand, B: Operand, o: GemmOptions): void {
     o.causalOffset ?? 0,
     o.accumulate ? 1 : 0,
     0,
-    0,
+    o.bGroup ?? 1,
     0,
     0,
   ];
@@ -675,6 +677,30 @@ export function rowNorm(x: Tensor, stats: Tensor, mode: keyof typeof ROW_NORM, e
     [rows, n, ROW_NORM[mode], 0, 0, 0, f32(eps), 0],
     [x.buffer, stats.buffer, out.buffer],
     grid256(rows * n),
+  );
+  return out;
+}
+
+/**
+ * Rotary position embedding (NeoX half-split pairs) on x [batch, pos, heads, d_head]: the first
+ * `rotaryDim` dims of each head are rotated by the angles of position `pos + offset`; `table`
+ * holds [cos | sin] for every position, each [n_ctx, rotaryDim].
+ *
+ * @example
+ * ```ts
+ * const rq = rotary(q, table, 16, 0);
+ * ```
+ */
+export function rotary(x: Tensor, table: Tensor, rotaryDim: number, offset: number): Tensor {
+  assertF32(x, "rotary");
+  const [, P, H, E] = x.shape;
+  const nCtx = table.size / (2 * rotaryDim);
+  const out = Tensor.empty(x.shape);
+  dispatch(
+    pipeline(SHADERS.attention, "rotary"),
+    [x.size, H, E, rotaryDim, P, offset, nCtx, 0],
+    [x.buffer, table.buffer, out.buffer],
+    grid256(x.size),
   );
   return out;
 }

@@ -15,6 +15,7 @@ import softmax from "../../shaders/softmax.wgsl" with { type: "text" };
 import embed from "../../shaders/embed.wgsl" with { type: "text" };
 import loss from "../../shaders/loss.wgsl" with { type: "text" };
 import sae from "../../shaders/sae.wgsl" with { type: "text" };
+import attention from "../../shaders/attention.wgsl" with { type: "text" };
 import type { ShaderSource } from "./runtime.ts";
 
 /** Every shader module by family name. */
@@ -26,4 +27,5 @@ export const SHADERS: Readonly<Record<string, ShaderSource>> = {
   embed: { name: "embed", code: embed },
   loss: { name: "loss", code: loss },
   sae: { name: "sae", code: sae },
+  attention: { name: "attention", code: attention },
 };

@@ -28,7 +28,7 @@ import {
   HookRegistry,
   type HookSpec,
 } from "./hooks.ts";
-import { type ProcessingOptions, processWeights } from "./processing.ts";
+import { type ProcessingOptions, processWeights, rotaryTables } from "./processing.ts";
 import { loadStateDict, type StateDict } from "./weights.ts";
 
 /** What a model can be run on: token ids ([batch][pos] or one sequence) or an int32 Tensor. */
@@ -134,6 +134,8 @@ interface Weights {
   lnfb?: Tensor;
   wU: Tensor;
   bU: Tensor;
+  /** Rotary models: cos then sin, each [n_ctx, rotary_dim]. */
+  rot?: Tensor;
 }
 
 /** [heads, d_model, d_head] -> [d_model, heads * d_head]. */
@@ -163,6 +165,7 @@ function upload(sd: StateDict, cfg: HookedTransformerConfig): Weights {
   const opt = (name: string) => (sd.has(name) ? t(name) : undefined);
   const { dModel: D, nHeads: H, dHead: E } = cfg;
   const Hkv = cfg.nKeyValueHeads ?? H;
+  const kv = cfg.nKeyValueHeads ? "_" : ""; // TransformerLens's names for grouped-query K/V
   const blocks: BlockWeights[] = [];
   for (let l = 0; l < cfg.nLayers; l++) {
     const b = `blocks.${l}.`;
@@ -178,11 +181,11 @@ function upload(sd: StateDict, cfg: HookedTransformerConfig): Weights {
       ln2w: opt(b + "ln2.w"),
       ln2b: opt(b + "ln2.b"),
       wq: cols("attn.W_Q", H),
-      wk: cols("attn.W_K", Hkv),
-      wv: cols("attn.W_V", Hkv),
+      wk: cols(`attn.${kv}W_K`, Hkv),
+      wv: cols(`attn.${kv}W_V`, Hkv),
       bq: flat("attn.b_Q", H),
-      bk: flat("attn.b_K", Hkv),
-      bv: flat("attn.b_V", Hkv),
+      bk: flat(`attn.${kv}b_K`, Hkv),
+      bv: flat(`attn.${kv}b_V`, Hkv),
       wo: t(b + "attn.W_O", undefined, [H * E, D]),
       bo: opt(b + "attn.b_O"),
       win: t(b + "mlp.W_in"),
@@ -200,7 +203,16 @@ function upload(sd: StateDict, cfg: HookedTransformerConfig): Weights {
     lnfb: opt("ln_final.b"),
     wU: t("unembed.W_U"),
     bU: t("unembed.b_U"),
+    rot: cfg.rotaryDim ? rotaryTensor(cfg) : undefined,
   };
+}
+
+function rotaryTensor(cfg: HookedTransformerConfig): Tensor {
+  const { cos, sin } = rotaryTables(cfg.nCtx, cfg.rotaryDim!, cfg.rotaryBase);
+  const table = new Float32Array(cos.length * 2);
+  table.set(cos);
+  table.set(sin, cos.length);
+  return Tensor.from(table, [2, cfg.nCtx, cfg.rotaryDim!]).keep();
 }
 
 /** Every hook point of a model with this config, in firing order. */
@@ -660,37 +672,50 @@ export class HookedTransformer {
     return out;
   }
 
-  /** One transformer block: attention then MLP, each added to the residual stream. */
+  /** One transformer block: attention then MLP, each added to the residual stream (in parallel for NeoX). */
   protected async block(l: number, residIn: Tensor): Promise<Tensor> {
     const b = `blocks.${l}.`;
     const w = this.#w.blocks[l];
     const resid = await this.hook(b + "hook_resid_pre", residIn);
     const x = await this.norm(b + "ln1", resid, w.ln1w, w.ln1b);
     const attnOut = await this.hook(b + "hook_attn_out", await this.attention(l, x));
+    if (this.cfg.parallelAttnMlp) {
+      const x2 = await this.norm(b + "ln2", resid, w.ln2w, w.ln2b);
+      const mlpOut = await this.hook(b + "hook_mlp_out", await this.mlp(l, x2));
+      return await this.hook(b + "hook_resid_post", resid.add(attnOut).add(mlpOut));
+    }
     const mid = await this.hook(b + "hook_resid_mid", resid.add(attnOut));
     const x2 = await this.norm(b + "ln2", mid, w.ln2w, w.ln2b);
     const mlpOut = await this.hook(b + "hook_mlp_out", await this.mlp(l, x2));
     return await this.hook(b + "hook_resid_post", mid.add(mlpOut));
   }
 
-  /** Attention: hook_q/k/v, hook_attn_scores (causal -inf), hook_pattern, hook_z, then W_O. */
+  /**
+   * Attention: hook_q/k/v (k/v with the KV-head count under grouped-query attention), hook_rot_q/k
+   * (rotary models), hook_attn_scores (causal -inf), hook_pattern, hook_z, then W_O.
+   */
   protected async attention(l: number, x: Tensor): Promise<Tensor> {
     const cfg = this.cfg;
     const a = `blocks.${l}.attn.`;
     const w = this.#w.blocks[l];
     const [B, P, D] = x.shape;
-    const H = cfg.nHeads, E = cfg.dHead;
-    const q = await this.hook(a + "hook_q", this.linear(x, w.wq, w.bq, [B, P, H, E]));
-    const k = await this.hook(a + "hook_k", this.linear(x, w.wk, w.bk, [B, P, H, E]));
-    const v = await this.hook(a + "hook_v", this.linear(x, w.wv, w.bv, [B, P, H, E]));
+    const H = cfg.nHeads, E = cfg.dHead, Hkv = cfg.nKeyValueHeads ?? H;
+    let q = await this.hook(a + "hook_q", this.linear(x, w.wq, w.bq, [B, P, H, E]));
+    let k = await this.hook(a + "hook_k", this.linear(x, w.wk, w.bk, [B, P, Hkv, E]));
+    const v = await this.hook(a + "hook_v", this.linear(x, w.wv, w.bv, [B, P, Hkv, E]));
+    if (this.#w.rot) {
+      q = await this.hook(a + "hook_rot_q", ops.rotary(q, this.#w.rot, cfg.rotaryDim!, 0));
+      k = await this.hook(a + "hook_rot_k", ops.rotary(k, this.#w.rot, cfg.rotaryDim!, 0));
+    }
     let scale = cfg.useAttnScale ? cfg.attnScale : 1;
     if (cfg.scaleAttnByInverseLayerIdx) scale *= l + 1;
+    const group = H / Hkv;
     const scores = Tensor.empty([B, H, P, P]);
     ops.gemm(
       { t: scores, b1: H * P * P, b2: P * P, row: P, col: 1 },
       { t: q, b1: P * H * E, b2: E, row: H * E, col: 1 },
-      { t: k, b1: P * H * E, b2: E, row: 1, col: H * E },
-      { M: P, N: P, K: E, nb1: B, nb2: H, alpha: 1 / scale, causal: true },
+      { t: k, b1: P * Hkv * E, b2: E, row: 1, col: Hkv * E },
+      { M: P, N: P, K: E, nb1: B, nb2: H, alpha: 1 / scale, causal: true, bGroup: group },
     );
     const hookedScores = await this.hook(a + "hook_attn_scores", scores);
     const pattern = await this.hook(a + "hook_pattern", ops.softmax(hookedScores));
@@ -698,22 +723,34 @@ export class HookedTransformer {
     ops.gemm(
       { t: z, b1: P * H * E, b2: E, row: H * E, col: 1 },
       { t: pattern, b1: H * P * P, b2: P * P, row: P, col: 1 },
-      { t: v, b1: P * H * E, b2: E, row: H * E, col: 1 },
-      { M: P, N: E, K: P, nb1: B, nb2: H },
+      { t: v, b1: P * Hkv * E, b2: E, row: Hkv * E, col: 1 },
+      { M: P, N: E, K: P, nb1: B, nb2: H, bGroup: group },
     );
     const zh = await this.hook(a + "hook_z", z);
     return this.linear(zh, w.wo, w.bo, [B, P, D]);
   }
 
-  /** MLP: mlp.hook_in, hook_pre, hook_post, then W_out. */
+  /** MLP: mlp.hook_in, hook_pre, (gated: hook_pre_linear), hook_post, then W_out. */
   protected async mlp(l: number, x: Tensor): Promise<Tensor> {
     const m = `blocks.${l}.mlp.`;
     const w = this.#w.blocks[l];
     const [B, P, D] = x.shape;
     const F = this.cfg.dMlp;
     const xin = await this.hook(m + "hook_in", x);
-    const pre = await this.hook(m + "hook_pre", this.linear(xin, w.win, w.bin, [B, P, F]));
-    const post = await this.hook(m + "hook_post", ops.activation(pre, this.cfg.actFn));
+    let post: Tensor;
+    if (w.wgate) {
+      // TransformerLens's GatedMLP: post = act(x W_gate) * (x W_in) + b_in.
+      const pre = await this.hook(m + "hook_pre", this.linear(xin, w.wgate, undefined, [B, P, F]));
+      const lin = await this.hook(
+        m + "hook_pre_linear",
+        this.linear(xin, w.win, undefined, [B, P, F]),
+      );
+      const gated = ops.activation(pre, this.cfg.actFn, lin);
+      post = await this.hook(m + "hook_post", w.bin ? gated.add(w.bin) : gated);
+    } else {
+      const pre = await this.hook(m + "hook_pre", this.linear(xin, w.win, w.bin, [B, P, F]));
+      post = await this.hook(m + "hook_post", ops.activation(pre, this.cfg.actFn));
+    }
     return this.linear(post, w.wout, w.bout, [B, P, D]);
   }
 
@@ -737,6 +774,7 @@ export class HookedTransformer {
       w.lnfb,
       w.wU,
       w.bU,
+      w.rot,
       ...w.blocks.flatMap((b) => Object.values(b)),
     ];
     for (const t of all) (t as Tensor | undefined)?.dispose();

@@ -91,21 +91,17 @@ export function processWeights(
   if (opts.foldLn && (isLn || isRms)) {
     for (let l = 0; l < cfg.nLayers; l++) {
       const b = `blocks.${l}.`;
-      for (const q of ["Q", "K", "V"]) {
-        foldInto(
-          g(b + `attn.W_${q}`)!,
-          g(b + `attn.b_${q}`),
-          g(b + "ln1.w")!,
-          g(b + "ln1.b"),
-          isLn,
-        );
+      // With grouped-query attention TransformerLens names the KV weights _W_K, _b_K, ...
+      const kv = cfg.nKeyValueHeads ? "_" : "";
+      for (
+        const [w, bias] of [["W_Q", "b_Q"], [`${kv}W_K`, `${kv}b_K`], [`${kv}W_V`, `${kv}b_V`]]
+      ) {
+        foldInto(g(b + `attn.${w}`)!, g(b + `attn.${bias}`), g(b + "ln1.w")!, g(b + "ln1.b"), isLn);
       }
       sd.delete(b + "ln1.w");
       sd.delete(b + "ln1.b");
-      if (!cfg.gatedMlp) {
-        foldInto(g(b + "mlp.W_in")!, g(b + "mlp.b_in"), g(b + "ln2.w")!, g(b + "ln2.b"), isLn);
-      } else {
-        foldInto(g(b + "mlp.W_in")!, g(b + "mlp.b_in"), g(b + "ln2.w")!, g(b + "ln2.b"), isLn);
+      foldInto(g(b + "mlp.W_in")!, g(b + "mlp.b_in"), g(b + "ln2.w")!, g(b + "ln2.b"), isLn);
+      if (cfg.gatedMlp) {
         foldInto(g(b + "mlp.W_gate")!, undefined, g(b + "ln2.w")!, g(b + "ln2.b"), isLn);
       }
       sd.delete(b + "ln2.w");
@@ -137,7 +133,8 @@ export function processWeights(
   if (opts.foldValueBiases) {
     for (let l = 0; l < cfg.nLayers; l++) {
       const b = `blocks.${l}.`;
-      const bV = g(b + "attn.b_V"), WO = g(b + "attn.W_O")!, bO = g(b + "attn.b_O");
+      const bV = g(b + (cfg.nKeyValueHeads ? "attn._b_V" : "attn.b_V"));
+      const WO = g(b + "attn.W_O")!, bO = g(b + "attn.b_O");
       if (!bV || !bO) continue;
       // With GQA, b_V has fewer heads: each query head h uses kv head h / (H / Hkv).
       const [H, E, D] = WO.shape;
@@ -154,4 +151,32 @@ export function processWeights(
     }
   }
   return out;
+}
+
+/**
+ * TransformerLens's rotary tables, computed as it does in float32: angle[p, i] = p / base^(j / (R/2))
+ * with j = i mod R/2 (NeoX half-split layout). Returns cos then sin, each [n_ctx, R].
+ *
+ * @example
+ * ```ts
+ * const { cos, sin } = rotaryTables(64, 16, 10000);
+ * ```
+ */
+export function rotaryTables(
+  nCtx: number,
+  rotaryDim: number,
+  base: number,
+): { cos: Float32Array; sin: Float32Array } {
+  const f = Math.fround;
+  const half = rotaryDim / 2;
+  const freq = Array.from({ length: half }, (_, j) => f(base ** f(j / half)));
+  const cos = new Float32Array(nCtx * rotaryDim), sin = new Float32Array(nCtx * rotaryDim);
+  for (let p = 0; p < nCtx; p++) {
+    for (let i = 0; i < rotaryDim; i++) {
+      const angle = f(p / freq[i % half]);
+      cos[p * rotaryDim + i] = Math.cos(angle);
+      sin[p * rotaryDim + i] = Math.sin(angle);
+    }
+  }
+  return { cos, sin };
 }

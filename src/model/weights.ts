@@ -222,6 +222,126 @@ async function gpt2(ck: Checkpoint, cfg: HookedTransformerConfig): Promise<State
   return sd;
 }
 
+/** [rows = heads * dHead, cols] (a torch Linear weight) as [heads, cols, dHead] ("(n h) m -> n m h"). */
+function linearToHeads(
+  t: CpuTensor,
+  heads: number,
+  dHead: number,
+  rowOffset = 0,
+  rowStride = 1,
+): CpuTensor {
+  const cols = t.shape[1];
+  const out = new Float32Array(heads * cols * dHead);
+  for (let n = 0; n < heads; n++) {
+    for (let h = 0; h < dHead; h++) {
+      const row = rowOffset + (n * rowStride) * dHead + h;
+      for (let m = 0; m < cols; m++) out[(n * cols + m) * dHead + h] = t.data[row * cols + m];
+    }
+  }
+  return { shape: [heads, cols, dHead], data: out };
+}
+
+/** A torch Linear weight [out = D, in = heads * dHead] as W_O [heads, dHead, D] ("m (n h) -> n h m"). */
+function linearToWO(t: CpuTensor, heads: number, dHead: number): CpuTensor {
+  const [D, inner] = t.shape;
+  const out = new Float32Array(heads * dHead * D);
+  for (let m = 0; m < D; m++) {
+    for (let i = 0; i < inner; i++) out[i * D + m] = t.data[m * inner + i];
+  }
+  return { shape: [heads, dHead, D], data: out };
+}
+
+async function llama(ck: Checkpoint, cfg: HookedTransformerConfig): Promise<StateDict> {
+  const used = new Set<string>();
+  const get = (n: string, shape: number[]) => (used.add(n), read(ck, n, shape));
+  const has = (n: string) => ck.names().includes(n);
+  const { dModel: D, nHeads: H, dHead: E, dMlp: F, dVocab: V } = cfg;
+  const Hkv = cfg.nKeyValueHeads ?? H;
+  const kv = cfg.nKeyValueHeads ? "_" : "";
+  const sd: StateDict = new Map();
+  sd.set("embed.W_E", await get("model.embed_tokens.weight", [V, D]));
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const b = `blocks.${l}.`, a = `model.layers.${l}.self_attn.`, m = `model.layers.${l}.mlp.`;
+    sd.set(b + "ln1.w", await get(`model.layers.${l}.input_layernorm.weight`, [D]));
+    sd.set(b + "attn.W_Q", linearToHeads(await get(a + "q_proj.weight", [H * E, D]), H, E));
+    sd.set(
+      b + `attn.${kv}W_K`,
+      linearToHeads(await get(a + "k_proj.weight", [Hkv * E, D]), Hkv, E),
+    );
+    sd.set(
+      b + `attn.${kv}W_V`,
+      linearToHeads(await get(a + "v_proj.weight", [Hkv * E, D]), Hkv, E),
+    );
+    const bias = async (n: string, heads: number) =>
+      has(a + n)
+        ? { shape: [heads, E], data: (await get(a + n, [heads * E])).data }
+        : zeros([heads, E]);
+    sd.set(b + "attn.b_Q", await bias("q_proj.bias", H));
+    sd.set(b + `attn.${kv}b_K`, await bias("k_proj.bias", Hkv));
+    sd.set(b + `attn.${kv}b_V`, await bias("v_proj.bias", Hkv));
+    sd.set(b + "attn.W_O", linearToWO(await get(a + "o_proj.weight", [D, H * E]), H, E));
+    sd.set(b + "attn.b_O", has(a + "o_proj.bias") ? await get(a + "o_proj.bias", [D]) : zeros([D]));
+    sd.set(b + "ln2.w", await get(`model.layers.${l}.post_attention_layernorm.weight`, [D]));
+    sd.set(b + "mlp.W_in", transpose2d(await get(m + "up_proj.weight", [F, D])));
+    sd.set(b + "mlp.W_gate", transpose2d(await get(m + "gate_proj.weight", [F, D])));
+    sd.set(
+      b + "mlp.b_in",
+      has(m + "up_proj.bias") ? await get(m + "up_proj.bias", [F]) : zeros([F]),
+    );
+    sd.set(b + "mlp.W_out", transpose2d(await get(m + "down_proj.weight", [D, F])));
+    sd.set(
+      b + "mlp.b_out",
+      has(m + "down_proj.bias") ? await get(m + "down_proj.bias", [D]) : zeros([D]),
+    );
+  }
+  sd.set("ln_final.w", await get("model.norm.weight", [D]));
+  const head = !cfg.tieWordEmbeddings && has("lm_head.weight")
+    ? "lm_head.weight"
+    : "model.embed_tokens.weight";
+  sd.set("unembed.W_U", transpose2d(await get(head, [V, D])));
+  sd.set("unembed.b_U", zeros([V]));
+  checkExtra(ck, used, /rotary_emb\.inv_freq$|^lm_head\.weight$/);
+  return sd;
+}
+
+async function neox(ck: Checkpoint, cfg: HookedTransformerConfig): Promise<StateDict> {
+  const used = new Set<string>();
+  const get = (n: string, shape: number[]) => (used.add(n), read(ck, n, shape));
+  const { dModel: D, nHeads: H, dHead: E, dMlp: F, dVocab: V } = cfg;
+  const sd: StateDict = new Map();
+  sd.set("embed.W_E", await get("gpt_neox.embed_in.weight", [V, D]));
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const b = `blocks.${l}.`, p = `gpt_neox.layers.${l}.`;
+    sd.set(b + "ln1.w", await get(p + "input_layernorm.weight", [D]));
+    sd.set(b + "ln1.b", await get(p + "input_layernorm.bias", [D]));
+    // Fused QKV, per head: rows (head, qkv, d_head) -> "(i qkv h) m -> qkv i m h".
+    const w = await get(p + "attention.query_key_value.weight", [3 * H * E, D]);
+    const bias = await get(p + "attention.query_key_value.bias", [3 * H * E]);
+    ["Q", "K", "V"].forEach((q, j) => {
+      sd.set(b + `attn.W_${q}`, linearToHeads(w, H, E, j * E, 3));
+      const bq = new Float32Array(H * E);
+      for (let i = 0; i < H; i++) {
+        for (let h = 0; h < E; h++) bq[i * E + h] = bias.data[(i * 3 + j) * E + h];
+      }
+      sd.set(b + `attn.b_${q}`, { shape: [H, E], data: bq });
+    });
+    sd.set(b + "attn.W_O", linearToWO(await get(p + "attention.dense.weight", [D, H * E]), H, E));
+    sd.set(b + "attn.b_O", await get(p + "attention.dense.bias", [D]));
+    sd.set(b + "ln2.w", await get(p + "post_attention_layernorm.weight", [D]));
+    sd.set(b + "ln2.b", await get(p + "post_attention_layernorm.bias", [D]));
+    sd.set(b + "mlp.W_in", transpose2d(await get(p + "mlp.dense_h_to_4h.weight", [F, D])));
+    sd.set(b + "mlp.b_in", await get(p + "mlp.dense_h_to_4h.bias", [F]));
+    sd.set(b + "mlp.W_out", transpose2d(await get(p + "mlp.dense_4h_to_h.weight", [D, F])));
+    sd.set(b + "mlp.b_out", await get(p + "mlp.dense_4h_to_h.bias", [D]));
+  }
+  sd.set("ln_final.w", await get("gpt_neox.final_layer_norm.weight", [D]));
+  sd.set("ln_final.b", await get("gpt_neox.final_layer_norm.bias", [D]));
+  sd.set("unembed.W_U", transpose2d(await get("embed_out.weight", [V, D])));
+  sd.set("unembed.b_U", zeros([V]));
+  checkExtra(ck, used, /attention\.(bias|masked_bias|rotary_emb\.inv_freq)$/);
+  return sd;
+}
+
 /**
  * Loads a checkpoint directory into a TransformerLens-layout state dict (unprocessed).
  *
@@ -235,10 +355,9 @@ export async function loadStateDict(dir: string, cfg: HookedTransformerConfig): 
   switch (cfg.originalArchitecture) {
     case "GPT2LMHeadModel":
       return await gpt2(ck, cfg);
+    case "GPTNeoXForCausalLM":
+      return await neox(ck, cfg);
     default:
-      throw new WeightsError(
-        dir,
-        `loading ${cfg.originalArchitecture} weights is not supported yet; supported: GPT2LMHeadModel`,
-      );
+      return await llama(ck, cfg);
   }
 }
