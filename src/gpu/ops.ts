@@ -704,3 +704,54 @@ export function rotary(x: Tensor, table: Tensor, rotaryDim: number, offset: numb
   );
   return out;
 }
+
+/** How {@link sampleNext} picks a token. */
+export interface SampleOptions {
+  /** Argmax (lowest index on ties) instead of sampling. */
+  greedy: boolean;
+  /** Keep only the k most likely tokens (0: off). */
+  topK?: number;
+  /** Keep the smallest set of most likely tokens whose probability reaches p (1: off). */
+  topP?: number;
+  /** Softmax temperature. */
+  temperature?: number;
+  /** A uniform number in [0, 1) for the draw (per call; rows get decorrelated variants). */
+  u?: number;
+}
+
+/**
+ * Picks the next token of each sequence from logits [batch, pos, vocab] at position `pos - 1` and
+ * writes it into int32 `seq` [batch, len] at column `col`, on the GPU (nothing is read back).
+ *
+ * @example
+ * ```ts
+ * sampleNext(logits, seq, 4, { greedy: true });
+ * ```
+ */
+export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOptions): void {
+  const [B, P, V] = logits.shape;
+  const len = seq.shape[1];
+  for (let b = 0; b < B; b++) {
+    // Each row gets its own uniform so batched rows do not draw the same quantile.
+    const u = ((o.u ?? 0.5) + b * 0.6180339887498949) % 1;
+    dispatch(
+      pipeline(SHADERS.sample, "main"),
+      [
+        1,
+        V,
+        P * V,
+        (b * P + P - 1) * V,
+        o.greedy ? 1 : 0,
+        o.topK ?? 0,
+        f32(o.topP ?? 1),
+        f32(o.temperature ?? 1),
+        f32(u),
+        b * len + col,
+        0,
+        0,
+      ],
+      [logits.buffer, seq.buffer],
+      [1],
+    );
+  }
+}

@@ -16,6 +16,7 @@ import embed from "../../shaders/embed.wgsl" with { type: "text" };
 import loss from "../../shaders/loss.wgsl" with { type: "text" };
 import sae from "../../shaders/sae.wgsl" with { type: "text" };
 import attention from "../../shaders/attention.wgsl" with { type: "text" };
+import sample from "../../shaders/sample.wgsl" with { type: "text" };
 import type { ShaderSource } from "./runtime.ts";
 
 /** Every shader module by family name. */
@@ -28,4 +29,5 @@ export const SHADERS: Readonly<Record<string, ShaderSource>> = {
   loss: { name: "loss", code: loss },
   sae: { name: "sae", code: sae },
   attention: { name: "attention", code: attention },
+  sample: { name: "sample", code: sample },
 };

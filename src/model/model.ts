@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { GpuLimitError, HookNameError, InputError, ShapeError } from "../errors.ts";
 import { readJsonFile } from "../io/json.ts";
 import * as ops from "../gpu/ops.ts";
-import { initRuntime, runtime } from "../gpu/runtime.ts";
+import { copyBuffer, flush, initRuntime, runtime } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
 import { ActivationCache } from "./cache.ts";
 import { configFromHf, type HookedTransformerConfig } from "./config.ts";
@@ -30,9 +30,21 @@ import {
 } from "./hooks.ts";
 import { type ProcessingOptions, processWeights, rotaryTables } from "./processing.ts";
 import { loadStateDict, type StateDict } from "./weights.ts";
+import { HfTokenizer } from "../io/tokenizer.ts";
 
-/** What a model can be run on: token ids ([batch][pos] or one sequence) or an int32 Tensor. */
-export type Input = number[][] | number[] | Tensor;
+/**
+ * What a model can be run on: text (tokenized with BOS prepended, as TransformerLens does), token
+ * ids ([batch][pos] or one sequence), or an int32 [batch, pos] Tensor.
+ */
+export type Input = string | string[] | number[][] | number[] | Tensor;
+
+/** Options of `toTokens`. */
+export interface ToTokensOptions {
+  /** Prepend the BOS token (default: the model's default, true for the supported models). */
+  prependBos?: boolean;
+  /** Where shorter texts of a batch are padded (default "right"). */
+  paddingSide?: "left" | "right";
+}
 
 /** Options of `fromPretrained`. */
 export interface LoadOptions extends Partial<ProcessingOptions> {
@@ -100,6 +112,38 @@ export function serial<T>(fn: () => Promise<T>): Promise<T> {
 interface RunState {
   cache: ActivationCache | null;
   cacheFilter: (name: string) => boolean;
+}
+
+/** A KV cache: per layer keys (after rotary) and values [batch, capacity, kv_heads, d_head]. */
+interface KvState {
+  k: Tensor[];
+  v: Tensor[];
+  /** Position of the first token of the current step. */
+  offset: number;
+  /** Positions the cache holds. */
+  cap: number;
+}
+
+/** Options of `generate`. */
+export interface GenerateOptions {
+  /** Tokens to add (default 10). */
+  maxNewTokens?: number;
+  /** Sample (default) or take the most likely token. */
+  doSample?: boolean;
+  /** Softmax temperature for sampling (default 1). */
+  temperature?: number;
+  /** Sample among the k most likely tokens only. */
+  topK?: number;
+  /** Sample among the most likely tokens holding this much probability. */
+  topP?: number;
+  /** Stop a sequence at the EOS token (default true): later positions are filled with EOS. */
+  stopAtEos?: boolean;
+  /** Reuse keys and values of earlier positions (default true). */
+  useKvCache?: boolean;
+  /** Seed of the sampler (default: random). */
+  seed?: number;
+  /** Text input: prepend BOS (default: the model's default). */
+  prependBos?: boolean;
 }
 
 /** The GPU weights of one block. */
@@ -256,6 +300,8 @@ export function hookNamesFor(cfg: HookedTransformerConfig): string[] {
 export class HookedTransformer {
   /** The model's configuration (after weight processing). */
   readonly cfg: HookedTransformerConfig;
+  /** The tokenizer from the model directory's tokenizer.json, if it has one. */
+  readonly tokenizer: HfTokenizer | null;
   readonly #w: Weights;
   readonly #baseHookNames: readonly string[];
   readonly #baseHookSet: ReadonlySet<string>;
@@ -263,6 +309,8 @@ export class HookedTransformer {
   protected readonly registry: HookRegistry = new HookRegistry();
   /** The run in progress, if any. */
   protected run: RunState | null = null;
+  /** During generation with a KV cache: the cache and the position of the current tokens. */
+  #kv: KvState | null = null;
   #disposed = false;
 
   /**
@@ -271,8 +319,9 @@ export class HookedTransformer {
    * @param cfg configuration.
    * @param sd processed TransformerLens-layout state dict (uploaded here, then dropped).
    */
-  constructor(cfg: HookedTransformerConfig, sd: StateDict) {
+  constructor(cfg: HookedTransformerConfig, sd: StateDict, tokenizer: HfTokenizer | null = null) {
     this.cfg = Object.freeze({ ...cfg });
+    this.tokenizer = tokenizer;
     this.#w = upload(sd, cfg);
     this.#baseHookNames = Object.freeze(hookNamesFor(cfg));
     this.#baseHookSet = new Set(this.#baseHookNames);
@@ -301,7 +350,8 @@ export class HookedTransformer {
       foldValueBiases: opts.foldValueBiases ?? true,
     });
     opts.onProgress?.("uploading weights");
-    return new this(cfg, sd);
+    const tokenizer = await HfTokenizer.load(source);
+    return new this(cfg, sd, tokenizer);
   }
 
   /**
@@ -456,10 +506,9 @@ export class HookedTransformer {
       this.#checkLength(input.shape[1]);
       return input;
     }
-    if (typeof input === "string" || (Array.isArray(input) && typeof input[0] === "string")) {
-      throw new InputError("This model has no tokenizer loaded: pass token ids (number[][]).");
-    }
-    const rows = (Array.isArray(input[0]) ? input : [input]) as number[][];
+    const rows = typeof input === "string" || (Array.isArray(input) && typeof input[0] === "string")
+      ? this.#encode(input as string | string[], {})
+      : (Array.isArray(input[0]) ? input : [input]) as number[][];
     if (!rows.length || !rows[0].length) {
       throw new InputError("Empty input: pass at least one token.");
     }
@@ -491,6 +540,123 @@ export class HookedTransformer {
       );
     }
     if (P < 1) throw new InputError("Empty input: pass at least one token.");
+  }
+
+  // ---------------------------------------------------------------- text
+
+  #tok(): HfTokenizer {
+    if (!this.tokenizer) {
+      throw new InputError(
+        "This model has no tokenizer (no tokenizer.json in its directory): pass token ids instead of text.",
+      );
+    }
+    return this.tokenizer;
+  }
+
+  /** Token ids of texts, BOS-prefixed and padded as TransformerLens's `to_tokens`. */
+  #encode(text: string | string[], o: ToTokensOptions): number[][] {
+    const tok = this.#tok();
+    const texts = typeof text === "string" ? [text] : text;
+    if (!texts.length) throw new InputError("Empty input: pass at least one text.");
+    const bos = o.prependBos ?? this.cfg.defaultPrependBos;
+    const rows = texts.map((t) => {
+      const ids = tok.encode(t);
+      if (bos) {
+        if (tok.bosTokenId === null) {
+          throw new InputError("prependBos: this tokenizer has no BOS token.");
+        }
+        ids.unshift(tok.bosTokenId);
+      }
+      return ids;
+    });
+    const P = Math.max(...rows.map((r) => r.length));
+    if (P === 0) throw new InputError("Empty input: the text has no tokens.");
+    const pad = tok.padTokenId ?? 0;
+    return rows.map((r) => {
+      const fill = new Array(P - r.length).fill(pad);
+      return o.paddingSide === "left" ? [...fill, ...r] : [...r, ...fill];
+    });
+  }
+
+  /**
+   * Tokenizes text as TransformerLens's `to_tokens`: int32 [batch, pos], BOS prepended by
+   * default, right-padded with the pad (or EOS) token.
+   *
+   * @example
+   * ```ts
+   * const tokens = model.toTokens("def f(x):");
+   * ```
+   */
+  toTokens(text: string | string[], opts: ToTokensOptions = {}): Tensor {
+    return this.tokensTensor(this.#encode(text, opts));
+  }
+
+  /**
+   * Token ids as CPU arrays (what `toTokens` uploads).
+   *
+   * @example
+   * ```ts
+   * const [ids] = model.toTokenIds("def f(x):");
+   * ```
+   */
+  toTokenIds(text: string | string[], opts: ToTokensOptions = {}): number[][] {
+    return this.#encode(text, opts);
+  }
+
+  /**
+   * Text of token ids (TransformerLens's `to_string`): one string per row.
+   *
+   * @example
+   * ```ts
+   * model.toString([50256, 4299]); // "<|endoftext|>def"
+   * ```
+   */
+  toString(tokens: number[] | number[][]): string | string[] {
+    const tok = this.#tok();
+    if (Array.isArray(tokens[0])) return (tokens as number[][]).map((r) => tok.decode(r));
+    return tok.decode(tokens as number[]);
+  }
+
+  /**
+   * Each token as a string (TransformerLens's `to_str_tokens`); text is tokenized first (with
+   * BOS by default).
+   *
+   * @example
+   * ```ts
+   * model.toStrTokens("def f"); // ["<|endoftext|>", "def", " f"]
+   * ```
+   */
+  toStrTokens(
+    input: string | string[] | number[] | number[][],
+    opts: ToTokensOptions = {},
+  ): string[] | string[][] {
+    const tok = this.#tok();
+    if (typeof input === "string") return this.#encode(input, opts)[0].map((i) => tok.piece(i));
+    if (Array.isArray(input) && typeof input[0] === "string") {
+      return (input as string[]).map((t) => this.#encode(t, opts)[0].map((i) => tok.piece(i)));
+    }
+    if (Array.isArray(input[0])) {
+      return (input as number[][]).map((r) => r.map((i) => tok.piece(i)));
+    }
+    return (input as number[]).map((i) => tok.piece(i));
+  }
+
+  /**
+   * The id of a string that is exactly one token (TransformerLens's `to_single_token`).
+   *
+   * @example
+   * ```ts
+   * model.toSingleToken(" return");
+   * ```
+   */
+  toSingleToken(text: string): number {
+    const ids = this.#tok().encode(text);
+    if (ids.length !== 1) {
+      throw new InputError(
+        `"${text}" is ${ids.length} tokens, not one: ${JSON.stringify(this.toStrTokens(ids))}.`,
+      );
+    }
+    return ids[0];
   }
 
   // ---------------------------------------------------------------- forward
@@ -572,6 +738,123 @@ export class HookedTransformer {
     }
   }
 
+  /**
+   * Generates tokens (TransformerLens's `generate`): greedy or sampled (temperature, topK, topP,
+   * seeded), with a KV cache by default, with hooks and attached SAEs active at every step. The
+   * choice of each token happens on the GPU, which writes it where the next step reads it; token
+   * ids are read back at the end (and every 8 steps while waiting for EOS). Returns the full
+   * sequences: text for text input, token ids otherwise.
+   *
+   * @example
+   * ```ts
+   * const text = await model.generate("def add(a, b):", { maxNewTokens: 8, doSample: false });
+   * ```
+   */
+  generate(input: string, opts?: GenerateOptions): Promise<string>;
+  generate(input: string[], opts?: GenerateOptions): Promise<string[]>;
+  generate(input: number[][] | number[] | Tensor, opts?: GenerateOptions): Promise<number[][]>;
+  generate(input: Input, opts: GenerateOptions = {}): Promise<string | string[] | number[][]> {
+    return serial(() => this.#generate(input, opts));
+  }
+
+  async #generate(input: Input, o: GenerateOptions): Promise<string | string[] | number[][]> {
+    if (this.#disposed) throw new InputError("This model was disposed.");
+    const maxNew = o.maxNewTokens ?? 10;
+    if (!Number.isInteger(maxNew) || maxNew < 0) {
+      throw new InputError(`maxNewTokens ${maxNew} is not a non-negative integer.`);
+    }
+    const isText = typeof input === "string" ||
+      (Array.isArray(input) && typeof input[0] === "string");
+    const prompt = isText
+      ? this.#encode(input as string | string[], { prependBos: o.prependBos })
+      : null;
+    const arena = openArena();
+    try {
+      const tokens = this.tokensTensor(prompt ?? input);
+      const [B, P0] = tokens.shape;
+      const total = P0 + maxNew;
+      if (total > this.cfg.nCtx) {
+        throw new InputError(
+          `Prompt of ${P0} tokens + ${maxNew} new ones exceeds the context n_ctx = ${this.cfg.nCtx}.`,
+        );
+      }
+      const eos = this.tokenizer?.eosTokenId ?? this.cfg.eosTokenId;
+      const stopAtEos = (o.stopAtEos ?? true) && eos !== null;
+      const seq = Tensor.empty([B, total], "int32");
+      for (let b = 0; b < B; b++) {
+        copyBuffer(tokens.buffer, seq.buffer, P0 * 4, b * P0 * 4, b * total * 4);
+      }
+      const { nLayers, dHead: E } = this.cfg;
+      const Hkv = this.cfg.nKeyValueHeads ?? this.cfg.nHeads;
+      const kv: KvState | null = (o.useKvCache ?? true)
+        ? {
+          k: Array.from({ length: nLayers }, () => Tensor.empty([B, total, Hkv, E])),
+          v: Array.from({ length: nLayers }, () => Tensor.empty([B, total, Hkv, E])),
+          offset: 0,
+          cap: total,
+        }
+        : null;
+      const rand = seededUniform(o.seed ?? Math.floor(Math.random() * 2 ** 31));
+      let done = P0;
+      for (let step = 0; step < maxNew; step++) {
+        const pos = P0 + step;
+        const stepArena = openArena();
+        try {
+          let stepInput: Tensor;
+          if (step === 0) stepInput = tokens;
+          else if (kv) {
+            stepInput = Tensor.empty([B, 1], "int32");
+            for (let b = 0; b < B; b++) {
+              copyBuffer(seq.buffer, stepInput.buffer, 4, (b * total + pos - 1) * 4, b * 4);
+            }
+          } else {
+            stepInput = Tensor.empty([B, pos], "int32");
+            for (let b = 0; b < B; b++) {
+              copyBuffer(seq.buffer, stepInput.buffer, pos * 4, b * total * 4, b * pos * 4);
+            }
+          }
+          if (kv) kv.offset = step === 0 ? 0 : pos - 1;
+          this.#kv = kv;
+          const logits = await this.#forward(stepInput, {}) as Tensor;
+          ops.sampleNext(logits, seq, pos, {
+            greedy: !(o.doSample ?? true),
+            topK: o.topK,
+            topP: o.topP,
+            temperature: o.temperature,
+            u: rand(),
+          });
+        } finally {
+          this.#kv = null;
+          closeArena(stepArena);
+        }
+        flush();
+        done = pos + 1;
+        if (stopAtEos && ((step + 1) % 8 === 0 || step === maxNew - 1)) {
+          const ids = await seq.toArray();
+          if (finished(ids, B, total, P0, done, eos!)) break;
+        }
+      }
+      const ids = await seq.toArray();
+      const rows = Array.from(
+        { length: B },
+        (_, b) => Array.from(ids.subarray(b * total, b * total + done)),
+      );
+      if (stopAtEos) {
+        for (const r of rows) {
+          const i = r.indexOf(eos!, P0);
+          if (i >= 0) r.fill(eos!, i);
+        }
+      }
+      if (!isText) return rows;
+      // As TransformerLens: the text output leaves out the BOS token the prompt was given.
+      const dropBos = o.prependBos ?? this.cfg.defaultPrependBos;
+      const texts = rows.map((r) => this.tokenizer!.decode(dropBos ? r.slice(1) : r));
+      return typeof input === "string" ? texts[0] : texts;
+    } finally {
+      closeArena(arena);
+    }
+  }
+
   /** One forward pass while holding the model lock: arena, run state, outputs kept. */
   protected async runLocked(
     input: Input,
@@ -643,7 +926,8 @@ export class HookedTransformer {
     const [B, P] = tokens.shape;
     const embed = await this.hook("hook_embed", ops.embedTokens(this.#w.wE, tokens));
     if (!this.#w.wPos) return embed;
-    const pos = await this.hook("hook_pos_embed", ops.embedPositions(this.#w.wPos, B, P, 0));
+    const offset = this.#kv?.offset ?? 0;
+    const pos = await this.hook("hook_pos_embed", ops.embedPositions(this.#w.wPos, B, P, offset));
     return embed.add(pos);
   }
 
@@ -703,28 +987,51 @@ export class HookedTransformer {
     let q = await this.hook(a + "hook_q", this.linear(x, w.wq, w.bq, [B, P, H, E]));
     let k = await this.hook(a + "hook_k", this.linear(x, w.wk, w.bk, [B, P, Hkv, E]));
     const v = await this.hook(a + "hook_v", this.linear(x, w.wv, w.bv, [B, P, Hkv, E]));
+    const kv = this.#kv;
+    const offset = kv?.offset ?? 0;
     if (this.#w.rot) {
-      q = await this.hook(a + "hook_rot_q", ops.rotary(q, this.#w.rot, cfg.rotaryDim!, 0));
-      k = await this.hook(a + "hook_rot_k", ops.rotary(k, this.#w.rot, cfg.rotaryDim!, 0));
+      q = await this.hook(a + "hook_rot_q", ops.rotary(q, this.#w.rot, cfg.rotaryDim!, offset));
+      k = await this.hook(a + "hook_rot_k", ops.rotary(k, this.#w.rot, cfg.rotaryDim!, offset));
+    }
+    // With a KV cache, this step's keys/values are appended and attention reads the whole cache.
+    let [kAll, vAll, Pk, kvStride] = [k, v, P, P * Hkv * E];
+    if (kv) {
+      const row = P * Hkv * E * 4;
+      for (let b = 0; b < B; b++) {
+        const dst = (b * kv.cap + offset) * Hkv * E * 4;
+        copyBuffer(k.buffer, kv.k[l].buffer, row, b * row, dst);
+        copyBuffer(v.buffer, kv.v[l].buffer, row, b * row, dst);
+      }
+      [kAll, vAll, Pk, kvStride] = [kv.k[l], kv.v[l], offset + P, kv.cap * Hkv * E];
     }
     let scale = cfg.useAttnScale ? cfg.attnScale : 1;
     if (cfg.scaleAttnByInverseLayerIdx) scale *= l + 1;
     const group = H / Hkv;
-    const scores = Tensor.empty([B, H, P, P]);
+    const scores = Tensor.empty([B, H, P, Pk]);
     ops.gemm(
-      { t: scores, b1: H * P * P, b2: P * P, row: P, col: 1 },
+      { t: scores, b1: H * P * Pk, b2: P * Pk, row: Pk, col: 1 },
       { t: q, b1: P * H * E, b2: E, row: H * E, col: 1 },
-      { t: k, b1: P * Hkv * E, b2: E, row: 1, col: Hkv * E },
-      { M: P, N: P, K: E, nb1: B, nb2: H, alpha: 1 / scale, causal: true, bGroup: group },
+      { t: kAll, b1: kvStride, b2: E, row: 1, col: Hkv * E },
+      {
+        M: P,
+        N: Pk,
+        K: E,
+        nb1: B,
+        nb2: H,
+        alpha: 1 / scale,
+        causal: true,
+        causalOffset: offset,
+        bGroup: group,
+      },
     );
     const hookedScores = await this.hook(a + "hook_attn_scores", scores);
     const pattern = await this.hook(a + "hook_pattern", ops.softmax(hookedScores));
     const z = Tensor.empty([B, P, H, E]);
     ops.gemm(
       { t: z, b1: P * H * E, b2: E, row: H * E, col: 1 },
-      { t: pattern, b1: H * P * P, b2: P * P, row: P, col: 1 },
-      { t: v, b1: P * Hkv * E, b2: E, row: Hkv * E, col: 1 },
-      { M: P, N: E, K: P, nb1: B, nb2: H, bGroup: group },
+      { t: pattern, b1: H * P * Pk, b2: P * Pk, row: Pk, col: 1 },
+      { t: vAll, b1: kvStride, b2: E, row: Hkv * E, col: 1 },
+      { M: P, N: E, K: Pk, nb1: B, nb2: H, bGroup: group },
     );
     const zh = await this.hook(a + "hook_z", z);
     return this.linear(zh, w.wo, w.bo, [B, P, D]);
@@ -784,6 +1091,35 @@ export class HookedTransformer {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/** Whether every row has an EOS token among its generated positions [from, to). */
+function finished(
+  ids: Int32Array | Float32Array,
+  B: number,
+  total: number,
+  from: number,
+  to: number,
+  eos: number,
+): boolean {
+  for (let b = 0; b < B; b++) {
+    let hit = false;
+    for (let i = from; i < to && !hit; i++) hit = ids[b * total + i] === eos;
+    if (!hit) return false;
+  }
+  return true;
+}
+
+/** A seeded uniform [0, 1) generator (mulberry32). */
+function seededUniform(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }
 
 /** Drops the leading batch dimension (of size 1) of every cached tensor. */

@@ -1,0 +1,58 @@
+// Generation: greedy equals TransformerLens's for every reference model (with and without the KV
+// cache), sampling is seeded and respects top-k, and hooks/SAEs act at every step.
+import assert from "node:assert/strict";
+import { gpuInfo, HookedSAETransformer, InputError, SAE } from "../mod.ts";
+import { SafetensorsFile } from "../src/io/safetensors.ts";
+
+for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
+  Deno.test(`${name}: greedy generate equals TransformerLens's, with and without the KV cache`, async () => {
+    const REF = new URL(`./reference/${name}/`, import.meta.url).pathname;
+    using model = await HookedSAETransformer.fromPretrained(`${REF}hf`);
+    using misc = await SafetensorsFile.open(`${REF}tl_misc.safetensors`);
+    const prompt = Array.from(await misc.int32("generate_prompt"));
+    const want = Array.from(await misc.int32("generate_greedy"));
+    const maxNewTokens = want.length - prompt.length;
+    const r0 = gpuInfo().stats.readbacks;
+    const got = await model.generate([prompt], { maxNewTokens, doSample: false, stopAtEos: false });
+    assert.deepEqual(got, [want]);
+    assert.equal(gpuInfo().stats.readbacks - r0, 1, "token ids are read back once");
+    const noCache = await model.generate([prompt], {
+      maxNewTokens,
+      doSample: false,
+      stopAtEos: false,
+      useKvCache: false,
+    });
+    assert.deepEqual(noCache, [want]);
+  });
+} // deno-fmt-ignore
+
+Deno.test("sampling: seeded, top-k 1 is greedy, batches, hooks and SAEs act at every step", async () => {
+  const REF = new URL("./reference/gpt2_tiny/", import.meta.url).pathname;
+  using model = await HookedSAETransformer.fromPretrained(`${REF}hf`);
+  const prompt = [[1, 2, 3], [4, 5, 6]];
+  const opts = { maxNewTokens: 12, stopAtEos: false, seed: 7 };
+  const a = await model.generate(prompt, opts);
+  const b = await model.generate(prompt, opts);
+  assert.deepEqual(a, b, "same seed, same tokens");
+  const c = await model.generate(prompt, { ...opts, seed: 8 });
+  assert.notDeepEqual(a, c, "another seed, other tokens");
+  assert.ok(a.every((r) => r.length === 15 && r.every((t) => t >= 0 && t < 1000)));
+  const greedy = await model.generate(prompt, { ...opts, doSample: false });
+  assert.deepEqual(await model.generate(prompt, { ...opts, topK: 1 }), greedy);
+  assert.deepEqual(await model.generate(prompt, { ...opts, topP: 1e-6 }), greedy);
+  assert.deepEqual(await model.generate(prompt, { ...opts, temperature: 1e-4 }), greedy);
+  // A hook that forces token 42 everywhere makes greedy pick it at every step.
+  let forced: number[][];
+  {
+    using _h = model.hooks([["unembed.hook_out", (l) => l.fillAt(-1, [42], 1e4)]]);
+    forced = await model.generate(prompt, { ...opts, doSample: false });
+  }
+  assert.deepEqual(forced.map((r) => r.slice(3)), [Array(12).fill(42), Array(12).fill(42)]);
+  // An SAE with the error term and no hooks leaves generation unchanged.
+  using sae = await SAE.load(`${REF}saes/std_resid_pre1`);
+  {
+    using _ctx = model.withSaes([sae], { useErrorTerm: true });
+    assert.deepEqual(await model.generate(prompt, { ...opts, doSample: false }), greedy);
+  }
+  await assert.rejects(() => model.generate(prompt, { maxNewTokens: 62 }), InputError);
+});
