@@ -1,46 +1,128 @@
 /**
- * The hooklens command line. `deno task demo` runs `demo`.
+ * The hooklens command line: `deno task cli -- <command>`; `deno task demo` runs `demo`.
  *
  * @example
  * ```sh
- * deno run --allow-read --allow-env --allow-write src/cli.ts demo
+ * deno task cli -- features --text "def f(x):" --json
  * ```
  * @module
  */
 import { parseArgs } from "node:util";
 import { gpuInfo, initGpu } from "./gpu/info.ts";
 import { HooklensError } from "./errors.ts";
-import { Tensor } from "./gpu/tensor.ts";
-import { matmul } from "./gpu/ops.ts";
+import type { Tensor } from "./gpu/tensor.ts";
+import { HookedSAETransformer } from "./sae/hooked_sae_transformer.ts";
+import { SAE } from "./sae/sae.ts";
+import { nextTokens, topLatentsPerToken } from "./sae/features.ts";
+
+const ROOT = new URL("../", import.meta.url);
+/** The built-in demo model and SAE (shipped in the repository). */
+export const DEMO_MODEL: string = new URL("models/demo-pycode/hf", ROOT).pathname;
+/** The built-in demo SAE. */
+export const DEMO_SAE: string = new URL("models/demo-pycode/sae", ROOT).pathname;
 
 const HELP = `hooklens: TransformerLens-style hooks and SAEs on WebGPU
 
 Usage: deno task cli -- <command> [options]
 
 Commands:
-  demo     adapter info and a kernel checked against the CPU
-  help     this text
+  demo       the built-in demo: SAE latents per token, ablation, steering, completion
+  features   strongest SAE latents of each token of --text
+  generate   continue --text
+  hooks      list the model's hook points (with SAEs attached if --sae) and their shapes
+  doctor     adapter info and one kernel checked against the CPU
+  help       this text
+
+Options:
+  --model DIR      model directory (HF layout; default: the built-in demo model)
+  --sae DIR        SAE directory (SAELens layout; default: the built-in demo SAE)
+  --text TEXT      input text
+  --top N          latents per token (features; default 5)
+  --max-new-tokens N   tokens to generate (generate; default 20)
+  --sample         sample instead of greedy decoding (generate), with --seed N, --temperature T
+  --json           machine-readable output
 `;
 
-/** Runs the built-in smoke check: adapter info and one matmul compared with a float64 CPU result. */
+const SNIPPET = `def fibonacci(n):
+    if n < 2:
+        return n
+    return fibonacci(n - 1) + fibonacci(n - 2)
+
+for i in range(10):
+    print(`;
+
+const show = (s: string) => JSON.stringify(s).slice(1, -1);
+const pad = (s: string, n: number) => (s.length >= n ? s : s + " ".repeat(n - s.length));
+
+function fmtNext(list: { token: string; prob: number }[]): string {
+  return list.map((t) => `${pad(`"${show(t.token)}"`, 10)} ${(t.prob * 100).toFixed(1).padStart(5)}%`).join("  ");
+}
+
+/** The demo: latents per token, then ablation, steering and a completion on the built-in model. */
 async function demo(): Promise<void> {
+  const t0 = performance.now();
   const info = await initGpu();
-  console.log(`adapter: ${info.adapter}${info.fallback ? " (software)" : ""}`);
+  console.log(`hooklens demo on ${info.adapter}${info.fallback ? " (software)" : ""}\n`);
+  using model = await HookedSAETransformer.fromPretrained(DEMO_MODEL);
+  using sae = await SAE.load(DEMO_SAE);
+  const c = model.cfg;
   console.log(
-    `features: shader-f16 ${info.f16 ? "yes" : "no"}, timestamp-query ${
-      info.timestamps ? "yes" : "no"
-    }`,
+    `model: demo-pycode, ${c.nLayers} layers, d_model ${c.dModel}, trained on Python source\n` +
+      `SAE:   ${sae.cfg.dSae} latents (${sae.cfg.architecture}) reading ${sae.cfg.hookName}\n`,
   );
-  console.log(`max binding: ${(info.maxBindingBytes / 2 ** 20).toFixed(0)} MiB`);
+  console.log("Snippet:\n" + SNIPPET.split("\n").map((l) => "  | " + l).join("\n") + "\n");
+
+  const rows = await topLatentsPerToken(model, sae, SNIPPET, 3);
+  console.log("Strongest SAE latents per token (latent:activation):");
+  for (const r of rows.slice(1)) {
+    const lat = r.latents.map((l) => pad(`#${l.latent}:${l.act.toFixed(2)}`, 12)).join(" ");
+    console.log(`  ${pad(`"${show(r.token)}"`, 16)} ${lat}`);
+  }
+
+  using base = await model.forward(SNIPPET);
+  const before = await nextTokens(model, base, 5);
+  const last = rows[rows.length - 1];
+  const target = last.latents[0];
+  console.log(`\nNext token after the snippet:\n  ${fmtNext(before)}`);
+
+  // (a) Ablation: zero the strongest latent at the last token; the error term keeps the rest exact.
+  using ablated = await model.runWithHooksWithSaes(SNIPPET, {
+    saes: [sae],
+    useErrorTerm: true,
+    fwdHooks: [[`${sae.cfg.hookName}.hook_sae_acts_post`, (a) => a.fillAt(-1, [target.latent], 0)]],
+  }) as Tensor;
+  console.log(`\n(a) Zeroing latent #${target.latent} (strongest at the last token, ${target.act.toFixed(2)}):\n  ${fmtNext(await nextTokens(model, ablated, 5))}`);
+
+  // (b) Steering: add a latent's decoder direction to the residual stream at every position.
+  const steerLatent = rows.find((r) => r.token.trim() === "return")?.latents[0]?.latent ?? rows[1].latents[0].latent;
+  using dir = sae.decoderDirection(steerLatent);
+  const scale = 8;
+  let steered: string;
+  {
+    using _h = model.hooks([[sae.cfg.hookName, (resid) => resid.add(dir.scale(scale))]]);
+    using logits = await model.forward(SNIPPET);
+    console.log(`\n(b) Steering along latent #${steerLatent} (strongest at " return") x${scale} at ${sae.cfg.hookName}:\n  ${fmtNext(await nextTokens(model, logits, 5))}`);
+    steered = await model.generate(SNIPPET, { maxNewTokens: 12, doSample: false });
+  }
+
+  // (c) A greedy completion, plain and steered.
+  const plain = await model.generate(SNIPPET, { maxNewTokens: 12, doSample: false });
+  console.log(`\n(c) Greedy completion (12 tokens):\n  plain:   ${show(plain.slice(SNIPPET.length))}\n  steered: ${show(steered.slice(SNIPPET.length))}`);
+  console.log(`\ndone in ${((performance.now() - t0) / 1000).toFixed(1)} s; GPU submits ${gpuInfo().stats.submits}, readbacks ${gpuInfo().stats.readbacks}`);
+}
+
+/** Adapter info and one matmul compared with a float64 CPU result. */
+async function doctor(json: boolean): Promise<void> {
+  const info = await initGpu();
+  const { Tensor } = await import("./gpu/tensor.ts");
+  const { matmul } = await import("./gpu/ops.ts");
   const [M, K, N] = [64, 96, 80];
   const a = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i * 0.37));
   const b = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i * 0.11));
   using ta = Tensor.from(a, [M, K]);
   using tb = Tensor.from(b, [K, N]);
-  const t0 = performance.now();
   using tc = matmul(ta, tb);
   const got = await tc.toArray();
-  const ms = performance.now() - t0;
   let err = 0, ref = 0;
   for (let i = 0; i < M; i++) {
     for (let j = 0; j < N; j++) {
@@ -51,29 +133,101 @@ async function demo(): Promise<void> {
     }
   }
   const ok = err / ref < 1e-5;
-  console.log(
-    `matmul ${M}x${K}x${N}: max rel error ${(err / ref).toExponential(2)} vs float64 (${
-      ms.toFixed(1)
-    } ms) ${ok ? "OK" : "FAILED"}`,
-  );
-  console.log(`submits ${gpuInfo().stats.submits}, readbacks ${gpuInfo().stats.readbacks}`);
+  if (json) console.log(JSON.stringify({ ...info, matmulMaxRelError: err / ref, ok }));
+  else {
+    console.log(`adapter: ${info.adapter}${info.fallback ? " (software)" : ""}`);
+    console.log(`features: shader-f16 ${info.f16 ? "yes" : "no"}, timestamp-query ${info.timestamps ? "yes" : "no"}`);
+    console.log(`matmul ${M}x${K}x${N}: max rel error ${(err / ref).toExponential(2)} vs float64 ${ok ? "OK" : "FAILED"}`);
+  }
   if (!ok) Deno.exit(1);
 }
 
-/** Entry point. */
+/** Entry point: parses `args` and runs a command. */
 export async function main(args: string[]): Promise<void> {
-  const { positionals } = parseArgs({ args, allowPositionals: true, strict: false });
-  const cmd = positionals[0] ?? "help";
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      model: { type: "string" },
+      sae: { type: "string" },
+      text: { type: "string" },
+      top: { type: "string" },
+      "max-new-tokens": { type: "string" },
+      sample: { type: "boolean" },
+      seed: { type: "string" },
+      temperature: { type: "string" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  const cmd = values.help ? "help" : positionals[0] ?? "help";
+  const json = Boolean(values.json);
+  const num = (v: string | undefined, d: number, name: string) => {
+    if (v === undefined) return d;
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new HooklensError(`--${name} must be a number, got "${v}".`);
+    return n;
+  };
+  const text = () => {
+    if (values.text === undefined) throw new HooklensError(`${cmd} needs --text "..."`);
+    return values.text;
+  };
+  switch (cmd) {
+    case "demo":
+      return await demo();
+    case "doctor":
+      return await doctor(json);
+    case "features": {
+      using model = await HookedSAETransformer.fromPretrained(values.model ?? DEMO_MODEL);
+      using sae = await SAE.load(values.sae ?? DEMO_SAE);
+      const rows = await topLatentsPerToken(model, sae, text(), num(values.top, 5, "top"));
+      if (json) console.log(JSON.stringify({ hook: sae.cfg.hookName, tokens: rows }));
+      else {
+        for (const r of rows) {
+          console.log(`${pad(`"${show(r.token)}"`, 16)} ${r.latents.map((l) => `#${l.latent}:${l.act.toFixed(3)}`).join("  ")}`);
+        }
+      }
+      return;
+    }
+    case "generate": {
+      using model = await HookedSAETransformer.fromPretrained(values.model ?? DEMO_MODEL);
+      const out = await model.generate(text(), {
+        maxNewTokens: num(values["max-new-tokens"], 20, "max-new-tokens"),
+        doSample: Boolean(values.sample),
+        seed: values.seed === undefined ? undefined : num(values.seed, 0, "seed"),
+        temperature: num(values.temperature, 1, "temperature"),
+      });
+      if (json) console.log(JSON.stringify({ prompt: values.text, text: out, completion: out.slice(values.text!.length) }));
+      else console.log(out);
+      return;
+    }
+    case "hooks": {
+      using model = await HookedSAETransformer.fromPretrained(values.model ?? DEMO_MODEL);
+      using sae = values.sae ? await SAE.load(values.sae) : null;
+      if (sae) model.addSae(sae);
+      const shapes = new Map<string, readonly number[]>();
+      {
+        using _h = model.hooks([[() => true, (a, h) => void shapes.set(h.name, a.shape)]]);
+        using _o = await model.forward([[0, 1, 2, 3]]);
+      }
+      const rows = model.hookNames().map((name) => ({ name, shape: shapes.get(name) ?? null }));
+      if (json) console.log(JSON.stringify({ input: [1, 4], hooks: rows }));
+      else for (const r of rows) console.log(`${pad(r.name, 44)} [${r.shape?.join(", ")}]`);
+      return;
+    }
+    default:
+      console.log(HELP);
+  }
+}
+
+if (import.meta.main) {
   try {
-    if (cmd === "demo") await demo();
-    else console.log(HELP);
+    await main(Deno.args);
   } catch (e) {
-    if (e instanceof HooklensError) {
-      console.error(`hooklens: ${e.message}`);
+    if (e instanceof HooklensError || (e as Error).name === "TypeError" && /parseArgs|option/i.test((e as Error).message)) {
+      console.error(`hooklens: ${(e as Error).message}`);
       Deno.exit(1);
     }
     throw e;
   }
 }
-
-if (import.meta.main) await main(Deno.args);

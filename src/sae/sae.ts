@@ -18,7 +18,7 @@ import { ShapeError, WeightsError } from "../errors.ts";
 import { readJsonFile } from "../io/json.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import * as ops from "../gpu/ops.ts";
-import { initRuntime } from "../gpu/runtime.ts";
+import { copyBuffer, initRuntime } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
 import { type SaeConfig, saeConfigFromJson } from "./config.ts";
 
@@ -262,6 +262,25 @@ export class SAE {
     const hookedPre = await hook("hook_sae_acts_pre", pre);
     const hookedPost = hookedPre === pre ? post : ops.saeActivation(hookedPre, act, aux);
     return await hook("hook_sae_acts_post", hookedPost);
+  }
+
+  /**
+   * Latent j's decoder direction W_dec[j] as a [d_in] tensor (copied on the GPU): what steering
+   * adds to the residual stream.
+   *
+   * @example
+   * ```ts
+   * using dir = sae.decoderDirection(42);
+   * ```
+   */
+  decoderDirection(j: number): Tensor {
+    const { dIn, dSae } = this.cfg;
+    if (!Number.isInteger(j) || j < 0 || j >= dSae) {
+      throw new ShapeError(`Latent ${j} does not exist: this SAE has latents 0..${dSae - 1}.`);
+    }
+    const out = Tensor.empty([dIn]);
+    copyBuffer(this.#w.get("pack")!.buffer, out.buffer, dIn * 4, j * dIn * 4, 0);
+    return out;
   }
 
   /** recons = acts · W_dec + b_dec (sparse: reads only the active rows of W_dec). */

@@ -1,0 +1,135 @@
+/**
+ * Analyses the command line, the demo and the explorer share: the strongest SAE latents of each
+ * token, and the most likely next tokens. Each reads back only what it reports.
+ *
+ * @example
+ * ```ts
+ * import { nextTokens, topLatentsPerToken } from "./features.ts";
+ * const rows = await topLatentsPerToken(model, sae, "def f(x):", 3);
+ * ```
+ * @module
+ */
+import type { Tensor } from "../gpu/tensor.ts";
+import type { Input } from "../model/model.ts";
+import type { HookedSAETransformer } from "./hooked_sae_transformer.ts";
+import type { SAE } from "./sae.ts";
+
+/** One latent's activation. */
+export interface LatentActivation {
+  /** Latent index. */
+  latent: number;
+  /** Activation (hook_sae_acts_post). */
+  act: number;
+}
+
+/** A token and its strongest latents. */
+export interface TokenLatents {
+  /** Position in the sequence. */
+  pos: number;
+  /** Token id. */
+  id: number;
+  /** The token as text. */
+  token: string;
+  /** Strongest latents, largest first (only active ones). */
+  latents: LatentActivation[];
+}
+
+/** Indices of the k largest values of a row, largest first, skipping values <= min. */
+export function topIndices(row: ArrayLike<number>, k: number, min = -Infinity): number[] {
+  const idx: number[] = [];
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i];
+    if (!(v > min)) continue;
+    if (idx.length < k) {
+      idx.push(i);
+      idx.sort((a, b) => row[b] - row[a]);
+    } else if (v > row[idx[k - 1]]) {
+      idx[k - 1] = i;
+      idx.sort((a, b) => row[b] - row[a]);
+    }
+  }
+  return idx;
+}
+
+/**
+ * The `k` strongest latents of each token of `input` (first sequence), with the SAE attached for
+ * this run only.
+ *
+ * @example
+ * ```ts
+ * const rows = await topLatentsPerToken(model, sae, "def f(x):", 5);
+ * ```
+ */
+export async function topLatentsPerToken(
+  model: HookedSAETransformer,
+  sae: SAE,
+  input: Input,
+  k = 5,
+): Promise<TokenLatents[]> {
+  const ids = typeof input === "string" ? model.toTokenIds(input)[0] : Array.isArray(input) && Array.isArray(input[0])
+    ? (input as number[][])[0]
+    : Array.isArray(input)
+    ? input as number[]
+    : null;
+  const name = `${sae.cfg.hookName}.hook_sae_acts_post`;
+  const [out, cache] = await model.runWithCacheWithSaes(input, { saes: [sae], namesFilter: name, stopAtLayer: layerAfter(model, sae) });
+  using _c = cache;
+  (out as Tensor).dispose();
+  const acts = await cache.get(name).toArray();
+  const [, P, dSae] = cache.get(name).shape;
+  const tokenIds = ids ?? Array.from({ length: P }, () => -1);
+  return Array.from({ length: P }, (_, p) => {
+    const row = acts.subarray(p * dSae, (p + 1) * dSae);
+    return {
+      pos: p,
+      id: tokenIds[p],
+      token: model.tokenizer && tokenIds[p] >= 0 ? model.tokenizer.piece(tokenIds[p]) : String(tokenIds[p]),
+      latents: topIndices(row, k, 0).map((latent) => ({ latent, act: row[latent] })),
+    };
+  });
+}
+
+/** The block after the SAE's hook: running further is not needed to read its latents. */
+function layerAfter(model: HookedSAETransformer, sae: SAE): number | undefined {
+  const m = /^blocks\.(\d+)\./.exec(sae.cfg.hookName);
+  if (!m) return undefined;
+  const l = Number(m[1]) + 1;
+  return l < model.cfg.nLayers ? l : undefined;
+}
+
+/** A candidate next token. */
+export interface NextToken {
+  /** Token id. */
+  id: number;
+  /** The token as text. */
+  token: string;
+  /** Probability. */
+  prob: number;
+}
+
+/**
+ * The `k` most likely next tokens after the last position of the first sequence of `logits`.
+ *
+ * @example
+ * ```ts
+ * const top = await nextTokens(model, logits, 5);
+ * ```
+ */
+export async function nextTokens(
+  model: HookedSAETransformer,
+  logits: Tensor,
+  k = 5,
+): Promise<NextToken[]> {
+  const [, P, V] = logits.shape;
+  const all = await logits.toArray();
+  const row = all.subarray((P - 1) * V, P * V);
+  let mx = -Infinity;
+  for (const v of row) mx = Math.max(mx, v);
+  let z = 0;
+  for (const v of row) z += Math.exp(v - mx);
+  return topIndices(row, k).map((id) => ({
+    id,
+    token: model.tokenizer ? model.tokenizer.piece(id) : String(id),
+    prob: Math.exp(row[id] - mx) / z,
+  }));
+}
