@@ -55,7 +55,9 @@ const show = (s: string) => JSON.stringify(s).slice(1, -1);
 const pad = (s: string, n: number) => (s.length >= n ? s : s + " ".repeat(n - s.length));
 
 function fmtNext(list: { token: string; prob: number }[]): string {
-  return list.map((t) => `${pad(`"${show(t.token)}"`, 10)} ${(t.prob * 100).toFixed(1).padStart(5)}%`).join("  ");
+  return list.map((t) =>
+    `${pad(`"${show(t.token)}"`, 10)} ${(t.prob * 100).toFixed(1).padStart(5)}%`
+  ).join("  ");
 }
 
 /** The demo: latents per token, then ablation, steering and a completion on the built-in model. */
@@ -91,24 +93,41 @@ async function demo(): Promise<void> {
     useErrorTerm: true,
     fwdHooks: [[`${sae.cfg.hookName}.hook_sae_acts_post`, (a) => a.fillAt(-1, [target.latent], 0)]],
   }) as Tensor;
-  console.log(`\n(a) Zeroing latent #${target.latent} (strongest at the last token, ${target.act.toFixed(2)}):\n  ${fmtNext(await nextTokens(model, ablated, 5))}`);
+  console.log(
+    `\n(a) Zeroing latent #${target.latent} (strongest at the last token, ${
+      target.act.toFixed(2)
+    }):\n  ${fmtNext(await nextTokens(model, ablated, 5))}`,
+  );
 
   // (b) Steering: add a latent's decoder direction to the residual stream at every position.
-  const steerLatent = rows.find((r) => r.token.trim() === "return")?.latents[0]?.latent ?? rows[1].latents[0].latent;
+  const steerLatent = rows.find((r) => r.token.trim() === "return")?.latents[0]?.latent ??
+    rows[1].latents[0].latent;
   using dir = sae.decoderDirection(steerLatent);
   const scale = 8;
   let steered: string;
   {
     using _h = model.hooks([[sae.cfg.hookName, (resid) => resid.add(dir.scale(scale))]]);
     using logits = await model.forward(SNIPPET);
-    console.log(`\n(b) Steering along latent #${steerLatent} (strongest at " return") x${scale} at ${sae.cfg.hookName}:\n  ${fmtNext(await nextTokens(model, logits, 5))}`);
+    console.log(
+      `\n(b) Steering along latent #${steerLatent} (strongest at " return") x${scale} at ${sae.cfg.hookName}:\n  ${
+        fmtNext(await nextTokens(model, logits, 5))
+      }`,
+    );
     steered = await model.generate(SNIPPET, { maxNewTokens: 12, doSample: false });
   }
 
   // (c) A greedy completion, plain and steered.
   const plain = await model.generate(SNIPPET, { maxNewTokens: 12, doSample: false });
-  console.log(`\n(c) Greedy completion (12 tokens):\n  plain:   ${show(plain.slice(SNIPPET.length))}\n  steered: ${show(steered.slice(SNIPPET.length))}`);
-  console.log(`\ndone in ${((performance.now() - t0) / 1000).toFixed(1)} s; GPU submits ${gpuInfo().stats.submits}, readbacks ${gpuInfo().stats.readbacks}`);
+  console.log(
+    `\n(c) Greedy completion (12 tokens):\n  plain:   ${
+      show(plain.slice(SNIPPET.length))
+    }\n  steered: ${show(steered.slice(SNIPPET.length))}`,
+  );
+  console.log(
+    `\ndone in ${
+      ((performance.now() - t0) / 1000).toFixed(1)
+    } s; GPU submits ${gpuInfo().stats.submits}, readbacks ${gpuInfo().stats.readbacks}`,
+  );
 }
 
 /** Adapter info and one matmul compared with a float64 CPU result. */
@@ -136,8 +155,16 @@ async function doctor(json: boolean): Promise<void> {
   if (json) console.log(JSON.stringify({ ...info, matmulMaxRelError: err / ref, ok }));
   else {
     console.log(`adapter: ${info.adapter}${info.fallback ? " (software)" : ""}`);
-    console.log(`features: shader-f16 ${info.f16 ? "yes" : "no"}, timestamp-query ${info.timestamps ? "yes" : "no"}`);
-    console.log(`matmul ${M}x${K}x${N}: max rel error ${(err / ref).toExponential(2)} vs float64 ${ok ? "OK" : "FAILED"}`);
+    console.log(
+      `features: shader-f16 ${info.f16 ? "yes" : "no"}, timestamp-query ${
+        info.timestamps ? "yes" : "no"
+      }`,
+    );
+    console.log(
+      `matmul ${M}x${K}x${N}: max rel error ${(err / ref).toExponential(2)} vs float64 ${
+        ok ? "OK" : "FAILED"
+      }`,
+    );
   }
   if (!ok) Deno.exit(1);
 }
@@ -184,7 +211,11 @@ export async function main(args: string[]): Promise<void> {
       if (json) console.log(JSON.stringify({ hook: sae.cfg.hookName, tokens: rows }));
       else {
         for (const r of rows) {
-          console.log(`${pad(`"${show(r.token)}"`, 16)} ${r.latents.map((l) => `#${l.latent}:${l.act.toFixed(3)}`).join("  ")}`);
+          console.log(
+            `${pad(`"${show(r.token)}"`, 16)} ${
+              r.latents.map((l) => `#${l.latent}:${l.act.toFixed(3)}`).join("  ")
+            }`,
+          );
         }
       }
       return;
@@ -197,8 +228,15 @@ export async function main(args: string[]): Promise<void> {
         seed: values.seed === undefined ? undefined : num(values.seed, 0, "seed"),
         temperature: num(values.temperature, 1, "temperature"),
       });
-      if (json) console.log(JSON.stringify({ prompt: values.text, text: out, completion: out.slice(values.text!.length) }));
-      else console.log(out);
+      if (json) {
+        console.log(
+          JSON.stringify({
+            prompt: values.text,
+            text: out,
+            completion: out.slice(values.text!.length),
+          }),
+        );
+      } else console.log(out);
       return;
     }
     case "hooks": {
@@ -224,7 +262,10 @@ if (import.meta.main) {
   try {
     await main(Deno.args);
   } catch (e) {
-    if (e instanceof HooklensError || (e as Error).name === "TypeError" && /parseArgs|option/i.test((e as Error).message)) {
+    if (
+      e instanceof HooklensError ||
+      (e as Error).name === "TypeError" && /parseArgs|option/i.test((e as Error).message)
+    ) {
       console.error(`hooklens: ${(e as Error).message}`);
       Deno.exit(1);
     }

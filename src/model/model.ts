@@ -31,6 +31,7 @@ import {
 import { type ProcessingOptions, processWeights, rotaryTables } from "./processing.ts";
 import { loadStateDict, type StateDict } from "./weights.ts";
 import { HfTokenizer } from "../io/tokenizer.ts";
+import { hubModelDir, isHubId } from "../io/hub.ts";
 
 /**
  * What a model can be run on: text (tokenized with BOS prepended, as TransformerLens does), token
@@ -46,8 +47,24 @@ export interface ToTokensOptions {
   paddingSide?: "left" | "right";
 }
 
+/**
+ * A local directory as it is, or a hub id ("org/name") downloaded into the local cache.
+ *
+ * @example
+ * ```ts
+ * const dir = await resolveSource("openai-community/gpt2");
+ * ```
+ */
+export async function resolveSource(source: string, revision?: string): Promise<string> {
+  const local = await Deno.stat(source).then((s) => s.isDirectory).catch(() => false);
+  if (local || !isHubId(source)) return source;
+  return await hubModelDir(source, { revision });
+}
+
 /** Options of `fromPretrained`. */
 export interface LoadOptions extends Partial<ProcessingOptions> {
+  /** Hub revision (branch, tag or commit) when `source` is a hub id; default "main". */
+  revision?: string;
   /** Progress callback: a message per loading stage. */
   onProgress?: (message: string) => void;
 }
@@ -338,6 +355,7 @@ export class HookedTransformer {
    */
   static async fromPretrained(source: string, opts: LoadOptions = {}): Promise<HookedTransformer> {
     await initRuntime();
+    source = await resolveSource(source, opts.revision);
     opts.onProgress?.(`reading ${source}`);
     const cfgFile = join(source, "config.json");
     let cfg = configFromHf(await readJsonFile(cfgFile), cfgFile);

@@ -66,13 +66,19 @@ export async function topLatentsPerToken(
   input: Input,
   k = 5,
 ): Promise<TokenLatents[]> {
-  const ids = typeof input === "string" ? model.toTokenIds(input)[0] : Array.isArray(input) && Array.isArray(input[0])
+  const ids = typeof input === "string"
+    ? model.toTokenIds(input)[0]
+    : Array.isArray(input) && Array.isArray(input[0])
     ? (input as number[][])[0]
     : Array.isArray(input)
     ? input as number[]
     : null;
   const name = `${sae.cfg.hookName}.hook_sae_acts_post`;
-  const [out, cache] = await model.runWithCacheWithSaes(input, { saes: [sae], namesFilter: name, stopAtLayer: layerAfter(model, sae) });
+  const [out, cache] = await model.runWithCacheWithSaes(input, {
+    saes: [sae],
+    namesFilter: name,
+    stopAtLayer: layerAfter(model, sae),
+  });
   using _c = cache;
   (out as Tensor).dispose();
   const acts = await cache.get(name).toArray();
@@ -83,7 +89,9 @@ export async function topLatentsPerToken(
     return {
       pos: p,
       id: tokenIds[p],
-      token: model.tokenizer && tokenIds[p] >= 0 ? model.tokenizer.piece(tokenIds[p]) : String(tokenIds[p]),
+      token: model.tokenizer && tokenIds[p] >= 0
+        ? model.tokenizer.piece(tokenIds[p])
+        : String(tokenIds[p]),
       latents: topIndices(row, k, 0).map((latent) => ({ latent, act: row[latent] })),
     };
   });

@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { ShapeError, WeightsError } from "../errors.ts";
 import { readJsonFile } from "../io/json.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
+import { hubSaeDir, isHubId } from "../io/hub.ts";
 import * as ops from "../gpu/ops.ts";
 import { copyBuffer, initRuntime } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
@@ -37,6 +38,8 @@ export type SaeHookRunner = (name: string, act: Tensor) => Promise<Tensor>;
 
 /** Options of {@link SAE.load}. */
 export interface SaeLoadOptions {
+  /** Hub revision when loading "org/name/path" from the hub; default "main". */
+  revision?: string;
   /** Most active latents per token the sparse decode lists (more: that token decodes densely). */
   decodeCapacity?: number;
 }
@@ -76,6 +79,8 @@ export class SAE {
    */
   static async load(dir: string, opts: SaeLoadOptions = {}): Promise<SAE> {
     await initRuntime();
+    const local = await Deno.stat(dir).then((s) => s.isDirectory).catch(() => false);
+    if (!local && isHubId(dir)) dir = await hubSaeDir(dir, { revision: opts.revision });
     const cfgPath = join(dir, "cfg.json");
     const cfg = saeConfigFromJson(await readJsonFile(cfgPath), cfgPath);
     const wPath = join(dir, "sae_weights.safetensors");
