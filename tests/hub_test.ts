@@ -89,7 +89,7 @@ Deno.test("a model and an SAE load from the hub by id, into the hub cache layout
   Deno.env.set("HF_HUB_OFFLINE", "1");
   try {
     const n = seenAuth.length;
-    using again = await HookedTransformer.fromPretrained("test-org/tiny-gpt2");
+    using _again = await HookedTransformer.fromPretrained("test-org/tiny-gpt2");
     assert.equal(seenAuth.length, n, "no request in offline mode");
     await assert.rejects(
       () => hubFile("test-org/other", "config.json"),
