@@ -24,6 +24,8 @@ export interface GpuDevice {
   readonly hasF16: boolean;
   /** Whether `timestamp-query` was enabled. */
   readonly hasTimestamps: boolean;
+  /** Why the device was lost, once it is (then nothing recorded on it runs). */
+  lost: string | null;
   /** Limits the device was created with. */
   readonly limits: {
     maxStorageBufferBindingSize: number;
@@ -94,11 +96,8 @@ async function acquire(): Promise<GpuDevice> {
     const msg = (ev as GPUUncapturedErrorEvent).error.message;
     gpuErrors.push(msg);
   });
-  device.lost.then((info) => {
-    if (current && info.reason !== "destroyed") current = null;
-  });
   const l = device.limits;
-  return {
+  const gpu: GpuDevice = {
     device,
     adapterDescription: adapter.info.description || adapter.info.vendor || "unknown adapter",
     isFallback: Boolean(
@@ -114,7 +113,14 @@ async function acquire(): Promise<GpuDevice> {
       maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
       minStorageBufferOffsetAlignment: l.minStorageBufferOffsetAlignment,
     },
+    lost: null,
   };
+  // A lost device (driver reset, GPU removed, or destroy()) is replaced on the next getDevice().
+  device.lost.then((info) => {
+    gpu.lost = `${info.reason}${info.message ? `: ${info.message}` : ""}`;
+    current = null;
+  });
+  return gpu;
 }
 
 /**

@@ -51,6 +51,8 @@ export interface Runtime {
   encoder: GPUCommandEncoder | null;
   /** Buffers to destroy once the commands recorded so far are submitted. */
   readonly deferred: GPUBuffer[];
+  /** Pooled buffers this device's pool created (a buffer of a lost device never re-enters). */
+  readonly owned: WeakSet<GPUBuffer>;
 }
 
 let rt: Runtime | null = null;
@@ -75,6 +77,7 @@ export async function initRuntime(): Promise<Runtime> {
       uniforms: new Map(),
       encoder: null,
       deferred: [],
+      owned: new WeakSet(),
     };
   }
   return rt;
@@ -95,7 +98,16 @@ export function runtime(): Runtime {
       "No GPU device yet: `await initGpu()` (or load a model or SAE) before creating tensors.",
     );
   }
+  if (rt.gpu.lost) throw lostError(rt);
   return rt;
+}
+
+/** The error for work on a lost device. */
+export function lostError(r: Runtime): GpuError {
+  return new GpuError(
+    `The GPU device was lost (${r.gpu.lost}); tensors, models and SAEs on it are gone. ` +
+      "Load them again (or call initGpu()) to acquire a new device.",
+  );
 }
 
 /** Pool bucket for a byte size: multiples of 256 B up to 64 KiB, then powers of two. */
@@ -136,12 +148,14 @@ export function acquireBuffer(bytes: number): GPUBuffer {
   });
   r.stats.poolBuffers++;
   r.stats.poolBytes += size;
+  r.owned.add(buf);
   return buf;
 }
 
 /** Returns a pooled buffer. Commands already recorded that use it still run before any reuse. */
 export function releaseBuffer(buf: GPUBuffer): void {
-  const r = runtime();
+  const r = rt;
+  if (!r || r.gpu.lost || !r.owned.has(buf)) return; // its device is gone, and the buffer with it
   const list = r.free.get(buf.size);
   if (list) list.push(buf);
   else r.free.set(buf.size, [buf]);
@@ -413,7 +427,8 @@ export function flush(): void {
  * ```
  */
 export function deferDestroy(buf: GPUBuffer): void {
-  const r = runtime();
+  const r = rt;
+  if (!r || r.gpu.lost) return;
   if (r.encoder) r.deferred.push(buf);
   else buf.destroy();
 }
@@ -442,7 +457,12 @@ export async function readBuffers(
   });
   flush();
   r.stats.readbacks++;
-  await Promise.all(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
+  try {
+    await Promise.all(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
+  } catch (e) {
+    if (r.gpu.lost) throw lostError(r);
+    throw new GpuError(`Reading back from the GPU failed: ${(e as Error).message}`);
+  }
   if (gpuErrors.length) {
     const errs = gpuErrors.splice(0);
     for (const s of staging) s.destroy();

@@ -289,7 +289,8 @@ export class SafetensorsFile implements Disposable {
       return new SafetensorsFile(path, parseHeader(path, prefix, size), file, null);
     } catch (e) {
       file.close();
-      throw e;
+      if (e instanceof SafetensorsError) throw e;
+      throw new SafetensorsError(path, `cannot read: ${(e as Error).message}`);
     }
   }
 
@@ -331,7 +332,11 @@ export class SafetensorsFile implements Disposable {
     if (this.#bytes) return this.#bytes.slice(start, this.header.dataStart + t.end);
     if (!this.#file) throw new SafetensorsError(this.path, "file is closed", name);
     const out = new Uint8Array(t.end - t.begin);
-    await readExactly(this.#file, out, start);
+    try {
+      await readExactly(this.#file, out, start);
+    } catch (e) {
+      throw new SafetensorsError(this.path, `cannot read tensor data: ${(e as Error).message}`, name);
+    }
     return out;
   }
 

@@ -28,8 +28,11 @@ export class HfTokenizer {
   /** Vocabulary size including added tokens. */
   readonly vocabSize: number;
 
-  private constructor(tok: Tokenizer, config: Record<string, unknown>) {
+  readonly #path: string;
+
+  private constructor(tok: Tokenizer, config: Record<string, unknown>, path: string) {
     this.#tok = tok;
+    this.#path = path;
     const id = (v: unknown): number | null => {
       const s = typeof v === "string"
         ? v
@@ -85,8 +88,11 @@ export class HfTokenizer {
     }
     try {
       const tok = new Tokenizer(json as unknown as object, config as unknown as object);
-      return new HfTokenizer(tok, config);
+      const t = new HfTokenizer(tok, config, path);
+      t.encode("a"); // a tokenizer that cannot encode fails here, at load, not mid-analysis
+      return t;
     } catch (e) {
+      if (e instanceof FormatError) throw e;
       throw new FormatError(path, `not a tokenizer this library can read: ${(e as Error).message}`);
     }
   }
@@ -100,7 +106,12 @@ export class HfTokenizer {
    * ```
    */
   encode(text: string): number[] {
-    return text.length ? this.#tok.encode(text, { add_special_tokens: false }).ids : [];
+    if (!text.length) return [];
+    try {
+      return this.#tok.encode(text, { add_special_tokens: false }).ids;
+    } catch (e) {
+      throw new FormatError(this.#path, `cannot encode text: ${(e as Error).message}`);
+    }
   }
 
   /**
@@ -112,11 +123,16 @@ export class HfTokenizer {
    * ```
    */
   decode(ids: ArrayLike<number>): string {
-    return ids.length ? this.#tok.decode(Array.from(ids)) : "";
+    if (!ids.length) return "";
+    try {
+      return this.#tok.decode(Array.from(ids));
+    } catch (e) {
+      throw new FormatError(this.#path, `cannot decode ids: ${(e as Error).message}`);
+    }
   }
 
   /** The string of one token id, decoded alone (TransformerLens's `to_str_tokens`). */
   piece(id: number): string {
-    return this.#tok.decode([id]);
+    return this.decode([id]);
   }
 }

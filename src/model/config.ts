@@ -63,6 +63,8 @@ export interface HookedTransformerConfig {
   scaleAttnByInverseLayerIdx: boolean;
   /** HF architecture name, e.g. "GPT2LMHeadModel". */
   originalArchitecture: string;
+  /** The model's name (hub id or config.json's `_name_or_path`), if known: SAEs name it too. */
+  modelName: string | null;
   /** Unembedding shares the embedding matrix. */
   tieWordEmbeddings: boolean;
   /** Whether the tokenizer should prepend BOS by default. */
@@ -95,6 +97,36 @@ export const SUPPORTED_ARCHITECTURES: readonly string[] = [
  * ```
  */
 export function configFromHf(hf: Json, file: string): HookedTransformerConfig {
+  const c = validate(build(hf, file), file);
+  const name = (hf as Record<string, Json>)._name_or_path;
+  return { ...c, modelName: typeof name === "string" && name ? name : null };
+}
+
+/** Checks the relations between fields that a hostile or broken config could break. */
+function validate(c: HookedTransformerConfig, file: string): HookedTransformerConfig {
+  const fail = (field: string, msg: string): never => {
+    throw new ConfigError(file, msg, field);
+  };
+  if (!Number.isInteger(c.dHead) || c.dHead < 1) fail("num_attention_heads", `d_model ${c.dModel} is not a multiple of ${c.nHeads} heads`);
+  if (c.nLayers > 1024) fail("num_hidden_layers", `${c.nLayers} layers is more than the 1024 supported`);
+  if (c.nKeyValueHeads !== null && (c.nKeyValueHeads < 1 || c.nHeads % c.nKeyValueHeads !== 0)) {
+    fail("num_key_value_heads", `${c.nHeads} heads are not a multiple of ${c.nKeyValueHeads} key/value heads`);
+  }
+  if (c.rotaryDim !== null && (c.rotaryDim < 2 || c.rotaryDim % 2 || c.rotaryDim > c.dHead)) {
+    fail("rotary_pct", `rotary dimension ${c.rotaryDim} must be even and at most d_head ${c.dHead}`);
+  }
+  if (c.rotaryDim !== null && c.nCtx * c.rotaryDim > 2 ** 25) {
+    fail("max_position_embeddings", `context ${c.nCtx} x rotary dimension ${c.rotaryDim} is too large a rotary table`);
+  }
+  if (!(c.eps > 0 && c.eps < 1)) fail("layer_norm_epsilon", `epsilon ${c.eps} must be in (0, 1)`);
+  if (!(c.rotaryBase > 1)) fail("rope_theta", `rotary base ${c.rotaryBase} must be > 1`);
+  if (!(c.actFn in { gelu_new: 1, gelu_pytorch_tanh: 1, gelu: 1, relu: 1, silu: 1, swish: 1, gelu_fast: 1, quick_gelu: 1 })) {
+    fail("activation_function", `unsupported activation "${c.actFn}"`);
+  }
+  return c;
+}
+
+function build(hf: Json, file: string): HookedTransformerConfig {
   if (hf === null || typeof hf !== "object" || Array.isArray(hf)) {
     throw new ConfigError(file, "config is not a JSON object");
   }
@@ -108,8 +140,8 @@ export function configFromHf(hf: Json, file: string): HookedTransformerConfig {
     for (const k of [key, ...alts]) {
       const v = o[k];
       if (v === undefined || v === null) continue;
-      if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) {
-        throw new ConfigError(file, `must be a positive integer, got ${JSON.stringify(v)}`, k);
+      if (typeof v !== "number" || !Number.isInteger(v) || v <= 0 || v > 2 ** 24) {
+        throw new ConfigError(file, `must be a positive integer up to 2^24, got ${JSON.stringify(v)}`, k);
       }
       return v;
     }
@@ -175,6 +207,7 @@ export function configFromHf(hf: Json, file: string): HookedTransformerConfig {
       attnScale: Math.sqrt(dHead),
       scaleAttnByInverseLayerIdx: o.scale_attn_by_inverse_layer_idx === true,
       originalArchitecture: arch,
+      modelName: null,
       tieWordEmbeddings: o.tie_word_embeddings !== false,
       defaultPrependBos: true,
       bosTokenId: optInt("bos_token_id"),
@@ -212,6 +245,7 @@ export function configFromHf(hf: Json, file: string): HookedTransformerConfig {
       attnScale: Math.sqrt(dHead),
       scaleAttnByInverseLayerIdx: false,
       originalArchitecture: arch,
+      modelName: null,
       tieWordEmbeddings: o.tie_word_embeddings === true,
       defaultPrependBos: true,
       bosTokenId: optInt("bos_token_id"),
@@ -253,6 +287,7 @@ export function configFromHf(hf: Json, file: string): HookedTransformerConfig {
       attnScale: Math.sqrt(dHead),
       scaleAttnByInverseLayerIdx: false,
       originalArchitecture: arch,
+      modelName: null,
       tieWordEmbeddings: o.tie_word_embeddings === true,
       defaultPrependBos: true,
       bosTokenId: optInt("bos_token_id"),

@@ -14,10 +14,10 @@
  * @module
  */
 import { join } from "node:path";
-import { GpuLimitError, HookNameError, InputError, ShapeError } from "../errors.ts";
+import { DisposedError, GpuLimitError, HookNameError, InputError, ShapeError } from "../errors.ts";
 import { readJsonFile } from "../io/json.ts";
 import * as ops from "../gpu/ops.ts";
-import { copyBuffer, flush, initRuntime, runtime } from "../gpu/runtime.ts";
+import { copyBuffer, flush, initRuntime, lostError, type Runtime, runtime } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
 import { ActivationCache } from "./cache.ts";
 import { configFromHf, type HookedTransformerConfig } from "./config.ts";
@@ -65,6 +65,8 @@ export async function resolveSource(source: string, revision?: string): Promise<
 export interface LoadOptions extends Partial<ProcessingOptions> {
   /** Hub revision (branch, tag or commit) when `source` is a hub id; default "main". */
   revision?: string;
+  /** The model's name, checked against SAEs' `model_name` (default: the hub id, if loaded by id). */
+  modelName?: string;
   /** Progress callback: a message per loading stage. */
   onProgress?: (message: string) => void;
 }
@@ -85,6 +87,8 @@ export interface ForwardOptions {
 
 /** Options of `runWithCache`. */
 export interface RunWithCacheOptions extends ForwardOptions {
+  /** Hooks attached for this run only (before the caching, as with `hooks()`). */
+  fwdHooks?: HookSpec[];
   /** Which hooks to cache: a name, a list of names, or a predicate (default: all). */
   namesFilter?: string | string[] | ((name: string) => boolean);
   /** Drop the batch dimension of every cached tensor (batch must be 1). */
@@ -329,6 +333,7 @@ export class HookedTransformer {
   /** During generation with a KV cache: the cache and the position of the current tokens. */
   #kv: KvState | null = null;
   #disposed = false;
+  readonly #rt: Runtime;
 
   /**
    * Use {@link HookedTransformer.fromPretrained}; this wraps already-uploaded weights.
@@ -339,6 +344,7 @@ export class HookedTransformer {
   constructor(cfg: HookedTransformerConfig, sd: StateDict, tokenizer: HfTokenizer | null = null) {
     this.cfg = Object.freeze({ ...cfg });
     this.tokenizer = tokenizer;
+    this.#rt = runtime();
     this.#w = upload(sd, cfg);
     this.#baseHookNames = Object.freeze(hookNamesFor(cfg));
     this.#baseHookSet = new Set(this.#baseHookNames);
@@ -355,10 +361,13 @@ export class HookedTransformer {
    */
   static async fromPretrained(source: string, opts: LoadOptions = {}): Promise<HookedTransformer> {
     await initRuntime();
+    const id = source;
     source = await resolveSource(source, opts.revision);
     opts.onProgress?.(`reading ${source}`);
     const cfgFile = join(source, "config.json");
     let cfg = configFromHf(await readJsonFile(cfgFile), cfgFile);
+    const name = opts.modelName ?? (source !== id ? id : cfg.modelName);
+    cfg = { ...cfg, modelName: name };
     const sd = await loadStateDict(source, cfg);
     opts.onProgress?.("processing weights");
     cfg = processWeights(sd, cfg, {
@@ -560,6 +569,12 @@ export class HookedTransformer {
     if (P < 1) throw new InputError("Empty input: pass at least one token.");
   }
 
+  /** Throws if the model was disposed or its GPU device was lost. */
+  #checkUsable(): void {
+    if (this.#disposed) throw new DisposedError("This model was disposed: load it again to use it.");
+    if (this.#rt.gpu.lost) throw lostError(this.#rt);
+  }
+
   // ---------------------------------------------------------------- text
 
   #tok(): HfTokenizer {
@@ -747,6 +762,7 @@ export class HookedTransformer {
       ? (n: string) => f.includes(n)
       : f;
     try {
+      using _h = this.hooks(opts.fwdHooks ?? []);
       const out = await this.runLocked(input, opts, { cache, cacheFilter: filter });
       if (opts.removeBatchDim) return [out, removeBatchDim(cache)];
       return [out, cache];
@@ -776,7 +792,7 @@ export class HookedTransformer {
   }
 
   async #generate(input: Input, o: GenerateOptions): Promise<string | string[] | number[][]> {
-    if (this.#disposed) throw new InputError("This model was disposed.");
+    this.#checkUsable();
     const maxNew = o.maxNewTokens ?? 10;
     if (!Number.isInteger(maxNew) || maxNew < 0) {
       throw new InputError(`maxNewTokens ${maxNew} is not a non-negative integer.`);
@@ -879,7 +895,7 @@ export class HookedTransformer {
     opts: ForwardOptions,
     run: RunState | null,
   ): Promise<ForwardOutput> {
-    if (this.#disposed) throw new InputError("This model was disposed.");
+    this.#checkUsable();
     const arena = openArena();
     const prev = this.run;
     this.run = run;

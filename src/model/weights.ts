@@ -75,7 +75,7 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
       }
       for (const [name, shard] of Object.entries(map as Record<string, unknown>)) {
         if (
-          typeof shard !== "string" || shard.includes("/") || shard.includes("\\") ||
+          typeof shard !== "string" || !shard || shard.includes("/") || shard.includes("\\") ||
           shard.startsWith(".")
         ) {
           throw new WeightsError(

@@ -82,7 +82,8 @@ export function saeConfigFromJson(j: Json, file: string): SaeConfig {
     }
     return v;
   };
-  const version = String(o.sae_lens_version ?? meta.sae_lens_version ?? "");
+  const str = (v: Json | undefined): string | undefined => (typeof v === "string" ? v : undefined);
+  const version = str(o.sae_lens_version) ?? str(meta.sae_lens_version) ?? "";
   const pre6 = !version || Number(version.split(".")[0]) < 6;
   const hook = o.hook_name ?? meta.hook_name ?? o.hook_point ?? meta.hook_point;
   if (typeof hook !== "string" || !hook) {
@@ -92,11 +93,14 @@ export function saeConfigFromJson(j: Json, file: string): SaeConfig {
       "hook_name",
     );
   }
-  const actFn = String(o.activation_fn ?? o.activation_fn_str ?? "relu");
+  const actFn = str(o.activation_fn) ?? str(o.activation_fn_str) ?? "relu";
   const kwargs = (o.activation_fn_kwargs && typeof o.activation_fn_kwargs === "object")
     ? o.activation_fn_kwargs as Record<string, Json>
     : {};
-  let arch = (o.architecture ?? (actFn === "topk" ? "topk" : "standard")) as string;
+  if (o.architecture !== undefined && typeof o.architecture !== "string") {
+    throw new ConfigError(file, `must be a string, got ${JSON.stringify(o.architecture)}`, "architecture");
+  }
+  let arch = str(o.architecture) ?? (actFn === "topk" ? "topk" : "standard");
   if (arch === "standard" && actFn === "topk") arch = "topk";
   if (!ARCHS.includes(arch as SaeArchitecture)) {
     throw new ConfigError(

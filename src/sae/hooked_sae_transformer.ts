@@ -41,6 +41,8 @@ import { type SAE, SAE_HOOKS } from "./sae.ts";
 export interface AddSaeOptions {
   /** Add the SAE's reconstruction error back (overrides `sae.useErrorTerm` while attached). */
   useErrorTerm?: boolean;
+  /** Attach even though the SAE's `model_name` names another model. */
+  allowOtherModel?: boolean;
 }
 
 /** SAEs for one run. */
@@ -120,10 +122,18 @@ export class HookedSAETransformer extends HookedTransformer {
   }
 
   /** Checks that every SAE fits this model; throws before anything changes. */
-  #validate(saes: readonly SAE[]): void {
+  #validate(saes: readonly SAE[], opts: AddSaeOptions): void {
     const seen = new Set<string>();
+    const base = (n: string) => n.toLowerCase().split("/").at(-1)!;
     for (const sae of saes) {
       const h = sae.cfg.hookName;
+      const [mine, theirs] = [this.cfg.modelName, sae.cfg.modelName];
+      if (!opts.allowOtherModel && mine && theirs && base(mine) !== base(theirs)) {
+        throw new SaeAttachError(
+          `SAE ${sae.source} was trained on model "${theirs}" (metadata.model_name), but this model is ` +
+            `"${mine}": load the SAE made for this model, or pass { allowOtherModel: true } to attach it anyway.`,
+        );
+      }
       if (!this.hasBaseHook(h)) {
         throw new SaeAttachError(
           `SAE ${sae.source} attaches to "${h}", which is not a hook point of this model ` +
@@ -158,7 +168,7 @@ export class HookedSAETransformer extends HookedTransformer {
    * ```
    */
   addSae(sae: SAE, opts: AddSaeOptions = {}): void {
-    this.#validate([sae]);
+    this.#validate([sae], opts);
     this.#saes.set(sae.cfg.hookName, { sae, useErrorTerm: opts.useErrorTerm });
   }
 
@@ -185,7 +195,7 @@ export class HookedSAETransformer extends HookedTransformer {
    * ```
    */
   withSaes(saes: SAE[], opts: AddSaeOptions = {}): Disposable {
-    this.#validate(saes);
+    this.#validate(saes, opts);
     const before = new Map(this.#saes);
     for (const sae of saes) {
       this.#saes.set(sae.cfg.hookName, { sae, useErrorTerm: opts.useErrorTerm });

@@ -1,0 +1,132 @@
+// Seeded fuzzing of every file hooklens parses. Shared by tests/fuzz_test.ts (bounded) and
+// tools/fuzz.ts (`deno task fuzz`, longer). A run passes when every mutated input either loads or
+// fails with a typed error (a HooklensError) that names the file.
+import { join } from "node:path";
+import { HooklensError } from "../src/errors.ts";
+import { readJsonFile } from "../src/io/json.ts";
+import { HfTokenizer } from "../src/io/tokenizer.ts";
+import { configFromHf } from "../src/model/config.ts";
+import { processWeights } from "../src/model/processing.ts";
+import { loadStateDict, openCheckpoint } from "../src/model/weights.ts";
+import { SAE } from "../src/sae/sae.ts";
+import { rng } from "./_util.ts";
+
+const REF = new URL("./reference/", import.meta.url).pathname;
+
+/** Mutates JSON text: byte flips, deletions, insertions of JSON-ish tokens, number changes. */
+export function mutate(text: string, r: () => number): string {
+  const edits = ["", "0", "-1", "1e308", "null", "true", "\"\"", "[]", "{}", ",", ":", "\"", "9999999999", "0.5", "NaN"];
+  let t = text;
+  const n = 1 + Math.floor(r() * 3);
+  for (let k = 0; k < n; k++) {
+    const i = Math.floor(r() * t.length);
+    const kind = r();
+    if (kind < 0.3) t = t.slice(0, i) + String.fromCharCode(t.charCodeAt(i) ^ (1 << Math.floor(r() * 7))) + t.slice(i + 1);
+    else if (kind < 0.5) t = t.slice(0, i) + t.slice(i + 1 + Math.floor(r() * 8));
+    else if (kind < 0.8) {
+      // Replace a JSON value after a colon.
+      const c = t.indexOf(":", i);
+      if (c < 0) continue;
+      const end = t.slice(c + 1).search(/[,}\]]/);
+      t = t.slice(0, c + 1) + edits[Math.floor(r() * edits.length)] + (end < 0 ? "" : t.slice(c + 1 + end));
+    } else t = t.slice(0, i) + edits[Math.floor(r() * edits.length)] + t.slice(i);
+  }
+  return t;
+} // deno-fmt-ignore
+
+/** Result of a fuzz target: how many inputs loaded and how many failed with typed errors. */
+export interface FuzzResult {
+  ok: number;
+  typed: number;
+}
+
+async function expectTyped(fn: () => Promise<unknown>, file: string, res: FuzzResult, what: string): Promise<void> {
+  try {
+    await fn();
+    res.ok++;
+  } catch (e) {
+    if (!(e instanceof HooklensError)) throw new Error(`${what}: untyped ${(e as Error)?.name}: ${(e as Error)?.message}`);
+    if (!e.message.includes(file)) throw new Error(`${what}: error does not name ${file}: ${e.message}`);
+    res.typed++;
+  }
+}
+
+/** config.json of each reference model, mutated, then loaded with its real weights (CPU stages). */
+export async function fuzzConfig(iterations: number, seed: number): Promise<FuzzResult> {
+  const r = rng(seed);
+  const res = { ok: 0, typed: 0 };
+  for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
+    const dir = await Deno.makeTempDir({ prefix: "hooklens-fuzz-cfg-" });
+    await Deno.copyFile(`${REF}${name}/hf/model.safetensors`, join(dir, "model.safetensors"));
+    const text = await Deno.readTextFile(`${REF}${name}/hf/config.json`);
+    for (let i = 0; i < iterations; i++) {
+      const path = join(dir, "config.json");
+      await Deno.writeTextFile(path, mutate(text, r));
+      await expectTyped(async () => {
+        const cfg = configFromHf(await readJsonFile(path), path);
+        const sd = await loadStateDict(dir, cfg);
+        processWeights(sd, cfg, { foldLn: true, centerWritingWeights: true, centerUnembed: true, foldValueBiases: true });
+      }, dir, res, `config ${name} #${i}`);
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
+  return res;
+} // deno-fmt-ignore
+
+/** SAE cfg.json, mutated, then loaded with its real weights. */
+export async function fuzzSaeConfig(iterations: number, seed: number): Promise<FuzzResult> {
+  const r = rng(seed);
+  const res = { ok: 0, typed: 0 };
+  for (const name of ["std_resid_pre1", "topk_mlp_out0", "jumprelu_z1", "gated_resid_post0"]) {
+    const dir = await Deno.makeTempDir({ prefix: "hooklens-fuzz-sae-" });
+    await Deno.copyFile(`${REF}gpt2_tiny/saes/${name}/sae_weights.safetensors`, join(dir, "sae_weights.safetensors"));
+    const text = await Deno.readTextFile(`${REF}gpt2_tiny/saes/${name}/cfg.json`);
+    for (let i = 0; i < iterations; i++) {
+      await Deno.writeTextFile(join(dir, "cfg.json"), mutate(text, r));
+      await expectTyped(async () => (await SAE.load(dir)).dispose(), dir, res, `sae ${name} #${i}`);
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
+  return res;
+} // deno-fmt-ignore
+
+/** tokenizer.json, mutated, then loaded and used. */
+export async function fuzzTokenizer(iterations: number, seed: number): Promise<FuzzResult> {
+  const r = rng(seed);
+  const res = { ok: 0, typed: 0 };
+  const dir = await Deno.makeTempDir({ prefix: "hooklens-fuzz-tok-" });
+  const text = await Deno.readTextFile(`${REF}tokenizer_gpt2/tokenizer.json`);
+  // Mutations concentrate on the structure before the vocabulary (normalizer, pre-tokenizer,
+  // model type, added tokens), where a bad value changes behaviour, plus anywhere at random.
+  const head = text.indexOf('"vocab"');
+  for (let i = 0; i < iterations; i++) {
+    const mutated = r() < 0.7 ? mutate(text.slice(0, head), r) + text.slice(head) : mutate(text, r);
+    await Deno.writeTextFile(join(dir, "tokenizer.json"), mutated);
+    await expectTyped(async () => {
+      const tok = await HfTokenizer.load(dir);
+      const ids = tok!.encode("def f(x):\n    return x + 1");
+      tok!.decode(ids);
+    }, dir, res, `tokenizer #${i}`);
+  }
+  await Deno.remove(dir, { recursive: true });
+  return res;
+} // deno-fmt-ignore
+
+/** model.safetensors.index.json with two shards, mutated, then opened. */
+export async function fuzzShardIndex(iterations: number, seed: number): Promise<FuzzResult> {
+  const r = rng(seed);
+  const res = { ok: 0, typed: 0 };
+  const dir = await Deno.makeTempDir({ prefix: "hooklens-fuzz-idx-" });
+  await Deno.copyFile(`${REF}gpt2_tiny/hf/model.safetensors`, join(dir, "model-00001-of-00001.safetensors"));
+  const names = (await openCheckpoint(`${REF}gpt2_tiny/hf`)).names();
+  const text = JSON.stringify({ metadata: { total_size: 1 }, weight_map: Object.fromEntries(names.map((n) => [n, "model-00001-of-00001.safetensors"])) });
+  for (let i = 0; i < iterations; i++) {
+    await Deno.writeTextFile(join(dir, "model.safetensors.index.json"), mutate(text, r));
+    await expectTyped(async () => {
+      using ck = await openCheckpoint(dir);
+      for (const n of ck.names().slice(0, 3)) await ck.float32(n);
+    }, dir, res, `index #${i}`);
+  }
+  await Deno.remove(dir, { recursive: true });
+  return res;
+} // deno-fmt-ignore

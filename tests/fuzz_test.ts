@@ -1,0 +1,27 @@
+// Bounded, seeded fuzzing of config.json, SAE cfg.json, tokenizer.json and shard indexes (the
+// safetensors fuzz is in safetensors_test.ts; `deno task fuzz` runs all of them longer).
+import assert from "node:assert/strict";
+import { initGpu } from "../mod.ts";
+import { fuzzConfig, fuzzSaeConfig, fuzzShardIndex, fuzzTokenizer } from "./_fuzz.ts";
+
+await initGpu();
+
+Deno.test("fuzz config.json: only typed errors naming the file", async () => {
+  const r = await fuzzConfig(150, 1);
+  assert.ok(r.typed > 50, JSON.stringify(r));
+});
+
+Deno.test("fuzz SAE cfg.json: only typed errors naming the file", async () => {
+  const r = await fuzzSaeConfig(60, 2);
+  assert.ok(r.typed > 20, JSON.stringify(r));
+});
+
+Deno.test("fuzz tokenizer.json: only typed errors naming the file", async () => {
+  const r = await fuzzTokenizer(40, 3);
+  assert.ok(r.typed > 5, JSON.stringify(r));
+});
+
+Deno.test("fuzz model.safetensors.index.json: only typed errors naming the file", async () => {
+  const r = await fuzzShardIndex(200, 4);
+  assert.ok(r.typed > 50, JSON.stringify(r));
+});
