@@ -15,20 +15,39 @@ const REF = new URL("./reference/", import.meta.url).pathname;
 
 /** Mutates JSON text: byte flips, deletions, insertions of JSON-ish tokens, number changes. */
 export function mutate(text: string, r: () => number): string {
-  const edits = ["", "0", "-1", "1e308", "null", "true", "\"\"", "[]", "{}", ",", ":", "\"", "9999999999", "0.5", "NaN"];
+  const edits = [
+    "",
+    "0",
+    "-1",
+    "1e308",
+    "null",
+    "true",
+    '""',
+    "[]",
+    "{}",
+    ",",
+    ":",
+    '"',
+    "9999999999",
+    "0.5",
+    "NaN",
+  ];
   let t = text;
   const n = 1 + Math.floor(r() * 3);
   for (let k = 0; k < n; k++) {
     const i = Math.floor(r() * t.length);
     const kind = r();
-    if (kind < 0.3) t = t.slice(0, i) + String.fromCharCode(t.charCodeAt(i) ^ (1 << Math.floor(r() * 7))) + t.slice(i + 1);
-    else if (kind < 0.5) t = t.slice(0, i) + t.slice(i + 1 + Math.floor(r() * 8));
+    if (kind < 0.3) {
+      t = t.slice(0, i) + String.fromCharCode(t.charCodeAt(i) ^ (1 << Math.floor(r() * 7))) +
+        t.slice(i + 1);
+    } else if (kind < 0.5) t = t.slice(0, i) + t.slice(i + 1 + Math.floor(r() * 8));
     else if (kind < 0.8) {
       // Replace a JSON value after a colon.
       const c = t.indexOf(":", i);
       if (c < 0) continue;
       const end = t.slice(c + 1).search(/[,}\]]/);
-      t = t.slice(0, c + 1) + edits[Math.floor(r() * edits.length)] + (end < 0 ? "" : t.slice(c + 1 + end));
+      t = t.slice(0, c + 1) + edits[Math.floor(r() * edits.length)] +
+        (end < 0 ? "" : t.slice(c + 1 + end));
     } else t = t.slice(0, i) + edits[Math.floor(r() * edits.length)] + t.slice(i);
   }
   return t;
@@ -40,13 +59,22 @@ export interface FuzzResult {
   typed: number;
 }
 
-async function expectTyped(fn: () => Promise<unknown>, file: string, res: FuzzResult, what: string): Promise<void> {
+async function expectTyped(
+  fn: () => Promise<unknown>,
+  file: string,
+  res: FuzzResult,
+  what: string,
+): Promise<void> {
   try {
     await fn();
     res.ok++;
   } catch (e) {
-    if (!(e instanceof HooklensError)) throw new Error(`${what}: untyped ${(e as Error)?.name}: ${(e as Error)?.message}`);
-    if (!e.message.includes(file)) throw new Error(`${what}: error does not name ${file}: ${e.message}`);
+    if (!(e instanceof HooklensError)) {
+      throw new Error(`${what}: untyped ${(e as Error)?.name}: ${(e as Error)?.message}`);
+    }
+    if (!e.message.includes(file)) {
+      throw new Error(`${what}: error does not name ${file}: ${e.message}`);
+    }
     res.typed++;
   }
 }
@@ -62,11 +90,21 @@ export async function fuzzConfig(iterations: number, seed: number): Promise<Fuzz
     for (let i = 0; i < iterations; i++) {
       const path = join(dir, "config.json");
       await Deno.writeTextFile(path, mutate(text, r));
-      await expectTyped(async () => {
-        const cfg = configFromHf(await readJsonFile(path), path);
-        const sd = await loadStateDict(dir, cfg);
-        processWeights(sd, cfg, { foldLn: true, centerWritingWeights: true, centerUnembed: true, foldValueBiases: true });
-      }, dir, res, `config ${name} #${i}`);
+      await expectTyped(
+        async () => {
+          const cfg = configFromHf(await readJsonFile(path), path);
+          const sd = await loadStateDict(dir, cfg);
+          processWeights(sd, cfg, {
+            foldLn: true,
+            centerWritingWeights: true,
+            centerUnembed: true,
+            foldValueBiases: true,
+          });
+        },
+        dir,
+        res,
+        `config ${name} #${i}`,
+      );
     }
     await Deno.remove(dir, { recursive: true });
   }
@@ -129,4 +167,4 @@ export async function fuzzShardIndex(iterations: number, seed: number): Promise<
   }
   await Deno.remove(dir, { recursive: true });
   return res;
-} // deno-fmt-ignore
+}

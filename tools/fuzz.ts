@@ -7,13 +7,19 @@ const scale = Number(Deno.args[0] ?? 20);
 const seed = Number(Deno.args[1] ?? Date.now() % 100000);
 await initGpu();
 console.log(`fuzzing with seed ${seed}, ${scale}x the test suite's iterations`);
-for (const [name, fn, n] of [
-  ["config.json", fuzzConfig, 150],
-  ["SAE cfg.json", fuzzSaeConfig, 60],
-  ["tokenizer.json", fuzzTokenizer, 40],
-  ["shard index", fuzzShardIndex, 200],
-] as const) {
+for (
+  const [name, fn, n] of [
+    ["config.json", fuzzConfig, 150],
+    ["SAE cfg.json", fuzzSaeConfig, 60],
+    ["tokenizer.json", fuzzTokenizer, 40],
+    ["shard index", fuzzShardIndex, 200],
+  ] as const
+) {
   const t0 = performance.now();
   const r = await fn(n * scale, seed);
-  console.log(`${name}: ${r.ok} loaded, ${r.typed} typed errors, ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(
+    `${name}: ${r.ok} loaded, ${r.typed} typed errors, ${
+      ((performance.now() - t0) / 1000).toFixed(1)
+    } s`,
+  );
 }

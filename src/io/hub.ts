@@ -51,9 +51,15 @@ export function hubCacheDir(): string {
   return join(home, "hub");
 }
 
-/** Whether a string looks like a hub repository id ("org/name", optionally "/path/in/repo"). */
-export function isHubId(s: string): boolean {
-  return /^[A-Za-z0-9][\w.-]*\/[\w.-]+(\/[\w./-]+)?$/.test(s) && !s.includes("..");
+/**
+ * Whether a string looks like a hub repository id: "org/name", or with `withPath` also
+ * "org/name/path/in/repo" (SAEs live in folders of a repository).
+ */
+export function isHubId(s: string, withPath = false): boolean {
+  const re = withPath
+    ? /^[A-Za-z0-9][\w.-]*\/[\w.-]+(\/[\w./-]+)?$/
+    : /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
+  return re.test(s) && !s.includes("..");
 }
 
 const REPO_RE = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;

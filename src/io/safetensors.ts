@@ -335,7 +335,11 @@ export class SafetensorsFile implements Disposable {
     try {
       await readExactly(this.#file, out, start);
     } catch (e) {
-      throw new SafetensorsError(this.path, `cannot read tensor data: ${(e as Error).message}`, name);
+      throw new SafetensorsError(
+        this.path,
+        `cannot read tensor data: ${(e as Error).message}`,
+        name,
+      );
     }
     return out;
   }

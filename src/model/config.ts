@@ -107,20 +107,45 @@ function validate(c: HookedTransformerConfig, file: string): HookedTransformerCo
   const fail = (field: string, msg: string): never => {
     throw new ConfigError(file, msg, field);
   };
-  if (!Number.isInteger(c.dHead) || c.dHead < 1) fail("num_attention_heads", `d_model ${c.dModel} is not a multiple of ${c.nHeads} heads`);
-  if (c.nLayers > 1024) fail("num_hidden_layers", `${c.nLayers} layers is more than the 1024 supported`);
+  if (!Number.isInteger(c.dHead) || c.dHead < 1) {
+    fail("num_attention_heads", `d_model ${c.dModel} is not a multiple of ${c.nHeads} heads`);
+  }
+  if (c.nLayers > 1024) {
+    fail("num_hidden_layers", `${c.nLayers} layers is more than the 1024 supported`);
+  }
   if (c.nKeyValueHeads !== null && (c.nKeyValueHeads < 1 || c.nHeads % c.nKeyValueHeads !== 0)) {
-    fail("num_key_value_heads", `${c.nHeads} heads are not a multiple of ${c.nKeyValueHeads} key/value heads`);
+    fail(
+      "num_key_value_heads",
+      `${c.nHeads} heads are not a multiple of ${c.nKeyValueHeads} key/value heads`,
+    );
   }
   if (c.rotaryDim !== null && (c.rotaryDim < 2 || c.rotaryDim % 2 || c.rotaryDim > c.dHead)) {
-    fail("rotary_pct", `rotary dimension ${c.rotaryDim} must be even and at most d_head ${c.dHead}`);
+    fail(
+      "rotary_pct",
+      `rotary dimension ${c.rotaryDim} must be even and at most d_head ${c.dHead}`,
+    );
   }
   if (c.rotaryDim !== null && c.nCtx * c.rotaryDim > 2 ** 25) {
-    fail("max_position_embeddings", `context ${c.nCtx} x rotary dimension ${c.rotaryDim} is too large a rotary table`);
+    fail(
+      "max_position_embeddings",
+      `context ${c.nCtx} x rotary dimension ${c.rotaryDim} is too large a rotary table`,
+    );
   }
   if (!(c.eps > 0 && c.eps < 1)) fail("layer_norm_epsilon", `epsilon ${c.eps} must be in (0, 1)`);
   if (!(c.rotaryBase > 1)) fail("rope_theta", `rotary base ${c.rotaryBase} must be > 1`);
-  if (!(c.actFn in { gelu_new: 1, gelu_pytorch_tanh: 1, gelu: 1, relu: 1, silu: 1, swish: 1, gelu_fast: 1, quick_gelu: 1 })) {
+  if (
+    !(c.actFn in
+      {
+        gelu_new: 1,
+        gelu_pytorch_tanh: 1,
+        gelu: 1,
+        relu: 1,
+        silu: 1,
+        swish: 1,
+        gelu_fast: 1,
+        quick_gelu: 1,
+      })
+  ) {
     fail("activation_function", `unsupported activation "${c.actFn}"`);
   }
   return c;
@@ -141,7 +166,11 @@ function build(hf: Json, file: string): HookedTransformerConfig {
       const v = o[k];
       if (v === undefined || v === null) continue;
       if (typeof v !== "number" || !Number.isInteger(v) || v <= 0 || v > 2 ** 24) {
-        throw new ConfigError(file, `must be a positive integer up to 2^24, got ${JSON.stringify(v)}`, k);
+        throw new ConfigError(
+          file,
+          `must be a positive integer up to 2^24, got ${JSON.stringify(v)}`,
+          k,
+        );
       }
       return v;
     }

@@ -17,10 +17,18 @@ import { join } from "node:path";
 import { DisposedError, GpuLimitError, HookNameError, InputError, ShapeError } from "../errors.ts";
 import { readJsonFile } from "../io/json.ts";
 import * as ops from "../gpu/ops.ts";
-import { copyBuffer, flush, initRuntime, lostError, type Runtime, runtime } from "../gpu/runtime.ts";
+import {
+  copyBuffer,
+  flush,
+  initRuntime,
+  lostError,
+  type Runtime,
+  runtime,
+} from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
 import { ActivationCache } from "./cache.ts";
 import { configFromHf, type HookedTransformerConfig } from "./config.ts";
+import { ConfigError } from "../errors.ts";
 import {
   type AddHookOptions,
   type HookEntry,
@@ -57,8 +65,9 @@ export interface ToTokensOptions {
  */
 export async function resolveSource(source: string, revision?: string): Promise<string> {
   const local = await Deno.stat(source).then((s) => s.isDirectory).catch(() => false);
-  if (local || !isHubId(source)) return source;
-  return await hubModelDir(source, { revision });
+  if (local) return source;
+  if (isHubId(source)) return await hubModelDir(source, { revision });
+  throw new ConfigError(source, "no such model directory (and not a hub id of the form org/name)");
 }
 
 /** Options of `fromPretrained`. */
@@ -571,7 +580,9 @@ export class HookedTransformer {
 
   /** Throws if the model was disposed or its GPU device was lost. */
   #checkUsable(): void {
-    if (this.#disposed) throw new DisposedError("This model was disposed: load it again to use it.");
+    if (this.#disposed) {
+      throw new DisposedError("This model was disposed: load it again to use it.");
+    }
     if (this.#rt.gpu.lost) throw lostError(this.#rt);
   }
 
@@ -910,6 +921,7 @@ export class HookedTransformer {
       this.run = prev;
       closeArena(arena, keep);
       for (const t of keep) t.keep();
+      flush(); // one submission per forward pass; nothing waits for it
     }
   }
 

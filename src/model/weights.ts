@@ -38,6 +38,8 @@ export interface Checkpoint extends Disposable {
   shape(name: string): readonly number[];
   /** A tensor as float32. */
   float32(name: string): Promise<Float32Array>;
+  /** The file holding a tensor (the checkpoint's main file for absent ones). */
+  file(name: string): string;
 }
 
 /**
@@ -110,6 +112,9 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
     names: () => [...where.keys()],
     shape: (n) => where.get(n)!.info(n).shape,
     float32: (n) => where.get(n)!.float32(n),
+    file: (n) =>
+      where.get(n)?.path ??
+        (files.size === 1 ? [...files.keys()][0] : join(dir, "model.safetensors.index.json")),
     [Symbol.dispose]: () => {
       for (const f of files.values()) f.close();
     },
@@ -118,11 +123,17 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
 
 /** Reads a tensor, checking shape and finiteness. */
 async function read(ck: Checkpoint, name: string, shape: number[]): Promise<CpuTensor> {
-  if (!ck.names().includes(name)) throw new WeightsError(ck.source, "missing tensor", name);
+  if (!ck.names().includes(name)) {
+    throw new WeightsError(
+      ck.file(name),
+      "missing tensor; is config.json for the same model?",
+      name,
+    );
+  }
   const got = ck.shape(name);
   if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
     throw new WeightsError(
-      ck.source,
+      ck.file(name),
       `shape [${got.join(", ")}], expected [${shape.join(", ")}]`,
       name,
     );
@@ -130,7 +141,7 @@ async function read(ck: Checkpoint, name: string, shape: number[]): Promise<CpuT
   const data = await ck.float32(name);
   for (let i = 0; i < data.length; i++) {
     if (!Number.isFinite(data[i])) {
-      throw new WeightsError(ck.source, `non-finite value ${data[i]} at element ${i}`, name);
+      throw new WeightsError(ck.file(name), `non-finite value ${data[i]} at element ${i}`, name);
     }
   }
   return { shape, data };
@@ -171,7 +182,7 @@ function checkExtra(ck: Checkpoint, used: Set<string>, ignore: RegExp): void {
   const extra = ck.names().filter((n) => !used.has(n) && !ignore.test(n));
   if (extra.length) {
     throw new WeightsError(
-      ck.source,
+      ck.file(extra[0]),
       `unexpected tensors for this architecture: ${extra.slice(0, 8).join(", ")}` +
         (extra.length > 8 ? ` and ${extra.length - 8} more` : "") +
         "; is config.json for the same model?",

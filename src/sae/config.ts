@@ -98,7 +98,11 @@ export function saeConfigFromJson(j: Json, file: string): SaeConfig {
     ? o.activation_fn_kwargs as Record<string, Json>
     : {};
   if (o.architecture !== undefined && typeof o.architecture !== "string") {
-    throw new ConfigError(file, `must be a string, got ${JSON.stringify(o.architecture)}`, "architecture");
+    throw new ConfigError(
+      file,
+      `must be a string, got ${JSON.stringify(o.architecture)}`,
+      "architecture",
+    );
   }
   let arch = str(o.architecture) ?? (actFn === "topk" ? "topk" : "standard");
   if (arch === "standard" && actFn === "topk") arch = "topk";

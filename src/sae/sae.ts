@@ -14,7 +14,7 @@
  * @module
  */
 import { join } from "node:path";
-import { ShapeError, WeightsError } from "../errors.ts";
+import { ConfigError, ShapeError, WeightsError } from "../errors.ts";
 import { readJsonFile } from "../io/json.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { hubSaeDir, isHubId } from "../io/hub.ts";
@@ -80,7 +80,12 @@ export class SAE {
   static async load(dir: string, opts: SaeLoadOptions = {}): Promise<SAE> {
     await initRuntime();
     const local = await Deno.stat(dir).then((s) => s.isDirectory).catch(() => false);
-    if (!local && isHubId(dir)) dir = await hubSaeDir(dir, { revision: opts.revision });
+    if (!local) {
+      if (!isHubId(dir, true)) {
+        throw new ConfigError(dir, "no such SAE directory (and not a hub path org/name/folder)");
+      }
+      dir = await hubSaeDir(dir, { revision: opts.revision });
+    }
     const cfgPath = join(dir, "cfg.json");
     const cfg = saeConfigFromJson(await readJsonFile(cfgPath), cfgPath);
     const wPath = join(dir, "sae_weights.safetensors");

@@ -1,0 +1,128 @@
+// The cases of the README's "What bad input gets" table: each produces the error the table shows.
+import { join } from "node:path";
+import { HookedSAETransformer, SAE, Tensor } from "../mod.ts";
+import { writeSafetensors } from "../src/io/safetensors.ts";
+
+const REF = new URL("./reference/", import.meta.url).pathname;
+
+/** Runs `fn` and returns what it threw. */
+async function thrown(fn: () => unknown): Promise<Error> {
+  try {
+    await fn();
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error("expected an error, none was thrown");
+}
+
+/** Writes a copy of gpt2_tiny's checkpoint with `edit` applied to its tensors. */
+async function editedModel(
+  edit: (t: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }>) => void,
+): Promise<string> {
+  const { SafetensorsFile } = await import("../src/io/safetensors.ts");
+  const dir = await Deno.makeTempDir({ prefix: "hooklens-bad-" });
+  await Deno.copyFile(`${REF}gpt2_tiny/hf/config.json`, join(dir, "config.json"));
+  using f = await SafetensorsFile.open(`${REF}gpt2_tiny/hf/model.safetensors`);
+  const t: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
+  for (const n of f.names()) {
+    t[n] = { dtype: "F32", shape: [...f.info(n).shape], data: await f.float32(n) };
+  }
+  edit(t);
+  await writeSafetensors(join(dir, "model.safetensors"), t);
+  return dir;
+}
+
+/** Case name (the table's first column) -> the error it produces. */
+export async function badInputCases(): Promise<Record<string, () => Promise<Error>>> {
+  const model = await HookedSAETransformer.fromPretrained(`${REF}gpt2_tiny/hf`, {
+    modelName: "tiny",
+  });
+  return {
+    "unknown hook name": () => thrown(() => model.addHook("blocks.0.hook_resid_prex", () => {})),
+    "SAE d_in mismatch": () =>
+      thrown(async () => {
+        const sae = await SAE.load(`${REF}rmsgqa_tiny/saes/std_resid_post1`);
+        const dir = await Deno.makeTempDir();
+        const cfg = JSON.parse(
+          await Deno.readTextFile(`${REF}gpt2_tiny/saes/std_resid_pre1/cfg.json`),
+        );
+        cfg.d_in = 32;
+        await Deno.writeTextFile(join(dir, "cfg.json"), JSON.stringify(cfg));
+        await writeSafetensors(join(dir, "sae_weights.safetensors"), {
+          W_enc: { dtype: "F32", shape: [32, 256], data: new Float32Array(32 * 256) },
+          b_enc: { dtype: "F32", shape: [256], data: new Float32Array(256) },
+          W_dec: { dtype: "F32", shape: [256, 32], data: new Float32Array(256 * 32) },
+          b_dec: { dtype: "F32", shape: [32], data: new Float32Array(32) },
+        });
+        sae.dispose();
+        model.addSae(await SAE.load(dir));
+      }),
+    "SAE for another model": () =>
+      thrown(async () => {
+        const dir = await Deno.makeTempDir();
+        const cfg = JSON.parse(
+          await Deno.readTextFile(`${REF}gpt2_tiny/saes/std_resid_pre1/cfg.json`),
+        );
+        cfg.metadata.model_name = "gpt2-medium";
+        await Deno.writeTextFile(join(dir, "cfg.json"), JSON.stringify(cfg));
+        await Deno.copyFile(
+          `${REF}gpt2_tiny/saes/std_resid_pre1/sae_weights.safetensors`,
+          join(dir, "sae_weights.safetensors"),
+        );
+        model.addSae(await SAE.load(dir));
+      }),
+    "token id >= vocabulary": () => thrown(() => model.forward([[1, 2, 1000]])),
+    "sequence longer than n_ctx": () => thrown(() => model.forward([Array(65).fill(1)])),
+    "empty input": () => thrown(() => model.forward([[]])),
+    "NaN/Inf in weights": () =>
+      thrown(async () =>
+        HookedSAETransformer.fromPretrained(
+          await editedModel((t) => (t["transformer.h.0.mlp.c_fc.weight"].data[3] = Infinity)),
+        )
+      ),
+    "unsupported architecture": () =>
+      thrown(async () => {
+        const dir = await Deno.makeTempDir();
+        await Deno.writeTextFile(
+          join(dir, "config.json"),
+          JSON.stringify({ architectures: ["T5ForConditionalGeneration"] }),
+        );
+        await HookedSAETransformer.fromPretrained(dir);
+      }),
+    "missing tensor": () =>
+      thrown(async () =>
+        HookedSAETransformer.fromPretrained(
+          await editedModel((t) => delete t["transformer.ln_f.bias"]),
+        )
+      ),
+    "extra tensor": () =>
+      thrown(async () =>
+        HookedSAETransformer.fromPretrained(
+          await editedModel((
+            t,
+          ) => (t["transformer.h.2.attn.c_attn.weight"] = {
+            dtype: "F32",
+            shape: [1],
+            data: new Float32Array(1),
+          })),
+        )
+      ),
+    "GPU out of memory": () => thrown(() => Tensor.empty([2 ** 30, 4])),
+    "disposed tensor used again": () =>
+      thrown(() => {
+        const t = Tensor.from([1, 2], [2]);
+        t.dispose();
+        return t.add(1);
+      }),
+    "malformed safetensors": () =>
+      thrown(async () => {
+        const dir = await Deno.makeTempDir();
+        await Deno.copyFile(`${REF}gpt2_tiny/hf/config.json`, join(dir, "config.json"));
+        await Deno.writeFile(
+          join(dir, "model.safetensors"),
+          new Uint8Array([16, 0, 0, 0, 0, 0, 0, 0, 123, 34]),
+        );
+        await HookedSAETransformer.fromPretrained(dir);
+      }),
+  };
+} // deno-fmt-ignore

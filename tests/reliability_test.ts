@@ -1,0 +1,86 @@
+// Concurrency, resources and determinism: overlapping calls give the sequential results, the
+// buffer pool stays flat over hundreds of cycles, and outputs are bit-identical across runs.
+import assert from "node:assert/strict";
+import { gpuInfo, HookedSAETransformer, SAE, type Tensor } from "../mod.ts";
+
+const REF = new URL("./reference/gpt2_tiny/", import.meta.url).pathname;
+const model = await HookedSAETransformer.fromPretrained(`${REF}hf`);
+const sae = await SAE.load(`${REF}saes/std_resid_pre1`);
+const tokens = [[5, 17, 900, 3, 44, 2, 999, 10], [0, 1, 2, 3, 4, 5, 6, 7]];
+
+async function cachedRun(i: number): Promise<Float32Array[]> {
+  const [out, cache] = await model.runWithCache(tokens, {
+    namesFilter: ["blocks.1.hook_resid_post", `blocks.${i % 2}.attn.hook_pattern`],
+    fwdHooks: [[`blocks.${i % 2}.hook_resid_pre`, (a) => a.scale(1 + i / 10)]],
+  });
+  using _c = cache;
+  using logits = out as Tensor;
+  const arrays = await cache.toArrays();
+  return [await logits.toArray() as Float32Array, ...[...arrays.values()] as Float32Array[]];
+}
+
+Deno.test("20 overlapping runWithCache calls with different hooks equal the same calls one by one", async () => {
+  const sequential: Float32Array[][] = [];
+  for (let i = 0; i < 20; i++) sequential.push(await cachedRun(i));
+  const overlapping = await Promise.all(Array.from({ length: 20 }, (_, i) => cachedRun(i)));
+  for (let i = 0; i < 20; i++) {
+    assert.equal(overlapping[i].length, 3);
+    overlapping[i].forEach((a, j) =>
+      assert.deepEqual(a, sequential[i][j], `call ${i}, tensor ${j}`)
+    );
+  }
+  // Different hooks really gave different results.
+  assert.notDeepEqual(sequential[0][0], sequential[1][0]);
+  assert.equal(model.hookCount, 0, "no hook left behind");
+});
+
+Deno.test("500 cycles of runWithCache + dispose and of withSaes scopes keep the buffer pool flat", async () => {
+  const cycle = async () => {
+    const [out, cache] = await model.runWithCache(tokens, {
+      namesFilter: (n) => n.includes("resid"),
+    });
+    (out as Tensor).dispose();
+    cache.dispose();
+    using _ctx = model.withSaes([sae], { useErrorTerm: true });
+    using _logits = await model.forward(tokens);
+  };
+  for (let i = 0; i < 20; i++) await cycle();
+  await (await model.forward(tokens)).toArray(); // settle: everything submitted
+  const before = gpuInfo().stats;
+  for (let i = 0; i < 480; i++) await cycle();
+  using last = await model.forward(tokens);
+  await last.toArray();
+  const after = gpuInfo().stats;
+  assert.ok(
+    after.poolBuffers <= before.poolBuffers + 2,
+    `pool grew from ${before.poolBuffers} to ${after.poolBuffers} buffers`,
+  );
+  assert.ok(
+    after.poolBytes <= before.poolBytes * 1.05 + 65536,
+    `pool grew from ${before.poolBytes} to ${after.poolBytes} bytes`,
+  );
+  assert.equal(model.attachedSaes.size, 0);
+});
+
+Deno.test("the same inputs give bit-identical outputs across runs", async () => {
+  const run = async () => {
+    using _ctx = model.withSaes([sae]);
+    const [out, cache] = await model.runWithCacheWithSaes(tokens, {
+      saes: [sae],
+      namesFilter: (n) => n.endsWith("hook_sae_acts_post"),
+    });
+    using _c = cache;
+    using logits = out as Tensor;
+    return [
+      await logits.toArray(),
+      await cache.get("blocks.1.hook_resid_pre.hook_sae_acts_post").toArray(),
+    ];
+  };
+  const a = await run();
+  const b = await run();
+  assert.deepEqual(a[0], b[0]);
+  assert.deepEqual(a[1], b[1]);
+  const g1 = await model.generate(tokens, { maxNewTokens: 5, seed: 3, stopAtEos: false });
+  const g2 = await model.generate(tokens, { maxNewTokens: 5, seed: 3, stopAtEos: false });
+  assert.deepEqual(g1, g2);
+}); // deno-fmt-ignore
