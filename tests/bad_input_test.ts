@@ -8,7 +8,9 @@ import { badInputCases } from "./_bad_inputs.ts";
 
 const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
 const section = readme.slice(readme.indexOf("## What bad input gets"));
-const rows = [...section.matchAll(/^\|\s*([^|]+?)\s*\|\s*`(\w+)`\s*\|\s*(.+?)\s*\|$/gm)].map((m) => ({
+const rows = [...section.matchAll(/^\|\s*([^|]+?)\s*\|\s*`(\w+)`\s*\|\s*(.+?)\s*\|$/gm)].map((
+  m,
+) => ({
   name: m[1].trim(),
   cls: m[2],
   message: m[3].trim(),
