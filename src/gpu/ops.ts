@@ -10,7 +10,7 @@
  * @module
  */
 import { ShapeError } from "../errors.ts";
-import { createDataBuffer, deferDestroy, dispatch, f32, type Param, pipeline } from "./runtime.ts";
+import { createDataBuffer, deferDestroy, dispatch, f32, type Param, pipeline, runtime } from "./runtime.ts";
 import { SHADERS } from "./shaders.ts";
 import { numel, Tensor } from "./tensor.ts";
 
@@ -754,4 +754,71 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
       [1],
     );
   }
+}
+
+/** Fused epilogue of {@link linear}. */
+export interface LinearEpilogue {
+  /** Also return act(x·W + b) (the activation code of {@link ACT_CODES}' names). */
+  act?: string;
+  /** Also return resid + (x·W + b). */
+  resid?: Tensor;
+}
+
+/**
+ * A dense layer on the fast tiled kernel: x [.., K] · w [K, LDB] (+ bias [N]) -> [.., N], where
+ * `n` (default LDB) is the number of real output columns (w may be padded to a multiple of 4).
+ * With an epilogue, also returns act(y) or resid + y from the same pass. Falls back to the
+ * general kernel when K or LDB is not a multiple of 4.
+ *
+ * @example
+ * ```ts
+ * const [pre, post] = linear(x, W_in, b_in, { act: "gelu_new" });
+ * ```
+ */
+export function linear(
+  x: Tensor,
+  w: Tensor,
+  bias?: Tensor,
+  epi: LinearEpilogue = {},
+  n?: number,
+): [Tensor, Tensor | null] {
+  const [K, LDB] = w.shape;
+  const N = n ?? LDB;
+  if ((x.shape.at(-1) ?? 0) !== K) {
+    throw new ShapeError(`linear: [${x.shape.join(", ")}] x [${w.shape.join(", ")}] do not fit (inner dims differ).`);
+  }
+  const M = x.size / Math.max(K, 1);
+  const shape = [...x.shape.slice(0, -1), N];
+  if (K % 4 !== 0 || LDB % 4 !== 0) {
+    const y = Tensor.empty(shape);
+    gemm({ t: y, row: N, col: 1 }, { t: x, row: K, col: 1 }, { t: w, row: LDB, col: 1 }, { M, N, K, bias });
+    if (epi.act) return [y, activation(y, epi.act)];
+    if (epi.resid) return [y, binary(epi.resid, y, "add")];
+    return [y, null];
+  }
+  const act = epi.act ? ACT_CODES[epi.act] : undefined;
+  if (epi.act && act === undefined) {
+    throw new ShapeError(`Unsupported activation "${epi.act}": supported are ${Object.keys(ACT_CODES).join(", ")}.`);
+  }
+  const y = Tensor.empty(shape);
+  const d = epi.act || epi.resid ? Tensor.empty(shape) : null;
+  dispatch(
+    pipeline(SHADERS.linear, "main", { ACT: act === undefined ? 0 : act + 1, RESID: Boolean(epi.resid) }),
+    [M, N, K, LDB, bias ? 1 : 0, 0, 0, 0],
+    [x.buffer, w.buffer, y.buffer, (bias ?? x).buffer, (d ?? scratch()).buffer, (epi.resid ?? x).buffer],
+    [Math.ceil(N / 128), Math.ceil(M / 128), 1],
+  );
+  return [y, d];
+}
+
+const scratchTensors = new WeakMap<object, Tensor>();
+/** A small writable tensor (one per device) bound where a kernel variant writes nothing. */
+function scratch(): Tensor {
+  const r = runtime();
+  let t = scratchTensors.get(r);
+  if (!t) {
+    t = Tensor.empty([64]).keep();
+    scratchTensors.set(r, t);
+  }
+  return t;
 }

@@ -49,6 +49,12 @@ export interface Runtime {
   readonly uniforms: Map<string, GPUBuffer>;
   /** Encoder being recorded into, or null when nothing is pending. */
   encoder: GPUCommandEncoder | null;
+  /** The compute pass consecutive dispatches share (ended before copies and at submit). */
+  pass: GPUComputePassEncoder | null;
+  /** Bind groups by pipeline, buffers and uniform block: a forward pass reuses the last one's. */
+  readonly bindGroups: Map<string, GPUBindGroup>;
+  /** Small ids of buffers and pipelines for cache keys. */
+  readonly ids: WeakMap<object, number>;
   /** Buffers to destroy once the commands recorded so far are submitted. */
   readonly deferred: GPUBuffer[];
   /** Pooled buffers this device's pool created (a buffer of a lost device never re-enters). */
@@ -76,6 +82,9 @@ export async function initRuntime(): Promise<Runtime> {
       pipelines: new Map(),
       uniforms: new Map(),
       encoder: null,
+      pass: null,
+      bindGroups: new Map(),
+      ids: new WeakMap(),
       deferred: [],
       owned: new WeakSet(),
     };
@@ -173,6 +182,7 @@ export function releaseBuffer(buf: GPUBuffer): void {
 export function trimPool(): void {
   const r = runtime();
   flush();
+  r.bindGroups.clear();
   for (const list of r.free.values()) {
     for (const b of list) {
       r.stats.poolBytes -= b.size;
@@ -321,6 +331,7 @@ function uniformFor(params: readonly Param[]): GPUBuffer {
       flush();
       for (const b of r.uniforms.values()) b.destroy();
       r.uniforms.clear();
+      r.bindGroups.clear();
     }
     buf = r.gpu.device.createBuffer({
       size: n * 4,
@@ -335,11 +346,34 @@ function uniformFor(params: readonly Param[]): GPUBuffer {
   return buf;
 }
 
-/** The current encoder (created on demand). */
+/** The current encoder (created on demand), with no compute pass open: for copies and queries. */
 export function encoder(): GPUCommandEncoder {
   const r = runtime();
+  if (r.pass) {
+    r.pass.end();
+    r.pass = null;
+  }
   if (!r.encoder) r.encoder = r.gpu.device.createCommandEncoder();
   return r.encoder;
+}
+
+/** The open compute pass (begun on demand). Dispatches in one pass are ordered like separate passes. */
+function computePass(r: Runtime): GPUComputePassEncoder {
+  if (!r.pass) {
+    if (!r.encoder) r.encoder = r.gpu.device.createCommandEncoder();
+    r.pass = r.encoder.beginComputePass();
+  }
+  return r.pass;
+}
+
+let nextId = 1;
+function idOf(r: Runtime, o: object): number {
+  let id = r.ids.get(o);
+  if (id === undefined) {
+    id = nextId++;
+    r.ids.set(o, id);
+  }
+  return id;
 }
 
 /**
@@ -358,14 +392,22 @@ export function dispatch(
   groups: readonly [number, number?, number?],
 ): void {
   const r = runtime();
-  const entries: GPUBindGroupEntry[] = [];
-  if (params.length) entries.push({ binding: 0, resource: { buffer: uniformFor(params) } });
-  const maxBind = r.gpu.limits.maxStorageBufferBindingSize;
-  buffers.forEach((b, i) => {
-    if (!b) return;
-    entries.push({ binding: i + 1, resource: { buffer: b, size: Math.min(b.size, maxBind) } });
-  });
-  const bg = r.gpu.device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
+  const uniform = params.length ? uniformFor(params) : null;
+  let key = `${idOf(r, pipe)}:${uniform ? idOf(r, uniform) : 0}`;
+  for (const b of buffers) key += `,${b ? idOf(r, b) : 0}`;
+  let bg = r.bindGroups.get(key);
+  if (!bg) {
+    const entries: GPUBindGroupEntry[] = [];
+    if (uniform) entries.push({ binding: 0, resource: { buffer: uniform } });
+    const maxBind = r.gpu.limits.maxStorageBufferBindingSize;
+    buffers.forEach((b, i) => {
+      if (!b) return;
+      entries.push({ binding: i + 1, resource: { buffer: b, size: Math.min(b.size, maxBind) } });
+    });
+    bg = r.gpu.device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
+    if (r.bindGroups.size > 4096) r.bindGroups.clear();
+    r.bindGroups.set(key, bg);
+  }
   const lim = r.gpu.limits.maxComputeWorkgroupsPerDimension;
   const [x, y = 1, z = 1] = groups;
   if (x > lim || y > lim || z > lim) {
@@ -374,11 +416,10 @@ export function dispatch(
     );
   }
   if (x === 0 || y === 0 || z === 0) return;
-  const pass = encoder().beginComputePass();
+  const pass = computePass(r);
   pass.setPipeline(pipe);
   pass.setBindGroup(0, bg);
   pass.dispatchWorkgroups(x, y, z);
-  pass.end();
   r.stats.dispatches++;
 }
 
@@ -411,6 +452,10 @@ export function copyBuffer(
 export function flush(): void {
   const r = runtime();
   if (!r.encoder) return;
+  if (r.pass) {
+    r.pass.end();
+    r.pass = null;
+  }
   const cmd = r.encoder.finish();
   r.encoder = null;
   r.gpu.device.queue.submit([cmd]);

@@ -17,6 +17,7 @@ import loss from "../../shaders/loss.wgsl" with { type: "text" };
 import sae from "../../shaders/sae.wgsl" with { type: "text" };
 import attention from "../../shaders/attention.wgsl" with { type: "text" };
 import sample from "../../shaders/sample.wgsl" with { type: "text" };
+import linear from "../../shaders/linear.wgsl" with { type: "text" };
 import type { ShaderSource } from "./runtime.ts";
 
 /** Every shader module by family name. */
@@ -30,4 +31,5 @@ export const SHADERS: Readonly<Record<string, ShaderSource>> = {
   sae: { name: "sae", code: sae },
   attention: { name: "attention", code: attention },
   sample: { name: "sample", code: sample },
+  linear: { name: "linear", code: linear },
 };

@@ -275,10 +275,24 @@ function upload(sd: StateDict, cfg: HookedTransformerConfig): Weights {
     blocks,
     lnfw: opt("ln_final.w"),
     lnfb: opt("ln_final.b"),
-    wU: t("unembed.W_U"),
+    wU: padColumns(t, sd.get("unembed.W_U")!, "unembed.W_U"),
     bU: t("unembed.b_U"),
     rot: cfg.rotaryDim ? rotaryTensor(cfg) : undefined,
   };
+}
+
+/** Uploads [rows, cols] with cols padded to a multiple of 4 (zeros), for the tiled kernel. */
+function padColumns(
+  t: (name: string, data?: Float32Array, shape?: number[]) => Tensor,
+  w: { shape: number[]; data: Float32Array },
+  name: string,
+): Tensor {
+  const [rows, cols] = w.shape;
+  const padded = Math.ceil(cols / 4) * 4;
+  if (padded === cols) return t(name);
+  const data = new Float32Array(rows * padded);
+  for (let r = 0; r < rows; r++) data.set(w.data.subarray(r * cols, (r + 1) * cols), r * padded);
+  return t(name, data, [rows, padded]);
 }
 
 function rotaryTensor(cfg: HookedTransformerConfig): Tensor {
@@ -991,40 +1005,47 @@ export class HookedTransformer {
 
   /** x [.., K] · W [K, N] + b into a tensor of `shape`. */
   protected linear(x: Tensor, w: Tensor, b: Tensor | undefined, shape: number[]): Tensor {
-    const [K, N] = w.shape;
-    const out = Tensor.empty(shape);
-    ops.gemm({ t: out, row: N, col: 1 }, { t: x, row: K, col: 1 }, { t: w, row: N, col: 1 }, {
-      M: x.size / K,
-      N,
-      K,
-      bias: b,
-    });
-    return out;
+    const [y] = ops.linear(x, w, b);
+    return y.moveTo(shape);
   }
 
-  /** One transformer block: attention then MLP, each added to the residual stream (in parallel for NeoX). */
+  /**
+   * One transformer block: attention then MLP, each added to the residual stream (in parallel
+   * for NeoX). The residual adds are fused into the output projections; a hook that replaces
+   * hook_attn_out or hook_mlp_out gets its own add.
+   */
   protected async block(l: number, residIn: Tensor): Promise<Tensor> {
     const b = `blocks.${l}.`;
     const w = this.#w.blocks[l];
     const resid = await this.hook(b + "hook_resid_pre", residIn);
     const x = await this.norm(b + "ln1", resid, w.ln1w, w.ln1b);
-    const attnOut = await this.hook(b + "hook_attn_out", await this.attention(l, x));
-    if (this.cfg.parallelAttnMlp) {
+    const parallel = this.cfg.parallelAttnMlp;
+    const [attnRaw, midFused] = await this.attention(l, x, parallel ? undefined : resid);
+    const attnOut = await this.hook(b + "hook_attn_out", attnRaw);
+    if (parallel) {
       const x2 = await this.norm(b + "ln2", resid, w.ln2w, w.ln2b);
-      const mlpOut = await this.hook(b + "hook_mlp_out", await this.mlp(l, x2));
+      const [mlpOut0] = await this.mlp(l, x2);
+      const mlpOut = await this.hook(b + "hook_mlp_out", mlpOut0);
       return await this.hook(b + "hook_resid_post", resid.add(attnOut).add(mlpOut));
     }
-    const mid = await this.hook(b + "hook_resid_mid", resid.add(attnOut));
+    const mid = await this.hook(
+      b + "hook_resid_mid",
+      attnOut === attnRaw && midFused ? midFused : resid.add(attnOut),
+    );
     const x2 = await this.norm(b + "ln2", mid, w.ln2w, w.ln2b);
-    const mlpOut = await this.hook(b + "hook_mlp_out", await this.mlp(l, x2));
-    return await this.hook(b + "hook_resid_post", mid.add(mlpOut));
+    const [mlpRaw, postFused] = await this.mlp(l, x2, mid);
+    const mlpOut = await this.hook(b + "hook_mlp_out", mlpRaw);
+    return await this.hook(
+      b + "hook_resid_post",
+      mlpOut === mlpRaw && postFused ? postFused : mid.add(mlpOut),
+    );
   }
 
   /**
    * Attention: hook_q/k/v (k/v with the KV-head count under grouped-query attention), hook_rot_q/k
    * (rotary models), hook_attn_scores (causal -inf), hook_pattern, hook_z, then W_O.
    */
-  protected async attention(l: number, x: Tensor): Promise<Tensor> {
+  protected async attention(l: number, x: Tensor, resid?: Tensor): Promise<[Tensor, Tensor | null]> {
     const cfg = this.cfg;
     const a = `blocks.${l}.attn.`;
     const w = this.#w.blocks[l];
@@ -1080,11 +1101,15 @@ export class HookedTransformer {
       { M: P, N: E, K: Pk, nb1: B, nb2: H, bGroup: group },
     );
     const zh = await this.hook(a + "hook_z", z);
-    return this.linear(zh, w.wo, w.bo, [B, P, D]);
+    const [out, sum] = ops.linear(zh.reshape([B, P, H * E]), w.wo, w.bo, { resid });
+    return [out, sum];
   }
 
-  /** MLP: mlp.hook_in, hook_pre, (gated: hook_pre_linear), hook_post, then W_out. */
-  protected async mlp(l: number, x: Tensor): Promise<Tensor> {
+  /**
+   * MLP: mlp.hook_in, hook_pre, (gated: hook_pre_linear), hook_post, then W_out (plus `resid`
+   * in the same pass when given). The activation is fused into the W_in pass.
+   */
+  protected async mlp(l: number, x: Tensor, resid?: Tensor): Promise<[Tensor, Tensor | null]> {
     const m = `blocks.${l}.mlp.`;
     const w = this.#w.blocks[l];
     const [B, P, D] = x.shape;
@@ -1101,17 +1126,19 @@ export class HookedTransformer {
       const gated = ops.activation(pre, this.cfg.actFn, lin);
       post = await this.hook(m + "hook_post", w.bin ? gated.add(w.bin) : gated);
     } else {
-      const pre = await this.hook(m + "hook_pre", this.linear(xin, w.win, w.bin, [B, P, F]));
-      post = await this.hook(m + "hook_post", ops.activation(pre, this.cfg.actFn));
+      const [pre0, post0] = ops.linear(xin, w.win, w.bin, { act: this.cfg.actFn });
+      const pre = await this.hook(m + "hook_pre", pre0);
+      post = await this.hook(m + "hook_post", pre === pre0 ? post0! : ops.activation(pre, this.cfg.actFn));
     }
-    return this.linear(post, w.wout, w.bout, [B, P, D]);
+    const [out, sum] = ops.linear(post, w.wout, w.bout, { resid });
+    return [out, sum];
   }
 
   /** unembed.hook_in, then logits = x · W_U + b_U at unembed.hook_out. */
   protected async unembed(x: Tensor): Promise<Tensor> {
     const [B, P] = x.shape;
     const xin = await this.hook("unembed.hook_in", x);
-    const logits = this.linear(xin, this.#w.wU, this.#w.bU, [B, P, this.cfg.dVocabOut]);
+    const [logits] = ops.linear(xin, this.#w.wU, this.#w.bU, {}, this.cfg.dVocabOut);
     return await this.hook("unembed.hook_out", logits);
   }
 
