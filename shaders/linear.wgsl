@@ -5,8 +5,9 @@
 // workgroup memory (two 4-wide groups 64 apart, conflict-free); K in steps of 8; vec4 loads from
 // global memory. Bounds are checked only when loading tiles and storing results, never in the
 // inner loop. Requires K % 4 == 0 and B's row stride (LDB) % 4 == 0 (the host pads B's columns).
-// Specialisation (prepended consts): ACT (0 none, else the activation code of elementwise.wgsl,
-// written to D), RESID (D = R + C).
+// Specialisation (prepended consts): BK (K step: 8 or 16), ACT (0 none, else 1 + the activation
+// code of elementwise.wgsl, written to D), RESID (D = R + C), GATE (SAE encode with ReLU: 1 JumpReLU,
+// D = 0 unless C > R[n] (the threshold); 2 gated, D = 0 unless R[m, n] > 0 (the gate)).
 
 struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, _a: u32, _b: u32, _c: u32 }
 
@@ -20,10 +21,9 @@ struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, _a: u32, _b: u32, _c
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
-const BK: u32 = 8u;
 
-var<workgroup> As: array<vec4<f32>, 256>;  // [k][m / 4]: BK x BM
-var<workgroup> Bs: array<vec4<f32>, 256>;  // [k][n / 4]: BK x BN
+var<workgroup> As: array<vec4<f32>, 512>;  // [k][m / 4]: BK x BM (BK <= 16)
+var<workgroup> Bs: array<vec4<f32>, 512>;  // [k][n / 4]: BK x BN
 
 const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
 
@@ -59,7 +59,12 @@ fn store(m: u32, n: u32, v: f32) {
   var c = v;
   if (p.has_bias != 0u) { c += bias[n]; }
   C[i] = c;
-  if (ACT != 0u) { D[i] = act(c); }
+  if (ACT != 0u) {
+    var d = act(c);
+    if (GATE == 1u && !(c > R[n])) { d = 0.0; }
+    if (GATE == 2u && !(R[i] > 0.0)) { d = 0.0; }
+    D[i] = d;
+  }
   if (RESID) { D[i] = R[i] + c; }
 }
 
@@ -73,27 +78,29 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
   let K4 = p.K / 4u;
   let LDB4 = p.LDB / 4u;
-  // Tile loads: A 128x8 as 256 vec4 along K (row li / 2, k quad li % 2); B 8x128 as 256 vec4
-  // along N (k row li / 32, n quad li % 32).
-  let a_row = m0 + li / 2u;
-  let a_kq = li % 2u;
-  let b_k = li / 32u;
-  let b_nq = n0 / 4u + li % 32u;
+  // Tile loads, BK / 8 vec4 per thread per operand: A 128 x BK as vec4 along K (row e / (BK/4),
+  // k quad e % (BK/4)); B BK x 128 as vec4 along N (k row e / 32, n quad e % 32).
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    var a = vec4<f32>(0.0);
-    let kq = k0 / 4u + a_kq;
-    if (a_row < p.M && kq < K4) { a = A[a_row * K4 + kq]; }
-    let mq = (li / 2u) / 4u;
-    let mc = (li / 2u) % 4u;
-    let kb = a_kq * 4u;
-    As[(kb + 0u) * 32u + mq][mc] = a.x;
-    As[(kb + 1u) * 32u + mq][mc] = a.y;
-    As[(kb + 2u) * 32u + mq][mc] = a.z;
-    As[(kb + 3u) * 32u + mq][mc] = a.w;
-    var b = vec4<f32>(0.0);
-    let bk = k0 + b_k;
-    if (bk < p.K && b_nq < LDB4) { b = B[bk * LDB4 + b_nq]; }
-    Bs[b_k * 32u + li % 32u] = b;
+    for (var t = 0u; t < BK / 8u; t++) {
+      let e = li + t * 256u;
+      let am = e / (BK / 4u);
+      let akq = e % (BK / 4u);
+      var a = vec4<f32>(0.0);
+      let kq = k0 / 4u + akq;
+      if (m0 + am < p.M && kq < K4) { a = A[(m0 + am) * K4 + kq]; }
+      let mq = am / 4u;
+      let mc = am % 4u;
+      let kb = akq * 4u;
+      As[(kb + 0u) * 32u + mq][mc] = a.x;
+      As[(kb + 1u) * 32u + mq][mc] = a.y;
+      As[(kb + 2u) * 32u + mq][mc] = a.z;
+      As[(kb + 3u) * 32u + mq][mc] = a.w;
+      let bk = e / 32u;
+      let bnq = n0 / 4u + e % 32u;
+      var b = vec4<f32>(0.0);
+      if (k0 + bk < p.K && bnq < LDB4) { b = B[(k0 + bk) * LDB4 + bnq]; }
+      Bs[bk * 32u + e % 32u] = b;
+    }
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk++) {
       let a0 = As[kk * 32u + ty];
@@ -119,19 +126,28 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
     }
     workgroupBarrier();
   }
-  // Rows: ty*4 + r (r < 4) and 64 + ty*4 + (r - 4); columns: tx*4 + c and 64 + tx*4 + c.
-  for (var r = 0u; r < 8u; r++) {
-    let m = m0 + select(ty * 4u + r, 64u + ty * 4u + r - 4u, r >= 4u);
-    let lo = acc[2u * r];
-    let hi = acc[2u * r + 1u];
-    let n = n0 + tx * 4u;
-    store(m, n, lo.x);
-    store(m, n + 1u, lo.y);
-    store(m, n + 2u, lo.z);
-    store(m, n + 3u, lo.w);
-    store(m, n + 64u, hi.x);
-    store(m, n + 65u, hi.y);
-    store(m, n + 66u, hi.z);
-    store(m, n + 67u, hi.w);
-  }
+  // Rows ty*4 + r and 64 + ty*4 + r; columns tx*4 + c and 64 + tx*4 + c. Constant indices keep
+  // the accumulators in registers.
+  let mA = m0 + ty * 4u;
+  let mB = m0 + 64u + ty * 4u;
+  let n = n0 + tx * 4u;
+  store4(mA, n, acc[0], acc[1]);
+  store4(mA + 1u, n, acc[2], acc[3]);
+  store4(mA + 2u, n, acc[4], acc[5]);
+  store4(mA + 3u, n, acc[6], acc[7]);
+  store4(mB, n, acc[8], acc[9]);
+  store4(mB + 1u, n, acc[10], acc[11]);
+  store4(mB + 2u, n, acc[12], acc[13]);
+  store4(mB + 3u, n, acc[14], acc[15]);
+}
+
+fn store4(m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>) {
+  store(m, n, lo.x);
+  store(m, n + 1u, lo.y);
+  store(m, n + 2u, lo.z);
+  store(m, n + 3u, lo.w);
+  store(m, n + 64u, hi.x);
+  store(m, n + 65u, hi.y);
+  store(m, n + 66u, hi.z);
+  store(m, n + 67u, hi.w);
 }

@@ -259,8 +259,18 @@ function erf(x: number): number {
   return Math.sign(x) * Math.min(1, (2 / Math.sqrt(Math.PI)) * sum);
 }
 
-for (const [M, K, N, LDB] of [[1, 4, 4, 4], [7, 12, 8, 8], [65, 132, 33, 36], [130, 64, 200, 200], [256, 768, 3072, 3072]]) {
-  Deno.test(`linear (tiled) ${M}x${K}x${N} (LDB ${LDB}) with bias, activation and residual epilogues matches float64`, async () => {
+for (
+  const [M, K, N, LDB, BK] of [
+    [1, 4, 4, 4, 8],
+    [7, 12, 8, 8, 8],
+    [65, 132, 33, 36, 8],
+    [130, 68, 200, 200, 16],
+    [256, 768, 3072, 3072, 8],
+    [129, 772, 260, 260, 16],
+  ]
+) {
+  Deno.test(`linear (tiled, BK ${BK}) ${M}x${K}x${N} (LDB ${LDB}) with bias, activation and residual epilogues matches float64`, async () => {
+    ops.linearConfig.bk = BK as 8 | 16;
     const a = randArray(M * K, seed++), w = randArray(K * LDB, seed++), bias = randArray(N, seed++);
     const resid = randArray(M * N, seed++);
     using ta = Tensor.from(a, [M, K]);
@@ -271,7 +281,8 @@ for (const [M, K, N, LDB] of [[1, 4, 4, 4], [7, 12, 8, 8], [65, 132, 33, 36], [1
     const wN = new Float32Array(K * N);
     for (let k = 0; k < K; k++) for (let j = 0; j < N; j++) wN[k * N + j] = w[k * LDB + j];
     const ref = refMatmul(a, wN, bias, M, K, N);
-    const gelu = (v: number) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+    const gelu = (v: number) =>
+      0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
     poisonPool(M * N * 4, 4);
     const [y1, post] = ops.linear(ta, tw, tb, { act: "gelu_new" }, N);
     const [y2, sum] = ops.linear(ta, tw, tb, { resid: tr }, N);
@@ -281,7 +292,11 @@ for (const [M, K, N, LDB] of [[1, 4, 4, 4], [7, 12, 8, 8], [65, 132, 33, 36], [1
       assert.ok(relErr(await y.toArray(), ref) < 1e-5, `linear ${relErr(await y.toArray(), ref)}`);
     }
     assert.ok(relErr(await post!.toArray(), ref.map(gelu)) < 1e-5, "act epilogue");
-    assert.ok(relErr(await sum!.toArray(), ref.map((v, i) => v + resid[i])) < 1e-5, "residual epilogue");
+    assert.ok(
+      relErr(await sum!.toArray(), ref.map((v, i) => v + resid[i])) < 1e-5,
+      "residual epilogue",
+    );
     for (const t of [y1, y2, y3, post!, sum!]) t.dispose();
+    ops.linearConfig.bk = 8;
   });
 } // deno-fmt-ignore

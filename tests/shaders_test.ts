@@ -1,28 +1,40 @@
 // Every WGSL file compiles and every entry point builds a pipeline (a shader error would otherwise
 // surface only as a rejected submission).
 import assert from "node:assert/strict";
-import { initRuntime } from "../src/gpu/runtime.ts";
+import { initRuntime, shaderCode } from "../src/gpu/runtime.ts";
 import { SHADERS } from "../src/gpu/shaders.ts";
 
 Deno.test("every shader compiles without errors and every entry point builds", async () => {
   const { gpu } = await initRuntime();
-  for (const s of Object.values(SHADERS)) {
-    const code = (/\bf16\b/.test(s.code) ? "enable f16;\n" : "") + s.code;
-    const module = gpu.device.createShaderModule({ code, label: s.name });
-    const info = await module.getCompilationInfo();
-    const errors = info.messages.filter((m) => m.type === "error").map((m) =>
-      `${s.name}:${m.lineNum}: ${m.message}`
-    );
-    assert.deepEqual(errors, [], s.name);
-    const entries = [...s.code.matchAll(/@compute[^\n]*\n(?:[^\n]*\n)?\s*fn (\w+)/g)].map((m) =>
-      m[1]
-    );
-    assert.ok(entries.length > 0, `${s.name} has entry points`);
-    for (const entryPoint of entries) {
-      gpu.device.pushErrorScope("validation");
-      gpu.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint } });
-      const err = await gpu.device.popErrorScope();
-      assert.equal(err, null, `${s.name}:${entryPoint}: ${err?.message}`);
+  // Specialisation constants of the shaders that take them (each variant is built below too).
+  const variants: Record<string, Record<string, number | boolean>[]> = {
+    linear: [
+      { BK: 8, ACT: 0, RESID: false, GATE: 0 },
+      { BK: 16, ACT: 1, RESID: false, GATE: 0 },
+      { BK: 8, ACT: 0, RESID: true, GATE: 0 },
+      { BK: 8, ACT: 3, RESID: false, GATE: 1 },
+      { BK: 8, ACT: 3, RESID: false, GATE: 2 },
+    ],
+  };
+  for (const [name, s] of Object.entries(SHADERS)) {
+    for (const defines of variants[name] ?? [{}]) {
+      const code = shaderCode(s, defines);
+      const module = gpu.device.createShaderModule({ code, label: s.name });
+      const info = await module.getCompilationInfo();
+      const errors = info.messages.filter((m) => m.type === "error").map((m) =>
+        `${s.name}:${m.lineNum}: ${m.message}`
+      );
+      assert.deepEqual(errors, [], s.name);
+      const entries = [...s.code.matchAll(/@compute[^\n]*\n(?:[^\n]*\n)?\s*fn (\w+)/g)].map((m) =>
+        m[1]
+      );
+      assert.ok(entries.length > 0, `${s.name} has entry points`);
+      for (const entryPoint of entries) {
+        gpu.device.pushErrorScope("validation");
+        gpu.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint } });
+        const err = await gpu.device.popErrorScope();
+        assert.equal(err, null, `${s.name}:${entryPoint}: ${err?.message}`);
+      }
     }
   }
 });

@@ -10,7 +10,15 @@
  * @module
  */
 import { ShapeError } from "../errors.ts";
-import { createDataBuffer, deferDestroy, dispatch, f32, type Param, pipeline, runtime } from "./runtime.ts";
+import {
+  createDataBuffer,
+  deferDestroy,
+  dispatch,
+  f32,
+  type Param,
+  pipeline,
+  runtime,
+} from "./runtime.ts";
 import { SHADERS } from "./shaders.ts";
 import { numel, Tensor } from "./tensor.ts";
 
@@ -510,6 +518,16 @@ export function saeEncode(
   aux?: Tensor,
 ): [Tensor, Tensor] {
   const [K, N] = w.shape;
+  if (K % 4 === 0 && N % 4 === 0) {
+    // The tiled kernel with the activation (and threshold or gate) in its epilogue.
+    const gate = act === "jumprelu"
+      ? { kind: "threshold" as const, t: aux! }
+      : act === "gated"
+      ? { kind: "gate" as const, t: aux! }
+      : undefined;
+    const [pre, post] = linear(x, w, b, { act: "relu", gate });
+    return [pre, post!];
+  }
   const M = x.size / K;
   const shape = [...x.shape.slice(0, -1), N];
   const pre = Tensor.empty(shape);
@@ -756,12 +774,20 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
   }
 }
 
+/** Tuning of the tiled kernel: the K step (8 or 16). Benchmarks compare both. */
+export const linearConfig: { bk: 8 | 16 } = { bk: 8 };
+
 /** Fused epilogue of {@link linear}. */
 export interface LinearEpilogue {
   /** Also return act(x·W + b) (the activation code of {@link ACT_CODES}' names). */
   act?: string;
   /** Also return resid + (x·W + b). */
   resid?: Tensor;
+  /**
+   * SAE encode (with act "relu"): zero the activation unless the pre-activation exceeds a
+   * per-column threshold [N] (JumpReLU) or a gate pre-activation [M, N] is positive (gated).
+   */
+  gate?: { kind: "threshold" | "gate"; t: Tensor };
 }
 
 /**
@@ -785,27 +811,48 @@ export function linear(
   const [K, LDB] = w.shape;
   const N = n ?? LDB;
   if ((x.shape.at(-1) ?? 0) !== K) {
-    throw new ShapeError(`linear: [${x.shape.join(", ")}] x [${w.shape.join(", ")}] do not fit (inner dims differ).`);
+    throw new ShapeError(
+      `linear: [${x.shape.join(", ")}] x [${w.shape.join(", ")}] do not fit (inner dims differ).`,
+    );
   }
   const M = x.size / Math.max(K, 1);
   const shape = [...x.shape.slice(0, -1), N];
   if (K % 4 !== 0 || LDB % 4 !== 0) {
     const y = Tensor.empty(shape);
-    gemm({ t: y, row: N, col: 1 }, { t: x, row: K, col: 1 }, { t: w, row: LDB, col: 1 }, { M, N, K, bias });
+    gemm({ t: y, row: N, col: 1 }, { t: x, row: K, col: 1 }, { t: w, row: LDB, col: 1 }, {
+      M,
+      N,
+      K,
+      bias,
+    });
     if (epi.act) return [y, activation(y, epi.act)];
     if (epi.resid) return [y, binary(epi.resid, y, "add")];
     return [y, null];
   }
   const act = epi.act ? ACT_CODES[epi.act] : undefined;
   if (epi.act && act === undefined) {
-    throw new ShapeError(`Unsupported activation "${epi.act}": supported are ${Object.keys(ACT_CODES).join(", ")}.`);
+    throw new ShapeError(
+      `Unsupported activation "${epi.act}": supported are ${Object.keys(ACT_CODES).join(", ")}.`,
+    );
   }
   const y = Tensor.empty(shape);
   const d = epi.act || epi.resid ? Tensor.empty(shape) : null;
   dispatch(
-    pipeline(SHADERS.linear, "main", { ACT: act === undefined ? 0 : act + 1, RESID: Boolean(epi.resid) }),
+    pipeline(SHADERS.linear, "main", {
+      BK: linearConfig.bk,
+      ACT: act === undefined ? 0 : act + 1,
+      RESID: Boolean(epi.resid),
+      GATE: epi.gate ? (epi.gate.kind === "threshold" ? 1 : 2) : 0,
+    }),
     [M, N, K, LDB, bias ? 1 : 0, 0, 0, 0],
-    [x.buffer, w.buffer, y.buffer, (bias ?? x).buffer, (d ?? scratch()).buffer, (epi.resid ?? x).buffer],
+    [
+      x.buffer,
+      w.buffer,
+      y.buffer,
+      (bias ?? x).buffer,
+      (d ?? scratch()).buffer,
+      (epi.resid ?? epi.gate?.t ?? x).buffer,
+    ],
     [Math.ceil(N / 128), Math.ceil(M / 128), 1],
   );
   return [y, d];

@@ -273,17 +273,7 @@ export function pipeline(
   const key = `${shader.name}:${entry}:${defs.map(([k, v]) => `${k}=${v}`).join(",")}`;
   let p = r.pipelines.get(key);
   if (!p) {
-    const head = defs
-      .map(([k, v]) =>
-        typeof v === "boolean"
-          ? `const ${k}: bool = ${v};`
-          : Number.isInteger(v)
-          ? `const ${k}: u32 = ${v}u;`
-          : `const ${k}: f32 = ${v};`
-      )
-      .join("\n");
-    const needsF16 = /\bf16\b/.test(shader.code);
-    const code = (needsF16 ? "enable f16;\n" : "") + head + "\n" + shader.code;
+    const code = shaderCode(shader, defines);
     const module = r.gpu.device.createShaderModule({ code, label: key });
     p = r.gpu.device.createComputePipeline({
       layout: "auto",
@@ -293,6 +283,32 @@ export function pipeline(
     r.pipelines.set(key, p);
   }
   return p;
+}
+
+/**
+ * The WGSL a pipeline is built from: `enable f16;` where needed, the defines as `const`s, then
+ * the shader.
+ *
+ * @example
+ * ```ts
+ * const code = shaderCode(SHADERS.linear, { BK: 8, ACT: 0, RESID: false, GATE: 0 });
+ * ```
+ */
+export function shaderCode(
+  shader: ShaderSource,
+  defines: Record<string, number | boolean> = {},
+): string {
+  const head = Object.entries(defines)
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([k, v]) =>
+      typeof v === "boolean"
+        ? `const ${k}: bool = ${v};`
+        : Number.isInteger(v)
+        ? `const ${k}: u32 = ${v}u;`
+        : `const ${k}: f32 = ${v};`
+    )
+    .join("\n");
+  return (/\bf16\b/.test(shader.code) ? "enable f16;\n" : "") + head + "\n" + shader.code;
 }
 
 /** Packs numbers into a uniform block: integers as u32/i32, others as f32 (use {@link f32}). */

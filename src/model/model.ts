@@ -1045,7 +1045,11 @@ export class HookedTransformer {
    * Attention: hook_q/k/v (k/v with the KV-head count under grouped-query attention), hook_rot_q/k
    * (rotary models), hook_attn_scores (causal -inf), hook_pattern, hook_z, then W_O.
    */
-  protected async attention(l: number, x: Tensor, resid?: Tensor): Promise<[Tensor, Tensor | null]> {
+  protected async attention(
+    l: number,
+    x: Tensor,
+    resid?: Tensor,
+  ): Promise<[Tensor, Tensor | null]> {
     const cfg = this.cfg;
     const a = `blocks.${l}.attn.`;
     const w = this.#w.blocks[l];
@@ -1128,7 +1132,10 @@ export class HookedTransformer {
     } else {
       const [pre0, post0] = ops.linear(xin, w.win, w.bin, { act: this.cfg.actFn });
       const pre = await this.hook(m + "hook_pre", pre0);
-      post = await this.hook(m + "hook_post", pre === pre0 ? post0! : ops.activation(pre, this.cfg.actFn));
+      post = await this.hook(
+        m + "hook_post",
+        pre === pre0 ? post0! : ops.activation(pre, this.cfg.actFn),
+      );
     }
     const [out, sum] = ops.linear(post, w.wout, w.bout, { resid });
     return [out, sum];

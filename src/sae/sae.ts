@@ -147,6 +147,42 @@ export class SAE {
         );
       }
     }
+    return SAE.fromWeights(cfg, Object.fromEntries(cpu), { ...opts, source: dir });
+  }
+
+  /**
+   * An SAE from a config and weights in memory (SAELens names: W_enc [d_in, d_sae], b_enc, W_dec
+   * [d_sae, d_in], b_dec, and threshold / b_gate, r_mag, b_mag by architecture).
+   *
+   * @example
+   * ```ts
+   * const sae = await SAE.fromWeights(cfg, { W_enc, b_enc, W_dec, b_dec });
+   * ```
+   */
+  static async fromWeights(
+    cfg: SaeConfig,
+    weights: Record<string, Float32Array>,
+    opts: SaeLoadOptions & { source?: string } = {},
+  ): Promise<SAE> {
+    await initRuntime();
+    const source = opts.source ?? "(in memory)";
+    const { dIn, dSae } = cfg;
+    const sizes: Record<string, number> = {
+      W_enc: dIn * dSae,
+      W_dec: dSae * dIn,
+      b_enc: dSae,
+      b_dec: dIn,
+      threshold: dSae,
+      b_gate: dSae,
+      r_mag: dSae,
+      b_mag: dSae,
+    }; // deno-fmt-ignore
+    for (const n of EXPECTED[cfg.architecture]) {
+      if (!weights[n] || weights[n].length !== sizes[n]) {
+        throw new WeightsError(source, `needs ${sizes[n]} values for a ${cfg.architecture} SAE, got ${weights[n]?.length ?? "none"}`, n);
+      }
+    }
+    const cpu = new Map(Object.entries(weights));
     const wDec = cpu.get("W_dec")!;
     const norms = new Float32Array(dSae);
     for (let j = 0; j < dSae; j++) {
@@ -176,7 +212,7 @@ export class SAE {
       up("b_mag", cpu.get("b_mag")!, [dSae]);
     }
     const cap = Math.max(1, Math.min(dSae, opts.decodeCapacity ?? cfg.k ?? 256));
-    return new SAE(cfg, dir, w, cap);
+    return new SAE(cfg, source, w, cap);
   }
 
   /** Input width as the hook sees it: [.., heads, d_head] for hook_z SAEs, else [.., d_in]. */

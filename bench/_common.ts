@@ -1,0 +1,214 @@
+// Shared benchmark machinery: GPU time per case from timestamp queries (wall time around a
+// completed submission where the adapter has none), GFLOP/s and GB/s beside each time, a table on
+// exit and a JSON summary in bench/results/.
+import { gpuInfo, initGpu } from "../mod.ts";
+import { gpuTimeMs } from "../src/gpu/timing.ts";
+import { configFromHf, type HookedTransformerConfig } from "../src/model/config.ts";
+import { processWeights } from "../src/model/processing.ts";
+import type { StateDict } from "../src/model/weights.ts";
+import { HookedSAETransformer } from "../src/sae/hooked_sae_transformer.ts";
+import { SAE } from "../src/sae/sae.ts";
+import { readBuffers } from "../src/gpu/runtime.ts";
+
+export const info = await initGpu();
+/** Full sizes (GPT-2 small) on a real GPU; scaled down on a software adapter (lavapipe). */
+export const FULL = Deno.env.get("HOOKLENS_BENCH") === "full" ||
+  (Deno.env.get("HOOKLENS_BENCH") !== "small" && !info.fallback);
+
+interface Row {
+  suite: string;
+  name: string;
+  gpuMs: number;
+  wallMs: number;
+  gflops: number | null;
+  gbps: number | null;
+}
+const rows: Row[] = [];
+let suiteName = "bench";
+
+/** Names the suite (file) whose rows follow. */
+export function suite(name: string): void {
+  suiteName = name;
+}
+
+/** Median of numbers. */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** Waits for all submitted GPU work (one tiny readback). */
+export async function sync(): Promise<void> {
+  const { runtime } = await import("../src/gpu/runtime.ts");
+  const r = runtime();
+  const b = r.gpu.device.createBuffer({
+    size: 16,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+  });
+  await readBuffers([{ buffer: b, bytes: 16 }]);
+  b.destroy();
+}
+
+/**
+ * Registers a Deno.bench case and records its GPU time: each iteration runs `fn` between GPU
+ * timestamps (Deno's own figure is wall time including one CPU sync, ~11 ms in Deno 2.9).
+ * Also measures pipelined wall time: `pipelined` runs back to back, then one sync.
+ */
+export function bench(
+  name: string,
+  work: { flops?: number; bytes?: number },
+  fn: () => Promise<void> | void,
+  opts: { n?: number; pipelined?: number } = {},
+): void {
+  const times: number[] = [];
+  let wall = NaN;
+  const n = opts.n ?? 10;
+  Deno.bench({ name, n, warmup: 2, group: suiteName }, async () => {
+    const ms = await gpuTimeMs(fn);
+    if (ms !== null) times.push(ms);
+  });
+  Deno.bench({
+    name: `${name} (pipelined x${opts.pipelined ?? 5})`,
+    n: 1,
+    warmup: 0,
+    group: suiteName,
+  }, async () => {
+    const k = opts.pipelined ?? 5;
+    await sync();
+    const t0 = performance.now();
+    for (let i = 0; i < k; i++) await fn();
+    await sync();
+    wall = (performance.now() - t0) / k;
+    const gpu = times.length ? median(times.slice(-n)) : wall;
+    const old = rows.findIndex((r) => r.suite === suiteName && r.name === name);
+    if (old >= 0) rows.splice(old, 1);
+    rows.push({
+      suite: suiteName,
+      name,
+      gpuMs: gpu,
+      wallMs: wall,
+      gflops: work.flops ? work.flops / gpu / 1e6 : null,
+      gbps: work.bytes ? work.bytes / gpu / 1e6 : null,
+    });
+  });
+}
+
+globalThis.addEventListener("unload", () => {
+  if (!rows.length) return;
+  const pad = (s: string, n: number) => s.padEnd(n);
+  const lines = [
+    `\nhooklens benchmarks on ${info.adapter} (${
+      FULL ? "full sizes" : "scaled down for a software adapter"
+    })`,
+    `${pad("case", 58)} ${"GPU ms".padStart(9)} ${"wall ms".padStart(9)} ${"GFLOP/s".padStart(9)} ${
+      "GB/s".padStart(8)
+    }`,
+  ];
+  for (const r of rows) {
+    lines.push(
+      `${pad(`${r.suite}: ${r.name}`, 58)} ${r.gpuMs.toFixed(3).padStart(9)} ${
+        r.wallMs.toFixed(2).padStart(9)
+      } ` +
+        `${r.gflops === null ? "".padStart(9) : r.gflops.toFixed(0).padStart(9)} ${
+          r.gbps === null ? "".padStart(8) : r.gbps.toFixed(0).padStart(8)
+        }`,
+    );
+  }
+  console.log(lines.join("\n"));
+  const dir = new URL("./results/", import.meta.url);
+  Deno.mkdirSync(dir, { recursive: true });
+  const file = new URL(`${rows[0].suite}.json`, dir);
+  Deno.writeTextFileSync(
+    file,
+    JSON.stringify(
+      {
+        adapter: info.adapter,
+        full: FULL,
+        date: new Date().toISOString(),
+        stats: gpuInfo().stats,
+        rows,
+      },
+      null,
+      1,
+    ),
+  );
+}); // deno-fmt-ignore
+
+/** Normal(0, std) random numbers (Box-Muller, seeded). */
+export function randn(n: number, std: number, seed: number): Float32Array {
+  let a = seed >>> 0;
+  const u = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 1) / 4294967297;
+  };
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(u())), th = 2 * Math.PI * u();
+    out[i] = r * Math.cos(th) * std;
+    if (i + 1 < n) out[i + 1] = r * Math.sin(th) * std;
+  }
+  return out;
+}
+
+/** A GPT-2-shaped model with random weights made in memory (processed as TransformerLens does). */
+export function randomGpt2(
+  dims: { layers: number; dModel: number; heads: number; vocab: number; nCtx: number },
+): HookedSAETransformer {
+  let cfg: HookedTransformerConfig = configFromHf({
+    architectures: ["GPT2LMHeadModel"],
+    n_embd: dims.dModel,
+    n_layer: dims.layers,
+    n_head: dims.heads,
+    vocab_size: dims.vocab,
+    n_positions: dims.nCtx,
+  }, "random-gpt2/config.json");
+  const { dModel: D, nHeads: H, dHead: E, dMlp: F, dVocab: V, nCtx } = cfg;
+  const sd: StateDict = new Map();
+  let seed = 1;
+  const w = (shape: number[], std = 0.02) => ({
+    shape,
+    data: randn(shape.reduce((a, b) => a * b, 1), std, seed++),
+  });
+  const ones = (n: number) => ({ shape: [n], data: new Float32Array(n).fill(1) });
+  sd.set("embed.W_E", w([V, D]));
+  sd.set("pos_embed.W_pos", w([nCtx, D]));
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const b = `blocks.${l}.`;
+    sd.set(b + "ln1.w", ones(D)).set(b + "ln1.b", w([D], 0.01)).set(b + "ln2.w", ones(D)).set(
+      b + "ln2.b",
+      w([D], 0.01),
+    );
+    for (const q of ["Q", "K", "V"]) {
+      sd.set(b + `attn.W_${q}`, w([H, D, E])).set(b + `attn.b_${q}`, w([H, E], 0.01));
+    }
+    sd.set(b + "attn.W_O", w([H, E, D])).set(b + "attn.b_O", w([D], 0.01));
+    sd.set(b + "mlp.W_in", w([D, F])).set(b + "mlp.b_in", w([F], 0.01)).set(
+      b + "mlp.W_out",
+      w([F, D]),
+    ).set(b + "mlp.b_out", w([D], 0.01));
+  }
+  sd.set("ln_final.w", ones(D)).set("ln_final.b", w([D], 0.01));
+  sd.set("unembed.W_U", w([D, V])).set("unembed.b_U", { shape: [V], data: new Float32Array(V) });
+  cfg = processWeights(sd, cfg, {
+    foldLn: true,
+    centerWritingWeights: true,
+    centerUnembed: true,
+    foldValueBiases: true,
+  });
+  return new HookedSAETransformer(cfg, sd);
+} // deno-fmt-ignore
+
+/** A standard SAE with random weights at `hook` (about `l0` active latents per token). */
+export async function randomSae(dIn: number, dSae: number, hook: string): Promise<SAE> {
+  return await SAE.fromWeights(
+    { dIn, dSae, architecture: "standard", hookName: hook, applyBDecToInput: true, normalizeActivations: "none", reshapeActivations: "none", rescaleActsByDecoderNorm: false, dtype: "float32" },
+    {
+      W_enc: randn(dIn * dSae, 1 / Math.sqrt(dIn), 7), W_dec: randn(dSae * dIn, 1 / Math.sqrt(dIn), 8),
+      // A negative encoder bias keeps most latents off, as in a trained SAE.
+      b_enc: new Float32Array(dSae).fill(-2.5), b_dec: new Float32Array(dIn),
+    },
+  );
+}

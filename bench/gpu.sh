@@ -1,0 +1,19 @@
+#!/bin/bash
+# Runs the test suite and the benchmark suites in one call on a GPU machine prepared as
+# ../shared/gpu/README.md describes (bash ../shared/gpu/prepare.sh, then the npm cache in
+# .gpu/deno_dir: DENO_DIR=$PWD/.gpu/deno_dir deno cache mod.ts bench/*.ts tests/*.ts), e.g. with
+# the device tool: command "bash bench/gpu.sh", carry [".gpu"]. Logs and JSON go to $OUT
+# (or bench/results).
+set -u
+cd "$(dirname "$0")/.."
+out=${OUT:-bench/results}
+mkdir -p "$out" bench/results
+export DENO_DIR="$PWD/.gpu/deno_dir" HOOKLENS_BENCH=full DENO_NO_UPDATE_CHECK=1
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  timeout "${TEST_TIMEOUT:-180}" bash .gpu/run.sh deno test --allow-read --allow-write --allow-env --allow-net=127.0.0.1 --no-prompt > "$out/test.log" 2>&1
+  echo "tests: exit $? ($(grep -aE '^(ok|FAILED) \|' "$out/test.log" | tail -1))"
+fi
+timeout "${BENCH_TIMEOUT:-360}" bash .gpu/run.sh deno bench --allow-read --allow-env --allow-write --no-prompt bench/ > "$out/bench.log" 2>&1
+echo "bench: exit $?"
+cp bench/results/*.json "$out/" 2>/dev/null
+grep -a -A200 "hooklens benchmarks on" "$out/bench.log" | grep -av "^\s*$" | head -80

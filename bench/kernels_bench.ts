@@ -1,0 +1,118 @@
+// Kernel benchmarks at GPT-2-small shapes: dense layers (tiled kernel, both K steps, and the
+// general strided kernel), attention, norms, SAE encode/decode (d_in 768, d_sae 24576, 1024 tokens).
+import { Tensor } from "../mod.ts";
+import * as ops from "../src/gpu/ops.ts";
+import { bench, FULL, randn, randomSae, suite } from "./_common.ts";
+
+suite("kernels");
+const S = FULL ? 1 : 8; // shape divisor on a software adapter
+const T = 1024 / S; // tokens
+
+function mat(rows: number, cols: number, seed: number): Tensor {
+  return Tensor.from(randn(rows * cols, 0.05, seed), [rows, cols]).keep();
+}
+
+const shapes: [number, number, number][] = [[T, 768, 3072], [T, 3072, 768], [T, 768, 768], [
+  T,
+  768,
+  2304,
+]];
+if (FULL) shapes.push([T, 768, 50260], [4096, 4096, 4096]);
+for (const [M, K, N] of shapes) {
+  const a = mat(M, K, 1), w = mat(K, N, 2), bias = mat(1, N, 3).reshape([N]).keep();
+  const work = { flops: 2 * M * K * N, bytes: 4 * (M * K + K * N + M * N) };
+  for (const bk of [8, 16] as const) {
+    bench(`linear ${M}x${K}x${N} (tiled, BK ${bk})`, work, () => {
+      ops.linearConfig.bk = bk;
+      ops.linear(a, w, bias)[0].dispose();
+      ops.linearConfig.bk = 8;
+    }, { n: 8 });
+  }
+  if (M * K * N <= 1024 * 768 * 3072) {
+    bench(
+      `linear ${M}x${K}x${N} (general strided kernel)`,
+      work,
+      () => ops.matmul(a, w, bias).dispose(),
+      { n: 5 },
+    );
+  }
+}
+{
+  const [M, K, N] = [T, 768, 3072];
+  const a = mat(M, K, 4), w = mat(K, N, 5), bias = mat(1, N, 6).reshape([N]).keep();
+  bench(`linear ${M}x${K}x${N} + gelu_new epilogue`, { flops: 2 * M * K * N }, () => {
+    const [y, p] = ops.linear(a, w, bias, { act: "gelu_new" });
+    y.dispose();
+    p!.dispose();
+  });
+}
+
+// Attention core at 12 heads x 64: scores (causal), softmax, pattern · V.
+for (const [B, P] of [[8 / (FULL ? 1 : 4), 128], [FULL ? 8 : 1, FULL ? 1024 : 256]]) {
+  const H = 12, E = 64;
+  const q = Tensor.from(randn(B * P * H * E, 1, 7), [B, P, H, E]).keep();
+  const k = Tensor.from(randn(B * P * H * E, 1, 8), [B, P, H, E]).keep();
+  const v = Tensor.from(randn(B * P * H * E, 1, 9), [B, P, H, E]).keep();
+  bench(
+    `attention ${B}x${P}, 12 heads x 64 (scores, softmax, z)`,
+    { flops: 4 * B * H * P * P * E },
+    () => {
+      const scores = Tensor.empty([B, H, P, P]);
+      ops.gemm(
+        { t: scores, b1: H * P * P, b2: P * P, row: P, col: 1 },
+        { t: q, b1: P * H * E, b2: E, row: H * E, col: 1 },
+        { t: k, b1: P * H * E, b2: E, row: 1, col: H * E },
+        { M: P, N: P, K: E, nb1: B, nb2: H, alpha: 0.125, causal: true },
+      );
+      const pattern = ops.softmax(scores);
+      const z = Tensor.empty([B, P, H, E]);
+      ops.gemm(
+        { t: z, b1: P * H * E, b2: E, row: H * E, col: 1 },
+        { t: pattern, b1: H * P * P, b2: P * P, row: P, col: 1 },
+        { t: v, b1: P * H * E, b2: E, row: H * E, col: 1 },
+        { M: P, N: E, K: P, nb1: B, nb2: H },
+      );
+      for (const t of [scores, pattern, z]) t.dispose();
+    },
+  );
+}
+
+{
+  const x = mat(T, 768, 10);
+  bench(`layer norm ${T}x768 (scale + apply)`, { bytes: 3 * 4 * T * 768 }, () => {
+    const s = ops.normScale(x, "LN", 1e-5);
+    const y = ops.normApply(x, s, "LN");
+    s.dispose();
+    y.dispose();
+  });
+}
+
+{
+  const dSae = 24576 / S;
+  const sae = await randomSae(768, dSae, "blocks.8.hook_resid_pre");
+  const x = Tensor.from(randn(T * 768, 1, 11), [T, 768]).keep();
+  const wEnc = mat(768, dSae, 12),
+    bEnc = Tensor.from(new Float32Array(dSae).fill(-2.5), [dSae]).keep();
+  bench(
+    `SAE encode ${T}x768x${dSae} (fused matmul + bias + ReLU)`,
+    { flops: 2 * T * 768 * dSae },
+    () => {
+      const [pre, post] = ops.saeEncode(x, wEnc, bEnc, "relu");
+      pre.dispose();
+      post.dispose();
+    },
+  );
+  const acts = await sae.encode(x);
+  const nnz = Array.from(await acts.toArray()).filter((v) => v !== 0).length / T;
+  console.log(`SAE decode benchmark: ${nnz.toFixed(1)} active latents per token`);
+  bench(
+    `SAE decode ${T}x${dSae}->768 sparse (L0 ${nnz.toFixed(0)})`,
+    { flops: 2 * T * nnz * 768 },
+    () => sae.decodeFlat(acts).dispose(),
+  );
+  bench(
+    `SAE top-k (k 64) over ${T}x${dSae}`,
+    { bytes: 8 * T * dSae },
+    () => ops.topK(acts, 64).dispose(),
+  );
+}

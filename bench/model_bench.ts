@@ -1,0 +1,60 @@
+// End to end on a GPT-2-small-shaped model with random weights made in memory (12 layers,
+// d_model 768, vocab 50257; scaled down on a software adapter): forward at several batch x seq,
+// runWithCache (all hooks and residual only), runWithSaes (d_sae 24576 at blocks.8.hook_resid_pre),
+// and 32 generated tokens.
+import type { Tensor } from "../mod.ts";
+import { bench, FULL, randomGpt2, randomSae, suite } from "./_common.ts";
+
+suite("model");
+const dims = FULL
+  ? { layers: 12, dModel: 768, heads: 12, vocab: 50257, nCtx: 1024 }
+  : { layers: 2, dModel: 256, heads: 4, vocab: 4096, nCtx: 256 };
+const model = randomGpt2(dims);
+const c = model.cfg;
+const params = c.nLayers * (4 * c.dModel * c.dModel + 2 * c.dModel * c.dMlp) + c.dModel * c.dVocab;
+const flops = (B: number, P: number) =>
+  2 * B * P * params + c.nLayers * 4 * B * c.nHeads * P * P * c.dHead;
+const tokens = (B: number, P: number) =>
+  Array.from(
+    { length: B },
+    (_, b) => Array.from({ length: P }, (_, p) => (b * 7919 + p * 104729) % c.dVocab),
+  );
+
+const sizes: [number, number][] = FULL
+  ? [[1, 128], [8, 128], [32, 128], [8, 1024]]
+  : [[1, 64], [4, 64]];
+for (const [B, P] of sizes) {
+  const t = tokens(B, P);
+  bench(
+    `forward ${B}x${P}`,
+    { flops: flops(B, P) },
+    async () => (await model.forward(t)).dispose(),
+    { n: B * P > 4096 ? 3 : 8 },
+  );
+}
+const [B, P] = FULL ? [8, 128] : [4, 64];
+const t = tokens(B, P);
+bench(`runWithCache ${B}x${P}, all hooks`, { flops: flops(B, P) }, async () => {
+  const [out, cache] = await model.runWithCache(t);
+  (out as Tensor).dispose();
+  cache.dispose();
+});
+bench(`runWithCache ${B}x${P}, residual stream only`, { flops: flops(B, P) }, async () => {
+  const [out, cache] = await model.runWithCache(t, { namesFilter: (n) => n.includes("resid") });
+  (out as Tensor).dispose();
+  cache.dispose();
+});
+const sae = await randomSae(
+  c.dModel,
+  FULL ? 24576 : 2048,
+  `blocks.${Math.min(8, c.nLayers - 1)}.hook_resid_pre`,
+);
+bench(`runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae})`, {
+  flops: flops(B, P) + 4 * B * P * c.dModel * sae.cfg.dSae,
+}, async () => {
+  ((await model.runWithSaes(t, { saes: [sae] })) as Tensor).dispose();
+});
+const prompt = tokens(1, 8);
+bench("generate 32 tokens (greedy, KV cache, batch 1)", {}, async () => {
+  await model.generate(prompt, { maxNewTokens: 32, doSample: false, stopAtEos: false });
+}, { n: 3, pipelined: 2 });
