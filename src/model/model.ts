@@ -1053,7 +1053,7 @@ export class HookedTransformer {
     const cfg = this.cfg;
     const a = `blocks.${l}.attn.`;
     const w = this.#w.blocks[l];
-    const [B, P, D] = x.shape;
+    const [B, P] = x.shape;
     const H = cfg.nHeads, E = cfg.dHead, Hkv = cfg.nKeyValueHeads ?? H;
     let q = await this.hook(a + "hook_q", this.linear(x, w.wq, w.bq, [B, P, H, E]));
     let k = await this.hook(a + "hook_k", this.linear(x, w.wk, w.bk, [B, P, Hkv, E]));
@@ -1116,7 +1116,7 @@ export class HookedTransformer {
   protected async mlp(l: number, x: Tensor, resid?: Tensor): Promise<[Tensor, Tensor | null]> {
     const m = `blocks.${l}.mlp.`;
     const w = this.#w.blocks[l];
-    const [B, P, D] = x.shape;
+    const [B, P] = x.shape;
     const F = this.cfg.dMlp;
     const xin = await this.hook(m + "hook_in", x);
     let post: Tensor;
@@ -1143,7 +1143,6 @@ export class HookedTransformer {
 
   /** unembed.hook_in, then logits = x · W_U + b_U at unembed.hook_out. */
   protected async unembed(x: Tensor): Promise<Tensor> {
-    const [B, P] = x.shape;
     const xin = await this.hook("unembed.hook_in", x);
     const [logits] = ops.linear(xin, this.#w.wU, this.#w.bU, {}, this.cfg.dVocabOut);
     return await this.hook("unembed.hook_out", logits);
