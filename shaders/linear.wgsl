@@ -151,3 +151,92 @@ fn store4(m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>) {
   store(m, n + 66u, hi.z);
   store(m, n + 67u, hi.w);
 }
+
+// Smaller tile for few rows (M <= 512): 64x64 per workgroup, each thread 4 rows x 4 adjacent
+// columns, K in steps of 16: four times the workgroups of `main` on a short input.
+var<workgroup> As64: array<array<f32, 64>, 16>;         // [k][m]
+var<workgroup> Bs64: array<array<vec4<f32>, 16>, 16>;   // [k][n / 4]
+
+@compute @workgroup_size(256)
+fn main64(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let tx = li % 16u;
+  let ty = li / 16u;
+  let m0 = wg.y * 64u;
+  let n0 = wg.x * 64u;
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
+  let K4 = p.K / 4u;
+  let LDB4 = p.LDB / 4u;
+  let am = li / 4u;
+  let akq = li % 4u;
+  let bk = li / 16u;
+  let bnq = n0 / 4u + li % 16u;
+  for (var k0 = 0u; k0 < p.K; k0 += 16u) {
+    var a = vec4<f32>(0.0);
+    let kq = k0 / 4u + akq;
+    if (m0 + am < p.M && kq < K4) { a = A[(m0 + am) * K4 + kq]; }
+    As64[akq * 4u][am] = a.x;
+    As64[akq * 4u + 1u][am] = a.y;
+    As64[akq * 4u + 2u][am] = a.z;
+    As64[akq * 4u + 3u][am] = a.w;
+    var b = vec4<f32>(0.0);
+    if (k0 + bk < p.K && bnq < LDB4) { b = B[(k0 + bk) * LDB4 + bnq]; }
+    Bs64[bk][li % 16u] = b;
+    workgroupBarrier();
+    for (var kk = 0u; kk < 16u; kk++) {
+      let bv = Bs64[kk][tx];
+      acc0 = fma(vec4<f32>(As64[kk][ty]), bv, acc0);
+      acc1 = fma(vec4<f32>(As64[kk][ty + 16u]), bv, acc1);
+      acc2 = fma(vec4<f32>(As64[kk][ty + 32u]), bv, acc2);
+      acc3 = fma(vec4<f32>(As64[kk][ty + 48u]), bv, acc3);
+    }
+    workgroupBarrier();
+  }
+  let n = n0 + tx * 4u;
+  store_q(m0 + ty, n, acc0);
+  store_q(m0 + ty + 16u, n, acc1);
+  store_q(m0 + ty + 32u, n, acc2);
+  store_q(m0 + ty + 48u, n, acc3);
+}
+
+fn store_q(m: u32, n: u32, v: vec4<f32>) {
+  store(m, n, v.x);
+  store(m, n + 1u, v.y);
+  store(m, n + 2u, v.z);
+  store(m, n + 3u, v.w);
+}
+
+// One row (M = 1, as in generation with a KV cache): a matrix-vector product. Each workgroup makes
+// 64 columns; its 256 threads are 16 column quads x 16 slices of K, summed in workgroup memory.
+var<workgroup> part: array<array<vec4<f32>, 16>, 16>;   // [k slice][column quad]
+
+@compute @workgroup_size(256)
+fn matvec(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let cq = li % 16u;
+  let ks = li / 16u;
+  let LDB4 = p.LDB / 4u;
+  let nq = wg.x * 16u + cq;
+  let row = wg.y;
+  let K4 = p.K / 4u;
+  var acc = vec4<f32>(0.0);
+  if (nq < LDB4) {
+    // k runs over quads of x: thread slice ks takes quads ks, ks + 16, ...
+    for (var kq = ks; kq < K4; kq += 16u) {
+      let xv = A[row * K4 + kq];
+      let k = kq * 4u;
+      acc = fma(vec4<f32>(xv.x), B[k * LDB4 + nq], acc);
+      acc = fma(vec4<f32>(xv.y), B[(k + 1u) * LDB4 + nq], acc);
+      acc = fma(vec4<f32>(xv.z), B[(k + 2u) * LDB4 + nq], acc);
+      acc = fma(vec4<f32>(xv.w), B[(k + 3u) * LDB4 + nq], acc);
+    }
+  }
+  part[ks][cq] = acc;
+  workgroupBarrier();
+  if (ks == 0u) {
+    var s = part[0][cq];
+    for (var j = 1u; j < 16u; j++) { s += part[j][cq]; }
+    store_q(row, nq * 4u, s);
+  }
+}

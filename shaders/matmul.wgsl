@@ -28,12 +28,14 @@ const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
 
-var<workgroup> As: array<array<f32, 64>, 16>;  // [k][m]
-var<workgroup> Bs: array<array<f32, 64>, 16>;  // [k][n]
+var<workgroup> As: array<array<f32, 64>, 16>;        // [k][m]
+var<workgroup> Bs: array<array<vec4<f32>, 16>, 16>;  // [k][n / 4]
 
-var<private> acc: array<array<f32, 4>, 4>;
+// acc[i] = row (lid.y + 16 i), columns 4 lid.x .. 4 lid.x + 3 of the tile. Constant indices keep
+// the accumulators in registers.
+var<private> acc: array<vec4<f32>, 4>;
 
-// acc = the 64x64 tile of A·B at workgroup `wg` (each thread its 4x4 block).
+// acc = the 64x64 tile of A·B at workgroup `wg` (each thread 4 rows x 4 adjacent columns).
 fn tile_product(wg: vec3u, lid: vec3u, li: u32) {
   let z = wg.z;
   let b1 = z / p.NB2;
@@ -42,9 +44,12 @@ fn tile_product(wg: vec3u, lid: vec3u, li: u32) {
   let b_base = p.b_off + b1 * p.b_b1 + (b2 / max(p.b_div, 1u)) * p.b_b2;
   let m0 = wg.y * TM;
   let n0 = wg.x * TN;
-  for (var i = 0u; i < 4u; i++) { for (var j = 0u; j < 4u; j++) { acc[i][j] = 0.0; } }
+  acc[0] = vec4<f32>(0.0);
+  acc[1] = vec4<f32>(0.0);
+  acc[2] = vec4<f32>(0.0);
+  acc[3] = vec4<f32>(0.0);
   for (var k0 = 0u; k0 < p.K; k0 += TK) {
-    // 256 threads load 64x16 of A and 16x64 of B, 4 elements each.
+    // 256 threads load 64x16 of A and 16x64 of B, 4 elements each (strided operands).
     for (var r = 0u; r < 4u; r++) {
       let e = li + r * 256u;          // 0..1023
       let kk = e % TK;
@@ -60,20 +65,36 @@ fn tile_product(wg: vec3u, lid: vec3u, li: u32) {
       let gkb = k0 + kb;
       var vb = 0.0;
       if (gn < p.N && gkb < p.K) { vb = B[b_base + gkb * p.b_k + gn * p.b_n]; }
-      Bs[kb][nn] = vb;
+      Bs[kb][nn / 4u][nn % 4u] = vb;
     }
     workgroupBarrier();
     for (var kk = 0u; kk < TK; kk++) {
-      var av: array<f32, 4>;
-      var bv: array<f32, 4>;
-      for (var i = 0u; i < 4u; i++) { av[i] = As[kk][lid.y + i * 16u]; }
-      for (var j = 0u; j < 4u; j++) { bv[j] = Bs[kk][lid.x + j * 16u]; }
-      for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) { acc[i][j] = fma(av[i], bv[j], acc[i][j]); }
-      }
+      let b = Bs[kk][lid.x];
+      acc[0] = fma(vec4<f32>(As[kk][lid.y]), b, acc[0]);
+      acc[1] = fma(vec4<f32>(As[kk][lid.y + 16u]), b, acc[1]);
+      acc[2] = fma(vec4<f32>(As[kk][lid.y + 32u]), b, acc[2]);
+      acc[3] = fma(vec4<f32>(As[kk][lid.y + 48u]), b, acc[3]);
     }
     workgroupBarrier();
   }
+}
+
+fn epilogue_one(b2: u32, c_base: u32, gm: u32, gn: u32, x: f32) {
+  if (gm >= p.M || gn >= p.N) { return; }
+  var v = x * p.alpha;
+  if (p.bias_mode == 1u) { v += bias[gn]; }
+  if (p.bias_mode == 2u) { v += bias[b2 * p.N + gn]; }
+  let ci = c_base + gm * p.c_m + gn * p.c_n;
+  if (p.accum != 0u) { v += C[ci]; }
+  if (p.causal != 0u && gn > gm + p.causal_off) { v = bitcast<f32>(0xff800000u); }
+  C[ci] = v;
+}
+
+fn epilogue_row(b2: u32, c_base: u32, gm: u32, n: u32, v: vec4<f32>) {
+  epilogue_one(b2, c_base, gm, n, v.x);
+  epilogue_one(b2, c_base, gm, n + 1u, v.y);
+  epilogue_one(b2, c_base, gm, n + 2u, v.z);
+  epilogue_one(b2, c_base, gm, n + 3u, v.w);
 }
 
 @compute @workgroup_size(16, 16)
@@ -83,21 +104,12 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   let b1 = wg.z / p.NB2;
   let b2 = wg.z % p.NB2;
   let c_base = p.c_off + b1 * p.c_b1 + b2 * p.c_b2;
-  for (var i = 0u; i < 4u; i++) {
-    let gm = wg.y * TM + lid.y + i * 16u;
-    if (gm >= p.M) { continue; }
-    for (var j = 0u; j < 4u; j++) {
-      let gn = wg.x * TN + lid.x + j * 16u;
-      if (gn >= p.N) { continue; }
-      var v = acc[i][j] * p.alpha;
-      if (p.bias_mode == 1u) { v += bias[gn]; }
-      if (p.bias_mode == 2u) { v += bias[b2 * p.N + gn]; }
-      let ci = c_base + gm * p.c_m + gn * p.c_n;
-      if (p.accum != 0u) { v += C[ci]; }
-      if (p.causal != 0u && gn > gm + p.causal_off) { v = bitcast<f32>(0xff800000u); }
-      C[ci] = v;
-    }
-  }
+  let m = wg.y * TM + lid.y;
+  let n = wg.x * TN + lid.x * 4u;
+  epilogue_row(b2, c_base, m, n, acc[0]);
+  epilogue_row(b2, c_base, m + 16u, n, acc[1]);
+  epilogue_row(b2, c_base, m + 32u, n, acc[2]);
+  epilogue_row(b2, c_base, m + 48u, n, acc[3]);
 }
 
 // SAE encode, fused: C = A·B + bias (the pre-activation) and Post = activation(C), contiguous
@@ -106,19 +118,28 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
 fn encode(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
           @builtin(local_invocation_index) li: u32) {
   tile_product(wg, lid, li);
-  for (var i = 0u; i < 4u; i++) {
-    let gm = wg.y * TM + lid.y + i * 16u;
-    if (gm >= p.M) { continue; }
-    for (var j = 0u; j < 4u; j++) {
-      let gn = wg.x * TN + lid.x + j * 16u;
-      if (gn >= p.N) { continue; }
-      let v = acc[i][j] * p.alpha + bias[gn];
-      let ci = gm * p.N + gn;
-      C[ci] = v;
-      var post = max(v, 0.0);
-      if (p.act == 2u && !(v > aux[gn])) { post = 0.0; }
-      if (p.act == 3u && !(aux[ci] > 0.0)) { post = 0.0; }
-      Post[ci] = post;
-    }
-  }
+  let m = wg.y * TM + lid.y;
+  let n = wg.x * TN + lid.x * 4u;
+  encode_row(m, n, acc[0]);
+  encode_row(m + 16u, n, acc[1]);
+  encode_row(m + 32u, n, acc[2]);
+  encode_row(m + 48u, n, acc[3]);
+}
+
+fn encode_one(gm: u32, gn: u32, x: f32) {
+  if (gm >= p.M || gn >= p.N) { return; }
+  let v = x * p.alpha + bias[gn];
+  let ci = gm * p.N + gn;
+  C[ci] = v;
+  var post = max(v, 0.0);
+  if (p.act == 2u && !(v > aux[gn])) { post = 0.0; }
+  if (p.act == 3u && !(aux[ci] > 0.0)) { post = 0.0; }
+  Post[ci] = post;
+}
+
+fn encode_row(gm: u32, n: u32, v: vec4<f32>) {
+  encode_one(gm, n, v.x);
+  encode_one(gm, n + 1u, v.y);
+  encode_one(gm, n + 2u, v.z);
+  encode_one(gm, n + 3u, v.w);
 }

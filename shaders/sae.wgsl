@@ -18,6 +18,7 @@ struct P {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> idx: array<u32>;
 @group(0) @binding(5) var<storage, read> w: array<f32>;
+@group(0) @binding(6) var<storage, read> extra: array<f32>;
 
 const WG: u32 = 256u;
 
@@ -140,15 +141,14 @@ fn compact(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t:
 
 // recons[row, d] = b_dec[d] + sum over active j of acts[j] (* scale[j]) * W_dec[j, d].
 // x = dense acts [rows, d_sae]; aux = compact values; idx = compact indices; w = W_dec [d_sae, d_in];
-// out = recons [rows, d_in]; b_dec and scale follow W_dec in `w` at offsets d_sae*d_in and +d_in.
+// out = recons [rows, d_in]; extra = b_dec [d_in] then the per-latent scale [d_sae].
 @compute @workgroup_size(64)
 fn decode(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u32) {
   let row = row_id(wg);
   if (row >= p.rows) { return; }
   let cap = p.k;
   let d_in = p.n;
-  let bdec = p.d_sae * d_in;
-  let sc = bdec + d_in;
+  let sc = d_in;
   let count = idx[row * (cap + 1u)];
   for (var d = t; d < d_in; d += 64u) {
     var s = 0.0;
@@ -156,19 +156,19 @@ fn decode(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: 
       for (var j = 0u; j < count; j++) {
         let lat = idx[row * (cap + 1u) + 1u + j];
         var a = aux[row * cap + j];
-        if (p.scaled != 0u) { a = a * w[sc + lat]; }
+        if (p.scaled != 0u) { a = a * extra[sc + lat]; }
         s = fma(a, w[lat * d_in + d], s);
       }
     } else {
       for (var j = 0u; j < p.d_sae; j++) {
         var a = x[row * p.d_sae + j];
         if (a != 0.0) {
-          if (p.scaled != 0u) { a = a * w[sc + j]; }
+          if (p.scaled != 0u) { a = a * extra[sc + j]; }
           s = fma(a, w[j * d_in + d], s);
         }
       }
     }
-    out[row * d_in + d] = s + w[bdec + d];
+    out[row * d_in + d] = s + extra[d];
   }
 }
 

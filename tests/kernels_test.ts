@@ -259,18 +259,26 @@ function erf(x: number): number {
   return Math.sign(x) * Math.min(1, (2 / Math.sqrt(Math.PI)) * sum);
 }
 
-for (
-  const [M, K, N, LDB, BK] of [
-    [1, 4, 4, 4, 8],
-    [7, 12, 8, 8, 8],
-    [65, 132, 33, 36, 8],
-    [130, 68, 200, 200, 16],
-    [256, 768, 3072, 3072, 8],
-    [129, 772, 260, 260, 16],
-  ]
-) {
-  Deno.test(`linear (tiled, BK ${BK}) ${M}x${K}x${N} (LDB ${LDB}) with bias, activation and residual epilogues matches float64`, async () => {
-    ops.linearConfig.bk = BK as 8 | 16;
+const LINEAR_MODES = {
+  matvec: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9 },
+  tile64: { matvecMaxRows: 0, smallTileMaxRows: 1e9 },
+  tile128: { matvecMaxRows: 0, smallTileMaxRows: 0 },
+};
+const LINEAR_CASES = [
+  [1, 4, 4, 4, 8, "matvec"],
+  [3, 772, 260, 260, 8, "matvec"],
+  [7, 12, 8, 8, 8, "tile64"],
+  [65, 132, 33, 36, 8, "tile64"],
+  [130, 68, 200, 200, 16, "tile128"],
+  [256, 768, 3072, 3072, 8, "tile128"],
+  [129, 772, 260, 260, 16, "tile128"],
+  [1, 68, 100, 100, 8, "tile128"],
+  [70, 64, 36, 36, 8, "matvec"],
+] as const; // deno-fmt-ignore
+for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
+  Deno.test(`linear (${mode}, BK ${BK}) ${M}x${K}x${N} (LDB ${LDB}) with bias, activation and residual epilogues matches float64`, async () => {
+    const saved = { ...ops.linearConfig };
+    Object.assign(ops.linearConfig, LINEAR_MODES[mode], { bk: BK });
     const a = randArray(M * K, seed++), w = randArray(K * LDB, seed++), bias = randArray(N, seed++);
     const resid = randArray(M * N, seed++);
     using ta = Tensor.from(a, [M, K]);
@@ -297,6 +305,6 @@ for (
       "residual epilogue",
     );
     for (const t of [y1, y2, y3, post!, sum!]) t.dispose();
-    ops.linearConfig.bk = 8;
+    Object.assign(ops.linearConfig, saved);
   });
-} // deno-fmt-ignore
+}

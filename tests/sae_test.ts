@@ -313,3 +313,24 @@ Deno.test("a throw inside `using ctx = model.withSaes(...)` restores the previou
   using l1 = await model.forward(tok);
   assert.deepEqual(await l1.toArray(), ref, "same outputs as before the scope");
 });
+
+Deno.test("many tokens decode with the dense kernel, same result as SAELens", async () => {
+  for (
+    const s of [{ arch: "standard", dIn: 24, dSae: 40 }, {
+      arch: "topk",
+      dIn: 24,
+      dSae: 40,
+      k: 5,
+      rescale: true,
+    }] as Spec[]
+  ) {
+    const [dir, w] = await makeSae(s, `dense-${s.arch}`);
+    using sae = await SAE.load(dir);
+    const rows = 100; // above SPARSE_DECODE_MAX_ROWS
+    const x = randArray(rows * s.dIn, seed++).map((v) => v * 3);
+    using tx = Tensor.from(x, [rows, s.dIn]);
+    poisonPool(rows * s.dIn * 4);
+    using out = await sae.forward(tx);
+    assert.ok(maxRelErr(await out.toArray(), cpuSae(s, w, x).out) < 1e-5, s.arch);
+  }
+}); // deno-fmt-ignore

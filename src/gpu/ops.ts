@@ -616,22 +616,22 @@ export function topK(pre: Tensor, k: number): Tensor {
 
 /**
  * SAE decode reading only the active rows of W_dec: compacts each row's non-zero latents (up to
- * `cap`; rows with more are decoded densely), then recons = acts · W_dec + b_dec.
- * `pack` holds W_dec [d_sae, d_in], then b_dec [d_in], then a per-latent scale [d_sae] applied
- * when `scaled`.
+ * `cap`; rows with more are decoded densely), then recons = acts · W_dec + b_dec. `extra` holds
+ * b_dec [d_in] then a per-latent scale [d_sae] applied when `scaled`.
  *
  * @example
  * ```ts
- * const recons = saeDecode(acts, pack, dIn, 64, false);
+ * const recons = saeDecode(acts, wDec, extra, 64, false);
  * ```
  */
 export function saeDecode(
   acts: Tensor,
-  pack: Tensor,
-  dIn: number,
+  wDec: Tensor,
+  extra: Tensor,
   cap: number,
   scaled: boolean,
 ): Tensor {
+  const dIn = wDec.shape[1];
   const dSae = acts.shape.at(-1) ?? 1;
   const rows = acts.size / dSae;
   const idx = Tensor.empty([rows, cap + 1], "int32");
@@ -646,7 +646,7 @@ export function saeDecode(
   dispatch(
     pipeline(SHADERS.sae, "decode"),
     [rows, dIn, 0, cap, dSae, scaled ? 1 : 0, f32(0), 0],
-    [acts.buffer, vals.buffer, out.buffer, idx.buffer, pack.buffer],
+    [acts.buffer, vals.buffer, out.buffer, idx.buffer, wDec.buffer, extra.buffer],
     gridRows(rows),
   );
   idx.dispose();
@@ -774,8 +774,15 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
   }
 }
 
-/** Tuning of the tiled kernel: the K step (8 or 16). Benchmarks compare both. */
-export const linearConfig: { bk: 8 | 16 } = { bk: 8 };
+/**
+ * Tuning of the dense-layer kernels: the K step of the 128x128 tiles (8 or 16), and up to how
+ * many rows the matrix-vector and the 64x64-tile kernels are used. Benchmarks compare them.
+ */
+export const linearConfig: { bk: 8 | 16; matvecMaxRows: number; smallTileMaxRows: number } = {
+  bk: 8,
+  matvecMaxRows: 4,
+  smallTileMaxRows: 512,
+};
 
 /** Fused epilogue of {@link linear}. */
 export interface LinearEpilogue {
@@ -837,8 +844,19 @@ export function linear(
   }
   const y = Tensor.empty(shape);
   const d = epi.act || epi.resid ? Tensor.empty(shape) : null;
+  // Shape classes: one row -> matrix-vector; few rows -> 64x64 tiles; else 128x128 tiles.
+  const entry = M <= linearConfig.matvecMaxRows
+    ? "matvec"
+    : M <= linearConfig.smallTileMaxRows
+    ? "main64"
+    : "main";
+  const groups: [number, number, number] = entry === "matvec"
+    ? [Math.ceil(N / 64), M, 1]
+    : entry === "main64"
+    ? [Math.ceil(N / 64), Math.ceil(M / 64), 1]
+    : [Math.ceil(N / 128), Math.ceil(M / 128), 1];
   dispatch(
-    pipeline(SHADERS.linear, "main", {
+    pipeline(SHADERS.linear, entry, {
       BK: linearConfig.bk,
       ACT: act === undefined ? 0 : act + 1,
       RESID: Boolean(epi.resid),
@@ -853,7 +871,7 @@ export function linear(
       (d ?? scratch()).buffer,
       (epi.resid ?? epi.gate?.t ?? x).buffer,
     ],
-    [Math.ceil(N / 128), Math.ceil(M / 128), 1],
+    groups,
   );
   return [y, d];
 }
