@@ -11,6 +11,20 @@ import { SAE } from "../src/sae/sae.ts";
 import { readBuffers } from "../src/gpu/runtime.ts";
 
 export const info = await initGpu();
+
+/** Keeps the GPU busy for about `ms` so that its clocks are up before the first measurement. */
+export async function warmGpu(ms = 1500): Promise<void> {
+  const { Tensor } = await import("../src/gpu/tensor.ts");
+  const { linear } = await import("../src/gpu/ops.ts");
+  const n = info.fallback ? 128 : 2048;
+  const a = Tensor.from(new Float32Array(n * n).fill(0.01), [n, n]);
+  const t0 = performance.now();
+  while (performance.now() - t0 < ms) {
+    for (let i = 0; i < 8; i++) linear(a, a)[0].dispose();
+    await sync();
+  }
+  a.dispose();
+}
 /** Full sizes (GPT-2 small) on a real GPU; scaled down on a software adapter (lavapipe). */
 export const FULL = Deno.env.get("HOOKLENS_BENCH") === "full" ||
   (Deno.env.get("HOOKLENS_BENCH") !== "small" && !info.fallback);

@@ -2,9 +2,10 @@
 // general strided kernel), attention, norms, SAE encode/decode (d_in 768, d_sae 24576, 1024 tokens).
 import { Tensor } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
-import { bench, FULL, randn, randomSae, suite } from "./_common.ts";
+import { bench, FULL, randn, randomSae, suite, warmGpu } from "./_common.ts";
 
 suite("kernels");
+await warmGpu();
 const S = FULL ? 1 : 8; // shape divisor on a software adapter
 const T = 1024 / S; // tokens
 
@@ -21,11 +22,20 @@ if (FULL) shapes.push([T, 768, 50260], [4096, 4096, 4096]);
 for (const [M, K, N] of shapes) {
   const a = mat(M, K, 1), w = mat(K, N, 2), bias = mat(1, N, 3).reshape([N]).keep();
   const work = { flops: 2 * M * K * N, bytes: 4 * (M * K + K * N + M * N) };
-  for (const bk of [8, 16] as const) {
-    bench(`linear ${M}x${K}x${N} (tiled, BK ${bk})`, work, () => {
-      ops.linearConfig.bk = bk;
+  bench(`linear ${M}x${K}x${N} (default choice)`, work, () => ops.linear(a, w, bias)[0].dispose(), {
+    n: 8,
+  });
+  const variants = [
+    ["128x128 tiles, BK 8", { bk: 8, matvecMaxRows: 0, smallTileMaxRows: 0, minBigTiles: 0 }],
+    ["128x128 tiles, BK 16", { bk: 16, matvecMaxRows: 0, smallTileMaxRows: 0, minBigTiles: 0 }],
+    ["64x64 tiles", { matvecMaxRows: 0, smallTileMaxRows: 1e9 }],
+  ] as const; // deno-fmt-ignore
+  for (const [label, cfg] of variants) {
+    bench(`linear ${M}x${K}x${N} (${label})`, work, () => {
+      const saved = { ...ops.linearConfig };
+      Object.assign(ops.linearConfig, cfg);
       ops.linear(a, w, bias)[0].dispose();
-      ops.linearConfig.bk = 8;
+      Object.assign(ops.linearConfig, saved);
     }, { n: 8 });
   }
   if (M * K * N <= 1024 * 768 * 3072) {
@@ -36,6 +46,15 @@ for (const [M, K, N] of shapes) {
       { n: 5 },
     );
   }
+}
+for (const N of [768, 3072, 50260].filter((n) => FULL || n < 50000)) {
+  // One token (generation with a KV cache): the matrix-vector kernel.
+  const x1 = mat(1, 768, 13), w1 = mat(768, N, 14);
+  bench(
+    `linear 1x768x${N} (matrix-vector)`,
+    { flops: 2 * 768 * N, bytes: 4 * 768 * N },
+    () => ops.linear(x1, w1)[0].dispose(),
+  );
 }
 {
   const [M, K, N] = [T, 768, 3072];

@@ -3,9 +3,10 @@
 // runWithCache (all hooks and residual only), runWithSaes (d_sae 24576 at blocks.8.hook_resid_pre),
 // and 32 generated tokens.
 import type { Tensor } from "../mod.ts";
-import { bench, FULL, randomGpt2, randomSae, suite } from "./_common.ts";
+import { bench, FULL, randomGpt2, randomSae, suite, warmGpu } from "./_common.ts";
 
 suite("model");
+await warmGpu();
 const dims = FULL
   ? { layers: 12, dModel: 768, heads: 12, vocab: 50257, nCtx: 1024 }
   : { layers: 2, dModel: 256, heads: 4, vocab: 4096, nCtx: 256 };

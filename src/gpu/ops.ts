@@ -775,13 +775,20 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
 }
 
 /**
- * Tuning of the dense-layer kernels: the K step of the 128x128 tiles (8 or 16), and up to how
- * many rows the matrix-vector and the 64x64-tile kernels are used. Benchmarks compare them.
+ * Tuning of the dense-layer kernels: the K step of the 128x128 tiles (8 or 16), up to how many
+ * rows the matrix-vector and the 64x64-tile kernels are used, and the fewest 128x128 tiles worth
+ * using them (below, 64x64 tiles keep more of the GPU busy). Benchmarks compare them.
  */
-export const linearConfig: { bk: 8 | 16; matvecMaxRows: number; smallTileMaxRows: number } = {
+export const linearConfig: {
+  bk: 8 | 16;
+  matvecMaxRows: number;
+  smallTileMaxRows: number;
+  minBigTiles: number;
+} = {
   bk: 8,
   matvecMaxRows: 4,
-  smallTileMaxRows: 512,
+  smallTileMaxRows: 256,
+  minBigTiles: 132,
 };
 
 /** Fused epilogue of {@link linear}. */
