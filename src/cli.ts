@@ -20,6 +20,41 @@ const ROOT = new URL("../", import.meta.url);
 export const DEMO_MODEL: string = new URL("models/demo-pycode/hf", ROOT).pathname;
 /** The built-in demo SAE. */
 export const DEMO_SAE: string = new URL("models/demo-pycode/sae", ROOT).pathname;
+/** The demo's corpus of Python snippets. */
+export const DEMO_CORPUS: string = new URL("models/demo-pycode/corpus.txt", ROOT).pathname;
+
+/**
+ * Texts of a corpus file: separated by lines "# ----".
+ *
+ * @example
+ * ```ts
+ * const texts = await loadCorpus(DEMO_CORPUS);
+ * ```
+ */
+export async function loadCorpus(path: string): Promise<string[]> {
+  const text = await Deno.readTextFile(path);
+  return text.split(/\n# ----\n/).map((t) => t.replace(/\n+$/, "")).filter((t) => t.trim());
+}
+
+/**
+ * Loads a model (default: the demo model, named as its SAE's metadata names it) and an SAE.
+ *
+ * @example
+ * ```ts
+ * const { model, sae } = await loadModelAndSae(undefined, undefined);
+ * ```
+ */
+export async function loadModelAndSae(
+  modelPath?: string,
+  saePath?: string,
+): Promise<{ model: HookedSAETransformer; sae: SAE }> {
+  const model = await HookedSAETransformer.fromPretrained(
+    modelPath ?? DEMO_MODEL,
+    modelPath ? {} : { modelName: "demo-pycode-gpt2-4l" },
+  );
+  const sae = await SAE.load(saePath ?? DEMO_SAE);
+  return { model, sae };
+}
 
 const HELP = `hooklens: TransformerLens-style hooks and SAEs on WebGPU
 
@@ -30,6 +65,7 @@ Commands:
   features   strongest SAE latents of each token of --text
   generate   continue --text
   hooks      list the model's hook points (with SAEs attached if --sae) and their shapes
+  explore    the feature explorer: a local web page (127.0.0.1, --port, default 8787)
   doctor     adapter info and one kernel checked against the CPU
   help       this text
 
@@ -40,6 +76,9 @@ Options:
   --top N          latents per token (features; default 5)
   --max-new-tokens N   tokens to generate (generate; default 20)
   --sample         sample instead of greedy decoding (generate), with --seed N, --temperature T
+  --corpus FILE    texts for the explorer's top contexts, separated by lines "# ----"
+                   (default: the demo's Python snippets)
+  --port N         explorer port (0: any free port)
   --json           machine-readable output
 `;
 
@@ -181,6 +220,8 @@ export async function main(args: string[]): Promise<void> {
       top: { type: "string" },
       "max-new-tokens": { type: "string" },
       sample: { type: "boolean" },
+      corpus: { type: "string" },
+      port: { type: "string" },
       seed: { type: "string" },
       temperature: { type: "string" },
       json: { type: "boolean" },
@@ -204,6 +245,14 @@ export async function main(args: string[]): Promise<void> {
       return await demo();
     case "doctor":
       return await doctor(json);
+    case "explore": {
+      const { serveExplorer } = await import("./explore/server.ts");
+      const { model, sae } = await loadModelAndSae(values.model, values.sae);
+      const corpus = await loadCorpus(values.corpus ?? DEMO_CORPUS);
+      const ex = await serveExplorer({ model, sae, corpus, port: num(values.port, 8787, "port") });
+      console.log(`hooklens explorer: ${ex.url} (Ctrl-C to stop)`);
+      return await new Promise<void>(() => {});
+    }
     case "features": {
       using model = await HookedSAETransformer.fromPretrained(values.model ?? DEMO_MODEL);
       using sae = await SAE.load(values.sae ?? DEMO_SAE);

@@ -1148,6 +1148,21 @@ export class HookedTransformer {
     return await this.hook("unembed.hook_out", logits);
   }
 
+  /**
+   * The logits a residual-stream direction writes directly: v [.., d_model] · W_U (no final norm,
+   * no bias). The "logit lens" of, e.g., an SAE latent's decoder direction.
+   *
+   * @example
+   * ```ts
+   * using logits = model.unembedDirection(sae.decoderDirection(42));
+   * ```
+   */
+  unembedDirection(v: Tensor): Tensor {
+    this.#checkUsable();
+    const [y] = ops.linear(v, this.#w.wU, undefined, {}, this.cfg.dVocabOut);
+    return y;
+  }
+
   /** Frees the model's GPU weights. */
   dispose(): void {
     if (this.#disposed) return;

@@ -97,8 +97,16 @@ export async function topLatentsPerToken(
   });
 }
 
-/** The block after the SAE's hook: running further is not needed to read its latents. */
-function layerAfter(model: HookedSAETransformer, sae: SAE): number | undefined {
+/**
+ * The block after the SAE's hook (undefined past the last block): running further is not needed
+ * to read its latents.
+ *
+ * @example
+ * ```ts
+ * await model.runWithCacheWithSaes(tokens, { saes: [sae], stopAtLayer: layerAfter(model, sae) });
+ * ```
+ */
+export function layerAfter(model: HookedSAETransformer, sae: SAE): number | undefined {
   const m = /^blocks\.(\d+)\./.exec(sae.cfg.hookName);
   if (!m) return undefined;
   const l = Number(m[1]) + 1;
