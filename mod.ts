@@ -33,6 +33,7 @@ export type {
 export type { HookedTransformerConfig } from "./src/model/config.ts";
 export { SUPPORTED_ARCHITECTURES } from "./src/model/config.ts";
 export { ActivationCache, actName } from "./src/model/cache.ts";
+export type { CacheModel, LabeledStack, StackOptions } from "./src/model/cache.ts";
 export type { AddHookOptions, HookFn, HookPoint, HookSpec } from "./src/model/hooks.ts";
 export { SAE } from "./src/sae/sae.ts";
 export type { SaeLoadOptions } from "./src/sae/sae.ts";

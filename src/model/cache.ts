@@ -10,8 +10,8 @@
  * ```
  * @module
  */
-import { HookNameError } from "../errors.ts";
-import type { Tensor } from "../gpu/tensor.ts";
+import { HookNameError, InputError } from "../errors.ts";
+import { Tensor } from "../gpu/tensor.ts";
 
 const ALIASES: Record<string, string> = {
   attn: "pattern",
@@ -54,13 +54,325 @@ export function actName(name: string, layer?: number, layerType?: string): strin
   return `${full}hook_${n}`;
 }
 
+/** The model facts the residual-stream helpers need (a HookedTransformer provides them). */
+export interface CacheModel {
+  /** nLayers, normalizationType, positional embedding type. */
+  readonly cfg: {
+    nLayers: number;
+    nHeads: number;
+    eps: number;
+    normalizationType: string;
+    positionalEmbeddingType: string;
+  };
+  /** Processed weights in TransformerLens's layout. */
+  weightData(name: string): Promise<{ shape: number[]; data: Float32Array }>;
+}
+
+/** A stack of residual-stream components: [components, ...batch/pos dims, d_model]. */
+export interface LabeledStack {
+  /** The stack. */
+  stack: Tensor;
+  /** One label per component, as TransformerLens names them. */
+  labels: string[];
+}
+
+/** Options shared by the residual-stream helpers. */
+export interface StackOptions {
+  /** Layer whose input is decomposed (default: the unembedding, n_layers; -1 means the same). */
+  layer?: number;
+  /** Take the input of the layer's MLP rather than its attention. */
+  mlpInput?: boolean;
+  /** Divide by the cached norm scale of that input (after centring, for LayerNorm models). */
+  applyLn?: boolean;
+  /** Keep one position (negative counts from the end), removing the position dimension. */
+  posSlice?: number;
+}
+
+/** A CPU array with a shape. */
+interface Arr {
+  shape: number[];
+  data: Float64Array;
+}
+
+function stackArrs(parts: Arr[]): Arr {
+  const n = parts[0]?.data.length ?? 0;
+  const data = new Float64Array(parts.length * n);
+  parts.forEach((p, i) => data.set(p.data, i * n));
+  return { shape: [parts.length, ...(parts[0]?.shape ?? [])], data };
+}
+
+/** x[..., pos, d] -> x[..., d] at one position (negative from the end). */
+function slicePos(a: Arr, pos: number | undefined): Arr {
+  if (pos === undefined) return a;
+  const [P, D] = a.shape.slice(-2);
+  const p = pos < 0 ? pos + P : pos;
+  if (p < 0 || p >= P) throw new InputError(`posSlice ${pos} is outside 0..${P - 1}.`);
+  const outer = a.data.length / (P * D);
+  const data = new Float64Array(outer * D);
+  for (let o = 0; o < outer; o++) {
+    data.set(a.data.subarray((o * P + p) * D, (o * P + p + 1) * D), o * D);
+  }
+  return { shape: [...a.shape.slice(0, -2), D], data };
+}
+
 /** Cached activations by hook name. Disposing frees every cached buffer. */
 export class ActivationCache implements Disposable {
   #store: Map<string, Tensor>;
+  /** The model that filled the cache (for the residual-stream helpers), if known. */
+  readonly model: CacheModel | null;
+  /** Whether tensors keep their batch dimension. */
+  readonly hasBatchDim: boolean;
 
-  /** @param store tensors by hook name (the cache takes ownership). */
-  constructor(store: Map<string, Tensor> = new Map()) {
+  /**
+   * @param store tensors by hook name (the cache takes ownership).
+   * @param model the model that filled it (needed by stackHeadResults and logitAttrs).
+   * @param hasBatchDim whether the tensors have a leading batch dimension.
+   */
+  constructor(
+    store: Map<string, Tensor> = new Map(),
+    model: CacheModel | null = null,
+    hasBatchDim = true,
+  ) {
     this.#store = store;
+    this.model = model;
+    this.hasBatchDim = hasBatchDim;
+  }
+
+  #model(): CacheModel {
+    if (!this.model) {
+      throw new InputError("This cache has no model: make it with model.runWithCache.");
+    }
+    return this.model;
+  }
+
+  async #arr(name: string): Promise<Arr> {
+    const t = this.get(name);
+    return { shape: [...t.shape], data: Float64Array.from(await t.toArray()) };
+  }
+
+  #layerArg(layer: number | undefined): number {
+    const n = this.#model().cfg.nLayers;
+    const l = layer === undefined || layer === -1 ? n : layer;
+    if (!Number.isInteger(l) || l < 0 || l > n) {
+      throw new InputError(`layer ${layer} is outside 0..${n}.`);
+    }
+    return l;
+  }
+
+  /**
+   * TransformerLens's apply_ln_to_stack on CPU arrays: centre (LayerNorm models), then divide by
+   * the cached scale of `layer`'s input, or, with `recompute` (accumulated_resid into the
+   * unembedding), by each component's own norm, as if it were the whole residual stream.
+   */
+  async #applyLn(
+    stack: Arr,
+    layer: number,
+    mlpInput: boolean,
+    pos: number | undefined,
+    recompute = false,
+  ): Promise<Arr> {
+    const cfg = this.#model().cfg;
+    const norm = cfg.normalizationType;
+    const D = stack.shape.at(-1)!;
+    const out = Float64Array.from(stack.data);
+    if (norm === "LN" || norm === "LNPre") {
+      for (let o = 0; o < out.length; o += D) {
+        let m = 0;
+        for (let d = 0; d < D; d++) m += out[o + d];
+        m /= D;
+        for (let d = 0; d < D; d++) out[o + d] -= m;
+      }
+    }
+    if (recompute && layer === cfg.nLayers) {
+      for (let o = 0; o < out.length; o += D) {
+        let ss = 0;
+        for (let d = 0; d < D; d++) ss += out[o + d] * out[o + d];
+        const sc = Math.sqrt(ss / D + cfg.eps);
+        for (let d = 0; d < D; d++) out[o + d] /= sc;
+      }
+      return { shape: stack.shape, data: out };
+    }
+    const scaleName = layer === cfg.nLayers
+      ? "ln_final.hook_scale"
+      : `blocks.${layer}.ln${mlpInput ? 2 : 1}.hook_scale`;
+    const scale = slicePos(await this.#arr(scaleName), pos); // [..., 1]
+    const per = scale.data.length;
+    for (let i = 0; i < out.length; i++) out[i] /= scale.data[Math.floor(i / D) % per];
+    return { shape: stack.shape, data: out };
+  }
+
+  #result(a: Arr, labels: string[], returnLabels: boolean | undefined): Tensor | LabeledStack {
+    const t = Tensor.from(Float32Array.from(a.data), a.shape);
+    return returnLabels ? { stack: t, labels } : t;
+  }
+
+  /**
+   * The residual stream accumulated up to each layer (TransformerLens's `accumulated_resid`):
+   * resid_pre of every layer below `layer` (and resid_mid with `inclMid`), plus the final
+   * resid_post when `layer` is n_layers. Labels "0_pre", "0_mid", ..., "final_post". With
+   * `applyLn` into the unembedding, each component is normalised by its own norm (as
+   * TransformerLens does there), elsewhere by the cached scale.
+   *
+   * @example
+   * ```ts
+   * const { stack, labels } = await cache.accumulatedResid({ applyLn: true, returnLabels: true }) as LabeledStack;
+   * ```
+   */
+  async accumulatedResid(
+    o: StackOptions & { inclMid?: boolean; returnLabels?: boolean } = {},
+  ): Promise<Tensor | LabeledStack> {
+    const layer = this.#layerArg(o.layer);
+    const n = this.#model().cfg.nLayers;
+    const parts: Arr[] = [], labels: string[] = [];
+    for (let l = 0; l <= layer; l++) {
+      if (l === n) {
+        parts.push(slicePos(await this.#arr(actName("resid_post", n - 1)), o.posSlice));
+        labels.push("final_post");
+        continue;
+      }
+      parts.push(slicePos(await this.#arr(actName("resid_pre", l)), o.posSlice));
+      labels.push(`${l}_pre`);
+      if ((o.inclMid && l < layer) || (o.mlpInput && l === layer)) {
+        parts.push(slicePos(await this.#arr(actName("resid_mid", l)), o.posSlice));
+        labels.push(`${l}_mid`);
+      }
+    }
+    let a = stackArrs(parts);
+    if (o.applyLn) a = await this.#applyLn(a, layer, Boolean(o.mlpInput), o.posSlice, true);
+    return this.#result(a, labels, o.returnLabels);
+  }
+
+  /**
+   * The residual stream into `layer` split by what wrote it (TransformerLens's
+   * `decompose_resid`): embed, pos_embed, then each layer's attn_out and mlp_out.
+   *
+   * @example
+   * ```ts
+   * const stack = await cache.decomposeResid() as Tensor; // [components, batch, pos, d_model]
+   * ```
+   */
+  async decomposeResid(
+    o: StackOptions & {
+      mode?: "all" | "attn" | "mlp";
+      inclEmbeds?: boolean;
+      returnLabels?: boolean;
+    } = {},
+  ): Promise<Tensor | LabeledStack> {
+    const layer = this.#layerArg(o.layer);
+    const cfg = this.#model().cfg;
+    const mode = o.mode ?? "all";
+    const parts: Arr[] = [], labels: string[] = [];
+    const add = async (name: string, label: string) => {
+      parts.push(slicePos(await this.#arr(name), o.posSlice));
+      labels.push(label);
+    };
+    if (o.inclEmbeds ?? true) {
+      await add("hook_embed", "embed");
+      if (cfg.positionalEmbeddingType === "standard") await add("hook_pos_embed", "pos_embed");
+    }
+    for (let l = 0; l < layer; l++) {
+      if (mode !== "mlp") await add(actName("attn_out", l), `${l}_attn_out`);
+      if (mode !== "attn") await add(actName("mlp_out", l), `${l}_mlp_out`);
+    }
+    if (o.mlpInput && mode !== "mlp") await add(actName("attn_out", layer), `${layer}_attn_out`);
+    let a = stackArrs(parts);
+    if (o.applyLn) a = await this.#applyLn(a, layer, Boolean(o.mlpInput), o.posSlice);
+    return this.#result(a, labels, o.returnLabels);
+  }
+
+  /**
+   * Each attention head's output in the residual stream, z · W_O per head without b_O
+   * (TransformerLens's `stack_head_results`), for the layers below `layer`; labels "L0H0", ...
+   *
+   * @example
+   * ```ts
+   * const { stack, labels } = await cache.stackHeadResults({ applyLn: true, returnLabels: true }) as LabeledStack;
+   * ```
+   */
+  async stackHeadResults(
+    o: StackOptions & { returnLabels?: boolean } = {},
+  ): Promise<Tensor | LabeledStack> {
+    const model = this.#model();
+    const layer = this.#layerArg(o.layer);
+    const parts: Arr[] = [], labels: string[] = [];
+    for (let l = 0; l < layer; l++) {
+      const z = await this.#arr(actName("z", l)); // [..., pos, H, E]
+      const { shape: [H, E, D], data: wo } = await model.weightData(`blocks.${l}.attn.W_O`);
+      const rows = z.data.length / (H * E);
+      for (let h = 0; h < H; h++) {
+        const out = new Float64Array(rows * D);
+        for (let r = 0; r < rows; r++) {
+          for (let e = 0; e < E; e++) {
+            const zv = z.data[(r * H + h) * E + e];
+            if (zv === 0) continue;
+            const w = (h * E + e) * D;
+            for (let d = 0; d < D; d++) out[r * D + d] += zv * wo[w + d];
+          }
+        }
+        parts.push(slicePos({ shape: [...z.shape.slice(0, -2), D], data: out }, o.posSlice));
+        labels.push(`L${l}H${h}`);
+      }
+    }
+    let a = stackArrs(parts);
+    if (o.applyLn) a = await this.#applyLn(a, layer, Boolean(o.mlpInput), o.posSlice);
+    return this.#result(a, labels, o.returnLabels);
+  }
+
+  /**
+   * TransformerLens's `apply_ln_to_stack`: centres each component (LayerNorm models) and divides
+   * by the cached norm scale of `layer`'s input (the final norm by default).
+   *
+   * @example
+   * ```ts
+   * const scaled = await cache.applyLnToStack(stack, { posSlice: -1 });
+   * ```
+   */
+  async applyLnToStack(stack: Tensor, o: StackOptions = {}): Promise<Tensor> {
+    const a: Arr = { shape: [...stack.shape], data: Float64Array.from(await stack.toArray()) };
+    const r = await this.#applyLn(a, this.#layerArg(o.layer), Boolean(o.mlpInput), o.posSlice);
+    return Tensor.from(Float32Array.from(r.data), r.shape);
+  }
+
+  /**
+   * Direct logit attribution (TransformerLens's `logit_attrs`): each component's contribution to
+   * the logit of `tokens` (minus `incorrectTokens`), after the final norm's cached scale.
+   * `stack` is [components, batch, (pos,) d_model]; `tokens` one id per batch row (and position).
+   *
+   * @example
+   * ```ts
+   * const attrs = await cache.logitAttrs(resid, { tokens: [42, 7], posSlice: -1 });
+   * ```
+   */
+  async logitAttrs(
+    stack: Tensor,
+    o: { tokens: number[]; incorrectTokens?: number[]; posSlice?: number },
+  ): Promise<Tensor> {
+    const model = this.#model();
+    const { shape: [D, V], data: wu } = await model.weightData("unembed.W_U");
+    const scaled = await this.#applyLn(
+      { shape: [...stack.shape], data: Float64Array.from(await stack.toArray()) },
+      model.cfg.nLayers,
+      false,
+      o.posSlice,
+    );
+    const C = scaled.shape[0];
+    const rows = scaled.data.length / (C * D);
+    if (o.tokens.length !== rows) {
+      throw new InputError(`logitAttrs: ${o.tokens.length} tokens for ${rows} rows of the stack.`);
+    }
+    const out = new Float64Array(C * rows);
+    for (let c = 0; c < C; c++) {
+      for (let r = 0; r < rows; r++) {
+        let s = 0;
+        const t = o.tokens[r], u = o.incorrectTokens?.[r];
+        for (let d = 0; d < D; d++) {
+          const dir = wu[d * V + t] - (u === undefined ? 0 : wu[d * V + u]);
+          s += scaled.data[(c * rows + r) * D + d] * dir;
+        }
+        out[c * rows + r] = s;
+      }
+    }
+    return Tensor.from(Float32Array.from(out), scaled.shape.slice(0, -1));
   }
 
   /** Hook names in firing order. */

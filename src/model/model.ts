@@ -777,7 +777,7 @@ export class HookedTransformer {
     input: Input,
     opts: RunWithCacheOptions,
   ): Promise<[ForwardOutput, ActivationCache]> {
-    const cache = new ActivationCache();
+    const cache = new ActivationCache(new Map(), this);
     const f = opts.namesFilter;
     const filter = f === undefined
       ? () => true
@@ -1163,6 +1163,37 @@ export class HookedTransformer {
     return y;
   }
 
+  /**
+   * A processed weight read back to the CPU, in TransformerLens's layout: "blocks.L.attn.W_O"
+   * [heads, d_head, d_model] or "unembed.W_U" [d_model, d_vocab].
+   *
+   * @example
+   * ```ts
+   * const { shape, data } = await model.weightData("unembed.W_U");
+   * ```
+   */
+  async weightData(name: string): Promise<{ shape: number[]; data: Float32Array }> {
+    this.#checkUsable();
+    const { nHeads: H, dHead: E, dModel: D, dVocabOut: V } = this.cfg;
+    const m = /^blocks\.(\d+)\.attn\.W_O$/.exec(name);
+    if (m && Number(m[1]) < this.cfg.nLayers) {
+      return {
+        shape: [H, E, D],
+        data: await this.#w.blocks[Number(m[1])].wo.toArray() as Float32Array,
+      };
+    }
+    if (name === "unembed.W_U") {
+      const padded = await this.#w.wU.toArray() as Float32Array;
+      const ld = this.#w.wU.shape[1];
+      const data = new Float32Array(D * V);
+      for (let d = 0; d < D; d++) data.set(padded.subarray(d * ld, d * ld + V), d * V);
+      return { shape: [D, V], data };
+    }
+    throw new HookNameError(
+      `weightData: "${name}" is not available; use blocks.L.attn.W_O or unembed.W_U.`,
+    );
+  }
+
   /** Frees the model's GPU weights. */
   dispose(): void {
     if (this.#disposed) return;
@@ -1230,5 +1261,5 @@ function removeBatchDim(cache: ActivationCache): ActivationCache {
     out.set(k, t.clone().moveTo(t.shape.slice(1)).keep());
   }
   cache.dispose();
-  return new ActivationCache(out);
+  return new ActivationCache(out, cache.model, false);
 }
