@@ -1,7 +1,7 @@
 // Attention helpers. Scores and pattern·V are batched strided matmuls (matmul.wgsl); this file
 // holds the rotary position embedding.
 
-struct P { n: u32, heads: u32, d_head: u32, rot: u32, pos: u32, offset: u32, n_ctx: u32, _a: u32 }
+struct P { n: u32, heads: u32, d_head: u32, rot: u32, pos: u32, offset: u32, n_ctx: u32, inverse: u32 }
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -20,7 +20,8 @@ fn rotary(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: 
   let pos = token % p.pos + p.offset;
   let half = p.rot / 2u;
   let c = table[pos * p.rot + e];
-  let s = table[p.n_ctx * p.rot + pos * p.rot + e];
+  var s = table[p.n_ctx * p.rot + pos * p.rot + e];
+  if (p.inverse != 0u) { s = -s; } // the transpose of the rotation, for gradients
   var partner: f32;
   if (e < half) { partner = -x[i + half]; } else { partner = x[i - half]; }
   out[i] = x[i] * c + partner * s;

@@ -709,14 +709,20 @@ export function rowNorm(x: Tensor, stats: Tensor, mode: keyof typeof ROW_NORM, e
  * const rq = rotary(q, table, 16, 0);
  * ```
  */
-export function rotary(x: Tensor, table: Tensor, rotaryDim: number, offset: number): Tensor {
+export function rotary(
+  x: Tensor,
+  table: Tensor,
+  rotaryDim: number,
+  offset: number,
+  inverse = false,
+): Tensor {
   assertF32(x, "rotary");
   const [, P, H, E] = x.shape;
   const nCtx = table.size / (2 * rotaryDim);
   const out = Tensor.empty(x.shape);
   dispatch(
     pipeline(SHADERS.attention, "rotary"),
-    [x.size, H, E, rotaryDim, P, offset, nCtx, 0],
+    [x.size, H, E, rotaryDim, P, offset, nCtx, inverse ? 1 : 0],
     [x.buffer, table.buffer, out.buffer],
     grid256(x.size),
   );
@@ -893,4 +899,181 @@ function scratch(): Tensor {
     scratchTensors.set(r, t);
   }
   return t;
+}
+
+// ---------------------------------------------------------------- backward (activation gradients)
+
+/**
+ * dL/dx of a dense layer y = x · w (w [K, LDB], N real columns): g [.., N] · wᵀ -> [.., K].
+ *
+ * @example
+ * ```ts
+ * const gx = linearBack(gy, W, N);
+ * ```
+ */
+export function linearBack(g: Tensor, w: Tensor, n?: number): Tensor {
+  const [K, LDB] = w.shape;
+  const N = n ?? LDB;
+  const M = g.size / N;
+  const out = Tensor.empty([...g.shape.slice(0, -1), K]);
+  gemm({ t: out, row: K, col: 1 }, { t: g, row: N, col: 1 }, { t: w, row: 1, col: LDB }, {
+    M,
+    N: K,
+    K: N,
+  });
+  return out;
+}
+
+function bwd(
+  entry: string,
+  params: Param[],
+  buffers: (Tensor | undefined)[],
+  groups: [number, number?],
+): void {
+  dispatch(pipeline(SHADERS.backward, entry), params, buffers.map((t) => t?.buffer), groups);
+}
+
+/**
+ * g * act'(x) for an activation function by name.
+ *
+ * @example
+ * ```ts
+ * const gPre = activationGrad(gPost, pre, "gelu_new");
+ * ```
+ */
+export function activationGrad(g: Tensor, x: Tensor, fn: string): Tensor {
+  const code = ACT_CODES[fn];
+  if (code === undefined || code > 3) throw new ShapeError(`No gradient for activation "${fn}".`);
+  const out = Tensor.empty(x.shape);
+  bwd("act_grad", [0, x.size, code, 0, f32(0), 0, 0, 0], [g, x, out], grid256(x.size));
+  return out;
+}
+
+/**
+ * Gradients of post = act(pre) * lin: [dL/dpre, dL/dlin].
+ *
+ * @example
+ * ```ts
+ * const [gPre, gLin] = gatedGrad(g, pre, lin, "silu");
+ * ```
+ */
+export function gatedGrad(g: Tensor, pre: Tensor, lin: Tensor, fn: string): [Tensor, Tensor] {
+  const code = ACT_CODES[fn];
+  const a = Tensor.empty(pre.shape), b = Tensor.empty(pre.shape);
+  bwd(
+    "gated_grad",
+    [0, pre.size, code, 0, f32(0), 0, 0, 0],
+    [g, pre, a, lin, b],
+    grid256(pre.size),
+  );
+  return [a, b];
+}
+
+/**
+ * g where `acts` is non-zero (optionally times a per-column scale): the gradient through ReLU,
+ * JumpReLU, top-k and gates, whose active set is where the output is non-zero.
+ *
+ * @example
+ * ```ts
+ * const gPre = maskGrad(gPost, post);
+ * ```
+ */
+export function maskGrad(g: Tensor, acts: Tensor, scale?: Tensor): Tensor {
+  const n = acts.shape.at(-1) ?? 1;
+  const out = Tensor.empty(acts.shape);
+  bwd("mask_grad", [acts.size / n, n, scale ? 1 : 0, 0, f32(0), 0, 0, 0], [
+    g,
+    acts,
+    out,
+    scale ?? acts,
+  ], grid256(acts.size));
+  return out;
+}
+
+/**
+ * Softmax backward over the last dimension: pattern * (g - sum(g * pattern)).
+ *
+ * @example
+ * ```ts
+ * const gScores = softmaxGrad(gPattern, pattern);
+ * ```
+ */
+export function softmaxGrad(g: Tensor, pattern: Tensor): Tensor {
+  const n = pattern.shape.at(-1) ?? 1;
+  const rows = pattern.size / n;
+  const out = Tensor.empty(pattern.shape);
+  bwd("softmax_grad", [rows, n, 0, 0, f32(0), 0, 0, 0], [g, pattern, out], gridRows(rows));
+  return out;
+}
+
+/**
+ * Backward of normalized = (x - mean) / scale (LN) or x / scale (RMS) with the scale an input
+ * of its own: [dL/dx, dL/dscale].
+ *
+ * @example
+ * ```ts
+ * const [gx, gScale] = normApplyGrad(g, x, scale, "LN");
+ * ```
+ */
+export function normApplyGrad(
+  g: Tensor,
+  x: Tensor,
+  scale: Tensor,
+  kind: NormKind,
+): [Tensor, Tensor] {
+  const d = x.shape.at(-1) ?? 1;
+  const rows = x.size / d;
+  const gx = Tensor.empty(x.shape), gs = Tensor.empty(scale.shape);
+  bwd("norm_apply_grad", [rows, d, 0, kind === "LN" ? 1 : 0, f32(0), 0, 0, 0], [
+    g,
+    x,
+    gx,
+    scale,
+    gs,
+  ], gridRows(rows));
+  return [gx, gs];
+}
+
+/**
+ * Backward of scale = sqrt(mean((x - mean)^2) + eps) (LN) or sqrt(mean(x^2) + eps) (RMS): dL/dx.
+ *
+ * @example
+ * ```ts
+ * const gx = normScaleGrad(gScale, x, scale, "LN");
+ * ```
+ */
+export function normScaleGrad(gScale: Tensor, x: Tensor, scale: Tensor, kind: NormKind): Tensor {
+  const d = x.shape.at(-1) ?? 1;
+  const rows = x.size / d;
+  const gx = Tensor.empty(x.shape);
+  bwd("norm_scale_grad", [rows, d, 0, kind === "LN" ? 1 : 0, f32(0), 0, 0, 0], [
+    gScale,
+    x,
+    gx,
+    scale,
+  ], gridRows(rows));
+  return gx;
+}
+
+/**
+ * dL/dlogits of the mean next-token loss times `scale` (1 / number of predicted tokens for the
+ * mean): softmax - one-hot of the next token, zero on each row's last position.
+ *
+ * @example
+ * ```ts
+ * const g = lossGrad(logits, tokens, 1 / (B * (P - 1)));
+ * ```
+ */
+export function lossGrad(logits: Tensor, tokens: Tensor, scale: number): Tensor {
+  const [B, P, V] = logits.shape;
+  const out = Tensor.empty(logits.shape);
+  bwd("loss_grad", [B * P, V, 0, 0, f32(scale), P, 0, 0], [
+    undefined,
+    logits,
+    out,
+    undefined,
+    undefined,
+    tokens,
+  ], gridRows(B * P));
+  return out;
 }

@@ -18,6 +18,7 @@ import sae from "../../shaders/sae.wgsl" with { type: "text" };
 import attention from "../../shaders/attention.wgsl" with { type: "text" };
 import sample from "../../shaders/sample.wgsl" with { type: "text" };
 import linear from "../../shaders/linear.wgsl" with { type: "text" };
+import backward from "../../shaders/backward.wgsl" with { type: "text" };
 import type { ShaderSource } from "./runtime.ts";
 
 /** Every shader module by family name. */
@@ -32,4 +33,5 @@ export const SHADERS: Readonly<Record<string, ShaderSource>> = {
   attention: { name: "attention", code: attention },
   sample: { name: "sample", code: sample },
   linear: { name: "linear", code: linear },
+  backward: { name: "backward", code: backward },
 };

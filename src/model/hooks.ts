@@ -30,8 +30,8 @@ export interface AddHookOptions {
   isPermanent?: boolean;
   /** Run before the hooks already at this point. */
   prepend?: boolean;
-  /** "fwd" (default). */
-  dir?: "fwd";
+  /** "fwd" (default), or "bwd": the hook sees (and may replace) the gradient at this point. */
+  dir?: "fwd" | "bwd";
 }
 
 /** One attached hook. */
@@ -42,6 +42,8 @@ export interface HookEntry {
   readonly fn: HookFn;
   /** Permanent hooks survive resetHooks(). */
   readonly permanent: boolean;
+  /** Forward or backward. */
+  readonly dir: "fwd" | "bwd";
 }
 
 /** Hooks by hook name, in firing order. */
@@ -50,22 +52,25 @@ export class HookRegistry {
 
   /** Attaches `fn` at `name`; returns the entry (for removal). */
   add(name: string, fn: HookFn, o: AddHookOptions): HookEntry {
-    const entry: HookEntry = { name, fn, permanent: Boolean(o.isPermanent) };
-    const list = this.#byName.get(name) ?? [];
+    const dir = o.dir ?? "fwd";
+    const entry: HookEntry = { name, fn, permanent: Boolean(o.isPermanent), dir };
+    const key = dir === "fwd" ? name : `${name}\u0000bwd`;
+    const list = this.#byName.get(key) ?? [];
     if (o.prepend) list.unshift(entry);
     else list.push(entry);
-    this.#byName.set(name, list);
+    this.#byName.set(key, list);
     return entry;
   }
 
   /** Removes exactly these entries. */
   remove(entries: Iterable<HookEntry>): void {
     for (const e of entries) {
-      const list = this.#byName.get(e.name);
+      const key = e.dir === "fwd" ? e.name : `${e.name}\u0000bwd`;
+      const list = this.#byName.get(key);
       if (!list) continue;
       const i = list.indexOf(e);
       if (i >= 0) list.splice(i, 1);
-      if (!list.length) this.#byName.delete(e.name);
+      if (!list.length) this.#byName.delete(key);
     }
   }
 
@@ -78,9 +83,9 @@ export class HookRegistry {
     }
   }
 
-  /** Hooks at `name`, in firing order (a copy). */
-  at(name: string): readonly HookEntry[] {
-    return this.#byName.get(name)?.slice() ?? [];
+  /** Hooks at `name` (forward, or backward with dir "bwd"), in firing order (a copy). */
+  at(name: string, dir: "fwd" | "bwd" = "fwd"): readonly HookEntry[] {
+    return this.#byName.get(dir === "fwd" ? name : `${name}\u0000bwd`)?.slice() ?? [];
   }
 
   /** Every hook name with at least one hook. */

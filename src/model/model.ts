@@ -27,6 +27,7 @@ import {
 } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
 import { ActivationCache } from "./cache.ts";
+import { Tape } from "./tape.ts";
 import { configFromHf, type HookedTransformerConfig } from "./config.ts";
 import { ConfigError } from "../errors.ts";
 import {
@@ -94,8 +95,25 @@ export interface ForwardOptions {
   tokens?: Input;
 }
 
+/**
+ * What a backward pass differentiates: the mean next-token loss, or the logit difference of two
+ * tokens at a position (per batch row), or any metric given by its gradient with respect to the
+ * logits.
+ */
+export type BackwardMetric =
+  | "loss"
+  | { logitDiff: { pos?: number; correct: number[]; incorrect: number[] } }
+  | { gradient: (logits: Tensor) => Tensor | Promise<Tensor> };
+
 /** Options of `runWithCache`. */
-export interface RunWithCacheOptions extends ForwardOptions {
+export interface RunWithCacheOptions extends Omit<ForwardOptions, "returnType"> {
+  /** "logits" (default), "loss", "both", or with `inclBwd` the metric to differentiate. */
+  returnType?: ForwardOptions["returnType"] | BackwardMetric;
+  /**
+   * Also run the backward pass: the cache gets `<hook>_grad` entries, the gradient of the metric
+   * (`returnType`, default the mean loss) at every cached hook point, and "bwd" hooks fire.
+   */
+  inclBwd?: boolean;
   /** Hooks attached for this run only (before the caching, as with `hooks()`). */
   fwdHooks?: HookSpec[];
   /** Which hooks to cache: a name, a list of names, or a predicate (default: all). */
@@ -466,8 +484,8 @@ export class HookedTransformer {
   }
 
   #attach(specs: readonly HookSpec[], opts: AddHookOptions = {}): HookEntry[] {
-    if (opts.dir && opts.dir !== "fwd") {
-      throw new HookNameError(`Hook direction "${opts.dir}" is not supported; use "fwd".`);
+    if (opts.dir && opts.dir !== "fwd" && opts.dir !== "bwd") {
+      throw new HookNameError(`Hook direction "${opts.dir}" is not supported; use "fwd" or "bwd".`);
     }
     // Resolve every name first so that an invalid one attaches nothing.
     const resolved: [string, HookFn][] = [];
@@ -538,6 +556,7 @@ export class HookedTransformer {
     }
     const run = this.run;
     if (run?.cache && run.cacheFilter(name)) run.cache.set(name, act.clone().keep());
+    Tape.hook(name, act);
     return act;
   }
 
@@ -788,7 +807,15 @@ export class HookedTransformer {
       : f;
     try {
       using _h = this.hooks(opts.fwdHooks ?? []);
-      const out = await this.runLocked(input, opts, { cache, cacheFilter: filter });
+      if (opts.inclBwd) {
+        const out = await this.#runWithBackward(input, opts, { cache, cacheFilter: filter });
+        if (opts.removeBatchDim) return [out, removeBatchDim(cache)];
+        return [out, cache];
+      }
+      const out = await this.runLocked(input, opts as ForwardOptions, {
+        cache,
+        cacheFilter: filter,
+      });
       if (opts.removeBatchDim) return [out, removeBatchDim(cache)];
       return [out, cache];
     } catch (e) {
@@ -914,6 +941,80 @@ export class HookedTransformer {
     }
   }
 
+  /** Forward with the tape recording, then backward from the metric, in one arena. */
+  async #runWithBackward(input: Input, opts: RunWithCacheOptions, run: RunState): Promise<Tensor> {
+    this.#checkUsable();
+    const metric: BackwardMetric = typeof opts.returnType === "object" || opts.returnType === "loss"
+      ? opts.returnType
+      : "loss";
+    const arena = openArena();
+    const prev = this.run;
+    this.run = run;
+    const tape = Tape.begin();
+    let value: Tensor | null = null;
+    try {
+      const { startAtLayer: _s, stopAtLayer: _e, ...rest } = opts;
+      const out = await this.#forward(input, {
+        ...rest,
+        returnType: metric === "loss" ? "both" : "logits",
+      });
+      Tape.end(tape);
+      const logits = out instanceof Tensor ? out : out.logits;
+      let seed: Tensor;
+      if (metric === "loss") {
+        const tokens = this.tokensTensor(input);
+        const [B, P] = tokens.shape;
+        seed = ops.lossGrad(logits, tokens, 1 / (B * (P - 1)));
+        value = (out as LogitsAndLoss).loss;
+      } else if ("logitDiff" in metric) {
+        const [B, P, V] = logits.shape;
+        const { correct, incorrect } = metric.logitDiff;
+        const pos = (metric.logitDiff.pos ?? -1) < 0
+          ? P + (metric.logitDiff.pos ?? -1)
+          : metric.logitDiff.pos!;
+        if (correct.length !== B || incorrect.length !== B || pos < 0 || pos >= P) {
+          throw new InputError(
+            `logitDiff needs one correct and one incorrect token per batch row (${B}) and a position in 0..${
+              P - 1
+            }.`,
+          );
+        }
+        const g = new Float32Array(B * P * V);
+        for (let b = 0; b < B; b++) {
+          g[(b * P + pos) * V + correct[b]] += 1;
+          g[(b * P + pos) * V + incorrect[b]] -= 1;
+        }
+        seed = Tensor.from(g, [B, P, V]);
+        const all = await logits.toArray();
+        let v = 0;
+        for (let b = 0; b < B; b++) {
+          v += all[(b * P + pos) * V + correct[b]] - all[(b * P + pos) * V + incorrect[b]];
+        }
+        value = Tensor.from([v], []);
+      } else {
+        seed = await metric.gradient(logits);
+        value = logits;
+      }
+      await tape.backward(logits, seed, async (name, g) => {
+        let grad = g;
+        for (const e of this.registry.at(name, "bwd")) {
+          const r = await e.fn(grad, { name });
+          if (r instanceof Tensor) grad = r;
+        }
+        if (run.cacheFilter(name)) run.cache!.set(`${name}_grad`, grad.clone().keep());
+        return grad;
+      });
+      if (value.isView) value = value.clone();
+      return value;
+    } finally {
+      Tape.end(tape);
+      this.run = prev;
+      closeArena(arena, value ? [value] : []);
+      value?.keep();
+      flush();
+    }
+  }
+
   /** One forward pass while holding the model lock: arena, run state, outputs kept. */
   protected async runLocked(
     input: Input,
@@ -988,7 +1089,9 @@ export class HookedTransformer {
     if (!this.#w.wPos) return embed;
     const offset = this.#kv?.offset ?? 0;
     const pos = await this.hook("hook_pos_embed", ops.embedPositions(this.#w.wPos, B, P, offset));
-    return embed.add(pos);
+    const sum = embed.add(pos);
+    Tape.record([sum], [embed, pos], ([g]) => [g, g]);
+    return sum;
   }
 
   /**
@@ -997,16 +1100,72 @@ export class HookedTransformer {
    */
   protected async norm(prefix: string, x: Tensor, w?: Tensor, b?: Tensor): Promise<Tensor> {
     const kind = this.cfg.normalizationType.startsWith("RMS") ? "RMS" : "LN";
-    const scale = await this.hook(`${prefix}.hook_scale`, ops.normScale(x, kind, this.cfg.eps));
-    const normalized = await this.hook(`${prefix}.hook_normalized`, ops.normApply(x, scale, kind));
+    const scale0 = ops.normScale(x, kind, this.cfg.eps);
+    Tape.record([scale0], [x], ([g]) => [ops.normScaleGrad(g!, x, scale0, kind)]);
+    const scale = await this.hook(`${prefix}.hook_scale`, scale0);
+    const n0 = ops.normApply(x, scale, kind);
+    Tape.record([n0], [x, scale], ([g]) => ops.normApplyGrad(g!, x, scale, kind));
+    const normalized = await this.hook(`${prefix}.hook_normalized`, n0);
+    this.#lastNorm = { x, scale0, scale, n0, normalized, kind };
     if (!w) return normalized;
-    return b ? ops.scaleShift(normalized, w, b) : normalized.mul(w);
+    const y = b ? ops.scaleShift(normalized, w, b) : normalized.mul(w);
+    Tape.record([y], [normalized], ([g]) => [g!.mul(w)]);
+    return y;
+  }
+
+  /** The last norm's tensors, for the q/k/v inputs of attention. */
+  #lastNorm: {
+    x: Tensor;
+    scale0: Tensor;
+    scale: Tensor;
+    n0: Tensor;
+    normalized: Tensor;
+    kind: "LN" | "RMS";
+  } | null = null;
+
+  /**
+   * The inputs of q, k and v from ln1's output. TransformerLens runs ln1 once per input; its
+   * backward hooks fire for each call in reverse order, so the gradient it keeps at ln1's hooks is
+   * the q input's. While recording a backward pass, k and v get their own copies of the norm in
+   * the tape (same values, no recomputation) to match.
+   */
+  #qkvInputs(x: Tensor, w?: Tensor, b?: Tensor): [Tensor, Tensor, Tensor] {
+    const ln = this.#lastNorm;
+    if (!Tape.active || !ln || ln.scale !== ln.scale0 || ln.normalized !== ln.n0) return [x, x, x];
+    const copy = (): Tensor => {
+      const s2 = ln.scale0.reshape([...ln.scale0.shape]);
+      Tape.record([s2], [ln.x], ([g]) => [ops.normScaleGrad(g!, ln.x, ln.scale0, ln.kind)]);
+      const n2 = ln.n0.reshape([...ln.n0.shape]);
+      Tape.record([n2], [ln.x, s2], ([g]) => ops.normApplyGrad(g!, ln.x, ln.scale0, ln.kind));
+      if (!w) return n2;
+      const y = b ? ops.scaleShift(n2, w, b) : n2.mul(w);
+      Tape.record([y], [n2], ([g]) => [g!.mul(w)]);
+      return y;
+    };
+    return [x, copy(), copy()];
+  }
+
+  /** Records a residual add for the backward pass and returns it. */
+  #add(a: Tensor, b: Tensor): Tensor {
+    const y = a.add(b);
+    Tape.record([y], [a, b], ([g]) => [g, g]);
+    return y;
   }
 
   /** x [.., K] · W [K, N] + b into a tensor of `shape`. */
   protected linear(x: Tensor, w: Tensor, b: Tensor | undefined, shape: number[]): Tensor {
-    const [y] = ops.linear(x, w, b);
-    return y.moveTo(shape);
+    const [y0] = ops.linear(x, w, b);
+    const y = y0.moveTo(shape);
+    Tape.record(
+      [y],
+      [x],
+      (
+        [g],
+      ) => [
+        ops.linearBack(g!.reshape([...x.shape.slice(0, -1), w.shape[1]]), w).moveTo([...x.shape]),
+      ],
+    );
+    return y;
   }
 
   /**
@@ -1020,25 +1179,24 @@ export class HookedTransformer {
     const resid = await this.hook(b + "hook_resid_pre", residIn);
     const x = await this.norm(b + "ln1", resid, w.ln1w, w.ln1b);
     const parallel = this.cfg.parallelAttnMlp;
-    const [attnRaw, midFused] = await this.attention(l, x, parallel ? undefined : resid);
+    const qkv = this.#qkvInputs(x, w.ln1w, w.ln1b);
+    const [attnRaw, midFused] = await this.attention(l, qkv, parallel ? undefined : resid);
     const attnOut = await this.hook(b + "hook_attn_out", attnRaw);
     if (parallel) {
       const x2 = await this.norm(b + "ln2", resid, w.ln2w, w.ln2b);
       const [mlpOut0] = await this.mlp(l, x2);
       const mlpOut = await this.hook(b + "hook_mlp_out", mlpOut0);
-      return await this.hook(b + "hook_resid_post", resid.add(attnOut).add(mlpOut));
+      return await this.hook(b + "hook_resid_post", this.#add(this.#add(resid, attnOut), mlpOut));
     }
-    const mid = await this.hook(
-      b + "hook_resid_mid",
-      attnOut === attnRaw && midFused ? midFused : resid.add(attnOut),
-    );
+    const fusedMid = attnOut === attnRaw && midFused ? midFused : null;
+    if (fusedMid) Tape.record([fusedMid], [resid, attnOut], ([g]) => [g, g]);
+    const mid = await this.hook(b + "hook_resid_mid", fusedMid ?? this.#add(resid, attnOut));
     const x2 = await this.norm(b + "ln2", mid, w.ln2w, w.ln2b);
     const [mlpRaw, postFused] = await this.mlp(l, x2, mid);
     const mlpOut = await this.hook(b + "hook_mlp_out", mlpRaw);
-    return await this.hook(
-      b + "hook_resid_post",
-      mlpOut === mlpRaw && postFused ? postFused : mid.add(mlpOut),
-    );
+    const fusedPost = mlpOut === mlpRaw && postFused ? postFused : null;
+    if (fusedPost) Tape.record([fusedPost], [mid, mlpOut], ([g]) => [g, g]);
+    return await this.hook(b + "hook_resid_post", fusedPost ?? this.#add(mid, mlpOut));
   }
 
   /**
@@ -1047,7 +1205,7 @@ export class HookedTransformer {
    */
   protected async attention(
     l: number,
-    x: Tensor,
+    [xq, xk, x]: [Tensor, Tensor, Tensor],
     resid?: Tensor,
   ): Promise<[Tensor, Tensor | null]> {
     const cfg = this.cfg;
@@ -1055,14 +1213,18 @@ export class HookedTransformer {
     const w = this.#w.blocks[l];
     const [B, P] = x.shape;
     const H = cfg.nHeads, E = cfg.dHead, Hkv = cfg.nKeyValueHeads ?? H;
-    let q = await this.hook(a + "hook_q", this.linear(x, w.wq, w.bq, [B, P, H, E]));
-    let k = await this.hook(a + "hook_k", this.linear(x, w.wk, w.bk, [B, P, Hkv, E]));
+    let q = await this.hook(a + "hook_q", this.linear(xq, w.wq, w.bq, [B, P, H, E]));
+    let k = await this.hook(a + "hook_k", this.linear(xk, w.wk, w.bk, [B, P, Hkv, E]));
     const v = await this.hook(a + "hook_v", this.linear(x, w.wv, w.bv, [B, P, Hkv, E]));
     const kv = this.#kv;
     const offset = kv?.offset ?? 0;
     if (this.#w.rot) {
-      q = await this.hook(a + "hook_rot_q", ops.rotary(q, this.#w.rot, cfg.rotaryDim!, offset));
-      k = await this.hook(a + "hook_rot_k", ops.rotary(k, this.#w.rot, cfg.rotaryDim!, offset));
+      const rot = this.#w.rot, R = cfg.rotaryDim!;
+      const rq = ops.rotary(q, rot, R, offset), rk = ops.rotary(k, rot, R, offset);
+      Tape.record([rq], [q], ([g]) => [ops.rotary(g!, rot, R, offset, true)]);
+      Tape.record([rk], [k], ([g]) => [ops.rotary(g!, rot, R, offset, true)]);
+      q = await this.hook(a + "hook_rot_q", rq);
+      k = await this.hook(a + "hook_rot_k", rk);
     }
     // With a KV cache, this step's keys/values are appended and attention reads the whole cache.
     let [kAll, vAll, Pk, kvStride] = [k, v, P, P * Hkv * E];
@@ -1095,8 +1257,33 @@ export class HookedTransformer {
         bGroup: group,
       },
     );
+    if (!kv) {
+      const [qq, kk] = [q, k];
+      Tape.record([scores], [qq, kk], ([gS]) => {
+        // dq = α gS · k (per head, k of the head's KV group); dk = α gSᵀ · q summed over the group.
+        const gq = Tensor.empty([B, P, H, E]);
+        ops.gemm(
+          { t: gq, b1: P * H * E, b2: E, row: H * E, col: 1 },
+          { t: gS!, b1: H * P * P, b2: P * P, row: P, col: 1 },
+          { t: kk, b1: P * Hkv * E, b2: E, row: Hkv * E, col: 1 },
+          { M: P, N: E, K: P, nb1: B, nb2: H, alpha: 1 / scale, bGroup: group },
+        );
+        const gk = Tensor.empty([B, P, Hkv, E]);
+        for (let j = 0; j < group; j++) {
+          ops.gemm(
+            { t: gk, b1: P * Hkv * E, b2: E, row: Hkv * E, col: 1 },
+            { t: gS!, off: j * P * P, b1: H * P * P, b2: group * P * P, row: 1, col: P },
+            { t: qq, off: j * E, b1: P * H * E, b2: group * E, row: H * E, col: 1 },
+            { M: P, N: E, K: P, nb1: B, nb2: Hkv, alpha: 1 / scale, accumulate: j > 0 },
+          );
+        }
+        return [gq, gk];
+      });
+    }
     const hookedScores = await this.hook(a + "hook_attn_scores", scores);
-    const pattern = await this.hook(a + "hook_pattern", ops.softmax(hookedScores));
+    const pattern0 = ops.softmax(hookedScores);
+    Tape.record([pattern0], [hookedScores], ([g]) => [ops.softmaxGrad(g!, pattern0)]);
+    const pattern = await this.hook(a + "hook_pattern", pattern0);
     const z = Tensor.empty([B, P, H, E]);
     ops.gemm(
       { t: z, b1: P * H * E, b2: E, row: H * E, col: 1 },
@@ -1104,8 +1291,32 @@ export class HookedTransformer {
       { t: vAll, b1: kvStride, b2: E, row: Hkv * E, col: 1 },
       { M: P, N: E, K: Pk, nb1: B, nb2: H, bGroup: group },
     );
+    if (!kv) {
+      const vv = v;
+      Tape.record([z], [pattern, vv], ([gz]) => {
+        // dpattern = gz · vᵀ; dv = patternᵀ · gz summed over the KV group.
+        const gp = Tensor.empty([B, H, P, P]);
+        ops.gemm(
+          { t: gp, b1: H * P * P, b2: P * P, row: P, col: 1 },
+          { t: gz!, b1: P * H * E, b2: E, row: H * E, col: 1 },
+          { t: vv, b1: P * Hkv * E, b2: E, row: 1, col: Hkv * E },
+          { M: P, N: P, K: E, nb1: B, nb2: H, bGroup: group },
+        );
+        const gv = Tensor.empty([B, P, Hkv, E]);
+        for (let j = 0; j < group; j++) {
+          ops.gemm(
+            { t: gv, b1: P * Hkv * E, b2: E, row: Hkv * E, col: 1 },
+            { t: pattern, off: j * P * P, b1: H * P * P, b2: group * P * P, row: 1, col: P },
+            { t: gz!, off: j * E, b1: P * H * E, b2: group * E, row: H * E, col: 1 },
+            { M: P, N: E, K: P, nb1: B, nb2: Hkv, accumulate: j > 0 },
+          );
+        }
+        return [gp, gv];
+      });
+    }
     const zh = await this.hook(a + "hook_z", z);
     const [out, sum] = ops.linear(zh.reshape([B, P, H * E]), w.wo, w.bo, { resid });
+    Tape.record([out], [zh], ([g]) => [ops.linearBack(g!, w.wo).moveTo([B, P, H, E])]);
     return [out, sum];
   }
 
@@ -1128,16 +1339,22 @@ export class HookedTransformer {
         this.linear(xin, w.win, undefined, [B, P, F]),
       );
       const gated = ops.activation(pre, this.cfg.actFn, lin);
-      post = await this.hook(m + "hook_post", w.bin ? gated.add(w.bin) : gated);
+      Tape.record([gated], [pre, lin], ([g]) => ops.gatedGrad(g!, pre, lin, this.cfg.actFn));
+      const withBias = w.bin ? gated.add(w.bin) : gated;
+      if (withBias !== gated) Tape.record([withBias], [gated], ([g]) => [g]);
+      post = await this.hook(m + "hook_post", withBias);
     } else {
       const [pre0, post0] = ops.linear(xin, w.win, w.bin, { act: this.cfg.actFn });
+      const fn = this.cfg.actFn;
+      Tape.record([pre0], [xin], ([g]) => [ops.linearBack(g!, w.win)]);
       const pre = await this.hook(m + "hook_pre", pre0);
-      post = await this.hook(
-        m + "hook_post",
-        pre === pre0 ? post0! : ops.activation(pre, this.cfg.actFn),
-      );
+      const post1 = pre === pre0 ? post0! : ops.activation(pre, fn);
+      Tape.record([post1], [pre], ([g]) => [ops.activationGrad(g!, pre, fn)]);
+      post = await this.hook(m + "hook_post", post1);
     }
     const [out, sum] = ops.linear(post, w.wout, w.bout, { resid });
+    const postIn = post;
+    Tape.record([out], [postIn], ([g]) => [ops.linearBack(g!, w.wout)]);
     return [out, sum];
   }
 
@@ -1145,6 +1362,8 @@ export class HookedTransformer {
   protected async unembed(x: Tensor): Promise<Tensor> {
     const xin = await this.hook("unembed.hook_in", x);
     const [logits] = ops.linear(xin, this.#w.wU, this.#w.bU, {}, this.cfg.dVocabOut);
+    const wU = this.#w.wU, V = this.cfg.dVocabOut;
+    Tape.record([logits], [xin], ([g]) => [ops.linearBack(g!, wU, V)]);
     return await this.hook("unembed.hook_out", logits);
   }
 

@@ -14,7 +14,8 @@
  * @module
  */
 import { join } from "node:path";
-import { ConfigError, ShapeError, WeightsError } from "../errors.ts";
+import { ConfigError, InputError, ShapeError, WeightsError } from "../errors.ts";
+import { Tape } from "../model/tape.ts";
 import { readJsonFile } from "../io/json.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { hubSaeDir, isHubId } from "../io/hub.ts";
@@ -254,16 +255,31 @@ export class SAE {
   ): Promise<Tensor> {
     const recons = await this.#reconstruct(x, hook);
     if (!errorTerm) return await hook("hook_sae_output", recons);
+    // The error is a constant for gradients (SAELens computes it under no_grad).
     const clean = hooksMayChange
-      ? await this.#reconstruct(x, (_n, t) => Promise.resolve(t))
+      ? await Tape.untaped(() => this.#reconstruct(x, (_n, t) => Promise.resolve(t)))
       : recons;
     const error = await hook("hook_sae_error", x.sub(clean));
-    return await hook("hook_sae_output", recons.add(error));
+    const out = recons.add(error);
+    Tape.record([out], [recons, null], ([g]) => [g, null]);
+    return await hook("hook_sae_output", out);
   }
 
   async #reconstruct(x: Tensor, hook: SaeHookRunner): Promise<Tensor> {
     const cfg = this.cfg;
-    const sin = await hook("hook_sae_input", this.#flatIn(x));
+    const flat = this.#flatIn(x);
+    if (flat !== x) Tape.record([flat], [x], ([g]) => [g!.clone().moveTo([...x.shape])]);
+    const sin = await hook("hook_sae_input", flat);
+    if (
+      cfg.normalizeActivations === "constant_norm_rescale" ||
+      cfg.normalizeActivations === "layer_norm"
+    ) {
+      if (Tape.active) {
+        throw new InputError(
+          `Gradients through an SAE with normalize_activations "${cfg.normalizeActivations}" are not supported.`,
+        );
+      }
+    }
     const stats = cfg.normalizeActivations === "constant_norm_rescale" ||
         cfg.normalizeActivations === "layer_norm"
       ? ops.rowStats(sin)
@@ -276,7 +292,13 @@ export class SAE {
       )
       : sin;
     const acts = await this.encodeHooked(normed, hook);
-    let recons = await hook("hook_sae_recons", this.decodeFlat(acts));
+    const decoded = this.decodeFlat(acts);
+    const scaled = cfg.architecture === "topk" && cfg.rescaleActsByDecoderNorm;
+    Tape.record([decoded], [acts], ([g]) => {
+      const ga = ops.linearBack(g!, this.#w.get("W_dec")!);
+      return [scaled ? ga.mul(this.#w.get("inv_dec_norm")!) : ga];
+    });
+    let recons = await hook("hook_sae_recons", decoded);
     if (stats) {
       recons = ops.rowNorm(
         recons,
@@ -284,20 +306,27 @@ export class SAE {
         cfg.normalizeActivations === "layer_norm" ? "layerNormOut" : "constantOut",
       );
     }
-    return cfg.reshapeActivations === "hook_z" ? recons.reshape([...x.shape]) : recons;
+    if (cfg.reshapeActivations !== "hook_z") return recons;
+    const out = recons.reshape([...x.shape]);
+    Tape.record([out], [recons], ([g]) => [g!.clone().moveTo([...recons.shape])]);
+    return out;
   }
 
   /** Encode of a normalised input: hook_sae_acts_pre, activation, hook_sae_acts_post. */
   async encodeHooked(normed: Tensor, hook: SaeHookRunner): Promise<Tensor> {
     const cfg = this.cfg, w = this.#w;
     const sae_in = cfg.applyBDecToInput ? normed.sub(w.get("b_dec")!) : normed;
+    if (sae_in !== normed) Tape.record([sae_in], [normed], ([g]) => [g]);
+    const back = (W: Tensor) => (g: Tensor) => ops.linearBack(g, W);
     if (cfg.architecture === "topk") {
-      const pre = await hook(
-        "hook_sae_acts_pre",
-        ops.matmul(sae_in, w.get("W_enc")!, w.get("b_enc")),
-      );
+      const pre0 = ops.matmul(sae_in, w.get("W_enc")!, w.get("b_enc"));
+      Tape.record([pre0], [sae_in], ([g]) => [back(w.get("W_enc")!)(g!)]);
+      const pre = await hook("hook_sae_acts_pre", pre0);
       const sel = cfg.rescaleActsByDecoderNorm ? pre.mul(w.get("dec_norm")!) : pre;
-      return await hook("hook_sae_acts_post", ops.topK(sel, cfg.k!));
+      if (sel !== pre) Tape.record([sel], [pre], ([g]) => [g!.mul(w.get("dec_norm")!)]);
+      const post = ops.topK(sel, cfg.k!);
+      Tape.record([post], [sel], ([g]) => [ops.maskGrad(g!, post)]);
+      return await hook("hook_sae_acts_post", post);
     }
     let act: keyof typeof ops.SAE_ACT = "relu", aux: Tensor | undefined;
     let W = w.get("W_enc")!, b = w.get("b_enc");
@@ -309,8 +338,12 @@ export class SAE {
     }
     // One fused dispatch gives pre and post; only a hook that replaces pre forces a re-activation.
     const [pre, post] = ops.saeEncode(sae_in, W, b!, act, aux);
+    // The active set (output non-zero) carries the gradient; gates and thresholds are steps.
+    const Wenc = W;
+    Tape.record([pre], [sae_in], ([g]) => [back(Wenc)(g!)]);
     const hookedPre = await hook("hook_sae_acts_pre", pre);
     const hookedPost = hookedPre === pre ? post : ops.saeActivation(hookedPre, act, aux);
+    Tape.record([hookedPost], [hookedPre], ([g]) => [ops.maskGrad(g!, hookedPost)]);
     return await hook("hook_sae_acts_post", hookedPost);
   }
 

@@ -1,0 +1,185 @@
+// Backward kernels for gradients at hook points (no weight gradients): activation derivatives,
+// softmax, norms, the next-token loss, and masks of SAE activations.
+
+struct P { rows: u32, n: u32, mode: u32, center: u32, scale: f32, tok_stride: u32, count: u32, _a: u32 }
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> g: array<f32>;       // incoming gradient
+@group(0) @binding(2) var<storage, read> x: array<f32>;       // saved forward value
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> y: array<f32>;       // second saved value
+@group(0) @binding(5) var<storage, read_write> out2: array<f32>;
+@group(0) @binding(6) var<storage, read> ids: array<i32>;
+
+const WG: u32 = 64u;
+const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
+
+fn tanh_(v: f32) -> f32 {
+  let e = exp(-2.0 * abs(v));
+  return sign(v) * (1.0 - e) / (1.0 + e);
+}
+
+fn erf_(v: f32) -> f32 {
+  let z = abs(v);
+  let t = 1.0 / (1.0 + 0.5 * z);
+  let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
+    t * (-0.82215223 + t * 0.17087277)))))))));
+  return select(r - 1.0, 1.0 - r, v >= 0.0);
+}
+
+fn act(v: f32, mode: u32) -> f32 {
+  switch mode {
+    case 0u: { return 0.5 * v * (1.0 + tanh_(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v))); }
+    case 1u: { return 0.5 * v * (1.0 + erf_(v * 0.7071067811865476)); }
+    case 2u: { return max(v, 0.0); }
+    case 3u: { return v / (1.0 + exp(-v)); }
+    default: { return v; }
+  }
+}
+
+fn act_deriv(v: f32, mode: u32) -> f32 {
+  switch mode {
+    case 0u: {
+      let u = SQRT_2_OVER_PI * (v + 0.044715 * v * v * v);
+      let t = tanh_(u);
+      return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * v * v);
+    }
+    case 1u: { return 0.5 * (1.0 + erf_(v * 0.7071067811865476)) + v * exp(-0.5 * v * v) * 0.3989422804014327; }
+    case 2u: { return select(0.0, 1.0, v > 0.0); }
+    case 3u: { let s = 1.0 / (1.0 + exp(-v)); return s * (1.0 + v * (1.0 - s)); }
+    default: { return 1.0; }
+  }
+}
+
+fn idx(gid: vec3u, nw: vec3u) -> u32 { return gid.x + gid.y * nw.x * 256u; }
+
+// out = g * act'(x)
+@compute @workgroup_size(256)
+fn act_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let i = idx(gid, nw);
+  if (i >= p.n) { return; }
+  out[i] = g[i] * act_deriv(x[i], p.mode);
+}
+
+// Gated MLP post = act(x) * y: out = g * y * act'(x) (to x), out2 = g * act(x) (to y).
+@compute @workgroup_size(256)
+fn gated_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let i = idx(gid, nw);
+  if (i >= p.n) { return; }
+  out[i] = g[i] * y[i] * act_deriv(x[i], p.mode);
+  out2[i] = g[i] * act(x[i], p.mode);
+}
+
+// out = g where x (a saved activation) is non-zero, times scale[i % n] if mode 1 (y = scale).
+@compute @workgroup_size(256)
+fn mask_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let i = idx(gid, nw);
+  if (i >= p.rows * p.n) { return; }
+  var v = select(0.0, g[i], x[i] != 0.0);
+  if (p.mode == 1u) { v = v * y[i % p.n]; }
+  out[i] = v;
+}
+
+var<workgroup> red: array<f32, 64>;
+
+fn row_sum(v: f32, t: u32) -> f32 {
+  red[t] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (t < s) { red[t] += red[t + s]; }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+fn row_of(wg: vec3u) -> u32 { return wg.x + wg.y * 65535u; }
+
+// Softmax rows: x = the pattern; out = x * (g - sum(g * x)).
+@compute @workgroup_size(64)
+fn softmax_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = row_of(wg);
+  if (row >= p.rows) { return; }
+  let t = lid.x;
+  let b = row * p.n;
+  var s = 0.0;
+  for (var i = t; i < p.n; i += WG) { s += g[b + i] * x[b + i]; }
+  s = row_sum(s, t);
+  for (var i = t; i < p.n; i += WG) { out[b + i] = x[b + i] * (g[b + i] - s); }
+}
+
+// Normalised = (x - mean) / scale (center) or x / scale: out = dL/dx through the normalisation
+// with the scale held fixed; out2[row] = dL/dscale. y = the scale per row.
+@compute @workgroup_size(64)
+fn norm_apply_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = row_of(wg);
+  if (row >= p.rows) { return; }
+  let t = lid.x;
+  let b = row * p.n;
+  let sc = y[row];
+  var mg = 0.0;
+  var mx = 0.0;
+  for (var i = t; i < p.n; i += WG) { mg += g[b + i]; mx += x[b + i]; }
+  mg = row_sum(mg, t) / f32(p.n);
+  mx = row_sum(mx, t) / f32(p.n);
+  if (p.center == 0u) { mg = 0.0; mx = 0.0; }
+  var gs = 0.0;
+  for (var i = t; i < p.n; i += WG) {
+    out[b + i] = (g[b + i] - mg) / sc;
+    gs += g[b + i] * (x[b + i] - mx);
+  }
+  gs = row_sum(gs, t);
+  if (t == 0u) { out2[row] = -gs / (sc * sc); }
+}
+
+// scale = sqrt(mean((x - mean)^2) + eps) (center) or sqrt(mean(x^2) + eps): out = g_scale * (x - mean) / (n * scale).
+// g = the scale's gradient per row, y = the scale per row.
+@compute @workgroup_size(64)
+fn norm_scale_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = row_of(wg);
+  if (row >= p.rows) { return; }
+  let t = lid.x;
+  let b = row * p.n;
+  var mx = 0.0;
+  for (var i = t; i < p.n; i += WG) { mx += x[b + i]; }
+  mx = row_sum(mx, t) / f32(p.n);
+  if (p.center == 0u) { mx = 0.0; }
+  let k = g[row] / (f32(p.n) * y[row]);
+  for (var i = t; i < p.n; i += WG) { out[b + i] = k * (x[b + i] - mx); }
+}
+
+// Mean next-token loss: rows b * pos + q; out = (softmax(x) - onehot(next token)) * scale for
+// q < pos - 1, 0 on the last position. tok_stride = pos, count = vocab... n = vocab.
+@compute @workgroup_size(64)
+fn loss_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = row_of(wg);
+  if (row >= p.rows) { return; }
+  let t = lid.x;
+  let b = row * p.n;
+  let q = row % p.tok_stride;
+  if (q + 1u >= p.tok_stride) {
+    for (var i = t; i < p.n; i += WG) { out[b + i] = 0.0; }
+    return;
+  }
+  var mx = bitcast<f32>(0xff800000u);
+  for (var i = t; i < p.n; i += WG) { mx = max(mx, x[b + i]); }
+  red[t] = mx;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (t < s) { red[t] = max(red[t], red[t + s]); }
+    workgroupBarrier();
+  }
+  mx = red[0];
+  workgroupBarrier();
+  var z = 0.0;
+  for (var i = t; i < p.n; i += WG) { z += exp(x[b + i] - mx); }
+  z = row_sum(z, t);
+  let next_id = u32(ids[row + 1u]);
+  for (var i = t; i < p.n; i += WG) {
+    var v = exp(x[b + i] - mx) / z;
+    if (i == next_id) { v -= 1.0; }
+    out[b + i] = v * p.scale;
+  }
+}
