@@ -40,3 +40,6 @@ export type { SaeLoadOptions } from "./src/sae/sae.ts";
 export type { SaeConfig } from "./src/sae/config.ts";
 export { HookedSAETransformer } from "./src/sae/hooked_sae_transformer.ts";
 export type { AddSaeOptions, WithSaesOptions } from "./src/sae/hooked_sae_transformer.ts";
+export { nextTokens, topIndices, topLatentsPerToken } from "./src/sae/features.ts";
+export type { LatentActivation, NextToken, TokenLatents } from "./src/sae/features.ts";
+export type { BackwardMetric } from "./src/model/model.ts";

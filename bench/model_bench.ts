@@ -45,6 +45,13 @@ bench(`runWithCache ${B}x${P}, residual stream only`, { flops: flops(B, P) }, as
   (out as Tensor).dispose();
   cache.dispose();
 });
+bench(`runWithCache ${B}x${P} with the backward pass (mean loss, all hooks and their gradients)`, {
+  flops: 3 * flops(B, P),
+}, async () => {
+  const [out, cache] = await model.runWithCache(t, { inclBwd: true });
+  (out as Tensor).dispose();
+  cache.dispose();
+});
 const sae = await randomSae(
   c.dModel,
   FULL ? 24576 : 2048,

@@ -39,3 +39,113 @@ for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
     assert.deepEqual(errs, []);
   });
 } // deno-fmt-ignore
+
+const GPT2 = new URL("./reference/gpt2_tiny/", import.meta.url).pathname;
+
+/** Adds eps at one element of an activation, through a forward hook, and returns the metric. */
+async function perturbed(
+  model: HookedSAETransformer,
+  tokens: number[][],
+  hook: string,
+  index: number,
+  eps: number,
+  metric: (logits: Float32Array) => number,
+  saes: SAE[] = [],
+): Promise<number> {
+  const bump = (a: Tensor) => {
+    const one = new Float32Array(a.size);
+    one[index] = eps;
+    return a.add(Tensor.from(one, [...a.shape]));
+  };
+  using logits = await model.runWithHooksWithSaes(tokens, {
+    saes,
+    fwdHooks: [[hook, bump]],
+  }) as Tensor;
+  return metric(await logits.toArray() as Float32Array);
+}
+
+Deno.test("backward hooks see the gradient and may replace it", async () => {
+  using model = await HookedSAETransformer.fromPretrained(`${GPT2}hf`);
+  using ref = await SafetensorsFile.open(`${GPT2}tl_grads.safetensors`);
+  const tokens = await refTokens(GPT2);
+  let seen: Float32Array | null = null;
+  model.addHook("blocks.1.hook_resid_pre", async (g) => {
+    seen = await g.toArray() as Float32Array;
+    return g.scale(0);
+  }, { dir: "bwd" });
+  const [loss, cache] = await model.runWithCache(tokens, { inclBwd: true });
+  using _c = cache;
+  (loss as Tensor).dispose();
+  model.resetHooks();
+  assert.ok(
+    maxRelErr(seen!, await ref.float32("cache.blocks.1.hook_resid_pre_grad")) < 1e-4,
+    "the hook saw the true gradient",
+  );
+  const embed = await cache.get("hook_embed_grad").toArray();
+  assert.ok(embed.every((v) => v === 0), "the replaced (zero) gradient flowed on");
+  assert.ok((await cache.get("blocks.1.hook_resid_pre_grad").toArray()).every((v) => v === 0));
+}); // deno-fmt-ignore
+
+Deno.test("a custom metric (logit difference) has the gradient finite differences give", async () => {
+  using model = await HookedSAETransformer.fromPretrained(`${GPT2}hf`);
+  const tokens = [[5, 17, 900, 3, 44, 2, 999, 10]];
+  const [P, V] = [8, 1000];
+  const metric = (l: Float32Array) => l[(P - 1) * V + 42] - l[(P - 1) * V + 7];
+  const [value, cache] = await model.runWithCache(tokens, {
+    inclBwd: true,
+    returnType: { logitDiff: { correct: [42], incorrect: [7] } },
+    namesFilter: (n) => n === "blocks.0.hook_resid_post" || n === "blocks.1.attn.hook_pattern",
+  });
+  using _c = cache;
+  using _v = value as Tensor;
+  using base = await model.forward(tokens);
+  const m0 = metric(await base.toArray() as Float32Array);
+  assert.ok(Math.abs((await (value as Tensor).toArray())[0] - m0) < 1e-4, "the metric's value");
+  const grad = await cache.get("blocks.0.hook_resid_post_grad").toArray();
+  const eps = 1e-2;
+  for (const index of [3 * 64 + 5, 7 * 64 + 60, 5 * 64 + 1]) {
+    const fd = (await perturbed(model, tokens, "blocks.0.hook_resid_post", index, eps, metric) -
+      await perturbed(model, tokens, "blocks.0.hook_resid_post", index, -eps, metric)) / (2 * eps);
+    assert.ok(Math.abs(fd - grad[index]) <= 2e-3 + 2e-2 * Math.abs(fd), `element ${index}: finite difference ${fd}, gradient ${grad[index]}`);
+  }
+}); // deno-fmt-ignore
+
+Deno.test("a gradient through an attached SAE matches finite differences", async () => {
+  using model = await HookedSAETransformer.fromPretrained(`${GPT2}hf`);
+  using sae = await SAE.load(`${GPT2}saes/std_resid_pre1`);
+  const tokens = [[5, 17, 900, 3, 44, 2, 999, 10]];
+  const P = 8, V = 1000;
+  // The mean next-token loss, on the CPU, for the finite differences.
+  const lossOf = (l: Float32Array) => {
+    let s = 0;
+    for (let p = 0; p < P - 1; p++) {
+      const row = l.subarray(p * V, (p + 1) * V);
+      const mx = Math.max(...row);
+      let z = 0;
+      for (const v of row) z += Math.exp(v - mx);
+      s += Math.log(z) + mx - row[tokens[0][p + 1]];
+    }
+    return s / (P - 1);
+  };
+  const h = "blocks.1.hook_resid_pre";
+  const [loss, cache] = await model.runWithCacheWithSaes(tokens, { saes: [sae], inclBwd: true });
+  using _c = cache;
+  (loss as Tensor).dispose();
+  const acts = await cache.get(`${h}.hook_sae_acts_post`).toArray();
+  const gActs = await cache.get(`${h}.hook_sae_acts_post_grad`).toArray();
+  const gIn = await cache.get(`${h}.hook_sae_input_grad`).toArray();
+  const eps = 1e-2;
+  const active = [...acts.keys()].filter((i) => acts[i] > 0.5).slice(0, 3);
+  assert.ok(active.length === 3, "some active latents to test");
+  for (const index of active) {
+    const fd = (await perturbed(model, tokens, `${h}.hook_sae_acts_post`, index, eps, lossOf, [sae]) -
+      await perturbed(model, tokens, `${h}.hook_sae_acts_post`, index, -eps, lossOf, [sae])) / (2 * eps);
+    assert.ok(Math.abs(fd - gActs[index]) <= 2e-4 + 2e-2 * Math.abs(fd), `latent element ${index}: finite difference ${fd}, gradient ${gActs[index]}`);
+  }
+  // Through the encoder too: the SAE's input (ReLU's active set does not change for small eps).
+  for (const index of [2 * 64 + 9, 6 * 64 + 33]) {
+    const fd = (await perturbed(model, tokens, `${h}.hook_sae_input`, index, eps, lossOf, [sae]) -
+      await perturbed(model, tokens, `${h}.hook_sae_input`, index, -eps, lossOf, [sae])) / (2 * eps);
+    assert.ok(Math.abs(fd - gIn[index]) <= 2e-4 + 5e-2 * Math.abs(fd), `input element ${index}: finite difference ${fd}, gradient ${gIn[index]}`);
+  }
+});

@@ -102,7 +102,7 @@ export interface ForwardOptions {
  */
 export type BackwardMetric =
   | "loss"
-  | { logitDiff: { pos?: number; correct: number[]; incorrect: number[] } }
+  | { logitDiff: { pos?: number; correct: number[]; incorrect?: number[] } }
   | { gradient: (logits: Tensor) => Tensor | Promise<Tensor> };
 
 /** Options of `runWithCache`. */
@@ -969,26 +969,24 @@ export class HookedTransformer {
       } else if ("logitDiff" in metric) {
         const [B, P, V] = logits.shape;
         const { correct, incorrect } = metric.logitDiff;
-        const pos = (metric.logitDiff.pos ?? -1) < 0
-          ? P + (metric.logitDiff.pos ?? -1)
-          : metric.logitDiff.pos!;
-        if (correct.length !== B || incorrect.length !== B || pos < 0 || pos >= P) {
+        const at = metric.logitDiff.pos ?? -1;
+        const pos = at < 0 ? P + at : at;
+        if (correct.length !== B || (incorrect && incorrect.length !== B) || pos < 0 || pos >= P) {
           throw new InputError(
-            `logitDiff needs one correct and one incorrect token per batch row (${B}) and a position in 0..${
-              P - 1
-            }.`,
+            `logitDiff needs one token per batch row (${B}) and a position in 0..${P - 1}.`,
           );
         }
         const g = new Float32Array(B * P * V);
         for (let b = 0; b < B; b++) {
           g[(b * P + pos) * V + correct[b]] += 1;
-          g[(b * P + pos) * V + incorrect[b]] -= 1;
+          if (incorrect) g[(b * P + pos) * V + incorrect[b]] -= 1;
         }
         seed = Tensor.from(g, [B, P, V]);
         const all = await logits.toArray();
         let v = 0;
         for (let b = 0; b < B; b++) {
-          v += all[(b * P + pos) * V + correct[b]] - all[(b * P + pos) * V + incorrect[b]];
+          v += all[(b * P + pos) * V + correct[b]] -
+            (incorrect ? all[(b * P + pos) * V + incorrect[b]] : 0);
         }
         value = Tensor.from([v], []);
       } else {
