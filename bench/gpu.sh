@@ -10,10 +10,10 @@ out=${OUT:-bench/results}
 mkdir -p "$out" bench/results
 export DENO_DIR="$PWD/.gpu/deno_dir" HOOKLENS_BENCH=full DENO_NO_UPDATE_CHECK=1
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  timeout "${TEST_TIMEOUT:-180}" bash .gpu/run.sh deno test --allow-read --allow-write --allow-env --allow-net=127.0.0.1 --no-prompt > "$out/test.log" 2>&1
+  timeout "${TEST_TIMEOUT:-180}" bash .gpu/run.sh deno test --no-lock --allow-read --allow-write --allow-env --allow-net=127.0.0.1 --no-prompt > "$out/test.log" 2>&1
   echo "tests: exit $? ($(grep -aE '^(ok|FAILED) \|' "$out/test.log" | tail -1))"
 fi
-timeout "${BENCH_TIMEOUT:-360}" bash .gpu/run.sh deno bench --allow-read --allow-env --allow-write --no-prompt bench/ > "$out/bench.log" 2>&1
+timeout "${BENCH_TIMEOUT:-360}" bash .gpu/run.sh deno bench --no-lock --allow-read --allow-env --allow-write --no-prompt bench/ > "$out/bench.log" 2>&1
 echo "bench: exit $?"
 cp bench/results/*.json "$out/" 2>/dev/null
 grep -a -A200 "hooklens benchmarks on" "$out/bench.log" | grep -av "^\s*$" | head -80
