@@ -12,46 +12,6 @@ struct P { rows: u32, n: u32, mode: u32, center: u32, scale: f32, tok_stride: u3
 @group(0) @binding(6) var<storage, read> ids: array<i32>;
 
 const WG: u32 = 64u;
-const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
-
-fn tanh_(v: f32) -> f32 {
-  let e = exp(-2.0 * abs(v));
-  return sign(v) * (1.0 - e) / (1.0 + e);
-}
-
-fn erf_(v: f32) -> f32 {
-  let z = abs(v);
-  let t = 1.0 / (1.0 + 0.5 * z);
-  let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
-    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
-    t * (-0.82215223 + t * 0.17087277)))))))));
-  return select(r - 1.0, 1.0 - r, v >= 0.0);
-}
-
-fn act(v: f32, mode: u32) -> f32 {
-  switch mode {
-    case 0u: { return 0.5 * v * (1.0 + tanh_(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v))); }
-    case 1u: { return 0.5 * v * (1.0 + erf_(v * 0.7071067811865476)); }
-    case 2u: { return max(v, 0.0); }
-    case 3u: { return v / (1.0 + exp(-v)); }
-    default: { return v; }
-  }
-}
-
-fn act_deriv(v: f32, mode: u32) -> f32 {
-  switch mode {
-    case 0u: {
-      let u = SQRT_2_OVER_PI * (v + 0.044715 * v * v * v);
-      let t = tanh_(u);
-      return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * v * v);
-    }
-    case 1u: { return 0.5 * (1.0 + erf_(v * 0.7071067811865476)) + v * exp(-0.5 * v * v) * 0.3989422804014327; }
-    case 2u: { return select(0.0, 1.0, v > 0.0); }
-    case 3u: { let s = 1.0 / (1.0 + exp(-v)); return s * (1.0 + v * (1.0 - s)); }
-    default: { return 1.0; }
-  }
-}
-
 fn idx(gid: vec3u, nw: vec3u) -> u32 { return gid.x + gid.y * nw.x * 256u; }
 
 // out = g * act'(x)
@@ -59,7 +19,7 @@ fn idx(gid: vec3u, nw: vec3u) -> u32 { return gid.x + gid.y * nw.x * 256u; }
 fn act_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
   let i = idx(gid, nw);
   if (i >= p.n) { return; }
-  out[i] = g[i] * act_deriv(x[i], p.mode);
+  out[i] = g[i] * activation_deriv(x[i], p.mode);
 }
 
 // Gated MLP post = act(x) * y: out = g * y * act'(x) (to x), out2 = g * act(x) (to y).
@@ -67,8 +27,8 @@ fn act_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) 
 fn gated_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
   let i = idx(gid, nw);
   if (i >= p.n) { return; }
-  out[i] = g[i] * y[i] * act_deriv(x[i], p.mode);
-  out2[i] = g[i] * act(x[i], p.mode);
+  out[i] = g[i] * y[i] * activation_deriv(x[i], p.mode);
+  out2[i] = g[i] * activation(x[i], p.mode);
 }
 
 // out = g where x (a saved activation) is non-zero, times scale[i % n] if mode 1 (y = scale).

@@ -54,41 +54,11 @@ fn fill_at(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw:
   if (mask[j] != 0u) { out[i] = p.s; } else { out[i] = a[i]; }
 }
 
-const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
-
-// erf with |error| < 1.2e-7 (Numerical Recipes erfc, Chebyshev fit).
-fn erf_(x: f32) -> f32 {
-  let z = abs(x);
-  let t = 1.0 / (1.0 + 0.5 * z);
-  let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
-    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
-    t * (-0.82215223 + t * 0.17087277)))))))));
-  return select(r - 1.0, 1.0 - r, x >= 0.0);
-}
-
-fn tanh_(x: f32) -> f32 {
-  // tanh without overflow for large |x|
-  let e = exp(-2.0 * abs(x));
-  return sign(x) * (1.0 - e) / (1.0 + e);
-}
-
-fn act(x: f32, op: u32) -> f32 {
-  switch op {
-    case 0u: { return 0.5 * x * (1.0 + tanh_(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))); } // gelu_new
-    case 1u: { return 0.5 * x * (1.0 + erf_(x * 0.7071067811865476)); }                        // gelu
-    case 2u: { return max(x, 0.0); }                                                           // relu
-    case 3u: { return x / (1.0 + exp(-x)); }                                                   // silu
-    case 4u: { return 0.5 * x * (1.0 + tanh_(x * 0.7978845608 * (1.0 + 0.044715 * x * x))); } // gelu_fast
-    case 5u: { return x / (1.0 + exp(-1.702 * x)); }                                           // quick_gelu
-    default: { return x; }
-  }
-}
-
 @compute @workgroup_size(256)
 fn unary(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
   let i = idx(g, nw);
   if (i >= p.n) { return; }
-  out[i] = act(a[i], p.op);
+  out[i] = activation(a[i], p.op);
 }
 
 // Gated MLP: out = act(a) * b
@@ -96,7 +66,7 @@ fn unary(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: v
 fn gated(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
   let i = idx(g, nw);
   if (i >= p.n) { return; }
-  out[i] = act(a[i], p.op) * b[i];
+  out[i] = activation(a[i], p.op) * b[i];
 }
 
 // out = a * b[i % m] + c[i % m]: a norm's weight and bias after hook_normalized.

@@ -25,34 +25,6 @@ const BN: u32 = 128u;
 var<workgroup> As: array<vec4<f32>, 512>;  // [k][m / 4]: BK x BM (BK <= 16)
 var<workgroup> Bs: array<vec4<f32>, 512>;  // [k][n / 4]: BK x BN
 
-const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
-
-fn erf_(x: f32) -> f32 {
-  let z = abs(x);
-  let t = 1.0 / (1.0 + 0.5 * z);
-  let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
-    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
-    t * (-0.82215223 + t * 0.17087277)))))))));
-  return select(r - 1.0, 1.0 - r, x >= 0.0);
-}
-
-fn tanh_(x: f32) -> f32 {
-  let e = exp(-2.0 * abs(x));
-  return sign(x) * (1.0 - e) / (1.0 + e);
-}
-
-fn act(x: f32) -> f32 {
-  switch ACT {
-    case 1u: { return 0.5 * x * (1.0 + tanh_(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))); }
-    case 2u: { return 0.5 * x * (1.0 + erf_(x * 0.7071067811865476)); }
-    case 3u: { return max(x, 0.0); }
-    case 4u: { return x / (1.0 + exp(-x)); }
-    case 5u: { return 0.5 * x * (1.0 + tanh_(x * 0.7978845608 * (1.0 + 0.044715 * x * x))); }
-    case 6u: { return x / (1.0 + exp(-1.702 * x)); }
-    default: { return x; }
-  }
-}
-
 fn store(m: u32, n: u32, v: f32) {
   if (m >= p.M || n >= p.N) { return; }
   let i = m * p.N + n;
@@ -60,7 +32,7 @@ fn store(m: u32, n: u32, v: f32) {
   if (p.has_bias != 0u) { c += bias[n]; }
   C[i] = c;
   if (ACT != 0u) {
-    var d = act(c);
+    var d = activation(c, ACT - 1u);
     if (GATE == 1u && !(c > R[n])) { d = 0.0; }
     if (GATE == 2u && !(R[i] > 0.0)) { d = 0.0; }
     D[i] = d;

@@ -19,11 +19,12 @@ import attention from "../../shaders/attention.wgsl" with { type: "text" };
 import sample from "../../shaders/sample.wgsl" with { type: "text" };
 import linear from "../../shaders/linear.wgsl" with { type: "text" };
 import backward from "../../shaders/backward.wgsl" with { type: "text" };
+import activations from "../../shaders/activations.wgsl" with { type: "text" };
 import type { ShaderSource } from "./runtime.ts";
 
-/** Every shader module by family name. */
+/** Every shader module by family name (activations.wgsl is prepended where it is used). */
 export const SHADERS: Readonly<Record<string, ShaderSource>> = {
-  elementwise: { name: "elementwise", code: elementwise },
+  elementwise: { name: "elementwise", code: activations + elementwise },
   matmul: { name: "matmul", code: matmul },
   norm: { name: "norm", code: norm },
   softmax: { name: "softmax", code: softmax },
@@ -32,6 +33,6 @@ export const SHADERS: Readonly<Record<string, ShaderSource>> = {
   sae: { name: "sae", code: sae },
   attention: { name: "attention", code: attention },
   sample: { name: "sample", code: sample },
-  linear: { name: "linear", code: linear },
-  backward: { name: "backward", code: backward },
+  linear: { name: "linear", code: activations + linear },
+  backward: { name: "backward", code: activations + backward },
 };
