@@ -41,19 +41,7 @@ fn mask_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
   out[i] = v;
 }
 
-var<workgroup> red: array<f32, 64>;
 
-fn row_sum(v: f32, t: u32) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { red[t] += red[t + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
 
 fn row_of(wg: vec3u) -> u32 { return wg.x + wg.y * 65535u; }
 
@@ -66,7 +54,7 @@ fn softmax_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) 
   let b = row * p.n;
   var s = 0.0;
   for (var i = t; i < p.n; i += WG) { s += g[b + i] * x[b + i]; }
-  s = row_sum(s, t);
+  s = reduce_sum(s, t);
   for (var i = t; i < p.n; i += WG) { out[b + i] = x[b + i] * (g[b + i] - s); }
 }
 
@@ -82,15 +70,15 @@ fn norm_apply_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_i
   var mg = 0.0;
   var mx = 0.0;
   for (var i = t; i < p.n; i += WG) { mg += g[b + i]; mx += x[b + i]; }
-  mg = row_sum(mg, t) / f32(p.n);
-  mx = row_sum(mx, t) / f32(p.n);
+  mg = reduce_sum(mg, t) / f32(p.n);
+  mx = reduce_sum(mx, t) / f32(p.n);
   if (p.center == 0u) { mg = 0.0; mx = 0.0; }
   var gs = 0.0;
   for (var i = t; i < p.n; i += WG) {
     out[b + i] = (g[b + i] - mg) / sc;
     gs += g[b + i] * (x[b + i] - mx);
   }
-  gs = row_sum(gs, t);
+  gs = reduce_sum(gs, t);
   if (t == 0u) { out2[row] = -gs / (sc * sc); }
 }
 
@@ -104,7 +92,7 @@ fn norm_scale_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_i
   let b = row * p.n;
   var mx = 0.0;
   for (var i = t; i < p.n; i += WG) { mx += x[b + i]; }
-  mx = row_sum(mx, t) / f32(p.n);
+  mx = reduce_sum(mx, t) / f32(p.n);
   if (p.center == 0u) { mx = 0.0; }
   let k = g[row] / (f32(p.n) * y[row]);
   for (var i = t; i < p.n; i += WG) { out[b + i] = k * (x[b + i] - mx); }
@@ -125,17 +113,10 @@ fn loss_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid
   }
   var mx = bitcast<f32>(0xff800000u);
   for (var i = t; i < p.n; i += WG) { mx = max(mx, x[b + i]); }
-  red[t] = mx;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { red[t] = max(red[t], red[t + s]); }
-    workgroupBarrier();
-  }
-  mx = red[0];
-  workgroupBarrier();
+  mx = reduce_max(mx, t);
   var z = 0.0;
   for (var i = t; i < p.n; i += WG) { z += exp(x[b + i] - mx); }
-  z = row_sum(z, t);
+  z = reduce_sum(z, t);
   let next_id = u32(ids[row + 1u]);
   for (var i = t; i < p.n; i += WG) {
     var v = exp(x[b + i] - mx) / z;

@@ -13,24 +13,12 @@ struct P { rows: u32, d: u32, center: u32, affine: u32, eps: f32, has_bias: u32,
 @group(0) @binding(5) var<storage, read> bvec: array<f32>;
 
 const WG: u32 = 64u;
-var<workgroup> red: array<f32, 64>;
 
-fn row_sum(v: f32, t: u32) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { red[t] += red[t + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
 
 fn row_mean(base: u32, t: u32) -> f32 {
   var s = 0.0;
   for (var i = t; i < p.d; i += WG) { s += x[base + i]; }
-  return row_sum(s, t) / f32(p.d);
+  return reduce_sum(s, t) / f32(p.d);
 }
 
 @compute @workgroup_size(64)
@@ -43,7 +31,7 @@ fn scale(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: ve
   if (p.center != 0u) { mu = row_mean(base, t); }
   var s = 0.0;
   for (var i = t; i < p.d; i += WG) { let c = x[base + i] - mu; s += c * c; }
-  let ms = row_sum(s, t) / f32(p.d);
+  let ms = reduce_sum(s, t) / f32(p.d);
   if (t == 0u) { out[row] = sqrt(ms + p.eps); }
 }
 

@@ -172,19 +172,7 @@ fn decode(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: 
   }
 }
 
-var<workgroup> red: array<f32, 256>;
 
-fn row_sum(v: f32, t: u32) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { red[t] += red[t + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
 
 // Per-row statistics of x [rows, n]: out[row * 4 + 0..2] = mean, unbiased std, L2 norm.
 @compute @workgroup_size(256)
@@ -195,11 +183,11 @@ fn row_stats(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) 
   var s = 0.0;
   var sq = 0.0;
   for (var i = t; i < p.n; i += WG) { let v = x[base + i]; s += v; sq += v * v; }
-  let mean = row_sum(s, t) / f32(p.n);
-  let norm = sqrt(row_sum(sq, t));
+  let mean = reduce_sum(s, t) / f32(p.n);
+  let norm = sqrt(reduce_sum(sq, t));
   var c = 0.0;
   for (var i = t; i < p.n; i += WG) { let d = x[base + i] - mean; c += d * d; }
-  let var_u = row_sum(c, t) / max(f32(p.n) - 1.0, 1.0);
+  let var_u = reduce_sum(c, t) / max(f32(p.n) - 1.0, 1.0);
   if (t == 0u) {
     out[row * 4u] = mean;
     out[row * 4u + 1u] = sqrt(var_u);

@@ -18,41 +18,8 @@ var<workgroup> rv: array<f32, 256>;
 var<workgroup> ri: array<u32, 256>;
 var<workgroup> flag: array<f32, 4>;
 
-fn sum_all(v: f32, t: u32) -> f32 {
-  rv[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { rv[t] += rv[t + s]; }
-    workgroupBarrier();
-  }
-  let r = rv[0];
-  workgroupBarrier();
-  return r;
-}
 
-fn max_all(v: f32, t: u32) -> f32 {
-  rv[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { rv[t] = max(rv[t], rv[t + s]); }
-    workgroupBarrier();
-  }
-  let r = rv[0];
-  workgroupBarrier();
-  return r;
-}
 
-fn min_all(v: f32, t: u32) -> f32 {
-  rv[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { rv[t] = min(rv[t], rv[t + s]); }
-    workgroupBarrier();
-  }
-  let r = rv[0];
-  workgroupBarrier();
-  return r;
-}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u32) {
@@ -91,8 +58,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u3
     mx = max(mx, v);
     mn = min(mn, v);
   }
-  mx = max_all(mx, t);
-  mn = min_all(mn, t);
+  mx = reduce_max(mx, t);
+  mn = reduce_min(mn, t);
 
   // Threshold: keep logits >= thr. Bisection on the value for top-k (count >= k) and top-p
   // (probability mass of strictly larger logits < p).
@@ -104,7 +71,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u3
       let mid = 0.5 * (lo + hi);
       var c = 0.0;
       for (var i = t; i < p.vocab; i += WG) { if (logits[base + i] * inv_t >= mid) { c += 1.0; } }
-      c = sum_all(c, t);
+      c = reduce_sum(c, t);
       if (c >= f32(p.top_k)) { lo = mid; } else { hi = mid; }
     }
     thr = lo;
@@ -115,7 +82,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u3
       let v = logits[base + i] * inv_t;
       if (v >= thr) { z += exp(v - mx); }
     }
-    z = sum_all(z, t);
+    z = reduce_sum(z, t);
     var lo = thr;
     var hi = mx;
     for (var it = 0u; it < 40u; it++) {
@@ -125,7 +92,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u3
         let v = logits[base + i] * inv_t;
         if (v > mid && v >= thr) { m += exp(v - mx); }
       }
-      m = sum_all(m, t) / z;
+      m = reduce_sum(m, t) / z;
       // The token at value `mid` is kept iff the mass above it is < top_p.
       if (m < p.top_p) { hi = mid; } else { lo = mid; }
     }

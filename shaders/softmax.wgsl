@@ -6,7 +6,6 @@ struct P { rows: u32, n: u32, _a: u32, _b: u32 }
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 64u;
-var<workgroup> red: array<f32, 64>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
@@ -16,22 +15,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   let base = row * p.n;
   var mx = bitcast<f32>(0xff800000u);
   for (var i = t; i < p.n; i += WG) { mx = max(mx, x[base + i]); }
-  red[t] = mx;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { red[t] = max(red[t], red[t + s]); }
-    workgroupBarrier();
-  }
-  mx = red[0];
-  workgroupBarrier();
+  mx = reduce_max(mx, t);
   var sum = 0.0;
   for (var i = t; i < p.n; i += WG) { sum += exp(x[base + i] - mx); }
-  red[t] = sum;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { red[t] += red[t + s]; }
-    workgroupBarrier();
-  }
-  sum = red[0];
+  sum = reduce_sum(sum, t);
   for (var i = t; i < p.n; i += WG) { out[base + i] = exp(x[base + i] - mx) / sum; }
 }

@@ -20,19 +20,20 @@ import sample from "../../shaders/sample.wgsl" with { type: "text" };
 import linear from "../../shaders/linear.wgsl" with { type: "text" };
 import backward from "../../shaders/backward.wgsl" with { type: "text" };
 import activations from "../../shaders/activations.wgsl" with { type: "text" };
+import reduce from "../../shaders/reduce.wgsl" with { type: "text" };
 import type { ShaderSource } from "./runtime.ts";
 
-/** Every shader module by family name (activations.wgsl is prepended where it is used). */
+/** Every shader module by family name (activations.wgsl and reduce.wgsl are prepended where used). */
 export const SHADERS: Readonly<Record<string, ShaderSource>> = {
   elementwise: { name: "elementwise", code: activations + elementwise },
   matmul: { name: "matmul", code: matmul },
-  norm: { name: "norm", code: norm },
-  softmax: { name: "softmax", code: softmax },
+  norm: { name: "norm", code: reduce + norm },
+  softmax: { name: "softmax", code: reduce + softmax },
   embed: { name: "embed", code: embed },
-  loss: { name: "loss", code: loss },
-  sae: { name: "sae", code: sae },
+  loss: { name: "loss", code: reduce + loss },
+  sae: { name: "sae", code: reduce + sae },
   attention: { name: "attention", code: attention },
-  sample: { name: "sample", code: sample },
+  sample: { name: "sample", code: reduce + sample },
   linear: { name: "linear", code: activations + linear },
-  backward: { name: "backward", code: activations + backward },
+  backward: { name: "backward", code: activations + reduce + backward },
 };
