@@ -33,6 +33,7 @@ export interface GpuInfo {
     poolBuffers: number;
     poolBytes: number;
     poolFree: number;
+    poolFreeBytes: number;
   };
 }
 

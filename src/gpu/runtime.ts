@@ -33,6 +33,8 @@ export interface RuntimeStats {
   poolBytes: number;
   /** Buffers currently sitting free in the pool. */
   poolFree: number;
+  /** Bytes of the buffers sitting free in the pool. */
+  poolFreeBytes: number;
 }
 
 /** The state of one GPU device as hooklens uses it. */
@@ -77,7 +79,15 @@ export async function initRuntime(): Promise<Runtime> {
   if (!rt || rt.gpu !== gpu) {
     rt = {
       gpu,
-      stats: { submits: 0, dispatches: 0, readbacks: 0, poolBuffers: 0, poolBytes: 0, poolFree: 0 },
+      stats: {
+        submits: 0,
+        dispatches: 0,
+        readbacks: 0,
+        poolBuffers: 0,
+        poolBytes: 0,
+        poolFree: 0,
+        poolFreeBytes: 0,
+      },
       free: new Map(),
       pipelines: new Map(),
       uniforms: new Map(),
@@ -148,6 +158,7 @@ export function acquireBuffer(bytes: number): GPUBuffer {
   const list = r.free.get(size);
   if (list && list.length) {
     r.stats.poolFree--;
+    r.stats.poolFreeBytes -= size;
     return list.pop()!;
   }
   r.gpu.device.pushErrorScope("out-of-memory");
@@ -169,6 +180,23 @@ export function releaseBuffer(buf: GPUBuffer): void {
   if (list) list.push(buf);
   else r.free.set(buf.size, [buf]);
   r.stats.poolFree++;
+  r.stats.poolFreeBytes += buf.size;
+}
+
+/** Free pooled memory kept for reuse before {@link trimPoolIfLarge} gives it back. */
+export const POOL_FREE_LIMIT_BYTES = 1 << 30;
+
+/**
+ * Gives the pool's free buffers back to the driver when they hold more than
+ * {@link POOL_FREE_LIMIT_BYTES} (after a call with unusually large activations, say).
+ *
+ * @example
+ * ```ts
+ * trimPoolIfLarge();
+ * ```
+ */
+export function trimPoolIfLarge(): void {
+  if (rt && !rt.gpu.lost && rt.stats.poolFreeBytes > POOL_FREE_LIMIT_BYTES) trimPool();
 }
 
 /**
@@ -192,6 +220,7 @@ export function trimPool(): void {
   }
   r.free.clear();
   r.stats.poolFree = 0;
+  r.stats.poolFreeBytes = 0;
 }
 
 /**

@@ -50,12 +50,19 @@ export function openArena(): Set<Tensor> {
   return a;
 }
 
-/** Closes an arena (must be the innermost) and disposes its tensors except those in `keep`. */
+/**
+ * Closes an arena (must be the innermost) and disposes its tensors except those in `keep`, which
+ * move to the enclosing arena (if any).
+ */
 export function closeArena(arena: Set<Tensor>, keep: Iterable<Tensor> = []): void {
   const i = arenas.lastIndexOf(arena);
   if (i >= 0) arenas.splice(i, 1);
   const kept = new Set(keep);
-  for (const t of arena) if (!kept.has(t)) t.dispose();
+  const parent = arenas.at(-1);
+  for (const t of arena) {
+    if (!kept.has(t)) t.dispose();
+    else parent?.add(t); // a kept tensor now belongs to the enclosing arena
+  }
 }
 
 /** Number of elements of a shape. */

@@ -24,6 +24,7 @@ import {
   lostError,
   type Runtime,
   runtime,
+  trimPoolIfLarge,
 } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
 import { ActivationCache } from "./cache.ts";
@@ -1035,6 +1036,7 @@ export class HookedTransformer {
       closeArena(arena, keep);
       for (const t of keep) t.keep();
       flush(); // one submission per forward pass; nothing waits for it
+      trimPoolIfLarge();
     }
   }
 
@@ -1064,7 +1066,16 @@ export class HookedTransformer {
       tokens = this.tokensTensor(input);
       resid = await this.embed(tokens);
     }
-    for (let l = s; l < e; l++) resid = await this.block(l, resid);
+    for (let l = s; l < e; l++) {
+      // Each block's intermediates go back to the pool when it ends (unless a backward pass needs
+      // them): peak memory is one block's activations, not the whole pass's.
+      const blockArena = Tape.active ? null : openArena();
+      try {
+        resid = await this.block(l, resid);
+      } finally {
+        if (blockArena) closeArena(blockArena, [resid]);
+      }
+    }
     if (e < n) return resid;
 
     const x = await this.norm("ln_final", resid, this.#w.lnfw, this.#w.lnfb);
