@@ -308,3 +308,22 @@ for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
     Object.assign(ops.linearConfig, saved);
   });
 }
+
+Deno.test("linear falls back to the general kernel when K is not a multiple of 4, epilogues included", async () => {
+  const [M, K, N] = [9, 13, 7];
+  const a = randArray(M * K, seed++),
+    w = randArray(K * N, seed++),
+    bias = randArray(N, seed++),
+    resid = randArray(M * N, seed++);
+  using ta = Tensor.from(a, [M, K]);
+  using tw = Tensor.from(w, [K, N]);
+  using tb = Tensor.from(bias, [N]);
+  using tr = Tensor.from(resid, [M, N]);
+  const ref = refMatmul(a, w, bias, M, K, N);
+  const [y1, relu] = ops.linear(ta, tw, tb, { act: "relu" });
+  const [y2, sum] = ops.linear(ta, tw, tb, { resid: tr });
+  assert.ok(relErr(await y1.toArray(), ref) < 1e-5 && relErr(await y2.toArray(), ref) < 1e-5);
+  assert.ok(relErr(await relu!.toArray(), ref.map((v) => Math.max(v, 0))) < 1e-5);
+  assert.ok(relErr(await sum!.toArray(), ref.map((v, i) => v + resid[i])) < 1e-5);
+  for (const t of [y1, y2, relu!, sum!]) t.dispose();
+}); // deno-fmt-ignore

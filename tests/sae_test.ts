@@ -137,10 +137,13 @@ const CASES: Spec[] = [
   { arch: "topk", dIn: 24, dSae: 40, k: 5, rescale: true, norm: "layer_norm" },
   { arch: "jumprelu", dIn: 24, dSae: 40, bdec: false },
   { arch: "gated", dIn: 24, dSae: 40, norm: "constant_norm_rescale" },
+  // d_in not a multiple of 4: the general (strided) encode kernel instead of the tiled one.
+  { arch: "jumprelu", dIn: 10, dSae: 30 },
+  { arch: "gated", dIn: 10, dSae: 30 },
 ];
 
 for (const [i, s] of CASES.entries()) {
-  Deno.test(`SAE ${s.arch} (norm ${s.norm ?? "none"}, b_dec in ${s.bdec ?? true}${s.rescale ? ", rescaled" : ""}) matches float64`, async () => {
+  Deno.test(`SAE ${s.arch}, d_in ${s.dIn} (norm ${s.norm ?? "none"}, b_dec in ${s.bdec ?? true}${s.rescale ? ", rescaled" : ""}) matches float64`, async () => {
     const [dir, w] = await makeSae(s, `case${i}`);
     using sae = await SAE.load(dir);
     const rows = 13;
