@@ -10,6 +10,7 @@ struct P { rows: u32, n: u32, mode: u32, center: u32, scale: f32, tok_stride: u3
 @group(0) @binding(4) var<storage, read> y: array<f32>;       // second saved value
 @group(0) @binding(5) var<storage, read_write> out2: array<f32>;
 @group(0) @binding(6) var<storage, read> ids: array<i32>;
+@group(0) @binding(7) var<storage, read> z: array<f32>;       // third saved value
 
 const WG: u32 = 64u;
 fn idx(gid: vec3u, nw: vec3u) -> u32 { return gid.x + gid.y * nw.x * 256u; }
@@ -122,5 +123,67 @@ fn loss_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid
     var v = exp(x[b + i] - mx) / z;
     if (i == next_id) { v -= 1.0; }
     out[b + i] = v * p.scale;
+  }
+}
+
+// SAELens's run-time input normalisation, backward (stats per row: mean, unbiased std, L2 norm;
+// scale = eps). mode 0: constant_norm_rescale, normed = x * sqrt(n) / |x|; mode 2: layer_norm,
+// normed = (x - mean) / (std + eps). g = dL/dnormed, x = the SAE input, y = stats: out = dL/dx.
+@compute @workgroup_size(64)
+fn rownorm_in_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = row_of(wg);
+  if (row >= p.rows) { return; }
+  let t = lid.x;
+  let b = row * p.n;
+  let n = f32(p.n);
+  let mean = y[row * 4u];
+  let sd = y[row * 4u + 1u];
+  let norm = y[row * 4u + 2u];
+  if (p.mode == 0u) {
+    var d = 0.0;
+    for (var i = t; i < p.n; i += WG) { d += x[b + i] * g[b + i]; }
+    d = reduce_sum(d, t);
+    let k = sqrt(n) / norm;
+    for (var i = t; i < p.n; i += WG) { out[b + i] = k * (g[b + i] - x[b + i] * d / (norm * norm)); }
+    return;
+  }
+  var sg = 0.0;
+  var d = 0.0;
+  for (var i = t; i < p.n; i += WG) { sg += g[b + i]; d += g[b + i] * (x[b + i] - mean); }
+  sg = reduce_sum(sg, t);
+  d = reduce_sum(d, t);
+  let den = sd + p.scale;
+  for (var i = t; i < p.n; i += WG) {
+    let xc = x[b + i] - mean;
+    out[b + i] = (g[b + i] - sg / n) / den - d / (den * den) * xc / ((n - 1.0) * sd);
+  }
+}
+
+// The matching denormalisation of the reconstruction, backward. mode 1: out = r * |x| / sqrt(n);
+// mode 3: out = r * std + mean. g = dL/dout, x = r, y = stats, z = the SAE input:
+// out = dL/dr, out2 = the contribution to dL/dx through the statistics.
+@compute @workgroup_size(64)
+fn rownorm_out_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = row_of(wg);
+  if (row >= p.rows) { return; }
+  let t = lid.x;
+  let b = row * p.n;
+  let n = f32(p.n);
+  let mean = y[row * 4u];
+  let sd = y[row * 4u + 1u];
+  let norm = y[row * 4u + 2u];
+  var gr = 0.0;
+  var sg = 0.0;
+  for (var i = t; i < p.n; i += WG) { gr += g[b + i] * x[b + i]; sg += g[b + i]; }
+  gr = reduce_sum(gr, t);
+  sg = reduce_sum(sg, t);
+  for (var i = t; i < p.n; i += WG) {
+    if (p.mode == 1u) {
+      out[b + i] = g[b + i] * norm / sqrt(n);
+      out2[b + i] = gr / sqrt(n) * z[b + i] / norm;
+    } else {
+      out[b + i] = g[b + i] * sd;
+      out2[b + i] = gr * (z[b + i] - mean) / ((n - 1.0) * sd) + sg / n;
+    }
   }
 }

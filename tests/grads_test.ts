@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { HookedSAETransformer, SAE, Tensor } from "../mod.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
-import { maxRelErr } from "./_util.ts";
+import { maxRelErr, randArray } from "./_util.ts";
 
 async function refTokens(REF: string): Promise<number[][]> {
   using f = await SafetensorsFile.open(`${REF}tl_processed.safetensors`);
@@ -149,3 +149,63 @@ Deno.test("a gradient through an attached SAE matches finite differences", async
     assert.ok(Math.abs(fd - gIn[index]) <= 2e-4 + 5e-2 * Math.abs(fd), `input element ${index}: finite difference ${fd}, gradient ${gIn[index]}`);
   }
 });
+
+Deno.test("gradients through SAEs with layer_norm and constant_norm_rescale input normalisation match finite differences", async () => {
+  using model = await HookedSAETransformer.fromPretrained(`${GPT2}hf`);
+  const tokens = [[5, 17, 900, 3, 44, 2, 999, 10]];
+  const P = 8, V = 1000;
+  const lossOf = (l: Float32Array) => {
+    let s = 0;
+    for (let p = 0; p < P - 1; p++) {
+      const row = l.subarray(p * V, (p + 1) * V);
+      const mx = Math.max(...row);
+      let z = 0;
+      for (const v of row) z += Math.exp(v - mx);
+      s += Math.log(z) + mx - row[tokens[0][p + 1]];
+    }
+    return s / (P - 1);
+  };
+  // At mlp.hook_post the gradient has a non-zero mean (the residual stream's is centred by the
+  // norms), so the statistics' part of the gradient matters.
+  const h = "blocks.0.mlp.hook_post";
+  const r = (n: number, seed: number, scale: number) => randArray(n, seed).map((v) => v * scale);
+  for (const norm of ["layer_norm", "constant_norm_rescale"] as const) {
+    using sae = await SAE.fromWeights(
+      {
+        dIn: 256,
+        dSae: 96,
+        architecture: "standard",
+        hookName: h,
+        applyBDecToInput: true,
+        normalizeActivations: norm,
+        reshapeActivations: "none",
+        rescaleActsByDecoderNorm: false,
+        dtype: "float32",
+      },
+      {
+        W_enc: r(256 * 96, 1, 0.15),
+        b_enc: r(96, 2, 0.1),
+        W_dec: r(96 * 256, 3, 0.3),
+        b_dec: r(256, 4, 0.1),
+      },
+    );
+    const [loss, cache] = await model.runWithCacheWithSaes(tokens, {
+      saes: [sae],
+      inclBwd: true,
+      namesFilter: (n) => n.startsWith(h),
+    });
+    using _c = cache;
+    (loss as Tensor).dispose();
+    const gIn = await cache.get(`${h}.hook_sae_input_grad`).toArray();
+    const eps = 1e-2;
+    for (const index of [256, 257, 258, 260, 4 * 256 + 140, 6 * 256 + 255]) {
+      const fd = (await perturbed(model, tokens, `${h}.hook_sae_input`, index, eps, lossOf, [sae]) -
+        await perturbed(model, tokens, `${h}.hook_sae_input`, index, -eps, lossOf, [sae])) /
+        (2 * eps);
+      assert.ok(
+        Math.abs(fd - gIn[index]) <= 3e-4 + 5e-2 * Math.abs(fd),
+        `${norm}, element ${index}: finite difference ${fd}, gradient ${gIn[index]}`,
+      );
+    }
+  }
+}); // deno-fmt-ignore

@@ -1077,3 +1077,62 @@ export function lossGrad(logits: Tensor, tokens: Tensor, scale: number): Tensor 
   ], gridRows(B * P));
   return out;
 }
+
+/**
+ * Backward of SAELens's input normalisation (see {@link rowNorm}): dL/dx from dL/dnormed, with
+ * the statistics' dependence on x included.
+ *
+ * @example
+ * ```ts
+ * const gx = rowNormInGrad(g, x, stats, "layerNormIn");
+ * ```
+ */
+export function rowNormInGrad(
+  g: Tensor,
+  x: Tensor,
+  stats: Tensor,
+  mode: "constantIn" | "layerNormIn",
+  eps = 1e-5,
+): Tensor {
+  const n = x.shape.at(-1) ?? 1;
+  const rows = x.size / n;
+  const out = Tensor.empty(x.shape);
+  bwd(
+    "rownorm_in_grad",
+    [rows, n, ROW_NORM[mode], 0, f32(eps), 0, 0, 0],
+    [g, x, out, stats],
+    gridRows(rows),
+  );
+  return out;
+}
+
+/**
+ * Backward of the reconstruction's denormalisation: [dL/dr, the part of dL/dx through the
+ * statistics of the SAE input x].
+ *
+ * @example
+ * ```ts
+ * const [gr, gx] = rowNormOutGrad(g, recons, stats, x, "layerNormOut");
+ * ```
+ */
+export function rowNormOutGrad(
+  g: Tensor,
+  r: Tensor,
+  stats: Tensor,
+  x: Tensor,
+  mode: "constantOut" | "layerNormOut",
+): [Tensor, Tensor] {
+  const n = r.shape.at(-1) ?? 1;
+  const rows = r.size / n;
+  const gr = Tensor.empty(r.shape), gx = Tensor.empty(x.shape);
+  bwd("rownorm_out_grad", [rows, n, ROW_NORM[mode], 0, f32(0), 0, 0, 0], [
+    g,
+    r,
+    gr,
+    stats,
+    gx,
+    undefined,
+    x,
+  ], gridRows(rows));
+  return [gr, gx];
+}

@@ -14,7 +14,7 @@
  * @module
  */
 import { join } from "node:path";
-import { ConfigError, InputError, ShapeError, WeightsError } from "../errors.ts";
+import { ConfigError, ShapeError, WeightsError } from "../errors.ts";
 import { Tape } from "../model/tape.ts";
 import { readJsonFile } from "../io/json.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
@@ -270,27 +270,19 @@ export class SAE {
     const flat = this.#flatIn(x);
     if (flat !== x) Tape.record([flat], [x], ([g]) => [g!.clone().moveTo([...x.shape])]);
     const sin = await hook("hook_sae_input", flat);
-    if (
-      cfg.normalizeActivations === "constant_norm_rescale" ||
-      cfg.normalizeActivations === "layer_norm"
-    ) {
-      if (Tape.active) {
-        throw new InputError(
-          `Gradients through an SAE with normalize_activations "${cfg.normalizeActivations}" are not supported.`,
-        );
-      }
-    }
     const stats = cfg.normalizeActivations === "constant_norm_rescale" ||
         cfg.normalizeActivations === "layer_norm"
       ? ops.rowStats(sin)
       : null;
-    const normed = stats
-      ? ops.rowNorm(
-        sin,
-        stats,
-        cfg.normalizeActivations === "layer_norm" ? "layerNormIn" : "constantIn",
-      )
-      : sin;
+    const layerNorm = cfg.normalizeActivations === "layer_norm";
+    const normed = stats ? ops.rowNorm(sin, stats, layerNorm ? "layerNormIn" : "constantIn") : sin;
+    if (stats) {
+      Tape.record(
+        [normed],
+        [sin],
+        ([g]) => [ops.rowNormInGrad(g!, sin, stats, layerNorm ? "layerNormIn" : "constantIn")],
+      );
+    }
     const acts = await this.encodeHooked(normed, hook);
     const decoded = this.decodeFlat(acts);
     const scaled = cfg.architecture === "topk" && cfg.rescaleActsByDecoderNorm;
@@ -300,11 +292,10 @@ export class SAE {
     });
     let recons = await hook("hook_sae_recons", decoded);
     if (stats) {
-      recons = ops.rowNorm(
-        recons,
-        stats,
-        cfg.normalizeActivations === "layer_norm" ? "layerNormOut" : "constantOut",
-      );
+      const r = recons;
+      const mode = layerNorm ? "layerNormOut" : "constantOut";
+      recons = ops.rowNorm(r, stats, mode);
+      Tape.record([recons], [r, sin], ([g]) => ops.rowNormOutGrad(g!, r, stats, sin, mode));
     }
     if (cfg.reshapeActivations !== "hook_z") return recons;
     const out = recons.reshape([...x.shape]);
