@@ -170,6 +170,7 @@ export function randn(n: number, std: number, seed: number): Float32Array {
 /** A GPT-2-shaped model with random weights made in memory (processed as TransformerLens does). */
 export function randomGpt2(
   dims: { layers: number; dModel: number; heads: number; vocab: number; nCtx: number },
+  dtype: "float32" | "float16" = "float32",
 ): HookedSAETransformer {
   let cfg: HookedTransformerConfig = configFromHf({
     architectures: ["GPT2LMHeadModel"],
@@ -212,7 +213,7 @@ export function randomGpt2(
     centerUnembed: true,
     foldValueBiases: true,
   });
-  return new HookedSAETransformer(cfg, sd);
+  return new HookedSAETransformer(cfg, sd, null, dtype);
 } // deno-fmt-ignore
 
 /** A standard SAE with random weights at `hook` (about `l0` active latents per token). */

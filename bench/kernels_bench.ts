@@ -47,6 +47,20 @@ for (const [M, K, N] of shapes) {
     );
   }
 }
+{
+  // f16 weight storage (shader-f16), f32 arithmetic.
+  const [M, K, N] = [T, 768, 3072];
+  const a = mat(M, K, 21), w16 = Tensor.from(randn(K * N, 0.05, 22), [K, N], "float16").keep();
+  bench(`linear ${M}x${K}x${N} with f16 weights`, {
+    flops: 2 * M * K * N,
+    bytes: 4 * M * K + 2 * K * N + 4 * M * N,
+  }, () => ops.linear(a, w16)[0].dispose());
+  const x1 = mat(1, 768, 23);
+  bench(`linear 1x768x${N} (matrix-vector) with f16 weights`, {
+    flops: 2 * 768 * N,
+    bytes: 2 * 768 * N,
+  }, () => ops.linear(x1, w16)[0].dispose());
+}
 for (const N of [768, 3072, 50260].filter((n) => FULL || n < 50000)) {
   // One token (generation with a KV cache): the matrix-vector kernel.
   const x1 = mat(1, 768, 13), w1 = mat(768, N, 14);

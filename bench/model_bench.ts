@@ -62,6 +62,15 @@ bench(`runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae})`, {
 }, async () => {
   ((await model.runWithSaes(t, { saes: [sae] })) as Tensor).dispose();
 });
+if ((await import("../src/gpu/info.ts")).gpuInfo().f16) {
+  const half = randomGpt2(dims, "float16");
+  const t16 = tokens(B, P);
+  bench(
+    `forward ${B}x${P} with f16 weights`,
+    { flops: flops(B, P) },
+    async () => (await half.forward(t16)).dispose(),
+  );
+}
 const prompt = tokens(1, 8);
 bench("generate 32 tokens (greedy, KV cache, batch 1)", {}, async () => {
   await model.generate(prompt, { maxNewTokens: 32, doSample: false, stopAtEos: false });

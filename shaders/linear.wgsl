@@ -5,7 +5,8 @@
 // workgroup memory (two 4-wide groups 64 apart, conflict-free); K in steps of 8; vec4 loads from
 // global memory. Bounds are checked only when loading tiles and storing results, never in the
 // inner loop. Requires K % 4 == 0 and B's row stride (LDB) % 4 == 0 (the host pads B's columns).
-// Specialisation (prepended consts): BK (K step: 8 or 16), ACT (0 none, else 1 + the activation
+// Specialisation (prepended consts and aliases): WT (the weights' element type: f32, or f16 with
+// `shader-f16`, converted to f32 on load so accumulation stays f32), BK (K step: 8 or 16), ACT (0 none, else 1 + the activation
 // code of elementwise.wgsl, written to D), RESID (D = R + C), GATE (SAE encode with ReLU: 1 JumpReLU,
 // D = 0 unless C > R[n] (the threshold); 2 gated, D = 0 unless R[m, n] > 0 (the gate)).
 
@@ -13,7 +14,7 @@ struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, _a: u32, _b: u32, _c
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> B: array<vec4<WT>>;  // WT: f32, or f16 weights (f32 math)
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> D: array<f32>;
@@ -70,7 +71,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
       let bk = e / 32u;
       let bnq = n0 / 4u + e % 32u;
       var b = vec4<f32>(0.0);
-      if (k0 + bk < p.K && bnq < LDB4) { b = B[(k0 + bk) * LDB4 + bnq]; }
+      if (k0 + bk < p.K && bnq < LDB4) { b = vec4<f32>(B[(k0 + bk) * LDB4 + bnq]); }
       Bs[bk * 32u + e % 32u] = b;
     }
     workgroupBarrier();
@@ -154,7 +155,7 @@ fn main64(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li:
     As64[akq * 4u + 2u][am] = a.z;
     As64[akq * 4u + 3u][am] = a.w;
     var b = vec4<f32>(0.0);
-    if (k0 + bk < p.K && bnq < LDB4) { b = B[(k0 + bk) * LDB4 + bnq]; }
+    if (k0 + bk < p.K && bnq < LDB4) { b = vec4<f32>(B[(k0 + bk) * LDB4 + bnq]); }
     Bs64[bk][li % 16u] = b;
     workgroupBarrier();
     for (var kk = 0u; kk < 16u; kk++) {
@@ -198,10 +199,10 @@ fn matvec(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li:
     for (var kq = ks; kq < K4; kq += 16u) {
       let xv = A[row * K4 + kq];
       let k = kq * 4u;
-      acc = fma(vec4<f32>(xv.x), B[k * LDB4 + nq], acc);
-      acc = fma(vec4<f32>(xv.y), B[(k + 1u) * LDB4 + nq], acc);
-      acc = fma(vec4<f32>(xv.z), B[(k + 2u) * LDB4 + nq], acc);
-      acc = fma(vec4<f32>(xv.w), B[(k + 3u) * LDB4 + nq], acc);
+      acc = fma(vec4<f32>(xv.x), vec4<f32>(B[k * LDB4 + nq]), acc);
+      acc = fma(vec4<f32>(xv.y), vec4<f32>(B[(k + 1u) * LDB4 + nq]), acc);
+      acc = fma(vec4<f32>(xv.z), vec4<f32>(B[(k + 2u) * LDB4 + nq]), acc);
+      acc = fma(vec4<f32>(xv.w), vec4<f32>(B[(k + 3u) * LDB4 + nq]), acc);
     }
   }
   part[ks][cq] = acc;

@@ -94,3 +94,23 @@ Deno.test("an unsupported architecture fails with the supported list; broken che
   await Deno.writeTextFile(join(d2, "model.safetensors.index.json"), JSON.stringify({ weight_map: { "transformer.wte.weight": "../../etc/passwd" } }));
   await assert.rejects(() => HookedTransformer.fromPretrained(d2), (e) => e instanceof WeightsError && /not a file name in the directory/.test(e.message));
 });
+
+Deno.test("dtype float16 stores dense weights as f16: logits within f16 rounding of float32; no backward", async () => {
+  for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
+    const dir = `${REF}${name}/hf`;
+    using m32 = await HookedTransformer.fromPretrained(dir);
+    using m16 = await HookedTransformer.fromPretrained(dir, { dtype: "float16" });
+    assert.equal(m16.dtype, "float16");
+    const tokens = [[1, 2, 3, 4, 5, 6, 7, 8]];
+    using a = await m32.forward(tokens);
+    using b = await m16.forward(tokens);
+    const e = maxRelErr(await b.toArray(), await a.toArray());
+    assert.ok(e > 0 && e < 1e-2, `${name}: f16 vs f32 logits ${e}`);
+    const wu = await m16.weightData("unembed.W_U");
+    assert.ok(wu.data.every((v) => Number.isFinite(v)));
+    await assert.rejects(
+      () => m16.runWithCache(tokens, { inclBwd: true }),
+      /needs float32 weights/,
+    );
+  }
+}); // deno-fmt-ignore

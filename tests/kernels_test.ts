@@ -327,3 +327,25 @@ Deno.test("linear falls back to the general kernel when K is not a multiple of 4
   assert.ok(relErr(await sum!.toArray(), ref.map((v, i) => v + resid[i])) < 1e-5);
   for (const t of [y1, y2, relu!, sum!]) t.dispose();
 }); // deno-fmt-ignore
+
+Deno.test("f16 weight storage: dense layers on f16 weights equal float64 on the f16-rounded weights", async () => {
+  const [M, K, N] = [70, 132, 196];
+  const a = randArray(M * K, seed++), w = randArray(K * N, seed++), bias = randArray(N, seed++);
+  const w16 = Float32Array.from(Float16Array.from(w)); // what the GPU holds
+  using ta = Tensor.from(a, [M, K]);
+  using tw = Tensor.from(w, [K, N], "float16");
+  using tb = Tensor.from(bias, [N]);
+  const ref = refMatmul(a, w16, bias, M, K, N);
+  for (const mode of ["matvec", "tile64", "tile128"] as const) {
+    const saved = { ...ops.linearConfig };
+    Object.assign(ops.linearConfig, LINEAR_MODES[mode]);
+    poisonPool(M * N * 4);
+    const [y] = ops.linear(ta, tw, tb);
+    Object.assign(ops.linearConfig, saved);
+    assert.ok(relErr(await y.toArray(), ref) < 1e-5, `${mode}: f32 accumulation over f16 weights`);
+    y.dispose();
+  }
+  // Against the f32 weights the difference is f16 rounding, not more.
+  const e = relErr(ref, refMatmul(a, w, bias, M, K, N));
+  assert.ok(e > 0 && e < 2e-3, `f16 rounding ${e}`);
+});

@@ -7,13 +7,13 @@ import { SHADERS } from "../src/gpu/shaders.ts";
 Deno.test("every shader compiles without errors and every entry point builds", async () => {
   const { gpu } = await initRuntime();
   // Specialisation constants of the shaders that take them (each variant is built below too).
-  const variants: Record<string, Record<string, number | boolean>[]> = {
+  const variants: Record<string, Record<string, number | boolean | string>[]> = {
     linear: [
-      { BK: 8, ACT: 0, RESID: false, GATE: 0 },
-      { BK: 16, ACT: 1, RESID: false, GATE: 0 },
-      { BK: 8, ACT: 0, RESID: true, GATE: 0 },
-      { BK: 8, ACT: 3, RESID: false, GATE: 1 },
-      { BK: 8, ACT: 3, RESID: false, GATE: 2 },
+      { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0 },
+      { WT: "f16", BK: 16, ACT: 1, RESID: false, GATE: 0 },
+      { WT: "f32", BK: 8, ACT: 0, RESID: true, GATE: 0 },
+      { WT: "f32", BK: 8, ACT: 3, RESID: false, GATE: 1 },
+      { WT: "f32", BK: 8, ACT: 3, RESID: false, GATE: 2 },
     ],
   };
   for (const [name, s] of Object.entries(SHADERS)) {

@@ -838,6 +838,11 @@ export function linear(
   const M = x.size / Math.max(K, 1);
   const shape = [...x.shape.slice(0, -1), N];
   if (K % 4 !== 0 || LDB % 4 !== 0) {
+    if (w.dtype === "float16") {
+      throw new ShapeError(
+        `linear: float16 weights need K and columns that are multiples of 4, got [${K}, ${LDB}].`,
+      );
+    }
     const y = Tensor.empty(shape);
     gemm({ t: y, row: N, col: 1 }, { t: x, row: K, col: 1 }, { t: w, row: LDB, col: 1 }, {
       M,
@@ -870,6 +875,7 @@ export function linear(
     : [Math.ceil(N / 128), Math.ceil(M / 128), 1];
   dispatch(
     pipeline(SHADERS.linear, entry, {
+      WT: w.dtype === "float16" ? "f16" : "f32",
       BK: linearConfig.bk,
       ACT: act === undefined ? 0 : act + 1,
       RESID: Boolean(epi.resid),

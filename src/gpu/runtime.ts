@@ -295,7 +295,7 @@ export interface ShaderSource {
 export function pipeline(
   shader: ShaderSource,
   entry: string,
-  defines: Record<string, number | boolean> = {},
+  defines: Record<string, number | boolean | string> = {},
 ): GPUComputePipeline {
   const r = runtime();
   const defs = Object.entries(defines).sort(([a], [b]) => (a < b ? -1 : 1));
@@ -325,19 +325,22 @@ export function pipeline(
  */
 export function shaderCode(
   shader: ShaderSource,
-  defines: Record<string, number | boolean> = {},
+  defines: Record<string, number | boolean | string> = {},
 ): string {
   const head = Object.entries(defines)
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([k, v]) =>
-      typeof v === "boolean"
+      typeof v === "string"
+        ? `alias ${k} = ${v};`
+        : typeof v === "boolean"
         ? `const ${k}: bool = ${v};`
         : Number.isInteger(v)
         ? `const ${k}: u32 = ${v}u;`
         : `const ${k}: f32 = ${v};`
     )
     .join("\n");
-  return (/\bf16\b/.test(shader.code) ? "enable f16;\n" : "") + head + "\n" + shader.code;
+  const f16 = /\bf16\b/.test(shader.code) || Object.values(defines).includes("f16");
+  return (f16 ? "enable f16;\n" : "") + head + "\n" + shader.code;
 }
 
 /** Packs numbers into a uniform block: integers as u32/i32, others as f32 (use {@link f32}). */

@@ -20,6 +20,7 @@ import {
   deferDestroy,
   readBuffers,
   releaseBuffer,
+  runtime,
 } from "./runtime.ts";
 import * as ops from "./ops.ts";
 
@@ -131,10 +132,16 @@ export class Tensor implements Disposable {
         }] (${n} elements).`,
       );
     }
-    const arr = dtype === "int32" ? Int32Array.from(data) : Float32Array.from(data);
-    if (dtype === "float16") {
-      throw new ShapeError("Tensor.from: float16 upload is not supported; upload float32.");
+    if (dtype === "float16" && !runtime().gpu.hasF16) {
+      throw new ShapeError(
+        "Tensor.from: float16 needs the adapter's shader-f16 feature; upload float32.",
+      );
     }
+    const arr = dtype === "int32"
+      ? Int32Array.from(data)
+      : dtype === "float16"
+      ? Float16Array.from(data)
+      : Float32Array.from(data);
     return new Tensor(createDataBuffer(arr, "tensor"), shape, dtype, false);
   }
 

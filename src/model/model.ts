@@ -14,7 +14,14 @@
  * @module
  */
 import { join } from "node:path";
-import { DisposedError, GpuLimitError, HookNameError, InputError, ShapeError } from "../errors.ts";
+import {
+  DisposedError,
+  GpuLimitError,
+  GpuUnavailableError,
+  HookNameError,
+  InputError,
+  ShapeError,
+} from "../errors.ts";
 import { readJsonFile } from "../io/json.ts";
 import * as ops from "../gpu/ops.ts";
 import {
@@ -26,7 +33,7 @@ import {
   runtime,
   trimPoolIfLarge,
 } from "../gpu/runtime.ts";
-import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
+import { closeArena, type DType, openArena, Tensor } from "../gpu/tensor.ts";
 import { ActivationCache } from "./cache.ts";
 import { Tape } from "./tape.ts";
 import { configFromHf, type HookedTransformerConfig } from "./config.ts";
@@ -78,6 +85,11 @@ export interface LoadOptions extends Partial<ProcessingOptions> {
   revision?: string;
   /** The model's name, checked against SAEs' `model_name` (default: the hub id, if loaded by id). */
   modelName?: string;
+  /**
+   * "float32" (default), or "float16": dense-layer weights stored as f16 (half the memory and
+   * bandwidth; needs `shader-f16`), read into f32 arithmetic. The backward pass needs float32.
+   */
+  dtype?: "float32" | "float16";
   /** Progress callback: a message per loading stage. */
   onProgress?: (message: string) => void;
 }
@@ -242,18 +254,33 @@ function headsToColumns(data: Float32Array, H: number, D: number, E: number): Fl
   return out;
 }
 
-function upload(sd: StateDict, cfg: HookedTransformerConfig): Weights {
+function upload(
+  sd: StateDict,
+  cfg: HookedTransformerConfig,
+  dtype: "float32" | "float16",
+): Weights {
   const maxBind = runtime().gpu.limits.maxStorageBufferBindingSize;
-  const t = (name: string, data?: Float32Array, shape?: number[]): Tensor => {
+  // Dense-layer matrices may be stored as f16 (the tiled kernels read them and compute in f32).
+  const matrix = (name: string, data?: Float32Array, shape?: number[]): Tensor => {
+    const sh = shape ?? sd.get(name)!.shape;
+    const ok = dtype === "float16" && sh[0] % 4 === 0 && sh[1] % 4 === 0;
+    return t(name, data, sh, ok ? "float16" : "float32");
+  };
+  const t = (
+    name: string,
+    data?: Float32Array,
+    shape?: number[],
+    dt: DType = "float32",
+  ): Tensor => {
     const w = sd.get(name)!;
     const d = data ?? w.data;
-    if (d.byteLength > maxBind) {
+    if (d.byteLength / (dt === "float16" ? 2 : 1) > maxBind) {
       throw new GpuLimitError(
         `Weight ${name} needs ${d.byteLength} bytes in one binding; this adapter allows ` +
           `${maxBind}. Use a GPU with a larger maxStorageBufferBindingSize or a smaller model.`,
       );
     }
-    return Tensor.from(d, shape ?? w.shape).keep();
+    return Tensor.from(d, shape ?? w.shape, dt).keep();
   };
   const opt = (name: string) => (sd.has(name) ? t(name) : undefined);
   const { dModel: D, nHeads: H, dHead: E } = cfg;
@@ -263,7 +290,7 @@ function upload(sd: StateDict, cfg: HookedTransformerConfig): Weights {
   for (let l = 0; l < cfg.nLayers; l++) {
     const b = `blocks.${l}.`;
     const cols = (n: string, heads: number) =>
-      t(b + n, headsToColumns(sd.get(b + n)!.data, heads, D, E), [D, heads * E]);
+      matrix(b + n, headsToColumns(sd.get(b + n)!.data, heads, D, E), [D, heads * E]);
     const flat = (
       n: string,
       heads: number,
@@ -279,12 +306,12 @@ function upload(sd: StateDict, cfg: HookedTransformerConfig): Weights {
       bq: flat("attn.b_Q", H),
       bk: flat(`attn.${kv}b_K`, Hkv),
       bv: flat(`attn.${kv}b_V`, Hkv),
-      wo: t(b + "attn.W_O", undefined, [H * E, D]),
+      wo: matrix(b + "attn.W_O", undefined, [H * E, D]),
       bo: opt(b + "attn.b_O"),
-      win: t(b + "mlp.W_in"),
+      win: matrix(b + "mlp.W_in"),
       bin: opt(b + "mlp.b_in"),
-      wgate: opt(b + "mlp.W_gate"),
-      wout: t(b + "mlp.W_out"),
+      wgate: sd.has(b + "mlp.W_gate") ? matrix(b + "mlp.W_gate") : undefined,
+      wout: matrix(b + "mlp.W_out"),
       bout: opt(b + "mlp.b_out"),
     }); // deno-fmt-ignore
   }
@@ -294,7 +321,7 @@ function upload(sd: StateDict, cfg: HookedTransformerConfig): Weights {
     blocks,
     lnfw: opt("ln_final.w"),
     lnfb: opt("ln_final.b"),
-    wU: padColumns(t, sd.get("unembed.W_U")!, "unembed.W_U"),
+    wU: padColumns(matrix, sd.get("unembed.W_U")!, "unembed.W_U"),
     bU: t("unembed.b_U"),
     rot: cfg.rotaryDim ? rotaryTensor(cfg) : undefined,
   };
@@ -363,6 +390,8 @@ export function hookNamesFor(cfg: HookedTransformerConfig): string[] {
 export class HookedTransformer {
   /** The model's configuration (after weight processing). */
   readonly cfg: HookedTransformerConfig;
+  /** Storage type of the dense-layer weights ("float16": half the bytes, f32 arithmetic). */
+  readonly dtype: "float32" | "float16";
   /** The tokenizer from the model directory's tokenizer.json, if it has one. */
   readonly tokenizer: HfTokenizer | null;
   readonly #w: Weights;
@@ -383,11 +412,22 @@ export class HookedTransformer {
    * @param cfg configuration.
    * @param sd processed TransformerLens-layout state dict (uploaded here, then dropped).
    */
-  constructor(cfg: HookedTransformerConfig, sd: StateDict, tokenizer: HfTokenizer | null = null) {
+  constructor(
+    cfg: HookedTransformerConfig,
+    sd: StateDict,
+    tokenizer: HfTokenizer | null = null,
+    dtype: "float32" | "float16" = "float32",
+  ) {
+    if (dtype === "float16" && !runtime().gpu.hasF16) {
+      throw new GpuUnavailableError(
+        "dtype float16 needs the adapter's shader-f16 feature, which this one lacks: load with dtype float32.",
+      );
+    }
+    this.dtype = dtype;
     this.cfg = Object.freeze({ ...cfg });
     this.tokenizer = tokenizer;
     this.#rt = runtime();
-    this.#w = upload(sd, cfg);
+    this.#w = upload(sd, cfg, dtype);
     this.#baseHookNames = Object.freeze(hookNamesFor(cfg));
     this.#baseHookSet = new Set(this.#baseHookNames);
   }
@@ -420,7 +460,7 @@ export class HookedTransformer {
     });
     opts.onProgress?.("uploading weights");
     const tokenizer = await HfTokenizer.load(source);
-    return new this(cfg, sd, tokenizer);
+    return new this(cfg, sd, tokenizer, opts.dtype ?? "float32");
   }
 
   /**
@@ -945,6 +985,11 @@ export class HookedTransformer {
   /** Forward with the tape recording, then backward from the metric, in one arena. */
   async #runWithBackward(input: Input, opts: RunWithCacheOptions, run: RunState): Promise<Tensor> {
     this.#checkUsable();
+    if (this.dtype !== "float32") {
+      throw new InputError(
+        'The backward pass needs float32 weights: load the model with dtype "float32".',
+      );
+    }
     const metric: BackwardMetric = typeof opts.returnType === "object" || opts.returnType === "loss"
       ? opts.returnType
       : "loss";
