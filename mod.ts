@@ -19,6 +19,7 @@ export { Tensor } from "./src/gpu/tensor.ts";
 export type { DType } from "./src/gpu/tensor.ts";
 export { gpuInfo, initGpu } from "./src/gpu/info.ts";
 export type { GpuInfo } from "./src/gpu/info.ts";
+export type { RuntimeStats } from "./src/gpu/runtime.ts";
 export * from "./src/errors.ts";
 export { HookedTransformer } from "./src/model/model.ts";
 export type {

@@ -9,7 +9,7 @@
  * ```
  * @module
  */
-import { initRuntime, runtime } from "./runtime.ts";
+import { initRuntime, runtime, type RuntimeStats } from "./runtime.ts";
 
 /** What hooklens knows about the GPU in use. */
 export interface GpuInfo {
@@ -26,15 +26,7 @@ export interface GpuInfo {
   /** Largest buffer in bytes. */
   maxBufferBytes: number;
   /** Counters: submits, dispatches, readbacks, pool size. */
-  stats: {
-    submits: number;
-    dispatches: number;
-    readbacks: number;
-    poolBuffers: number;
-    poolBytes: number;
-    poolFree: number;
-    poolFreeBytes: number;
-  };
+  stats: RuntimeStats;
 }
 
 /**
