@@ -1,8 +1,9 @@
 // Row gathers: token embeddings (row = token id) and learned positions (row = pos + offset).
+// Specialisation: WT, the table's element type (f32, or f16 with `shader-f16`, read as f32).
 struct P { tokens: u32, pos: u32, d: u32, mode: u32, pos_off: u32, vocab: u32, _a: u32, _b: u32 }
 
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> table: array<f32>;
+@group(0) @binding(1) var<storage, read> table: array<WT>;
 @group(0) @binding(2) var<storage, read> ids: array<i32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
@@ -11,7 +12,7 @@ fn tokens(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: v
   let t = wg.x + wg.y * 65535u;
   if (t >= p.tokens) { return; }
   let id = u32(clamp(ids[t], 0, i32(p.vocab) - 1));
-  for (var i = lid.x; i < p.d; i += 64u) { out[t * p.d + i] = table[id * p.d + i]; }
+  for (var i = lid.x; i < p.d; i += 64u) { out[t * p.d + i] = f32(table[id * p.d + i]); }
 }
 
 @compute @workgroup_size(64)
@@ -19,5 +20,5 @@ fn positions(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid
   let t = wg.x + wg.y * 65535u;
   if (t >= p.tokens) { return; }
   let row = t % p.pos + p.pos_off;
-  for (var i = lid.x; i < p.d; i += 64u) { out[t * p.d + i] = table[row * p.d + i]; }
+  for (var i = lid.x; i < p.d; i += 64u) { out[t * p.d + i] = f32(table[row * p.d + i]); }
 }

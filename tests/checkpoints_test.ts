@@ -2,7 +2,7 @@
 // architectures and broken checkpoints fail with typed errors.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ConfigError, HookedTransformer, WeightsError } from "../mod.ts";
+import { ConfigError, HookedTransformer, type Tensor, WeightsError } from "../mod.ts";
 import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../src/io/safetensors.ts";
 import { maxRelErr } from "./_util.ts";
 
@@ -106,6 +106,20 @@ Deno.test("dtype float16 stores dense weights as f16: logits within f16 rounding
     using b = await m16.forward(tokens);
     const e = maxRelErr(await b.toArray(), await a.toArray());
     assert.ok(e > 0 && e < 1e-2, `${name}: f16 vs f32 logits ${e}`);
+    // W_E is stored as f16 too: hook_embed holds exactly the f16-rounded rows of the f32 table.
+    const [o16, c16] = await m16.runWithCache(tokens, { namesFilter: ["hook_embed"] });
+    (o16 as Tensor).dispose();
+    using _c16 = c16;
+    const wE = await m32.weightData("embed.W_E");
+    const d = m32.cfg.dModel;
+    const rows = Float32Array.from(
+      Float16Array.from(tokens[0].flatMap((t) => [...wE.data.subarray(t * d, (t + 1) * d)])),
+    );
+    assert.deepEqual(
+      await c16.get("hook_embed").toArray(),
+      rows,
+      `${name}: hook_embed from f16 W_E`,
+    );
     const wu = await m16.weightData("unembed.W_U");
     assert.ok(wu.data.every((v) => Number.isFinite(v)));
     await assert.rejects(

@@ -349,3 +349,38 @@ Deno.test("f16 weight storage: dense layers on f16 weights equal float64 on the 
   const e = relErr(ref, refMatmul(a, w, bias, M, K, N));
   assert.ok(e > 0 && e < 2e-3, `f16 rounding ${e}`);
 });
+
+Deno.test("embedding gathers: token rows (f32 and f16 tables, ids clamped to the vocab) and positions with an offset", async () => {
+  const [V, D, B, P] = [37, 70, 2, 5];
+  const table = randArray(V * D, seed++);
+  const ids = Int32Array.from({ length: B * P }, (_, i) => (i * 11) % V);
+  ids[3] = V + 5; // out of range: the kernel clamps to the last row rather than reading past it
+  using tid = Tensor.from(ids, [B, P], "int32");
+  for (const dtype of ["float32", "float16"] as const) {
+    const held = dtype === "float16" ? Float32Array.from(Float16Array.from(table)) : table;
+    using tt = Tensor.from(table, [V, D], dtype);
+    poisonPool(B * P * D * 4);
+    using e = ops.embedTokens(tt, tid);
+    assert.deepEqual(e.shape, [B, P, D]);
+    const got = await e.toArray();
+    for (let t = 0; t < B * P; t++) {
+      const row = Math.min(ids[t], V - 1);
+      assert.deepEqual(
+        got.subarray(t * D, (t + 1) * D),
+        held.subarray(row * D, (row + 1) * D),
+        `${dtype} token ${t}`,
+      );
+    }
+    poisonPool(B * P * D * 4);
+    using p = ops.embedPositions(tt, B, P, 3);
+    const pos = await p.toArray();
+    for (let t = 0; t < B * P; t++) {
+      const row = (t % P) + 3;
+      assert.deepEqual(
+        pos.subarray(t * D, (t + 1) * D),
+        held.subarray(row * D, (row + 1) * D),
+        `${dtype} position ${t}`,
+      );
+    }
+  }
+}); // deno-fmt-ignore

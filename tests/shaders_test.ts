@@ -8,6 +8,7 @@ Deno.test("every shader compiles without errors and every entry point builds", a
   const { gpu } = await initRuntime();
   // Specialisation constants of the shaders that take them (each variant is built below too).
   const variants: Record<string, Record<string, number | boolean | string>[]> = {
+    embed: [{ WT: "f32" }, { WT: "f16" }],
     linear: [
       { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0 },
       { WT: "f16", BK: 16, ACT: 1, RESID: false, GATE: 0 },

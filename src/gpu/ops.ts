@@ -420,8 +420,17 @@ export function softmax(x: Tensor): Tensor {
   return out;
 }
 
+/** The WGSL element type of a float table (f16 tables are read as f32). */
+function tableType(table: Tensor): "f16" | "f32" {
+  if (table.dtype === "int32") {
+    throw new Error("embedding tables are float32 or float16, not int32");
+  }
+  return table.dtype === "float16" ? "f16" : "f32";
+}
+
 /**
- * Embedding lookup: rows of `table` [vocab, d] at int32 `ids` [..]: returns [.., d].
+ * Embedding lookup: rows of `table` [vocab, d] (float32 or float16) at int32 `ids` [..]: returns
+ * float32 [.., d].
  *
  * @example
  * ```ts
@@ -432,7 +441,7 @@ export function embedTokens(table: Tensor, ids: Tensor): Tensor {
   const [vocab, d] = table.shape;
   const out = Tensor.empty([...ids.shape, d]);
   dispatch(
-    pipeline(SHADERS.embed, "tokens"),
+    pipeline(SHADERS.embed, "tokens", { WT: tableType(table) }),
     [ids.size, 1, d, 0, 0, vocab, 0, 0],
     [table.buffer, ids.buffer, out.buffer],
     gridRows(ids.size),
@@ -453,7 +462,7 @@ export function embedPositions(table: Tensor, batch: number, pos: number, offset
   const d = table.shape[1];
   const out = Tensor.empty([batch, pos, d]);
   dispatch(
-    pipeline(SHADERS.embed, "positions"),
+    pipeline(SHADERS.embed, "positions", { WT: tableType(table) }),
     [batch * pos, pos, d, 0, offset, table.shape[0], 0, 0],
     [table.buffer, undefined, out.buffer],
     gridRows(batch * pos),

@@ -86,8 +86,10 @@ export interface LoadOptions extends Partial<ProcessingOptions> {
   /** The model's name, checked against SAEs' `model_name` (default: the hub id, if loaded by id). */
   modelName?: string;
   /**
-   * "float32" (default), or "float16": dense-layer weights stored as f16 (half the memory and
-   * bandwidth; needs `shader-f16`), read into f32 arithmetic. The backward pass needs float32.
+   * "float32" (default), or "float16": dense-layer weights and the token embedding stored as f16
+   * (half the memory and bandwidth; needs `shader-f16`), read into f32 arithmetic. The backward
+   * pass needs float32. Also lets GPT-2's 147 MiB embedding fit an adapter that binds at most 128
+   * MiB at once (lavapipe).
    */
   dtype?: "float32" | "float16";
   /** Progress callback: a message per loading stage. */
@@ -316,7 +318,9 @@ function upload(
     }); // deno-fmt-ignore
   }
   return {
-    wE: t("embed.W_E"),
+    // W_E follows the weights' dtype too: GPT-2's 147 MiB f32 table exceeds the 128 MiB binding
+    // limit of some adapters (lavapipe); in f16 it fits.
+    wE: t("embed.W_E", undefined, undefined, dtype === "float16" ? "float16" : "float32"),
     wPos: opt("pos_embed.W_pos"),
     blocks,
     lnfw: opt("ln_final.w"),
@@ -390,7 +394,7 @@ export function hookNamesFor(cfg: HookedTransformerConfig): string[] {
 export class HookedTransformer {
   /** The model's configuration (after weight processing). */
   readonly cfg: HookedTransformerConfig;
-  /** Storage type of the dense-layer weights ("float16": half the bytes, f32 arithmetic). */
+  /** Storage type of the dense-layer weights and W_E ("float16": half the bytes, f32 arithmetic). */
   readonly dtype: "float32" | "float16";
   /** The tokenizer from the model directory's tokenizer.json, if it has one. */
   readonly tokenizer: HfTokenizer | null;
@@ -1437,8 +1441,9 @@ export class HookedTransformer {
   }
 
   /**
-   * A processed weight read back to the CPU, in TransformerLens's layout: "blocks.L.attn.W_O"
-   * [heads, d_head, d_model] or "unembed.W_U" [d_model, d_vocab].
+   * A processed weight read back to the CPU, in TransformerLens's layout: "embed.W_E"
+   * [d_vocab, d_model], "blocks.L.attn.W_O" [heads, d_head, d_model] or "unembed.W_U"
+   * [d_model, d_vocab].
    *
    * @example
    * ```ts
@@ -1455,6 +1460,9 @@ export class HookedTransformer {
         data: await this.#w.blocks[Number(m[1])].wo.toArray() as Float32Array,
       };
     }
+    if (name === "embed.W_E") {
+      return { shape: [...this.#w.wE.shape], data: await this.#w.wE.toArray() as Float32Array };
+    }
     if (name === "unembed.W_U") {
       const padded = await this.#w.wU.toArray() as Float32Array;
       const ld = this.#w.wU.shape[1];
@@ -1463,7 +1471,7 @@ export class HookedTransformer {
       return { shape: [D, V], data };
     }
     throw new HookNameError(
-      `weightData: "${name}" is not available; use blocks.L.attn.W_O or unembed.W_U.`,
+      `weightData: "${name}" is not available; use embed.W_E, blocks.L.attn.W_O or unembed.W_U.`,
     );
   }
 
