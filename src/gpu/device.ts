@@ -115,6 +115,11 @@ async function acquire(): Promise<GpuDevice> {
     },
     lost: null,
   };
+  // Release the device before the process tears down, so that no driver object is freed while the
+  // driver's own exit handlers run (an occasional abort at exit on lavapipe otherwise).
+  globalThis.addEventListener("unload", () => {
+    if (!gpu.lost) device.destroy();
+  });
   // A lost device (driver reset, GPU removed, or destroy()) is replaced on the next getDevice().
   device.lost.then((info) => {
     gpu.lost = `${info.reason}${info.message ? `: ${info.message}` : ""}`;
