@@ -2,7 +2,7 @@
 // architectures and broken checkpoints fail with typed errors.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ConfigError, HookedTransformer, type Tensor, WeightsError } from "../mod.ts";
+import { ConfigError, HookedTransformer, initGpu, type Tensor, WeightsError } from "../mod.ts";
 import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../src/io/safetensors.ts";
 import { maxRelErr } from "./_util.ts";
 
@@ -95,7 +95,11 @@ Deno.test("an unsupported architecture fails with the supported list; broken che
   await assert.rejects(() => HookedTransformer.fromPretrained(d2), (e) => e instanceof WeightsError && /not a file name in the directory/.test(e.message));
 });
 
-Deno.test("dtype float16 stores dense weights as f16: logits within f16 rounding of float32; no backward", async () => {
+Deno.test({
+  name:
+    "dtype float16 stores dense weights as f16: logits within f16 rounding of float32; no backward",
+  ignore: !(await initGpu()).f16,
+}, async () => {
   for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
     const dir = `${REF}${name}/hf`;
     using m32 = await HookedTransformer.fromPretrained(dir);
