@@ -204,6 +204,25 @@ function build(hf: Json, file: string): HookedTransformerConfig {
     ? rope.rope_theta
     : 10000;
 
+  // The fields every architecture derives the same way from its sizes and token ids.
+  const common = (dModel: number, nHeads: number, dHead: number) => {
+    const vocab = int("vocab_size");
+    return {
+      dModel,
+      nHeads,
+      dHead,
+      dVocab: vocab,
+      dVocabOut: vocab,
+      useAttnScale: true,
+      attnScale: Math.sqrt(dHead),
+      originalArchitecture: arch,
+      modelName: null,
+      defaultPrependBos: true,
+      bosTokenId: optInt("bos_token_id"),
+      eosTokenId: optInt("eos_token_id"),
+    }; // deno-fmt-ignore
+  };
+
   if (arch === "GPT2LMHeadModel") {
     const dModel = int("n_embd", "hidden_size");
     const nHeads = int("n_head", "num_attention_heads");
@@ -211,16 +230,10 @@ function build(hf: Json, file: string): HookedTransformerConfig {
       throw new ConfigError(file, `n_embd ${dModel} not divisible by n_head ${nHeads}`, "n_head");
     }
     const dHead = dModel / nHeads;
-    const vocab = int("vocab_size");
-    const inner = optInt("n_inner");
     return {
-      dModel,
+      ...common(dModel, nHeads, dHead),
       nLayers: int("n_layer", "num_hidden_layers"),
-      nHeads,
-      dHead,
-      dMlp: inner ?? 4 * dModel,
-      dVocab: vocab,
-      dVocabOut: vocab,
+      dMlp: optInt("n_inner") ?? 4 * dModel,
       nCtx: int("n_ctx", "n_positions"),
       actFn: str("activation_function", "gelu_new"),
       eps: num("layer_norm_epsilon", 1e-5),
@@ -232,15 +245,8 @@ function build(hf: Json, file: string): HookedTransformerConfig {
       parallelAttnMlp: false,
       gatedMlp: false,
       finalRms: false,
-      useAttnScale: true,
-      attnScale: Math.sqrt(dHead),
       scaleAttnByInverseLayerIdx: o.scale_attn_by_inverse_layer_idx === true,
-      originalArchitecture: arch,
-      modelName: null,
       tieWordEmbeddings: o.tie_word_embeddings !== false,
-      defaultPrependBos: true,
-      bosTokenId: optInt("bos_token_id"),
-      eosTokenId: optInt("eos_token_id"),
       attnBias: true,
       mlpBias: true,
     }; // deno-fmt-ignore
@@ -250,15 +256,10 @@ function build(hf: Json, file: string): HookedTransformerConfig {
     const nHeads = int("num_attention_heads");
     const dHead = optInt("head_dim") ?? dModel / nHeads;
     const kv = optInt("num_key_value_heads");
-    const vocab = int("vocab_size");
     return {
-      dModel,
+      ...common(dModel, nHeads, dHead),
       nLayers: int("num_hidden_layers"),
-      nHeads,
-      dHead,
       dMlp: int("intermediate_size"),
-      dVocab: vocab,
-      dVocabOut: vocab,
       nCtx: int("max_position_embeddings"),
       actFn: str("hidden_act", "silu"),
       eps: num("rms_norm_eps", 1e-6),
@@ -270,15 +271,8 @@ function build(hf: Json, file: string): HookedTransformerConfig {
       parallelAttnMlp: false,
       gatedMlp: true,
       finalRms: true,
-      useAttnScale: true,
-      attnScale: Math.sqrt(dHead),
       scaleAttnByInverseLayerIdx: false,
-      originalArchitecture: arch,
-      modelName: null,
       tieWordEmbeddings: o.tie_word_embeddings === true,
-      defaultPrependBos: true,
-      bosTokenId: optInt("bos_token_id"),
-      eosTokenId: optInt("eos_token_id"),
       attnBias: arch === "Qwen2ForCausalLM" || o.attention_bias === true,
       mlpBias: o.mlp_bias === true,
     }; // deno-fmt-ignore
@@ -292,15 +286,10 @@ function build(hf: Json, file: string): HookedTransformerConfig {
       : typeof rope.partial_rotary_factor === "number"
       ? rope.partial_rotary_factor
       : 1;
-    const vocab = int("vocab_size");
     return {
-      dModel,
+      ...common(dModel, nHeads, dHead),
       nLayers: int("num_hidden_layers"),
-      nHeads,
-      dHead,
       dMlp: int("intermediate_size"),
-      dVocab: vocab,
-      dVocabOut: vocab,
       nCtx: int("max_position_embeddings"),
       actFn: str("hidden_act", "gelu"),
       eps: num("layer_norm_eps", 1e-5),
@@ -312,15 +301,8 @@ function build(hf: Json, file: string): HookedTransformerConfig {
       parallelAttnMlp: o.use_parallel_residual !== false,
       gatedMlp: false,
       finalRms: false,
-      useAttnScale: true,
-      attnScale: Math.sqrt(dHead),
       scaleAttnByInverseLayerIdx: false,
-      originalArchitecture: arch,
-      modelName: null,
       tieWordEmbeddings: o.tie_word_embeddings === true,
-      defaultPrependBos: true,
-      bosTokenId: optInt("bos_token_id"),
-      eosTokenId: optInt("eos_token_id"),
       attnBias: true,
       mlpBias: true,
     }; // deno-fmt-ignore
