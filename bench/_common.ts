@@ -9,6 +9,7 @@ import type { StateDict } from "../src/model/weights.ts";
 import { HookedSAETransformer } from "../src/sae/hooked_sae_transformer.ts";
 import { SAE } from "../src/sae/sae.ts";
 import { readBuffers } from "../src/gpu/runtime.ts";
+import { seededUniform } from "../src/model/random.ts";
 
 export const info = await initGpu();
 
@@ -150,14 +151,8 @@ globalThis.addEventListener("unload", () => {
 
 /** Normal(0, std) random numbers (Box-Muller, seeded). */
 export function randn(n: number, std: number, seed: number): Float32Array {
-  let a = seed >>> 0;
-  const u = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 1) / 4294967297;
-  };
+  const uniform = seededUniform(seed);
+  const u = () => 1 - uniform(); // (0, 1]: log(u) stays finite
   const out = new Float32Array(n);
   for (let i = 0; i < n; i += 2) {
     const r = Math.sqrt(-2 * Math.log(u())), th = 2 * Math.PI * u();

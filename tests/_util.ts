@@ -1,17 +1,9 @@
 // Shared test helpers: seeded random data, float64 references, error measures, pool poisoning.
 import { acquireBuffer, releaseBuffer, writeBuffer } from "../src/gpu/runtime.ts";
+import { seededUniform } from "../src/model/random.ts";
 
-/** Mulberry32: a small seeded PRNG. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Mulberry32: a small seeded PRNG (the one sampling uses). */
+export const rng: (seed: number) => () => number = seededUniform;
 
 /** n uniform values in [-1, 1) rounded to float32. */
 export function randArray(n: number, seed: number): Float32Array {

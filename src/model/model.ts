@@ -49,6 +49,7 @@ import { type ProcessingOptions, processWeights, rotaryTables } from "./processi
 import { loadStateDict, type StateDict } from "./weights.ts";
 import { HfTokenizer } from "../io/tokenizer.ts";
 import { hubModelDir, isHubId } from "../io/hub.ts";
+import { seededUniform } from "./random.ts";
 
 /**
  * What a model can be run on: text (tokenized with BOS prepended, as TransformerLens does), token
@@ -1514,18 +1515,6 @@ function finished(
     if (!hit) return false;
   }
   return true;
-}
-
-/** A seeded uniform [0, 1) generator (mulberry32). */
-function seededUniform(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Drops the leading batch dimension (of size 1) of every cached tensor. */
