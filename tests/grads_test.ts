@@ -42,8 +42,11 @@ for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
 
 const GPT2 = new URL("./reference/gpt2_tiny/", import.meta.url).pathname;
 
-/** Adds eps at one element of an activation, through a forward hook, and returns the metric. */
-async function perturbed(
+/**
+ * The central finite difference (m(+eps) - m(-eps)) / 2eps of a metric of the logits, for one
+ * element of an activation bumped through a forward hook.
+ */
+async function finiteDiff(
   model: HookedSAETransformer,
   tokens: number[][],
   hook: string,
@@ -52,16 +55,35 @@ async function perturbed(
   metric: (logits: Float32Array) => number,
   saes: SAE[] = [],
 ): Promise<number> {
-  const bump = (a: Tensor) => {
-    const one = new Float32Array(a.size);
-    one[index] = eps;
-    return a.add(Tensor.from(one, [...a.shape]));
+  const at = async (delta: number) => {
+    const bump = (a: Tensor) => {
+      const one = new Float32Array(a.size);
+      one[index] = delta;
+      using d = Tensor.from(one, [...a.shape]);
+      return a.add(d);
+    };
+    using logits = await model.runWithHooksWithSaes(tokens, {
+      saes,
+      fwdHooks: [[hook, bump]],
+    }) as Tensor;
+    return metric(await logits.toArray() as Float32Array);
   };
-  using logits = await model.runWithHooksWithSaes(tokens, {
-    saes,
-    fwdHooks: [[hook, bump]],
-  }) as Tensor;
-  return metric(await logits.toArray() as Float32Array);
+  return (await at(eps) - await at(-eps)) / (2 * eps);
+} // deno-fmt-ignore
+
+/** Mean next-token cross-entropy of one sequence's logits [pos, vocab], in float64 on the CPU. */
+function meanNextTokenLoss(seq: number[], vocab: number): (logits: Float32Array) => number {
+  return (l) => {
+    let s = 0;
+    for (let p = 0; p < seq.length - 1; p++) {
+      const row = l.subarray(p * vocab, (p + 1) * vocab);
+      const mx = Math.max(...row);
+      let z = 0;
+      for (const v of row) z += Math.exp(v - mx);
+      s += Math.log(z) + mx - row[seq[p + 1]];
+    }
+    return s / (seq.length - 1);
+  };
 }
 
 Deno.test("backward hooks see the gradient and may replace it", async () => {
@@ -104,8 +126,7 @@ Deno.test("a custom metric (logit difference) has the gradient finite difference
   const grad = await cache.get("blocks.0.hook_resid_post_grad").toArray();
   const eps = 1e-2;
   for (const index of [3 * 64 + 5, 7 * 64 + 60, 5 * 64 + 1]) {
-    const fd = (await perturbed(model, tokens, "blocks.0.hook_resid_post", index, eps, metric) -
-      await perturbed(model, tokens, "blocks.0.hook_resid_post", index, -eps, metric)) / (2 * eps);
+    const fd = await finiteDiff(model, tokens, "blocks.0.hook_resid_post", index, eps, metric);
     assert.ok(Math.abs(fd - grad[index]) <= 2e-3 + 2e-2 * Math.abs(fd), `element ${index}: finite difference ${fd}, gradient ${grad[index]}`);
   }
 }); // deno-fmt-ignore
@@ -114,19 +135,8 @@ Deno.test("a gradient through an attached SAE matches finite differences", async
   using model = await HookedSAETransformer.fromPretrained(`${GPT2}hf`);
   using sae = await SAE.load(`${GPT2}saes/std_resid_pre1`);
   const tokens = [[5, 17, 900, 3, 44, 2, 999, 10]];
-  const P = 8, V = 1000;
   // The mean next-token loss, on the CPU, for the finite differences.
-  const lossOf = (l: Float32Array) => {
-    let s = 0;
-    for (let p = 0; p < P - 1; p++) {
-      const row = l.subarray(p * V, (p + 1) * V);
-      const mx = Math.max(...row);
-      let z = 0;
-      for (const v of row) z += Math.exp(v - mx);
-      s += Math.log(z) + mx - row[tokens[0][p + 1]];
-    }
-    return s / (P - 1);
-  };
+  const lossOf = meanNextTokenLoss(tokens[0], 1000);
   const h = "blocks.1.hook_resid_pre";
   const [loss, cache] = await model.runWithCacheWithSaes(tokens, { saes: [sae], inclBwd: true });
   using _c = cache;
@@ -138,14 +148,12 @@ Deno.test("a gradient through an attached SAE matches finite differences", async
   const active = [...acts.keys()].filter((i) => acts[i] > 0.5).slice(0, 3);
   assert.ok(active.length === 3, "some active latents to test");
   for (const index of active) {
-    const fd = (await perturbed(model, tokens, `${h}.hook_sae_acts_post`, index, eps, lossOf, [sae]) -
-      await perturbed(model, tokens, `${h}.hook_sae_acts_post`, index, -eps, lossOf, [sae])) / (2 * eps);
+    const fd = await finiteDiff(model, tokens, `${h}.hook_sae_acts_post`, index, eps, lossOf, [sae]);
     assert.ok(Math.abs(fd - gActs[index]) <= 2e-4 + 2e-2 * Math.abs(fd), `latent element ${index}: finite difference ${fd}, gradient ${gActs[index]}`);
   }
   // Through the encoder too: the SAE's input (ReLU's active set does not change for small eps).
   for (const index of [2 * 64 + 9, 6 * 64 + 33]) {
-    const fd = (await perturbed(model, tokens, `${h}.hook_sae_input`, index, eps, lossOf, [sae]) -
-      await perturbed(model, tokens, `${h}.hook_sae_input`, index, -eps, lossOf, [sae])) / (2 * eps);
+    const fd = await finiteDiff(model, tokens, `${h}.hook_sae_input`, index, eps, lossOf, [sae]);
     assert.ok(Math.abs(fd - gIn[index]) <= 2e-4 + 5e-2 * Math.abs(fd), `input element ${index}: finite difference ${fd}, gradient ${gIn[index]}`);
   }
 });
@@ -153,18 +161,7 @@ Deno.test("a gradient through an attached SAE matches finite differences", async
 Deno.test("gradients through SAEs with layer_norm and constant_norm_rescale input normalisation match finite differences", async () => {
   using model = await HookedSAETransformer.fromPretrained(`${GPT2}hf`);
   const tokens = [[5, 17, 900, 3, 44, 2, 999, 10]];
-  const P = 8, V = 1000;
-  const lossOf = (l: Float32Array) => {
-    let s = 0;
-    for (let p = 0; p < P - 1; p++) {
-      const row = l.subarray(p * V, (p + 1) * V);
-      const mx = Math.max(...row);
-      let z = 0;
-      for (const v of row) z += Math.exp(v - mx);
-      s += Math.log(z) + mx - row[tokens[0][p + 1]];
-    }
-    return s / (P - 1);
-  };
+  const lossOf = meanNextTokenLoss(tokens[0], 1000);
   // At mlp.hook_post the gradient has a non-zero mean (the residual stream's is centred by the
   // norms), so the statistics' part of the gradient matters.
   const h = "blocks.0.mlp.hook_post";
@@ -199,9 +196,7 @@ Deno.test("gradients through SAEs with layer_norm and constant_norm_rescale inpu
     const gIn = await cache.get(`${h}.hook_sae_input_grad`).toArray();
     const eps = 1e-2;
     for (const index of [256, 257, 258, 260, 4 * 256 + 140, 6 * 256 + 255]) {
-      const fd = (await perturbed(model, tokens, `${h}.hook_sae_input`, index, eps, lossOf, [sae]) -
-        await perturbed(model, tokens, `${h}.hook_sae_input`, index, -eps, lossOf, [sae])) /
-        (2 * eps);
+      const fd = await finiteDiff(model, tokens, `${h}.hook_sae_input`, index, eps, lossOf, [sae]);
       assert.ok(
         Math.abs(fd - gIn[index]) <= 3e-4 + 5e-2 * Math.abs(fd),
         `${norm}, element ${index}: finite difference ${fd}, gradient ${gIn[index]}`,
