@@ -1,6 +1,6 @@
 // Kernels against float64 CPU references on fresh random inputs, outputs poisoned first.
 import assert from "node:assert/strict";
-import { initGpu, Tensor } from "../mod.ts";
+import { initGpu, ShapeError, Tensor } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
 import { maxRelErr, poisonPool, randArray, relErr } from "./_util.ts";
 
@@ -356,6 +356,10 @@ Deno.test("embedding gathers: token rows (f32 and f16 tables, ids clamped to the
   const ids = Int32Array.from({ length: B * P }, (_, i) => (i * 11) % V);
   ids[3] = V + 5; // out of range: the kernel clamps to the last row rather than reading past it
   using tid = Tensor.from(ids, [B, P], "int32");
+  assert.throws(
+    () => ops.embedTokens(tid, tid),
+    (e) => e instanceof ShapeError && /int32 \[2, 5\]/.test(e.message),
+  );
   for (const dtype of f16 ? ["float32", "float16"] as const : ["float32"] as const) {
     const held = dtype === "float16" ? Float32Array.from(Float16Array.from(table)) : table;
     using tt = Tensor.from(table, [V, D], dtype);

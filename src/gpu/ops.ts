@@ -423,7 +423,10 @@ export function softmax(x: Tensor): Tensor {
 /** The WGSL element type of a float table (f16 tables are read as f32). */
 function tableType(table: Tensor): "f16" | "f32" {
   if (table.dtype === "int32") {
-    throw new Error("embedding tables are float32 or float16, not int32");
+    throw new ShapeError(
+      `embedding needs a float32 or float16 table, got int32 [${table.shape.join(", ")}]: ` +
+        "upload the table as floats.",
+    );
   }
   return table.dtype === "float16" ? "f16" : "f32";
 }
