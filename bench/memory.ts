@@ -11,18 +11,10 @@ import { randomGpt2 } from "./_common.ts";
 const MiB = 1 << 20;
 const rss0 = Deno.memoryUsage().rss;
 const dtype = Deno.args[0] === "float16" ? "float16" : "float32";
+const data0 = gpuInfo().stats.dataBytes;
 const model = randomGpt2({ layers: 12, dModel: 768, heads: 12, vocab: 50257, nCtx: 1024 }, dtype);
-const c = model.cfg;
-const D = c.dModel, F = c.dMlp, V = c.dVocab, HE = c.nHeads * c.dHead;
-// Buffers the model holds after processing (LayerNorm weights folded; W_U beside W_E, padded).
-const perLayer = 4 * D * HE + 3 * HE + D + 2 * D * F + F + D;
-const vPad = Math.ceil(V / 4) * 4;
-const weightFloats = V * D + c.nCtx * D + c.nLayers * perLayer + D * vPad + V;
-// In float16, W_E and the dense matrices take 2 bytes; biases and W_pos stay f32.
-const halves = model.dtype === "float16"
-  ? V * D + c.nLayers * (4 * D * HE + 2 * D * F) + D * vPad
-  : 0;
-const weightBytes = weightFloats * 4 - halves * 2;
+const weightBytes = gpuInfo().stats.dataBytes - data0; // the buffers the model uploaded
+const V = model.cfg.dVocab;
 const pool0 = gpuInfo().stats.poolBytes;
 const tokens = [Array.from({ length: 128 }, (_, p) => (p * 104729) % V)];
 const [out, cache] = await model.runWithCache(tokens);
@@ -33,12 +25,7 @@ const line = (k: string, v: number) => console.log(`${k.padEnd(52)} ${(v / MiB).
 console.log(
   `GPT-2 small, runWithCache (all ${cache.size} hooks) at 1x128, on ${gpuInfo().adapter}`,
 );
-line(
-  `weights (uploaded once, ${model.dtype}; f32 would be ${
-    (weightFloats * 4 / MiB).toFixed(1)
-  } MiB)`,
-  weightBytes,
-);
+line(`weights (uploaded once, ${model.dtype})`, weightBytes);
 line("cached activations (read back)", cached);
 line("pool high-water (activations, cache, logits)", s.poolBytes - pool0);
 line("weights + pool", weightBytes + s.poolBytes - pool0);

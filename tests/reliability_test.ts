@@ -59,7 +59,18 @@ Deno.test("500 cycles of runWithCache + dispose and of withSaes scopes keep the 
     after.poolBytes <= before.poolBytes * 1.05 + 65536,
     `pool grew from ${before.poolBytes} to ${after.poolBytes} bytes`,
   );
+  assert.equal(after.dataBytes, before.dataBytes, "uploaded (non-pooled) buffers leaked");
   assert.equal(model.attachedSaes.size, 0);
+});
+
+Deno.test("a model's weights are counted in dataBytes while loaded and given back by dispose()", async () => {
+  const before = gpuInfo().stats.dataBytes;
+  const m = await HookedSAETransformer.fromPretrained(`${REF}hf`);
+  const { dModel, dVocab } = m.cfg;
+  // At least W_E and W_U (f32) are held on the GPU.
+  assert.ok(gpuInfo().stats.dataBytes - before >= 2 * dModel * dVocab * 4, "weights counted");
+  m.dispose();
+  assert.equal(gpuInfo().stats.dataBytes, before);
 });
 
 Deno.test("the same inputs give bit-identical outputs across runs", async () => {

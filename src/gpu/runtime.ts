@@ -35,6 +35,8 @@ export interface RuntimeStats {
   poolFree: number;
   /** Bytes of the buffers sitting free in the pool. */
   poolFreeBytes: number;
+  /** Bytes of live non-pooled buffers: weights and other uploaded tensors. */
+  dataBytes: number;
 }
 
 /** The state of one GPU device as hooklens uses it. */
@@ -61,6 +63,8 @@ export interface Runtime {
   readonly deferred: GPUBuffer[];
   /** Pooled buffers this device's pool created (a buffer of a lost device never re-enters). */
   readonly owned: WeakSet<GPUBuffer>;
+  /** Live non-pooled buffers (counted in stats.dataBytes until destroyed). */
+  readonly data: WeakSet<GPUBuffer>;
 }
 
 let rt: Runtime | null = null;
@@ -87,6 +91,7 @@ export async function initRuntime(): Promise<Runtime> {
         poolBytes: 0,
         poolFree: 0,
         poolFreeBytes: 0,
+        dataBytes: 0,
       },
       free: new Map(),
       pipelines: new Map(),
@@ -97,6 +102,7 @@ export async function initRuntime(): Promise<Runtime> {
       ids: new WeakMap(),
       deferred: [],
       owned: new WeakSet(),
+      data: new WeakSet(),
     };
   }
   return rt;
@@ -251,6 +257,8 @@ export function createDataBuffer(data: ArrayBufferView, label = "data"): GPUBuff
     new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
   );
   buf.unmap();
+  r.data.add(buf);
+  r.stats.dataBytes += size;
   return buf;
 }
 
@@ -522,6 +530,7 @@ export function flush(): void {
 export function deferDestroy(buf: GPUBuffer): void {
   const r = rt;
   if (!r || r.gpu.lost) return;
+  if (r.data.delete(buf)) r.stats.dataBytes -= buf.size;
   if (r.encoder) r.deferred.push(buf);
   else buf.destroy();
 }
