@@ -137,11 +137,12 @@ export class Tensor implements Disposable {
         "Tensor.from: float16 needs the adapter's shader-f16 feature; upload float32.",
       );
     }
+    // Typed arrays of the stored type are uploaded as they are (no CPU copy of large weights).
     const arr = dtype === "int32"
-      ? Int32Array.from(data)
+      ? (data instanceof Int32Array ? data : Int32Array.from(data))
       : dtype === "float16"
       ? Float16Array.from(data)
-      : Float32Array.from(data);
+      : (data instanceof Float32Array ? data : Float32Array.from(data));
     return new Tensor(createDataBuffer(arr, "tensor"), shape, dtype, false);
   }
 
