@@ -26,9 +26,10 @@ for (const [M, K, N] of shapes) {
     n: 8,
   });
   const variants = [
-    ["128x128 tiles, BK 8", { bk: 8, matvecMaxRows: 0, smallTileMaxRows: 0, minBigTiles: 0 }],
-    ["128x128 tiles, BK 16", { bk: 16, matvecMaxRows: 0, smallTileMaxRows: 0, minBigTiles: 0 }],
-    ["64x64 tiles", { matvecMaxRows: 0, smallTileMaxRows: 1e9 }],
+    ["128x128 tiles, BK 8", { bk: 8, matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" }],
+    ["128x128 tiles, BK 16", { bk: 16, matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" }],
+    ["64x64 tiles", { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" }],
+    ["register-blocked CPU kernel", { matvecMaxRows: 0, cpuKernel: "always" }],
   ] as const; // deno-fmt-ignore
   for (const [label, cfg] of variants) {
     bench(`linear ${M}x${K}x${N} (${label})`, work, () => {
@@ -45,6 +46,20 @@ for (const [M, K, N] of shapes) {
       () => ops.matmul(a, w, bias).dispose(),
       { n: 5 },
     );
+  }
+}
+if (!FULL) {
+  // The performance issue's target for a software adapter is this full-size layer.
+  const [M, K, N] = [1024, 768, 3072];
+  const a = mat(M, K, 31), w = mat(K, N, 32), bias = mat(1, N, 33).reshape([N]).keep();
+  const work = { flops: 2 * M * K * N, bytes: 4 * (M * K + K * N + M * N) };
+  for (const [label, mode] of [["default choice", "auto"], ["128x128 tiles", "never"]] as const) {
+    bench(`linear ${M}x${K}x${N} full size (${label})`, work, () => {
+      const saved = { ...ops.linearConfig };
+      Object.assign(ops.linearConfig, { cpuKernel: mode });
+      ops.linear(a, w, bias)[0].dispose();
+      Object.assign(ops.linearConfig, saved);
+    }, { n: 5, pipelined: 2 });
   }
 }
 {

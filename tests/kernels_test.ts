@@ -260,10 +260,11 @@ function erf(x: number): number {
 }
 
 const LINEAR_MODES = {
-  matvec: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9 },
-  tile64: { matvecMaxRows: 0, smallTileMaxRows: 1e9 },
-  tile128: { matvecMaxRows: 0, smallTileMaxRows: 0 },
-};
+  matvec: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never" },
+  tile64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" },
+  tile128: { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" },
+  cpu: { cpuKernel: "always" },
+} as const;
 const LINEAR_CASES = [
   [1, 4, 4, 4, 8, "matvec"],
   [3, 772, 260, 260, 8, "matvec"],
@@ -274,6 +275,11 @@ const LINEAR_CASES = [
   [129, 772, 260, 260, 16, "tile128"],
   [1, 68, 100, 100, 8, "tile128"],
   [70, 64, 36, 36, 8, "matvec"],
+  [1, 4, 4, 4, 8, "cpu"],
+  [130, 68, 200, 200, 8, "cpu"],
+  [256, 768, 3072, 3072, 8, "cpu"],
+  [129, 772, 260, 260, 8, "cpu"],
+  [37, 12, 132, 132, 8, "cpu"],
 ] as const; // deno-fmt-ignore
 for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
   Deno.test(`linear (${mode}, BK ${BK}) ${M}x${K}x${N} (LDB ${LDB}) with bias, activation and residual epilogues matches float64`, async () => {
@@ -336,7 +342,7 @@ Deno.test({ name: "f16 weight storage: dense layers on f16 weights equal float64
   using tw = Tensor.from(w, [K, N], "float16");
   using tb = Tensor.from(bias, [N]);
   const ref = refMatmul(a, w16, bias, M, K, N);
-  for (const mode of ["matvec", "tile64", "tile128"] as const) {
+  for (const mode of ["matvec", "tile64", "tile128", "cpu"] as const) {
     const saved = { ...ops.linearConfig };
     Object.assign(ops.linearConfig, LINEAR_MODES[mode]);
     poisonPool(M * N * 4);

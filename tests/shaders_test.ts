@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { initRuntime, shaderCode } from "../src/gpu/runtime.ts";
 import { SHADERS } from "../src/gpu/shaders.ts";
+import { linearCpuWgsl } from "../tools/gen_linear_cpu.ts";
 
 Deno.test("every shader compiles without errors and every entry point builds", async () => {
   const { gpu } = await initRuntime();
@@ -15,6 +16,11 @@ Deno.test("every shader compiles without errors and every entry point builds", a
       { WT: "f32", BK: 8, ACT: 0, RESID: true, GATE: 0 },
       { WT: "f32", BK: 8, ACT: 3, RESID: false, GATE: 1 },
       { WT: "f32", BK: 8, ACT: 3, RESID: false, GATE: 2 },
+    ],
+    linear_cpu: [
+      { WT: "f32", ACT: 0, RESID: true, GATE: 0 },
+      { WT: "f16", ACT: 3, RESID: false, GATE: 1 },
+      { WT: "f32", ACT: 3, RESID: false, GATE: 2 },
     ],
   };
   for (const [name, s] of Object.entries(SHADERS)) {
@@ -40,4 +46,9 @@ Deno.test("every shader compiles without errors and every entry point builds", a
       }
     }
   }
+});
+
+Deno.test("shaders/linear_cpu.wgsl is what tools/gen_linear_cpu.ts writes (edit the generator, then run it)", () => {
+  const committed = Deno.readTextFileSync(new URL("../shaders/linear_cpu.wgsl", import.meta.url));
+  assert.equal(committed, linearCpuWgsl());
 });

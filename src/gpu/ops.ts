@@ -794,19 +794,26 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
 
 /**
  * Tuning of the dense-layer kernels: the K step of the 128x128 tiles (8 or 16), up to how many
- * rows the matrix-vector and the 64x64-tile kernels are used, and the fewest 128x128 tiles worth
- * using them (below, 64x64 tiles keep more of the GPU busy). Benchmarks compare them.
+ * rows the matrix-vector and the 64x64-tile kernels are used. `cpuKernel` picks the register-blocked
+ * kernel of shaders/linear_cpu.wgsl (no workgroup memory; 2-4x the tiled kernels on lavapipe,
+ * where every buffer load is a loop over the SIMD lanes): "auto" takes it on a software adapter
+ * above `matvecMaxRows` rows when K and N are multiples of 4, the weight is not padded and the
+ * layer has at least `cpuMinMacs` multiply-adds (M·K·N). Its large unrolled block takes LLVM ~5 s
+ * a variant to compile (once per machine: Mesa caches it on disk), so small layers, which would
+ * save a few milliseconds a call, keep the tiled kernels. Benchmarks compare them.
  */
 export const linearConfig: {
   bk: 8 | 16;
   matvecMaxRows: number;
   smallTileMaxRows: number;
-  minBigTiles: number;
+  cpuKernel: "auto" | "always" | "never";
+  cpuMinMacs: number;
 } = {
   bk: 8,
   matvecMaxRows: 4,
   smallTileMaxRows: 256,
-  minBigTiles: 132,
+  cpuKernel: "auto",
+  cpuMinMacs: 2 ** 27,
 };
 
 /** Fused epilogue of {@link linear}. */
@@ -874,6 +881,26 @@ export function linear(
   }
   const y = Tensor.empty(shape);
   const d = epi.act || epi.resid ? Tensor.empty(shape) : null;
+  const defines = {
+    WT: w.dtype === "float16" ? "f16" : "f32",
+    ACT: act === undefined ? 0 : act + 1,
+    RESID: Boolean(epi.resid),
+    GATE: epi.gate ? (epi.gate.kind === "threshold" ? 1 : 2) : 0,
+  };
+  const buffers = [
+    x.buffer,
+    w.buffer,
+    y.buffer,
+    (bias ?? x).buffer,
+    (d ?? scratch()).buffer,
+    (epi.resid ?? epi.gate?.t ?? x).buffer,
+  ];
+  const params = [M, N, K, LDB, bias ? 1 : 0, 0, 0, 0];
+  if (useCpuKernel(M, K, N, LDB)) {
+    const groups: [number, number, number] = [Math.ceil(N / 128), Math.ceil(M / 128), 1];
+    dispatch(pipeline(SHADERS.linear_cpu, "main", defines), params, buffers, groups);
+    return [y, d];
+  }
   // Shape classes: one row -> matrix-vector; few rows -> 64x64 tiles; else 128x128 tiles.
   const entry = M <= linearConfig.matvecMaxRows
     ? "matvec"
@@ -886,25 +913,21 @@ export function linear(
     ? [Math.ceil(N / 64), Math.ceil(M / 64), 1]
     : [Math.ceil(N / 128), Math.ceil(M / 128), 1];
   dispatch(
-    pipeline(SHADERS.linear, entry, {
-      WT: w.dtype === "float16" ? "f16" : "f32",
-      BK: linearConfig.bk,
-      ACT: act === undefined ? 0 : act + 1,
-      RESID: Boolean(epi.resid),
-      GATE: epi.gate ? (epi.gate.kind === "threshold" ? 1 : 2) : 0,
-    }),
-    [M, N, K, LDB, bias ? 1 : 0, 0, 0, 0],
-    [
-      x.buffer,
-      w.buffer,
-      y.buffer,
-      (bias ?? x).buffer,
-      (d ?? scratch()).buffer,
-      (epi.resid ?? epi.gate?.t ?? x).buffer,
-    ],
+    pipeline(SHADERS.linear, entry, { ...defines, BK: linearConfig.bk }),
+    params,
+    buffers,
     groups,
   );
   return [y, d];
+}
+
+/** Whether {@link linear} takes the register-blocked kernel (see {@link linearConfig}). */
+function useCpuKernel(M: number, K: number, N: number, LDB: number): boolean {
+  const mode = linearConfig.cpuKernel;
+  if (mode === "never" || N !== LDB || N % 4 !== 0) return false;
+  return mode === "always" ||
+    (runtime().gpu.isFallback && M > linearConfig.matvecMaxRows &&
+      M * K * N >= linearConfig.cpuMinMacs);
 }
 
 const scratchTensors = new WeakMap<object, Tensor>();

@@ -18,6 +18,7 @@ import sae from "../../shaders/sae.wgsl" with { type: "text" };
 import attention from "../../shaders/attention.wgsl" with { type: "text" };
 import sample from "../../shaders/sample.wgsl" with { type: "text" };
 import linear from "../../shaders/linear.wgsl" with { type: "text" };
+import linearCpu from "../../shaders/linear_cpu.wgsl" with { type: "text" };
 import backward from "../../shaders/backward.wgsl" with { type: "text" };
 import activations from "../../shaders/activations.wgsl" with { type: "text" };
 import reduce from "../../shaders/reduce.wgsl" with { type: "text" };
@@ -35,5 +36,6 @@ export const SHADERS: Readonly<Record<string, ShaderSource>> = {
   attention: { name: "attention", code: attention },
   sample: { name: "sample", code: reduce + sample },
   linear: { name: "linear", code: activations + linear },
+  linear_cpu: { name: "linear_cpu", code: activations + linearCpu },
   backward: { name: "backward", code: activations + reduce + backward },
 };
