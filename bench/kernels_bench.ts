@@ -29,7 +29,8 @@ for (const [M, K, N] of shapes) {
     ["128x128 tiles, BK 8", { bk: 8, matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" }],
     ["128x128 tiles, BK 16", { bk: 16, matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" }],
     ["64x64 tiles", { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" }],
-    ["register-blocked CPU kernel", { matvecMaxRows: 0, cpuKernel: "always" }],
+    ["register-blocked CPU kernel", { matvecMaxRows: 0, cpuKernel: "large" }],
+    ["small register-blocked CPU kernel", { matvecMaxRows: 0, cpuKernel: "small" }],
   ] as const; // deno-fmt-ignore
   for (const [label, cfg] of variants) {
     bench(`linear ${M}x${K}x${N} (${label})`, work, () => {

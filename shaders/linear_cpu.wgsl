@@ -4,15 +4,15 @@
 // epilogues of linear.wgsl (D = act(C), gated; D = R + C). Each invocation runs on one lane of a
 // CPU SIMD register, where a load from a storage or workgroup buffer is a scalar loop over the
 // lanes (several instructions an element) and a barrier is a coroutine switch, while a multiply-add
-// is one vector instruction. So this kernel uses no workgroup memory and a large register block:
-// each of 32 invocations (4 column groups x 8 row groups) makes 16 rows (8 apart) x 8 column
-// quads (4 quads apart) of a 128x128 tile: 48 vec4 loads per 4 k for 128 vec4 accumulators,
-// loads first, then the multiply-adds in one straight block. The block is spelled out variable by
-// variable: held in arrays, or with a loop in the epilogue, llvmpipe compiles it ~9x slower.
-// Rows and column quads past the end are clamped: a clamped lane computes and stores the same
-// values as the lane that owns the last row or quad, so nothing needs a branch. Requires K, N and
-// the row stride of B equal to N to be multiples of 4. Specialisation as linear.wgsl: WT, ACT,
-// RESID, GATE.
+// is one vector instruction. So these kernels use no workgroup memory and a register block: each of
+// 32 invocations (4 column groups x 8 row groups) makes R rows (8 apart) x Q column quads (4 quads
+// apart), loads first (Q + R / 4 vec4 per k), then the multiply-adds in one straight block. main:
+// R 16, Q 8 (a 128x128 tile); small: R 4, Q 2 (32x32), for small layers, as LLVM
+// takes ~5 s to compile main. The blocks are spelled out variable by variable: held in arrays, or
+// with a loop in the epilogue, llvmpipe compiles them ~9x slower. Rows and column quads past the
+// end are clamped: a clamped lane computes and stores the same values as the lane that owns the
+// last row or quad, so nothing needs a branch. Requires K, N and the row stride of B equal to N
+// to be multiples of 4. Specialisation as linear.wgsl: WT, ACT, RESID, GATE.
 
 struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, _a: u32, _b: u32, _c: u32 }
 
@@ -232,4 +232,43 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   epi(r15 * N4 + q2, c15_2 + bq2, t2); epi(r15 * N4 + q3, c15_3 + bq3, t3);
   epi(r15 * N4 + q4, c15_4 + bq4, t4); epi(r15 * N4 + q5, c15_5 + bq5, t5);
   epi(r15 * N4 + q6, c15_6 + bq6, t6); epi(r15 * N4 + q7, c15_7 + bq7, t7);
+}
+
+@compute @workgroup_size(32)
+fn small(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let K4 = p.K / 4u;
+  let N4 = p.N / 4u;
+  let nq0 = wg.x * 8u + li % 4u;
+  let m0 = wg.y * 32u + li / 4u;
+  let q0 = min(nq0 + 0u, N4 - 1u); let q1 = min(nq0 + 4u, N4 - 1u);
+  let r0 = min(m0 + 0u, p.M - 1u); let r1 = min(m0 + 8u, p.M - 1u); let r2 = min(m0 + 16u, p.M - 1u); let r3 = min(m0 + 24u, p.M - 1u);
+  var c0_0 = vec4<f32>(); var c0_1 = vec4<f32>();
+  var c1_0 = vec4<f32>(); var c1_1 = vec4<f32>();
+  var c2_0 = vec4<f32>(); var c2_1 = vec4<f32>();
+  var c3_0 = vec4<f32>(); var c3_1 = vec4<f32>();
+  for (var kq = 0u; kq < K4; kq++) {
+    let k0 = kq * 4u * N4;
+    let k1 = k0 + N4;
+    let k2 = k1 + N4;
+    let k3 = k2 + N4;
+    let b00 = vec4<f32>(B[k0 + q0]); let b01 = vec4<f32>(B[k0 + q1]); let b10 = vec4<f32>(B[k1 + q0]); let b11 = vec4<f32>(B[k1 + q1]);
+    let b20 = vec4<f32>(B[k2 + q0]); let b21 = vec4<f32>(B[k2 + q1]); let b30 = vec4<f32>(B[k3 + q0]); let b31 = vec4<f32>(B[k3 + q1]);
+    let a0 = A[r0 * K4 + kq]; let a1 = A[r1 * K4 + kq]; let a2 = A[r2 * K4 + kq]; let a3 = A[r3 * K4 + kq];
+    c0_0 = f4(c0_0, a0, b00, b10, b20, b30); c0_1 = f4(c0_1, a0, b01, b11, b21, b31);
+    c1_0 = f4(c1_0, a1, b00, b10, b20, b30); c1_1 = f4(c1_1, a1, b01, b11, b21, b31);
+    c2_0 = f4(c2_0, a2, b00, b10, b20, b30); c2_1 = f4(c2_1, a2, b01, b11, b21, b31);
+    c3_0 = f4(c3_0, a3, b00, b10, b20, b30); c3_1 = f4(c3_1, a3, b01, b11, b21, b31);
+  }
+  var bq0 = vec4<f32>(); var bq1 = vec4<f32>();
+  if (p.has_bias != 0u) {
+    bq0 = bias[q0]; bq1 = bias[q1];
+  }
+  var t0 = vec4<f32>(); var t1 = vec4<f32>();
+  if (GATE == 1u) {
+    t0 = R[q0]; t1 = R[q1];
+  }
+  epi(r0 * N4 + q0, c0_0 + bq0, t0); epi(r0 * N4 + q1, c0_1 + bq1, t1);
+  epi(r1 * N4 + q0, c1_0 + bq0, t0); epi(r1 * N4 + q1, c1_1 + bq1, t1);
+  epi(r2 * N4 + q0, c2_0 + bq0, t0); epi(r2 * N4 + q1, c2_1 + bq1, t1);
+  epi(r3 * N4 + q0, c3_0 + bq0, t0); epi(r3 * N4 + q1, c3_1 + bq1, t1);
 }

@@ -143,3 +143,72 @@ fn encode_row(gm: u32, n: u32, v: vec4<f32>) {
   encode_one(gm, n + 2u, v.z);
   encode_one(gm, n + 3u, v.w);
 }
+
+// Software adapters (lavapipe): no workgroup memory or barriers (an invocation is one lane of a
+// CPU SIMD register, a barrier a coroutine switch). A 16x16 tile per workgroup of 4x4 invocations,
+// each 4 rows (4 apart) x 4 adjacent columns read straight from A and B; rows and columns past
+// the end are clamped on load and skipped on store, so the loop has no branches.
+fn block_product(wg: vec3u, lid: vec3u) {
+  let b1 = wg.z / p.NB2;
+  let b2 = wg.z % p.NB2;
+  let a_base = p.a_off + b1 * p.a_b1 + b2 * p.a_b2;
+  let b_base = p.b_off + b1 * p.b_b1 + (b2 / max(p.b_div, 1u)) * p.b_b2;
+  let m0 = wg.y * 16u + lid.y;
+  let n0 = wg.x * 16u + lid.x * 4u;
+  let last_m = max(p.M, 1u) - 1u;
+  let last_n = max(p.N, 1u) - 1u;
+  let a0 = a_base + min(m0, last_m) * p.a_m;
+  let a1 = a_base + min(m0 + 4u, last_m) * p.a_m;
+  let a2 = a_base + min(m0 + 8u, last_m) * p.a_m;
+  let a3 = a_base + min(m0 + 12u, last_m) * p.a_m;
+  let c0 = b_base + min(n0, last_n) * p.b_n;
+  let c1 = b_base + min(n0 + 1u, last_n) * p.b_n;
+  let c2 = b_base + min(n0 + 2u, last_n) * p.b_n;
+  let c3 = b_base + min(n0 + 3u, last_n) * p.b_n;
+  var s0 = vec4<f32>(0.0);
+  var s1 = vec4<f32>(0.0);
+  var s2 = vec4<f32>(0.0);
+  var s3 = vec4<f32>(0.0);
+  for (var k = 0u; k < p.K; k++) {
+    let ka = k * p.a_k;
+    let kb = k * p.b_k;
+    let b = vec4<f32>(B[c0 + kb], B[c1 + kb], B[c2 + kb], B[c3 + kb]);
+    let x0 = A[a0 + ka];
+    let x1 = A[a1 + ka];
+    let x2 = A[a2 + ka];
+    let x3 = A[a3 + ka];
+    s0 = fma(vec4<f32>(x0), b, s0);
+    s1 = fma(vec4<f32>(x1), b, s1);
+    s2 = fma(vec4<f32>(x2), b, s2);
+    s3 = fma(vec4<f32>(x3), b, s3);
+  }
+  acc[0] = s0;
+  acc[1] = s1;
+  acc[2] = s2;
+  acc[3] = s3;
+}
+
+@compute @workgroup_size(4, 4)
+fn main_cpu(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  block_product(wg, lid);
+  let b1 = wg.z / p.NB2;
+  let b2 = wg.z % p.NB2;
+  let c_base = p.c_off + b1 * p.c_b1 + b2 * p.c_b2;
+  let m = wg.y * 16u + lid.y;
+  let n = wg.x * 16u + lid.x * 4u;
+  epilogue_row(b2, c_base, m, n, acc[0]);
+  epilogue_row(b2, c_base, m + 4u, n, acc[1]);
+  epilogue_row(b2, c_base, m + 8u, n, acc[2]);
+  epilogue_row(b2, c_base, m + 12u, n, acc[3]);
+}
+
+@compute @workgroup_size(4, 4)
+fn encode_cpu(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  block_product(wg, lid);
+  let m = wg.y * 16u + lid.y;
+  let n = wg.x * 16u + lid.x * 4u;
+  encode_row(m, n, acc[0]);
+  encode_row(m + 4u, n, acc[1]);
+  encode_row(m + 8u, n, acc[2]);
+  encode_row(m + 12u, n, acc[3]);
+}

@@ -51,3 +51,39 @@ fn apply(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: ve
     out[base + i] = v;
   }
 }
+
+// Software adapters (lavapipe): one row per invocation, no workgroup memory or barriers (see
+// softmax.wgsl). Rows = (workgroup x + 65535 y) * 64 + lane.
+fn row_mean_serial(base: u32) -> f32 {
+  var s = 0.0;
+  for (var i = 0u; i < p.d; i++) { s += x[base + i]; }
+  return s / f32(p.d);
+}
+
+@compute @workgroup_size(64)
+fn scale_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = (wg.x + wg.y * 65535u) * 64u + lid.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.d;
+  var mu = 0.0;
+  if (p.center != 0u) { mu = row_mean_serial(base); }
+  var s = 0.0;
+  for (var i = 0u; i < p.d; i++) { let c = x[base + i] - mu; s += c * c; }
+  out[row] = sqrt(s / f32(p.d) + p.eps);
+}
+
+@compute @workgroup_size(64)
+fn apply_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = (wg.x + wg.y * 65535u) * 64u + lid.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.d;
+  var mu = 0.0;
+  if (p.center != 0u) { mu = row_mean_serial(base); }
+  let sc = scale_in[row];
+  for (var i = 0u; i < p.d; i++) {
+    var v = (x[base + i] - mu) / sc;
+    if (p.affine != 0u) { v = v * w[i]; }
+    if (p.has_bias != 0u) { v = v + bvec[i]; }
+    out[base + i] = v;
+  }
+}

@@ -21,3 +21,18 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   sum = reduce_sum(sum, t);
   for (var i = t; i < p.n; i += WG) { out[base + i] = exp(x[base + i] - mx) / sum; }
 }
+
+// Software adapters (lavapipe): one row per invocation, no workgroup memory or barriers. There an
+// invocation is one lane of a CPU SIMD register and each barrier a coroutine switch, so a
+// workgroup per row spends its time synchronising. Rows = (workgroup x + 65535 y) * 64 + lane.
+@compute @workgroup_size(64)
+fn rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = (wg.x + wg.y * 65535u) * 64u + lid.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.n;
+  var mx = bitcast<f32>(0xff800000u);
+  for (var i = 0u; i < p.n; i++) { mx = max(mx, x[base + i]); }
+  var sum = 0.0;
+  for (var i = 0u; i < p.n; i++) { sum += exp(x[base + i] - mx); }
+  for (var i = 0u; i < p.n; i++) { out[base + i] = exp(x[base + i] - mx) / sum; }
+}

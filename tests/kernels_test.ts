@@ -7,6 +7,20 @@ import { maxRelErr, poisonPool, randArray, relErr } from "./_util.ts";
 const { f16 } = await initGpu();
 let seed = 1000;
 
+/** The GPU kernels and the software-adapter variants (ops.cpuVariants) of matmul, norms, softmax. */
+const VARIANTS = [["GPU kernels", "never"], ["software-adapter variants", "always"]] as const;
+
+/** Runs `fn` with ops.cpuVariants set to `mode`, restoring it after. */
+async function withVariants(mode: "never" | "always", fn: () => Promise<void>): Promise<void> {
+  const saved = ops.cpuVariants.mode;
+  ops.cpuVariants.mode = mode;
+  try {
+    await fn();
+  } finally {
+    ops.cpuVariants.mode = saved;
+  }
+}
+
 function refMatmul(
   a: Float32Array,
   b: Float32Array,
@@ -30,7 +44,8 @@ function refMatmul(
 } // deno-fmt-ignore
 
 for (const [M, K, N] of [[1, 1, 1], [7, 13, 5], [65, 129, 33], [256, 768, 3072]]) {
-  Deno.test(`matmul ${M}x${K}x${N} with bias matches float64`, async () => {
+  for (const [vname, mode] of VARIANTS) {
+  Deno.test(`matmul ${M}x${K}x${N} with bias matches float64 (${vname})`, () => withVariants(mode, async () => {
     const a = randArray(M * K, seed++), b = randArray(K * N, seed++), bias = randArray(N, seed++);
     using ta = Tensor.from(a, [M, K]);
     using tb = Tensor.from(b, [K, N]);
@@ -41,84 +56,94 @@ for (const [M, K, N] of [[1, 1, 1], [7, 13, 5], [65, 129, 33], [256, 768, 3072]]
     const got = await out.toArray();
     const err = relErr(got, refMatmul(a, b, bias, M, K, N));
     assert.ok(err < 1e-5, `rel err ${err}`);
-  });
+  }));
+  }
 }
 
-Deno.test("bmm (batched) matches float64 per batch", async () => {
-  const [B, M, K, N] = [3, 17, 40, 23];
-  const a = randArray(B * M * K, seed++), b = randArray(B * K * N, seed++);
-  using ta = Tensor.from(a, [B, M, K]);
-  using tb = Tensor.from(b, [B, K, N]);
-  poisonPool(B * M * N * 4);
-  using out = ops.bmm(ta, tb);
-  const got = await out.toArray();
-  for (let z = 0; z < B; z++) {
-    const ref = refMatmul(a.subarray(z * M * K), b.subarray(z * K * N), null, M, K, N);
-    const err = relErr(got.subarray(z * M * N, (z + 1) * M * N), ref);
-    assert.ok(err < 1e-5, `batch ${z}: rel err ${err}`);
-  }
-});
+for (const [vname, mode] of VARIANTS) {
+  Deno.test(`bmm (batched) matches float64 per batch (${vname})`, () =>
+    withVariants(mode, async () => {
+      const [B, M, K, N] = [3, 17, 40, 23];
+      const a = randArray(B * M * K, seed++), b = randArray(B * K * N, seed++);
+      using ta = Tensor.from(a, [B, M, K]);
+      using tb = Tensor.from(b, [B, K, N]);
+      poisonPool(B * M * N * 4);
+      using out = ops.bmm(ta, tb);
+      const got = await out.toArray();
+      for (let z = 0; z < B; z++) {
+        const ref = refMatmul(a.subarray(z * M * K), b.subarray(z * K * N), null, M, K, N);
+        const err = relErr(got.subarray(z * M * N, (z + 1) * M * N), ref);
+        assert.ok(err < 1e-5, `batch ${z}: rel err ${err}`);
+      }
+    }));
+}
 
-Deno.test("gemm strided: per-head q·kᵀ in [batch, pos, head, d] layout with scale and causal mask", async () => {
-  const [Bt, P, H, D] = [2, 9, 3, 8];
-  const q = randArray(Bt * P * H * D, seed++), k = randArray(Bt * P * H * D, seed++);
-  using tq = Tensor.from(q, [Bt, P, H, D]);
-  using tk = Tensor.from(k, [Bt, P, H, D]);
-  using out = Tensor.from(new Float32Array(Bt * H * P * P).fill(NaN), [Bt, H, P, P]);
-  const alpha = 0.37;
-  ops.gemm(
-    { t: out, b1: H * P * P, b2: P * P, row: P, col: 1 },
-    { t: tq, b1: P * H * D, b2: D, row: H * D, col: 1 },
-    { t: tk, b1: P * H * D, b2: D, row: 1, col: H * D },
-    { M: P, N: P, K: D, nb1: Bt, nb2: H, alpha, causal: true },
-  );
-  const got = await out.toArray();
-  const ref = new Float64Array(got.length);
-  for (let b = 0; b < Bt; b++) {
-    for (let h = 0; h < H; h++) {
-      for (let i = 0; i < P; i++) {
-        for (let j = 0; j < P; j++) {
-          let s = 0;
-          for (let d = 0; d < D; d++) {
-            s += q[((b * P + i) * H + h) * D + d] * k[((b * P + j) * H + h) * D + d];
+for (const [vname, mode] of VARIANTS) {
+  Deno.test(`gemm strided: per-head q·kᵀ in [batch, pos, head, d] layout with scale and causal mask (${vname})`, () =>
+    withVariants(mode, async () => {
+      const [Bt, P, H, D] = [2, 9, 3, 8];
+      const q = randArray(Bt * P * H * D, seed++), k = randArray(Bt * P * H * D, seed++);
+      using tq = Tensor.from(q, [Bt, P, H, D]);
+      using tk = Tensor.from(k, [Bt, P, H, D]);
+      using out = Tensor.from(new Float32Array(Bt * H * P * P).fill(NaN), [Bt, H, P, P]);
+      const alpha = 0.37;
+      ops.gemm(
+        { t: out, b1: H * P * P, b2: P * P, row: P, col: 1 },
+        { t: tq, b1: P * H * D, b2: D, row: H * D, col: 1 },
+        { t: tk, b1: P * H * D, b2: D, row: 1, col: H * D },
+        { M: P, N: P, K: D, nb1: Bt, nb2: H, alpha, causal: true },
+      );
+      const got = await out.toArray();
+      const ref = new Float64Array(got.length);
+      for (let b = 0; b < Bt; b++) {
+        for (let h = 0; h < H; h++) {
+          for (let i = 0; i < P; i++) {
+            for (let j = 0; j < P; j++) {
+              let s = 0;
+              for (let d = 0; d < D; d++) {
+                s += q[((b * P + i) * H + h) * D + d] * k[((b * P + j) * H + h) * D + d];
+              }
+              ref[((b * H + h) * P + i) * P + j] = j > i ? -Infinity : s * alpha;
+            }
           }
-          ref[((b * H + h) * P + i) * P + j] = j > i ? -Infinity : s * alpha;
         }
       }
-    }
-  }
-  assert.ok(maxRelErr(got, ref) < 1e-5, `max rel err ${maxRelErr(got, ref)}`);
-});
+      assert.ok(maxRelErr(got, ref) < 1e-5, `max rel err ${maxRelErr(got, ref)}`);
+    }));
+}
 
-Deno.test("gemm accumulate adds into C, per-batch bias", async () => {
-  const [B2, M, K, N] = [2, 5, 7, 6];
-  const a = randArray(B2 * M * K, seed++), b = randArray(B2 * K * N, seed++);
-  const c0 = randArray(B2 * M * N, seed++), bias = randArray(B2 * N, seed++);
-  using ta = Tensor.from(a, [B2, M, K]);
-  using tb = Tensor.from(b, [B2, K, N]);
-  using tc = Tensor.from(c0, [B2, M, N]);
-  using tbias = Tensor.from(bias, [B2, N]);
-  ops.gemm(
-    { t: tc, b2: M * N, row: N, col: 1 },
-    { t: ta, b2: M * K, row: K, col: 1 },
-    { t: tb, b2: K * N, row: N, col: 1 },
-    { M, N, K, nb2: B2, bias: tbias, biasPerBatch: true, accumulate: true },
-  );
-  const got = await tc.toArray();
-  const ref = new Float64Array(got.length);
-  for (let z = 0; z < B2; z++) {
-    const r = refMatmul(
-      a.subarray(z * M * K),
-      b.subarray(z * K * N),
-      bias.subarray(z * N),
-      M,
-      K,
-      N,
-    );
-    for (let i = 0; i < M * N; i++) ref[z * M * N + i] = r[i] + c0[z * M * N + i];
-  }
-  assert.ok(relErr(got, ref) < 1e-5);
-});
+for (const [vname, mode] of VARIANTS) {
+  Deno.test(`gemm accumulate adds into C, per-batch bias (${vname})`, () =>
+    withVariants(mode, async () => {
+      const [B2, M, K, N] = [2, 5, 7, 6];
+      const a = randArray(B2 * M * K, seed++), b = randArray(B2 * K * N, seed++);
+      const c0 = randArray(B2 * M * N, seed++), bias = randArray(B2 * N, seed++);
+      using ta = Tensor.from(a, [B2, M, K]);
+      using tb = Tensor.from(b, [B2, K, N]);
+      using tc = Tensor.from(c0, [B2, M, N]);
+      using tbias = Tensor.from(bias, [B2, N]);
+      ops.gemm(
+        { t: tc, b2: M * N, row: N, col: 1 },
+        { t: ta, b2: M * K, row: K, col: 1 },
+        { t: tb, b2: K * N, row: N, col: 1 },
+        { M, N, K, nb2: B2, bias: tbias, biasPerBatch: true, accumulate: true },
+      );
+      const got = await tc.toArray();
+      const ref = new Float64Array(got.length);
+      for (let z = 0; z < B2; z++) {
+        const r = refMatmul(
+          a.subarray(z * M * K),
+          b.subarray(z * K * N),
+          bias.subarray(z * N),
+          M,
+          K,
+          N,
+        );
+        for (let i = 0; i < M * N; i++) ref[z * M * N + i] = r[i] + c0[z * M * N + i];
+      }
+      assert.ok(relErr(got, ref) < 1e-5);
+    }));
+}
 
 Deno.test("elementwise add/sub/mul (same shape and broadcast suffix), scale, affine", async () => {
   const n = 7 * 13 * 5;
@@ -164,88 +189,95 @@ Deno.test("fillAt sets exactly the chosen indices along a dim", async () => {
   assert.throws(() => t.fillAt(2, [10], 0), /out of range/);
 });
 
-Deno.test("norm reductions: LayerNorm / RMSNorm scale and apply match float64", async () => {
-  for (const [rows, d] of [[1, 1], [7, 13], [65, 129], [3, 768]]) {
-    const x = randArray(rows * d, seed++), w = randArray(d, seed++), b = randArray(d, seed++);
-    using tx = Tensor.from(x, [rows, d]);
-    using tw = Tensor.from(w, [d]);
-    using tb = Tensor.from(b, [d]);
-    for (const kind of ["LN", "RMS"] as const) {
-      poisonPool(rows * 4);
-      using sc = ops.normScale(tx, kind, 1e-5);
-      poisonPool(rows * d * 4);
-      using y = ops.normApply(tx, sc, kind, tw, kind === "LN" ? tb : undefined);
-      const [gs, gy] = [await sc.toArray(), await y.toArray()];
-      const rs = new Float64Array(rows), ry = new Float64Array(rows * d);
-      for (let r = 0; r < rows; r++) {
-        let mu = 0;
-        if (kind === "LN") { for (let i = 0; i < d; i++) mu += x[r * d + i] / d; }
-        let v = 0;
-        for (let i = 0; i < d; i++) v += (x[r * d + i] - mu) ** 2 / d;
-        rs[r] = Math.sqrt(v + 1e-5);
-        for (let i = 0; i < d; i++) {
-          ry[r * d + i] = (x[r * d + i] - mu) / rs[r] * w[i] + (kind === "LN" ? b[i] : 0);
+for (const [vname, mode] of VARIANTS) {
+  Deno.test(`norm reductions: LayerNorm / RMSNorm scale and apply match float64 (${vname})`, () =>
+    withVariants(mode, async () => {
+      for (const [rows, d] of [[1, 1], [7, 13], [65, 129], [3, 768]]) {
+        const x = randArray(rows * d, seed++), w = randArray(d, seed++), b = randArray(d, seed++);
+        using tx = Tensor.from(x, [rows, d]);
+        using tw = Tensor.from(w, [d]);
+        using tb = Tensor.from(b, [d]);
+        for (const kind of ["LN", "RMS"] as const) {
+          poisonPool(rows * 4);
+          using sc = ops.normScale(tx, kind, 1e-5);
+          poisonPool(rows * d * 4);
+          using y = ops.normApply(tx, sc, kind, tw, kind === "LN" ? tb : undefined);
+          const [gs, gy] = [await sc.toArray(), await y.toArray()];
+          const rs = new Float64Array(rows), ry = new Float64Array(rows * d);
+          for (let r = 0; r < rows; r++) {
+            let mu = 0;
+            if (kind === "LN") { for (let i = 0; i < d; i++) mu += x[r * d + i] / d; }
+            let v = 0;
+            for (let i = 0; i < d; i++) v += (x[r * d + i] - mu) ** 2 / d;
+            rs[r] = Math.sqrt(v + 1e-5);
+            for (let i = 0; i < d; i++) {
+              ry[r * d + i] = (x[r * d + i] - mu) / rs[r] * w[i] + (kind === "LN" ? b[i] : 0);
+            }
+          }
+          assert.ok(relErr(gs, rs) < 1e-5, `${kind} ${rows}x${d} scale ${relErr(gs, rs)}`);
+          assert.ok(relErr(gy, ry) < 1e-5, `${kind} ${rows}x${d} apply ${relErr(gy, ry)}`);
         }
       }
-      assert.ok(relErr(gs, rs) < 1e-5, `${kind} ${rows}x${d} scale ${relErr(gs, rs)}`);
-      assert.ok(relErr(gy, ry) < 1e-5, `${kind} ${rows}x${d} apply ${relErr(gy, ry)}`);
-    }
-  }
-});
+    }));
+}
 
-Deno.test("softmax with -inf entries, activations, loss per token and mean", async () => {
-  const [rows, n] = [9, 37];
-  const x = randArray(rows * n, seed++).map((v, i) => (i % 5 === 4 ? -Infinity : v * 4));
-  using tx = Tensor.from(x, [rows, n]);
-  poisonPool(rows * n * 4);
-  using sm = ops.softmax(tx);
-  const got = await sm.toArray();
-  const ref = new Float64Array(rows * n);
-  for (let r = 0; r < rows; r++) {
-    const row = Array.from(x.subarray(r * n, (r + 1) * n));
-    const mx = Math.max(...row);
-    const s = row.reduce((acc, v) => acc + Math.exp(v - mx), 0);
-    row.forEach((v, i) => (ref[r * n + i] = Math.exp(v - mx) / s));
-  }
-  assert.ok(relErr(got, ref) < 1e-5);
+for (const [vname, mode] of VARIANTS) {
+  Deno.test(`softmax with -inf entries, activations, loss per token and mean (${vname})`, () =>
+    withVariants(mode, async () => {
+      const [rows, n] = [9, 37];
+      const x = randArray(rows * n, seed++).map((v, i) => (i % 5 === 4 ? -Infinity : v * 4));
+      using tx = Tensor.from(x, [rows, n]);
+      poisonPool(rows * n * 4);
+      using sm = ops.softmax(tx);
+      const got = await sm.toArray();
+      const ref = new Float64Array(rows * n);
+      for (let r = 0; r < rows; r++) {
+        const row = Array.from(x.subarray(r * n, (r + 1) * n));
+        const mx = Math.max(...row);
+        const s = row.reduce((acc, v) => acc + Math.exp(v - mx), 0);
+        row.forEach((v, i) => (ref[r * n + i] = Math.exp(v - mx) / s));
+      }
+      assert.ok(relErr(got, ref) < 1e-5);
 
-  const a = randArray(1000, seed++).map((v) => v * 6);
-  using ta = Tensor.from(a, [1000]);
-  const acts: Record<string, (v: number) => number> = {
-    gelu_new: (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))),
-    gelu: (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)),
-    relu: (v) => Math.max(v, 0),
-    silu: (v) => v / (1 + Math.exp(-v)),
-  };
-  for (const [name, f] of Object.entries(acts)) {
-    poisonPool(4000);
-    using y = ops.activation(ta, name);
-    const g = await y.toArray();
-    const e = relErr(g, Float64Array.from(a, f));
-    assert.ok(e < 1e-5, `${name} ${e}`);
-  }
+      const a = randArray(1000, seed++).map((v) => v * 6);
+      using ta = Tensor.from(a, [1000]);
+      const acts: Record<string, (v: number) => number> = {
+        gelu_new: (v) =>
+          0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))),
+        gelu: (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)),
+        relu: (v) => Math.max(v, 0),
+        silu: (v) => v / (1 + Math.exp(-v)),
+      };
+      for (const [name, f] of Object.entries(acts)) {
+        poisonPool(4000);
+        using y = ops.activation(ta, name);
+        const g = await y.toArray();
+        const e = relErr(g, Float64Array.from(a, f));
+        assert.ok(e < 1e-5, `${name} ${e}`);
+      }
 
-  const [B, P, V] = [2, 5, 33];
-  const logits = randArray(B * P * V, seed++).map((v) => v * 5);
-  const toks = [3, 0, 32, 7, 1, 4, 4, 9, 31, 2];
-  using tl = Tensor.from(logits, [B, P, V]);
-  using tt = Tensor.from(toks, [B, P], "int32");
-  poisonPool(B * (P - 1) * 4);
-  using lpt = ops.lossPerToken(tl, tt);
-  using mean = ops.meanAll(lpt);
-  const [gl, gm] = [await lpt.toArray(), await mean.toArray()];
-  const rl = new Float64Array(B * (P - 1));
-  for (let b = 0; b < B; b++) {
-    for (let p = 0; p < P - 1; p++) {
-      const row = Array.from(logits.subarray((b * P + p) * V, (b * P + p + 1) * V));
-      const mx = Math.max(...row);
-      const lse = Math.log(row.reduce((s, v) => s + Math.exp(v - mx), 0)) + mx;
-      rl[b * (P - 1) + p] = lse - row[toks[b * P + p + 1]];
-    }
-  }
-  assert.ok(relErr(gl, rl) < 1e-5);
-  assert.ok(Math.abs(gm[0] - rl.reduce((s, v) => s + v, 0) / rl.length) < 1e-5);
-});
+      const [B, P, V] = [2, 5, 33];
+      const logits = randArray(B * P * V, seed++).map((v) => v * 5);
+      const toks = [3, 0, 32, 7, 1, 4, 4, 9, 31, 2];
+      using tl = Tensor.from(logits, [B, P, V]);
+      using tt = Tensor.from(toks, [B, P], "int32");
+      poisonPool(B * (P - 1) * 4);
+      using lpt = ops.lossPerToken(tl, tt);
+      using mean = ops.meanAll(lpt);
+      const [gl, gm] = [await lpt.toArray(), await mean.toArray()];
+      const rl = new Float64Array(B * (P - 1));
+      for (let b = 0; b < B; b++) {
+        for (let p = 0; p < P - 1; p++) {
+          const row = Array.from(logits.subarray((b * P + p) * V, (b * P + p + 1) * V));
+          const mx = Math.max(...row);
+          const lse = Math.log(row.reduce((s, v) => s + Math.exp(v - mx), 0)) + mx;
+          rl[b * (P - 1) + p] = lse - row[toks[b * P + p + 1]];
+        }
+      }
+      assert.ok(relErr(gl, rl) < 1e-5);
+      assert.ok(Math.abs(gm[0] - rl.reduce((s, v) => s + v, 0) / rl.length) < 1e-5);
+    }));
+}
 
 /** erf by its series / continued fraction, to float64 accuracy for the test's range. */
 function erf(x: number): number {
@@ -263,7 +295,8 @@ const LINEAR_MODES = {
   matvec: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never" },
   tile64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" },
   tile128: { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" },
-  cpu: { cpuKernel: "always" },
+  cpu: { cpuKernel: "large" },
+  cpuSmall: { cpuKernel: "small" },
 } as const;
 const LINEAR_CASES = [
   [1, 4, 4, 4, 8, "matvec"],
@@ -280,6 +313,9 @@ const LINEAR_CASES = [
   [256, 768, 3072, 3072, 8, "cpu"],
   [129, 772, 260, 260, 8, "cpu"],
   [37, 12, 132, 132, 8, "cpu"],
+  [1, 4, 4, 4, 8, "cpuSmall"],
+  [130, 68, 200, 200, 8, "cpuSmall"],
+  [33, 772, 36, 36, 8, "cpuSmall"],
 ] as const; // deno-fmt-ignore
 for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
   Deno.test(`linear (${mode}, BK ${BK}) ${M}x${K}x${N} (LDB ${LDB}) with bias, activation and residual epilogues matches float64`, async () => {
@@ -342,7 +378,7 @@ Deno.test({ name: "f16 weight storage: dense layers on f16 weights equal float64
   using tw = Tensor.from(w, [K, N], "float16");
   using tb = Tensor.from(bias, [N]);
   const ref = refMatmul(a, w16, bias, M, K, N);
-  for (const mode of ["matvec", "tile64", "tile128", "cpu"] as const) {
+  for (const mode of ["matvec", "tile64", "tile128", "cpu", "cpuSmall"] as const) {
     const saved = { ...ops.linearConfig };
     Object.assign(ops.linearConfig, LINEAR_MODES[mode]);
     poisonPool(M * N * 4);

@@ -23,6 +23,8 @@ interface Spec {
   hook?: string;
   reshape?: string;
   cfg?: Record<string, unknown>;
+  /** ops.cpuVariants mode for the general encode kernel (default: the adapter's choice). */
+  variants?: "never" | "always";
 }
 
 /** Writes a random SAE in SAELens's layout; returns its dir and weights. */
@@ -137,13 +139,20 @@ const CASES: Spec[] = [
   { arch: "topk", dIn: 24, dSae: 40, k: 5, rescale: true, norm: "layer_norm" },
   { arch: "jumprelu", dIn: 24, dSae: 40, bdec: false },
   { arch: "gated", dIn: 24, dSae: 40, norm: "constant_norm_rescale" },
-  // d_in not a multiple of 4: the general (strided) encode kernel instead of the tiled one.
-  { arch: "jumprelu", dIn: 10, dSae: 30 },
-  { arch: "gated", dIn: 10, dSae: 30 },
+  // d_in not a multiple of 4: the general (strided) encode kernel instead of the tiled one, as
+  // written for GPUs and in its software-adapter variant.
+  { arch: "jumprelu", dIn: 10, dSae: 30, variants: "never" },
+  { arch: "gated", dIn: 10, dSae: 30, variants: "never" },
+  { arch: "jumprelu", dIn: 10, dSae: 30, variants: "always" },
+  { arch: "gated", dIn: 10, dSae: 30, variants: "always" },
 ];
 
 for (const [i, s] of CASES.entries()) {
-  Deno.test(`SAE ${s.arch}, d_in ${s.dIn} (norm ${s.norm ?? "none"}, b_dec in ${s.bdec ?? true}${s.rescale ? ", rescaled" : ""}) matches float64`, async () => {
+  const variant = s.variants ? `, ${s.variants === "never" ? "GPU kernel" : "software-adapter kernel"}` : "";
+  Deno.test(`SAE ${s.arch}, d_in ${s.dIn} (norm ${s.norm ?? "none"}, b_dec in ${s.bdec ?? true}${s.rescale ? ", rescaled" : ""}${variant}) matches float64`, async () => {
+    const saved = ops.cpuVariants.mode;
+    ops.cpuVariants.mode = s.variants ?? saved;
+    using _restore = { [Symbol.dispose]: () => { ops.cpuVariants.mode = saved; } };
     const [dir, w] = await makeSae(s, `case${i}`);
     using sae = await SAE.load(dir);
     const rows = 13;

@@ -35,6 +35,30 @@ function gridRows(rows: number): [number, number] {
   return [x, Math.ceil(rows / 65535) || 1];
 }
 
+/**
+ * Kernel variants for software adapters (lavapipe): there an invocation is one lane of a CPU SIMD
+ * register, a barrier is a coroutine switch and every buffer load a loop over the lanes, so row
+ * kernels (softmax, norms) take one row per invocation and the general matmul a register block
+ * with no workgroup memory (see the `*_cpu` and `*_rows` entries). "auto" takes them on a software
+ * adapter; tests and benchmarks force either way.
+ *
+ * @example
+ * ```ts
+ * cpuVariants.mode = "never"; // the GPU kernels, even on lavapipe
+ * ```
+ */
+export const cpuVariants: { mode: "auto" | "always" | "never" } = { mode: "auto" };
+
+function useCpuVariants(): boolean {
+  return cpuVariants.mode === "always" ||
+    (cpuVariants.mode === "auto" && runtime().gpu.isFallback);
+}
+
+/** Grid of 64-invocation workgroups with one row per invocation (the `*_rows` entries). */
+function laneGrid(rows: number): [number, number] {
+  return gridRows(Math.ceil(rows / 64));
+}
+
 function assertF32(t: Tensor, what: string): void {
   if (t.dtype !== "float32") {
     throw new ShapeError(`${what} needs a float32 tensor, got ${t.dtype} [${t.shape.join(", ")}].`);
@@ -278,11 +302,13 @@ export function gemm(C: Operand, A: Operand, B: Operand, o: GemmOptions): void {
     0,
     0,
   ];
+  const cpu = useCpuVariants();
+  const tile = cpu ? 16 : 64;
   dispatch(
-    pipeline(SHADERS.matmul, "main"),
+    pipeline(SHADERS.matmul, cpu ? "main_cpu" : "main"),
     params,
     [A.t.buffer, B.t.buffer, C.t.buffer, (o.bias ?? A.t).buffer],
-    [Math.ceil(o.N / 64), Math.ceil(o.M / 64), nb1 * nb2],
+    [Math.ceil(o.N / tile), Math.ceil(o.M / tile), nb1 * nb2],
   );
 }
 
@@ -357,11 +383,12 @@ export function normScale(x: Tensor, kind: NormKind, eps: number): Tensor {
   const d = x.shape.at(-1) ?? 1;
   const rows = x.size / d;
   const out = Tensor.empty([...x.shape.slice(0, -1), 1]);
+  const cpu = useCpuVariants();
   dispatch(
-    pipeline(SHADERS.norm, "scale"),
+    pipeline(SHADERS.norm, cpu ? "scale_rows" : "scale"),
     [rows, d, kind === "LN" ? 1 : 0, 0, f32(eps), 0, 0, 0],
     [x.buffer, undefined, out.buffer],
-    gridRows(rows),
+    cpu ? laneGrid(rows) : gridRows(rows),
   );
   return out;
 }
@@ -389,11 +416,12 @@ export function normApply(
     throw new ShapeError(`norm: scale has ${scale.size} elements for ${rows} rows.`);
   }
   const out = Tensor.empty(x.shape);
+  const cpu = useCpuVariants();
   dispatch(
-    pipeline(SHADERS.norm, "apply"),
+    pipeline(SHADERS.norm, cpu ? "apply_rows" : "apply"),
     [rows, d, kind === "LN" ? 1 : 0, w ? 1 : 0, f32(0), b ? 1 : 0, 0, 0],
     [x.buffer, scale.buffer, out.buffer, (w ?? x).buffer, (b ?? x).buffer],
-    gridRows(rows),
+    cpu ? laneGrid(rows) : gridRows(rows),
   );
   return out;
 }
@@ -411,11 +439,12 @@ export function softmax(x: Tensor): Tensor {
   const n = x.shape.at(-1) ?? 1;
   const rows = x.size / n;
   const out = Tensor.empty(x.shape);
+  const cpu = useCpuVariants();
   dispatch(
-    pipeline(SHADERS.softmax, "main"),
+    pipeline(SHADERS.softmax, cpu ? "rows" : "main"),
     [rows, n, 0, 0],
     [x.buffer, out.buffer],
-    gridRows(rows),
+    cpu ? laneGrid(rows) : gridRows(rows),
   );
   return out;
 }
@@ -574,11 +603,13 @@ export function saeEncode(
     0,
     0,
   ]; // deno-fmt-ignore
+  const cpu = useCpuVariants();
+  const tile = cpu ? 16 : 64;
   dispatch(
-    pipeline(SHADERS.matmul, "encode"),
+    pipeline(SHADERS.matmul, cpu ? "encode_cpu" : "encode"),
     params,
     [x.buffer, w.buffer, pre.buffer, b.buffer, post.buffer, (aux ?? b).buffer],
-    [Math.ceil(N / 64), Math.ceil(M / 64), 1],
+    [Math.ceil(N / tile), Math.ceil(M / tile), 1],
   );
   return [pre, post];
 }
@@ -795,18 +826,23 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
 /**
  * Tuning of the dense-layer kernels: the K step of the 128x128 tiles (8 or 16), up to how many
  * rows the matrix-vector and the 64x64-tile kernels are used. `cpuKernel` picks the register-blocked
- * kernel of shaders/linear_cpu.wgsl (no workgroup memory; 2-4x the tiled kernels on lavapipe,
- * where every buffer load is a loop over the SIMD lanes): "auto" takes it on a software adapter
- * above `matvecMaxRows` rows when K and N are multiples of 4, the weight is not padded and the
- * layer has at least `cpuMinMacs` multiply-adds (M·K·N). Its large unrolled block takes LLVM ~5 s
- * a variant to compile (once per machine: Mesa caches it on disk), so small layers, which would
- * save a few milliseconds a call, keep the tiled kernels. Benchmarks compare them.
+ * kernels of shaders/linear_cpu.wgsl (no workgroup memory; 2-4x the tiled kernels on lavapipe,
+ * where every buffer load is a loop over the SIMD lanes): "auto" takes them on a software adapter
+ * above `matvecMaxRows` rows when K and N are multiples of 4 and the weight is not padded: the
+ * "large" block for layers of at least `cpuMinMacs` multiply-adds (M·K·N), else the "small" one
+ * (the large block takes LLVM ~5 s a variant to compile, once per machine as Mesa caches it on
+ * disk, which small layers would not win back). Benchmarks compare them.
+ *
+ * @example
+ * ```ts
+ * linearConfig.cpuKernel = "never"; // the tiled GPU kernels, even on lavapipe
+ * ```
  */
 export const linearConfig: {
   bk: 8 | 16;
   matvecMaxRows: number;
   smallTileMaxRows: number;
-  cpuKernel: "auto" | "always" | "never";
+  cpuKernel: "auto" | "large" | "small" | "never";
   cpuMinMacs: number;
 } = {
   bk: 8,
@@ -896,9 +932,13 @@ export function linear(
     (epi.resid ?? epi.gate?.t ?? x).buffer,
   ];
   const params = [M, N, K, LDB, bias ? 1 : 0, 0, 0, 0];
-  if (useCpuKernel(M, K, N, LDB)) {
-    const groups: [number, number, number] = [Math.ceil(N / 128), Math.ceil(M / 128), 1];
-    dispatch(pipeline(SHADERS.linear_cpu, "main", defines), params, buffers, groups);
+  const cpu = cpuKernel(M, K, N, LDB);
+  if (cpu) {
+    // Tiles: main 128x128, small 32x32 (see shaders/linear_cpu.wgsl).
+    const t = cpu === "large" ? 128 : 32;
+    const groups: [number, number, number] = [Math.ceil(N / t), Math.ceil(M / t), 1];
+    const entry = cpu === "large" ? "main" : "small";
+    dispatch(pipeline(SHADERS.linear_cpu, entry, defines), params, buffers, groups);
     return [y, d];
   }
   // Shape classes: one row -> matrix-vector; few rows -> 64x64 tiles; else 128x128 tiles.
@@ -921,13 +961,13 @@ export function linear(
   return [y, d];
 }
 
-/** Whether {@link linear} takes the register-blocked kernel (see {@link linearConfig}). */
-function useCpuKernel(M: number, K: number, N: number, LDB: number): boolean {
+/** Which register-blocked kernel {@link linear} takes, if any (see {@link linearConfig}). */
+function cpuKernel(M: number, K: number, N: number, LDB: number): "large" | "small" | null {
   const mode = linearConfig.cpuKernel;
-  if (mode === "never" || N !== LDB || N % 4 !== 0) return false;
-  return mode === "always" ||
-    (runtime().gpu.isFallback && M > linearConfig.matvecMaxRows &&
-      M * K * N >= linearConfig.cpuMinMacs);
+  if (mode === "never" || N !== LDB || N % 4 !== 0) return null;
+  if (mode !== "auto") return mode;
+  if (!runtime().gpu.isFallback || M <= linearConfig.matvecMaxRows) return null;
+  return M * K * N >= linearConfig.cpuMinMacs ? "large" : "small";
 }
 
 const scratchTensors = new WeakMap<object, Tensor>();
