@@ -148,11 +148,17 @@ const CASES: Spec[] = [
 ];
 
 for (const [i, s] of CASES.entries()) {
-  const variant = s.variants ? `, ${s.variants === "never" ? "GPU kernel" : "software-adapter kernel"}` : "";
+  const variant = s.variants
+    ? `, ${s.variants === "never" ? "GPU kernel" : "software-adapter kernel"}`
+    : "";
   Deno.test(`SAE ${s.arch}, d_in ${s.dIn} (norm ${s.norm ?? "none"}, b_dec in ${s.bdec ?? true}${s.rescale ? ", rescaled" : ""}${variant}) matches float64`, async () => {
     const saved = ops.cpuVariants.mode;
     ops.cpuVariants.mode = s.variants ?? saved;
-    using _restore = { [Symbol.dispose]: () => { ops.cpuVariants.mode = saved; } };
+    using _restore = {
+      [Symbol.dispose]: () => {
+        ops.cpuVariants.mode = saved;
+      },
+    };
     const [dir, w] = await makeSae(s, `case${i}`);
     using sae = await SAE.load(dir);
     const rows = 13;
