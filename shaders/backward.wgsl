@@ -99,6 +99,55 @@ fn norm_scale_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_i
   for (var i = t; i < p.n; i += WG) { out[b + i] = k * (x[b + i] - mx); }
 }
 
+// Software adapters (lavapipe): the three row kernels above with one row per invocation and no
+// workgroup memory or barriers (see softmax.wgsl). Rows = (workgroup x + 65535 y) * 64 + lane.
+fn lane_row(wg: vec3u, lid: vec3u) -> u32 { return (wg.x + wg.y * 65535u) * 64u + lid.x; }
+
+@compute @workgroup_size(64)
+fn softmax_grad_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = lane_row(wg, lid);
+  if (row >= p.rows) { return; }
+  let b = row * p.n;
+  var s = 0.0;
+  for (var i = 0u; i < p.n; i++) { s += g[b + i] * x[b + i]; }
+  for (var i = 0u; i < p.n; i++) { out[b + i] = x[b + i] * (g[b + i] - s); }
+}
+
+@compute @workgroup_size(64)
+fn norm_apply_grad_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = lane_row(wg, lid);
+  if (row >= p.rows) { return; }
+  let b = row * p.n;
+  let sc = y[row];
+  var mg = 0.0;
+  var mx = 0.0;
+  if (p.center != 0u) {
+    for (var i = 0u; i < p.n; i++) { mg += g[b + i]; mx += x[b + i]; }
+    mg = mg / f32(p.n);
+    mx = mx / f32(p.n);
+  }
+  var gs = 0.0;
+  for (var i = 0u; i < p.n; i++) {
+    out[b + i] = (g[b + i] - mg) / sc;
+    gs += g[b + i] * (x[b + i] - mx);
+  }
+  out2[row] = -gs / (sc * sc);
+}
+
+@compute @workgroup_size(64)
+fn norm_scale_grad_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = lane_row(wg, lid);
+  if (row >= p.rows) { return; }
+  let b = row * p.n;
+  var mx = 0.0;
+  if (p.center != 0u) {
+    for (var i = 0u; i < p.n; i++) { mx += x[b + i]; }
+    mx = mx / f32(p.n);
+  }
+  let k = g[row] / (f32(p.n) * y[row]);
+  for (var i = 0u; i < p.n; i++) { out[b + i] = k * (x[b + i] - mx); }
+}
+
 // Mean next-token loss: rows b * pos + q; out = (softmax(x) - onehot(next token)) * scale for
 // q < pos - 1, 0 on the last position. tok_stride = pos, count = vocab... n = vocab.
 @compute @workgroup_size(64)

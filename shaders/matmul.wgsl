@@ -145,47 +145,58 @@ fn encode_row(gm: u32, n: u32, v: vec4<f32>) {
 }
 
 // Software adapters (lavapipe): no workgroup memory or barriers (an invocation is one lane of a
-// CPU SIMD register, a barrier a coroutine switch). A 16x16 tile per workgroup of 4x4 invocations,
-// each 4 rows (4 apart) x 4 adjacent columns read straight from A and B; rows and columns past
-// the end are clamped on load and skipped on store, so the loop has no branches.
+// CPU SIMD register, a barrier a coroutine switch, every buffer load a loop over the lanes). A
+// 32x32 tile per workgroup of 4x4 invocations, each 8 rows (4 apart) x 8 columns (two groups of 4
+// adjacent ones, 16 apart) read straight from A and B: 16 loads per 64 multiply-adds. Rows and
+// columns past the end are clamped on load and skipped on store, so the loop has no branches.
+var<private> blk: array<vec4<f32>, 16>;   // [row i][column group h] = blk[2 i + h]
+
 fn block_product(wg: vec3u, lid: vec3u) {
   let b1 = wg.z / p.NB2;
   let b2 = wg.z % p.NB2;
   let a_base = p.a_off + b1 * p.a_b1 + b2 * p.a_b2;
   let b_base = p.b_off + b1 * p.b_b1 + (b2 / max(p.b_div, 1u)) * p.b_b2;
-  let m0 = wg.y * 16u + lid.y;
-  let n0 = wg.x * 16u + lid.x * 4u;
-  let last_m = max(p.M, 1u) - 1u;
-  let last_n = max(p.N, 1u) - 1u;
-  let a0 = a_base + min(m0, last_m) * p.a_m;
-  let a1 = a_base + min(m0 + 4u, last_m) * p.a_m;
-  let a2 = a_base + min(m0 + 8u, last_m) * p.a_m;
-  let a3 = a_base + min(m0 + 12u, last_m) * p.a_m;
-  let c0 = b_base + min(n0, last_n) * p.b_n;
-  let c1 = b_base + min(n0 + 1u, last_n) * p.b_n;
-  let c2 = b_base + min(n0 + 2u, last_n) * p.b_n;
-  let c3 = b_base + min(n0 + 3u, last_n) * p.b_n;
-  var s0 = vec4<f32>(0.0);
-  var s1 = vec4<f32>(0.0);
-  var s2 = vec4<f32>(0.0);
-  var s3 = vec4<f32>(0.0);
+  let m0 = wg.y * 32u + lid.y;
+  let n0 = wg.x * 32u + lid.x * 4u;
+  let lm = max(p.M, 1u) - 1u;
+  let ln = max(p.N, 1u) - 1u;
+  let a0 = a_base + min(m0, lm) * p.a_m;
+  let a1 = a_base + min(m0 + 4u, lm) * p.a_m;
+  let a2 = a_base + min(m0 + 8u, lm) * p.a_m;
+  let a3 = a_base + min(m0 + 12u, lm) * p.a_m;
+  let a4 = a_base + min(m0 + 16u, lm) * p.a_m;
+  let a5 = a_base + min(m0 + 20u, lm) * p.a_m;
+  let a6 = a_base + min(m0 + 24u, lm) * p.a_m;
+  let a7 = a_base + min(m0 + 28u, lm) * p.a_m;
+  let c0 = b_base + min(n0, ln) * p.b_n;
+  let c1 = b_base + min(n0 + 1u, ln) * p.b_n;
+  let c2 = b_base + min(n0 + 2u, ln) * p.b_n;
+  let c3 = b_base + min(n0 + 3u, ln) * p.b_n;
+  let c4 = b_base + min(n0 + 16u, ln) * p.b_n;
+  let c5 = b_base + min(n0 + 17u, ln) * p.b_n;
+  let c6 = b_base + min(n0 + 18u, ln) * p.b_n;
+  let c7 = b_base + min(n0 + 19u, ln) * p.b_n;
+  var s00 = vec4<f32>(0.0); var s01 = vec4<f32>(0.0); var s10 = vec4<f32>(0.0); var s11 = vec4<f32>(0.0);
+  var s20 = vec4<f32>(0.0); var s21 = vec4<f32>(0.0); var s30 = vec4<f32>(0.0); var s31 = vec4<f32>(0.0);
+  var s40 = vec4<f32>(0.0); var s41 = vec4<f32>(0.0); var s50 = vec4<f32>(0.0); var s51 = vec4<f32>(0.0);
+  var s60 = vec4<f32>(0.0); var s61 = vec4<f32>(0.0); var s70 = vec4<f32>(0.0); var s71 = vec4<f32>(0.0);
   for (var k = 0u; k < p.K; k++) {
     let ka = k * p.a_k;
     let kb = k * p.b_k;
-    let b = vec4<f32>(B[c0 + kb], B[c1 + kb], B[c2 + kb], B[c3 + kb]);
-    let x0 = A[a0 + ka];
-    let x1 = A[a1 + ka];
-    let x2 = A[a2 + ka];
-    let x3 = A[a3 + ka];
-    s0 = fma(vec4<f32>(x0), b, s0);
-    s1 = fma(vec4<f32>(x1), b, s1);
-    s2 = fma(vec4<f32>(x2), b, s2);
-    s3 = fma(vec4<f32>(x3), b, s3);
+    let u = vec4<f32>(B[c0 + kb], B[c1 + kb], B[c2 + kb], B[c3 + kb]);
+    let v = vec4<f32>(B[c4 + kb], B[c5 + kb], B[c6 + kb], B[c7 + kb]);
+    let x0 = vec4<f32>(A[a0 + ka]); let x1 = vec4<f32>(A[a1 + ka]);
+    let x2 = vec4<f32>(A[a2 + ka]); let x3 = vec4<f32>(A[a3 + ka]);
+    let x4 = vec4<f32>(A[a4 + ka]); let x5 = vec4<f32>(A[a5 + ka]);
+    let x6 = vec4<f32>(A[a6 + ka]); let x7 = vec4<f32>(A[a7 + ka]);
+    s00 = fma(x0, u, s00); s01 = fma(x0, v, s01); s10 = fma(x1, u, s10); s11 = fma(x1, v, s11);
+    s20 = fma(x2, u, s20); s21 = fma(x2, v, s21); s30 = fma(x3, u, s30); s31 = fma(x3, v, s31);
+    s40 = fma(x4, u, s40); s41 = fma(x4, v, s41); s50 = fma(x5, u, s50); s51 = fma(x5, v, s51);
+    s60 = fma(x6, u, s60); s61 = fma(x6, v, s61); s70 = fma(x7, u, s70); s71 = fma(x7, v, s71);
   }
-  acc[0] = s0;
-  acc[1] = s1;
-  acc[2] = s2;
-  acc[3] = s3;
+  blk[0] = s00; blk[1] = s01; blk[2] = s10; blk[3] = s11; blk[4] = s20; blk[5] = s21;
+  blk[6] = s30; blk[7] = s31; blk[8] = s40; blk[9] = s41; blk[10] = s50; blk[11] = s51;
+  blk[12] = s60; blk[13] = s61; blk[14] = s70; blk[15] = s71;
 }
 
 @compute @workgroup_size(4, 4)
@@ -194,21 +205,45 @@ fn main_cpu(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid:
   let b1 = wg.z / p.NB2;
   let b2 = wg.z % p.NB2;
   let c_base = p.c_off + b1 * p.c_b1 + b2 * p.c_b2;
-  let m = wg.y * 16u + lid.y;
-  let n = wg.x * 16u + lid.x * 4u;
-  epilogue_row(b2, c_base, m, n, acc[0]);
-  epilogue_row(b2, c_base, m + 4u, n, acc[1]);
-  epilogue_row(b2, c_base, m + 8u, n, acc[2]);
-  epilogue_row(b2, c_base, m + 12u, n, acc[3]);
+  let m = wg.y * 32u + lid.y;
+  let n = wg.x * 32u + lid.x * 4u;
+  epilogue_row(b2, c_base, m, n, blk[0]);
+  epilogue_row(b2, c_base, m, n + 16u, blk[1]);
+  epilogue_row(b2, c_base, m + 4u, n, blk[2]);
+  epilogue_row(b2, c_base, m + 4u, n + 16u, blk[3]);
+  epilogue_row(b2, c_base, m + 8u, n, blk[4]);
+  epilogue_row(b2, c_base, m + 8u, n + 16u, blk[5]);
+  epilogue_row(b2, c_base, m + 12u, n, blk[6]);
+  epilogue_row(b2, c_base, m + 12u, n + 16u, blk[7]);
+  epilogue_row(b2, c_base, m + 16u, n, blk[8]);
+  epilogue_row(b2, c_base, m + 16u, n + 16u, blk[9]);
+  epilogue_row(b2, c_base, m + 20u, n, blk[10]);
+  epilogue_row(b2, c_base, m + 20u, n + 16u, blk[11]);
+  epilogue_row(b2, c_base, m + 24u, n, blk[12]);
+  epilogue_row(b2, c_base, m + 24u, n + 16u, blk[13]);
+  epilogue_row(b2, c_base, m + 28u, n, blk[14]);
+  epilogue_row(b2, c_base, m + 28u, n + 16u, blk[15]);
 }
 
 @compute @workgroup_size(4, 4)
 fn encode_cpu(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   block_product(wg, lid);
-  let m = wg.y * 16u + lid.y;
-  let n = wg.x * 16u + lid.x * 4u;
-  encode_row(m, n, acc[0]);
-  encode_row(m + 4u, n, acc[1]);
-  encode_row(m + 8u, n, acc[2]);
-  encode_row(m + 12u, n, acc[3]);
+  let m = wg.y * 32u + lid.y;
+  let n = wg.x * 32u + lid.x * 4u;
+  encode_row(m, n, blk[0]);
+  encode_row(m, n + 16u, blk[1]);
+  encode_row(m + 4u, n, blk[2]);
+  encode_row(m + 4u, n + 16u, blk[3]);
+  encode_row(m + 8u, n, blk[4]);
+  encode_row(m + 8u, n + 16u, blk[5]);
+  encode_row(m + 12u, n, blk[6]);
+  encode_row(m + 12u, n + 16u, blk[7]);
+  encode_row(m + 16u, n, blk[8]);
+  encode_row(m + 16u, n + 16u, blk[9]);
+  encode_row(m + 20u, n, blk[10]);
+  encode_row(m + 20u, n + 16u, blk[11]);
+  encode_row(m + 24u, n, blk[12]);
+  encode_row(m + 24u, n + 16u, blk[13]);
+  encode_row(m + 28u, n, blk[14]);
+  encode_row(m + 28u, n + 16u, blk[15]);
 }

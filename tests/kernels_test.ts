@@ -430,3 +430,60 @@ Deno.test("embedding gathers: token rows (f32 and f16 tables, ids clamped to the
     }
   }
 }); // deno-fmt-ignore
+
+for (const [vname, mode] of VARIANTS) {
+  Deno.test(`backward row kernels: softmax, norm apply and norm scale gradients match float64 (${vname})`, () => withVariants(mode, async () => {
+    const [rows, n] = [70, 37];
+    const x = randArray(rows * n, seed++), g = randArray(rows * n, seed++);
+    // softmax: out = p * (g - sum(g * p)) for a pattern p (rows of a softmax).
+    const p = new Float32Array(rows * n);
+    for (let r = 0; r < rows; r++) {
+      const e = Array.from(x.subarray(r * n, (r + 1) * n), (v) => Math.exp(v));
+      const s = e.reduce((a, v) => a + v, 0);
+      e.forEach((v, i) => (p[r * n + i] = v / s));
+    }
+    using tp = Tensor.from(p, [rows, n]);
+    using tg = Tensor.from(g, [rows, n]);
+    using tx = Tensor.from(x, [rows, n]);
+    poisonPool(rows * n * 4);
+    using gs = ops.softmaxGrad(tg, tp);
+    const refS = new Float64Array(rows * n);
+    for (let r = 0; r < rows; r++) {
+      let s = 0;
+      for (let i = 0; i < n; i++) s += g[r * n + i] * p[r * n + i];
+      for (let i = 0; i < n; i++) refS[r * n + i] = p[r * n + i] * (g[r * n + i] - s);
+    }
+    assert.ok(maxRelErr(await gs.toArray(), refS) < 1e-5, "softmax grad");
+    for (const kind of ["LN", "RMS"] as const) {
+      const sc = Float32Array.from({ length: rows }, (_, r) => 0.5 + (r % 7) / 7);
+      const gScale = randArray(rows, seed++);
+      using tsc = Tensor.from(sc, [rows, 1]);
+      using tgs = Tensor.from(gScale, [rows, 1]);
+      poisonPool(rows * n * 4);
+      poisonPool(rows * 4);
+      const [gx, gsc] = ops.normApplyGrad(tg, tx, tsc, kind);
+      poisonPool(rows * n * 4);
+      using gx2 = ops.normScaleGrad(tgs, tx, tsc, kind);
+      const refX = new Float64Array(rows * n), refSc = new Float64Array(rows);
+      const refX2 = new Float64Array(rows * n);
+      for (let r = 0; r < rows; r++) {
+        let mg = 0, mx = 0;
+        if (kind === "LN") {
+          for (let i = 0; i < n; i++) { mg += g[r * n + i] / n; mx += x[r * n + i] / n; }
+        }
+        let s = 0;
+        for (let i = 0; i < n; i++) {
+          refX[r * n + i] = (g[r * n + i] - mg) / sc[r];
+          s += g[r * n + i] * (x[r * n + i] - mx);
+          refX2[r * n + i] = gScale[r] * (x[r * n + i] - mx) / (n * sc[r]);
+        }
+        refSc[r] = -s / (sc[r] * sc[r]);
+      }
+      assert.ok(maxRelErr(await gx.toArray(), refX) < 1e-5, `${kind} apply grad x`);
+      assert.ok(maxRelErr(await gsc.toArray(), refSc) < 1e-5, `${kind} apply grad scale`);
+      assert.ok(maxRelErr(await gx2.toArray(), refX2) < 1e-5, `${kind} scale grad`);
+      gx.dispose();
+      gsc.dispose();
+    }
+  }));
+}

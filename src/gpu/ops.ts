@@ -303,7 +303,7 @@ export function gemm(C: Operand, A: Operand, B: Operand, o: GemmOptions): void {
     0,
   ];
   const cpu = useCpuVariants();
-  const tile = cpu ? 16 : 64;
+  const tile = cpu ? 32 : 64;
   dispatch(
     pipeline(SHADERS.matmul, cpu ? "main_cpu" : "main"),
     params,
@@ -604,7 +604,7 @@ export function saeEncode(
     0,
   ]; // deno-fmt-ignore
   const cpu = useCpuVariants();
-  const tile = cpu ? 16 : 64;
+  const tile = cpu ? 32 : 64;
   dispatch(
     pipeline(SHADERS.matmul, cpu ? "encode_cpu" : "encode"),
     params,
@@ -1014,6 +1014,17 @@ function bwd(
   dispatch(pipeline(SHADERS.backward, entry), params, buffers.map((t) => t?.buffer), groups);
 }
 
+/** A backward row kernel: one workgroup per row, or its `_rows` variant on a software adapter. */
+function bwdRows(
+  entry: string,
+  params: Param[],
+  buffers: (Tensor | undefined)[],
+  rows: number,
+): void {
+  if (useCpuVariants()) bwd(`${entry}_rows`, params, buffers, laneGrid(rows));
+  else bwd(entry, params, buffers, gridRows(rows));
+}
+
 /**
  * g * act'(x) for an activation function by name.
  *
@@ -1083,7 +1094,7 @@ export function softmaxGrad(g: Tensor, pattern: Tensor): Tensor {
   const n = pattern.shape.at(-1) ?? 1;
   const rows = pattern.size / n;
   const out = Tensor.empty(pattern.shape);
-  bwd("softmax_grad", [rows, n, 0, 0, f32(0), 0, 0, 0], [g, pattern, out], gridRows(rows));
+  bwdRows("softmax_grad", [rows, n, 0, 0, f32(0), 0, 0, 0], [g, pattern, out], rows);
   return out;
 }
 
@@ -1105,13 +1116,13 @@ export function normApplyGrad(
   const d = x.shape.at(-1) ?? 1;
   const rows = x.size / d;
   const gx = Tensor.empty(x.shape), gs = Tensor.empty(scale.shape);
-  bwd("norm_apply_grad", [rows, d, 0, kind === "LN" ? 1 : 0, f32(0), 0, 0, 0], [
+  bwdRows("norm_apply_grad", [rows, d, 0, kind === "LN" ? 1 : 0, f32(0), 0, 0, 0], [
     g,
     x,
     gx,
     scale,
     gs,
-  ], gridRows(rows));
+  ], rows);
   return [gx, gs];
 }
 
@@ -1127,12 +1138,12 @@ export function normScaleGrad(gScale: Tensor, x: Tensor, scale: Tensor, kind: No
   const d = x.shape.at(-1) ?? 1;
   const rows = x.size / d;
   const gx = Tensor.empty(x.shape);
-  bwd("norm_scale_grad", [rows, d, 0, kind === "LN" ? 1 : 0, f32(0), 0, 0, 0], [
+  bwdRows("norm_scale_grad", [rows, d, 0, kind === "LN" ? 1 : 0, f32(0), 0, 0, 0], [
     gScale,
     x,
     gx,
     scale,
-  ], gridRows(rows));
+  ], rows);
   return gx;
 }
 
