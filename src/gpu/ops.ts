@@ -849,7 +849,7 @@ export const linearConfig: {
   matvecMaxRows: 4,
   smallTileMaxRows: 256,
   cpuKernel: "auto",
-  cpuMinMacs: 2 ** 27,
+  cpuMinMacs: 2 ** 24,
 };
 
 /** Fused epilogue of {@link linear}. */
