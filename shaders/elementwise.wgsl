@@ -76,3 +76,16 @@ fn scale_shift(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups)
   if (i >= p.n) { return; }
   out[i] = a[i] * b[i % p.m] + c[i % p.m];
 }
+
+// out [rows, inner] = the first `inner` columns of a [rows, dimn] (a row stride with padding),
+// plus b[column] if op is 1 (a bias). Grid: x = column groups of 256, y and z = rows (no integer
+// division: on a software adapter that is a scalar loop).
+@compute @workgroup_size(256)
+fn crop_cols(@builtin(global_invocation_id) g: vec3u) {
+  let col = g.x;
+  let row = g.y + g.z * 65535u;
+  if (col >= p.inner || row * p.inner >= p.n) { return; }
+  var v = a[row * p.dimn + col];
+  if (p.op == 1u) { v += b[col]; }
+  out[row * p.inner + col] = v;
+}

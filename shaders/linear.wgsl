@@ -213,3 +213,25 @@ fn matvec(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li:
     store_q(row, nq * 4u, s);
   }
 }
+
+// The matrix-vector product for software adapters (lavapipe; see linear_cpu.wgsl): each
+// invocation one column quad over all of K, no workgroup memory or barrier. Quads past the end
+// are clamped on load (their lanes store the last quad's values again).
+@compute @workgroup_size(64)
+fn matvec_cpu(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let LDB4 = p.LDB / 4u;
+  let K4 = p.K / 4u;
+  let nq = min(wg.x * 64u + li, LDB4 - 1u);
+  let row = wg.y;
+  var acc = vec4<f32>(0.0);
+  for (var kq = 0u; kq < K4; kq++) {
+    let k = kq * 4u * LDB4 + nq;
+    let b0 = vec4<f32>(B[k]);
+    let b1 = vec4<f32>(B[k + LDB4]);
+    let b2 = vec4<f32>(B[k + 2u * LDB4]);
+    let b3 = vec4<f32>(B[k + 3u * LDB4]);
+    let xv = A[row * K4 + kq];
+    acc = fma(vec4(xv.w), b3, fma(vec4(xv.z), b2, fma(vec4(xv.y), b1, fma(vec4(xv.x), b0, acc))));
+  }
+  store_q(row, nq * 4u, acc);
+}

@@ -293,6 +293,7 @@ function erf(x: number): number {
 
 const LINEAR_MODES = {
   matvec: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never" },
+  matvecCpu: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never" },
   tile64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" },
   tile128: { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" },
   cpu: { cpuKernel: "large" },
@@ -316,11 +317,21 @@ const LINEAR_CASES = [
   [1, 4, 4, 4, 8, "cpuSmall"],
   [130, 68, 200, 200, 8, "cpuSmall"],
   [33, 772, 36, 36, 8, "cpuSmall"],
+  [65, 132, 33, 36, 8, "cpu"],
+  [7, 12, 5, 8, 8, "cpuSmall"],
+  [3, 8, 2, 4, 8, "cpuSmall"],
+  [1, 4, 4, 4, 8, "matvecCpu"],
+  [3, 772, 260, 260, 8, "matvecCpu"],
+  [2, 132, 33, 36, 8, "matvecCpu"],
+  [1, 68, 1100, 1100, 8, "matvecCpu"],
 ] as const; // deno-fmt-ignore
 for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
   Deno.test(`linear (${mode}, BK ${BK}) ${M}x${K}x${N} (LDB ${LDB}) with bias, activation and residual epilogues matches float64`, async () => {
     const saved = { ...ops.linearConfig };
+    const savedVariants = ops.cpuVariants.mode;
     Object.assign(ops.linearConfig, LINEAR_MODES[mode], { bk: BK });
+    // The matrix-vector kernel follows ops.cpuVariants: matvec is the GPU one, matvecCpu the other.
+    ops.cpuVariants.mode = mode === "matvecCpu" ? "always" : mode === "matvec" ? "never" : savedVariants;
     const a = randArray(M * K, seed++), w = randArray(K * LDB, seed++), bias = randArray(N, seed++);
     const resid = randArray(M * N, seed++);
     using ta = Tensor.from(a, [M, K]);
@@ -348,6 +359,7 @@ for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
     );
     for (const t of [y1, y2, y3, post!, sum!]) t.dispose();
     Object.assign(ops.linearConfig, saved);
+    ops.cpuVariants.mode = savedVariants;
   });
 }
 
@@ -378,12 +390,15 @@ Deno.test({ name: "f16 weight storage: dense layers on f16 weights equal float64
   using tw = Tensor.from(w, [K, N], "float16");
   using tb = Tensor.from(bias, [N]);
   const ref = refMatmul(a, w16, bias, M, K, N);
-  for (const mode of ["matvec", "tile64", "tile128", "cpu", "cpuSmall"] as const) {
+  for (const mode of ["matvec", "matvecCpu", "tile64", "tile128", "cpu", "cpuSmall"] as const) {
     const saved = { ...ops.linearConfig };
+    const savedVariants = ops.cpuVariants.mode;
     Object.assign(ops.linearConfig, LINEAR_MODES[mode]);
+    ops.cpuVariants.mode = mode === "matvecCpu" ? "always" : mode === "matvec" ? "never" : savedVariants;
     poisonPool(M * N * 4);
     const [y] = ops.linear(ta, tw, tb);
     Object.assign(ops.linearConfig, saved);
+    ops.cpuVariants.mode = savedVariants;
     assert.ok(relErr(await y.toArray(), ref) < 1e-5, `${mode}: f32 accumulation over f16 weights`);
     y.dispose();
   }

@@ -828,10 +828,11 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
  * rows the matrix-vector and the 64x64-tile kernels are used. `cpuKernel` picks the register-blocked
  * kernels of shaders/linear_cpu.wgsl (no workgroup memory; 2-4x the tiled kernels on lavapipe,
  * where every buffer load is a loop over the SIMD lanes): "auto" takes them on a software adapter
- * above `matvecMaxRows` rows when K and N are multiples of 4 and the weight is not padded: the
- * "large" block for layers of at least `cpuMinMacs` multiply-adds (M·K·N), else the "small" one
- * (the large block takes LLVM ~5 s a variant to compile, once per machine as Mesa caches it on
- * disk, which small layers would not win back). Benchmarks compare them.
+ * above `matvecMaxRows` rows (K and the weight's row stride are multiples of 4 on this path): the
+ * "large" block for layers of more than 32 rows and at least `cpuMinMacs` multiply-adds (M·K·N),
+ * else the "small" one (the large block takes LLVM ~5 s a variant to compile, once per machine as
+ * Mesa caches it on disk, which small layers would not win back). Up to `matvecMaxRows` rows, the
+ * matrix-vector kernel's variant without workgroup memory. Benchmarks compare them.
  *
  * @example
  * ```ts
@@ -932,23 +933,44 @@ export function linear(
     (epi.resid ?? epi.gate?.t ?? x).buffer,
   ];
   const params = [M, N, K, LDB, bias ? 1 : 0, 0, 0, 0];
-  const cpu = cpuKernel(M, K, N, LDB);
-  if (cpu) {
+  const cpu = cpuKernel(M, K, N);
+  // The CPU kernels store whole column quads: a padded weight (N < LDB, as W_U) without an
+  // epilogue goes through a [M, LDB] product whose first N columns are then copied out.
+  const padded = N !== LDB;
+  if (cpu && (!padded || !d)) {
     // Tiles: main 128x128, small 32x32 (see shaders/linear_cpu.wgsl).
     const t = cpu === "large" ? 128 : 32;
-    const groups: [number, number, number] = [Math.ceil(N / t), Math.ceil(M / t), 1];
+    const groups: [number, number, number] = [Math.ceil(LDB / t), Math.ceil(M / t), 1];
     const entry = cpu === "large" ? "main" : "small";
+    const full = padded ? Tensor.empty([M, LDB]) : y;
+    if (padded) {
+      buffers[2] = full.buffer;
+      buffers[3] = x.buffer; // (no bias read)
+      params[1] = LDB;
+      params[4] = 0; // the bias ([N], not whole quads) is added by the copy
+    }
     dispatch(pipeline(SHADERS.linear_cpu, entry, defines), params, buffers, groups);
+    if (padded) {
+      dispatch(
+        pipeline(SHADERS.elementwise, "crop_cols"),
+        [y.size, N, bias ? 1 : 0, f32(0), f32(0), N, LDB, 0],
+        [full.buffer, (bias ?? full).buffer, y.buffer],
+        [Math.ceil(N / 256), Math.min(M, 65535), Math.ceil(M / 65535)],
+      );
+      full.dispose();
+    }
     return [y, d];
   }
   // Shape classes: one row -> matrix-vector; few rows -> 64x64 tiles; else 128x128 tiles.
   const entry = M <= linearConfig.matvecMaxRows
-    ? "matvec"
+    ? (useCpuVariants() ? "matvec_cpu" : "matvec")
     : M <= linearConfig.smallTileMaxRows
     ? "main64"
     : "main";
   const groups: [number, number, number] = entry === "matvec"
     ? [Math.ceil(N / 64), M, 1]
+    : entry === "matvec_cpu"
+    ? [Math.ceil(N / 256), M, 1]
     : entry === "main64"
     ? [Math.ceil(N / 64), Math.ceil(M / 64), 1]
     : [Math.ceil(N / 128), Math.ceil(M / 128), 1];
@@ -962,12 +984,13 @@ export function linear(
 }
 
 /** Which register-blocked kernel {@link linear} takes, if any (see {@link linearConfig}). */
-function cpuKernel(M: number, K: number, N: number, LDB: number): "large" | "small" | null {
+function cpuKernel(M: number, K: number, N: number): "large" | "small" | null {
   const mode = linearConfig.cpuKernel;
-  if (mode === "never" || N !== LDB || N % 4 !== 0) return null;
+  if (mode === "never") return null;
   if (mode !== "auto") return mode;
   if (!runtime().gpu.isFallback || M <= linearConfig.matvecMaxRows) return null;
-  return M * K * N >= linearConfig.cpuMinMacs ? "large" : "small";
+  // The large block's 128-row tile is mostly padding for a few rows: the small one (32) wins there.
+  return M > 32 && M * K * N >= linearConfig.cpuMinMacs ? "large" : "small";
 }
 
 const scratchTensors = new WeakMap<object, Tensor>();
