@@ -11,6 +11,9 @@ struct P { rows: u32, d: u32, center: u32, affine: u32, eps: f32, has_bias: u32,
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> w: array<f32>;
 @group(0) @binding(5) var<storage, read> bvec: array<f32>;
+// fused / fused_rows only: the scale per row and the normalised input (out is then * w (+ b)).
+@group(0) @binding(6) var<storage, read_write> sc_out: array<f32>;
+@group(0) @binding(7) var<storage, read_write> n_out: array<f32>;
 
 const WG: u32 = 64u;
 
@@ -52,6 +55,31 @@ fn apply(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: ve
   }
 }
 
+// scale, apply and the weight in one pass, when no hook can change the scale or the normalised
+// input in between: sc_out[row] = scale, n_out = normalised, out = n_out * w (+ b) if affine.
+@compute @workgroup_size(64)
+fn fused(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = wg.x + wg.y * 65535u;
+  if (row >= p.rows) { return; }
+  let t = lid.x;
+  let base = row * p.d;
+  var mu = 0.0;
+  if (p.center != 0u) { mu = row_mean(base, t); }
+  var s = 0.0;
+  for (var i = t; i < p.d; i += WG) { let c = x[base + i] - mu; s += c * c; }
+  let sc = sqrt(reduce_sum(s, t) / f32(p.d) + p.eps);
+  if (t == 0u) { sc_out[row] = sc; }
+  for (var i = t; i < p.d; i += WG) {
+    let v = (x[base + i] - mu) / sc;
+    n_out[base + i] = v;
+    if (p.affine != 0u) {
+      var y = v * w[i];
+      if (p.has_bias != 0u) { y = y + bvec[i]; }
+      out[base + i] = y;
+    }
+  }
+}
+
 // Software adapters (lavapipe): one row per invocation, no workgroup memory or barriers (see
 // softmax.wgsl). Rows = (workgroup x + 65535 y) * 64 + lane.
 fn row_mean_serial(base: u32) -> f32 {
@@ -85,5 +113,27 @@ fn apply_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) li
     if (p.affine != 0u) { v = v * w[i]; }
     if (p.has_bias != 0u) { v = v + bvec[i]; }
     out[base + i] = v;
+  }
+}
+
+@compute @workgroup_size(64)
+fn fused_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = (wg.x + wg.y * 65535u) * 64u + lid.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.d;
+  var mu = 0.0;
+  if (p.center != 0u) { mu = row_mean_serial(base); }
+  var s = 0.0;
+  for (var i = 0u; i < p.d; i++) { let c = x[base + i] - mu; s += c * c; }
+  let sc = sqrt(s / f32(p.d) + p.eps);
+  sc_out[row] = sc;
+  for (var i = 0u; i < p.d; i++) {
+    let v = (x[base + i] - mu) / sc;
+    n_out[base + i] = v;
+    if (p.affine != 0u) {
+      var y = v * w[i];
+      if (p.has_bias != 0u) { y = y + bvec[i]; }
+      out[base + i] = y;
+    }
   }
 }

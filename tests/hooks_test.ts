@@ -164,3 +164,28 @@ Deno.test("runWithCache: namesFilter forms, shorthands, stopAtLayer, removeBatch
   c3.dispose();
   await assert.rejects(() => model.runWithCache(tokens, { removeBatchDim: true }), InputError);
 });
+
+Deno.test("hooks on a norm's hook_scale / hook_normalized feed the rest of the norm (no fused shortcut)", async () => {
+  const filter = ["blocks.0.ln2.hook_normalized", "blocks.0.mlp.hook_pre"];
+  const run = async (hooks: [string, (a: Tensor) => Tensor][]) => {
+    using _h = model.hooks(hooks);
+    const [out, cache] = await model.runWithCache(tokens, { namesFilter: filter, stopAtLayer: 1 });
+    (out as Tensor).dispose();
+    const [n, pre] = await Promise.all(filter.map((f) => cache.get(f).toArray()));
+    cache.dispose();
+    return { n, pre };
+  };
+  const plain = await run([]);
+  // Doubling the scale halves the normalised input.
+  const s2 = await run([["blocks.0.ln2.hook_scale", (a) => a.scale(2)]]);
+  assert.ok(
+    maxRelErr(s2.n, plain.n.map((v) => v / 2)) < 1e-6,
+    "hook_scale feeds the normalisation",
+  );
+  // Scaling the normalised input by c moves mlp.hook_pre = c x·W + b linearly in c.
+  const h = await run([["blocks.0.ln2.hook_normalized", (a) => a.scale(0.5)]]);
+  const q = await run([["blocks.0.ln2.hook_normalized", (a) => a.scale(0.25)]]);
+  const d1 = plain.pre.map((v, i) => v - h.pre[i]), d2 = h.pre.map((v, i) => 2 * (v - q.pre[i]));
+  assert.ok(maxRelErr(d1, d2) < 1e-4, "hook_normalized feeds what follows the norm");
+  assert.ok(maxRelErr(h.pre, plain.pre) > 1e-2, "and changes it");
+}); // deno-fmt-ignore

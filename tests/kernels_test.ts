@@ -222,6 +222,55 @@ for (const [vname, mode] of VARIANTS) {
 }
 
 for (const [vname, mode] of VARIANTS) {
+  Deno.test(`fused norm (scale, normalised and weighted in one dispatch) matches float64 (${vname})`, () =>
+    withVariants(mode, async () => {
+      for (const [rows, d] of [[1, 1], [7, 13], [65, 129], [3, 768]]) {
+        const x = randArray(rows * d, seed++), w = randArray(d, seed++), b = randArray(d, seed++);
+        using tx = Tensor.from(x, [rows, d]);
+        using tw = Tensor.from(w, [d]);
+        using tb = Tensor.from(b, [d]);
+        for (
+          const [kind, withW, withB] of [["LN", true, true], ["RMS", true, false], [
+            "LN",
+            false,
+            false,
+          ]] as const
+        ) {
+          poisonPool(rows * 4);
+          poisonPool(rows * d * 4, 4);
+          const [sc, nz, y] = ops.normFused(
+            tx,
+            kind,
+            1e-5,
+            withW ? tw : undefined,
+            withB ? tb : undefined,
+          );
+          const rs = new Float64Array(rows),
+            rn = new Float64Array(rows * d),
+            ry = new Float64Array(rows * d);
+          for (let r = 0; r < rows; r++) {
+            let mu = 0;
+            if (kind === "LN") { for (let i = 0; i < d; i++) mu += x[r * d + i] / d; }
+            let v = 0;
+            for (let i = 0; i < d; i++) v += (x[r * d + i] - mu) ** 2 / d;
+            rs[r] = Math.sqrt(v + 1e-5);
+            for (let i = 0; i < d; i++) {
+              rn[r * d + i] = (x[r * d + i] - mu) / rs[r];
+              ry[r * d + i] = rn[r * d + i] * w[i] + (withB ? b[i] : 0);
+            }
+          }
+          const what = `${kind} ${rows}x${d}`;
+          assert.ok(relErr(await sc.toArray(), rs) < 1e-5, `${what} scale`);
+          assert.ok(relErr(await nz.toArray(), rn) < 1e-5, `${what} normalized`);
+          if (withW) assert.ok(relErr(await y!.toArray(), ry) < 1e-5, `${what} weighted`);
+          else assert.equal(y, null);
+          for (const t of [sc, nz, y]) t?.dispose();
+        }
+      }
+    }));
+} // deno-fmt-ignore
+
+for (const [vname, mode] of VARIANTS) {
   Deno.test(`softmax with -inf entries, activations, loss per token and mean (${vname})`, () =>
     withVariants(mode, async () => {
       const [rows, n] = [9, 37];

@@ -352,3 +352,26 @@ Deno.test("many tokens decode with the dense kernel, same result as SAELens", as
     assert.ok(maxRelErr(await out.toArray(), cpuSae(s, w, x).out) < 1e-5, s.arch);
   }
 }); // deno-fmt-ignore
+
+Deno.test("an SAE at a norm's hook_normalized feeds the norm's weight and bias (unprocessed LayerNorm)", async () => {
+  using model = await HookedSAETransformer.fromPretrainedNoProcessing(`${REF}hf`);
+  const hook = "blocks.0.ln2.hook_normalized";
+  const [dir] = await makeSae({ arch: "standard", dIn: 64, dSae: 48, hook }, "at_ln2");
+  using sae = await SAE.load(dir);
+  const tokens = [[5, 17, 900, 3, 44, 2, 999]];
+  const pre = async (opts: { saes?: SAE[]; hook?: (a: Tensor) => Promise<Tensor> }) => {
+    using _h = opts.hook ? model.hooks([[hook, opts.hook]]) : { [Symbol.dispose]: () => {} };
+    using _s = model.withSaes(opts.saes ?? []);
+    const [out, cache] = await model.runWithCache(tokens, { namesFilter: "blocks.0.mlp.hook_pre", stopAtLayer: 1 });
+    (out as Tensor).dispose();
+    const v = await cache.get("blocks.0.mlp.hook_pre").toArray();
+    cache.dispose();
+    return v;
+  };
+  const withSae = await pre({ saes: [sae] });
+  // The same replacement by a plain hook (which never takes a shortcut past the norm's weight).
+  const byHook = await pre({ hook: (a) => sae.forward(a) });
+  const plain = await pre({});
+  assert.ok(maxRelErr(withSae, byHook) < 1e-5, "SAE output went through ln2's weight and bias");
+  assert.ok(maxRelErr(withSae, plain) > 1e-2, "and differs from the plain run");
+});

@@ -427,6 +427,47 @@ export function normApply(
 }
 
 /**
+ * A whole norm in one dispatch: [scale ([..., 1]), normalized ([..., d]), normalized * w (+ b), or
+ * null without w]. For when no hook can replace the scale or the normalised input in between
+ * (else {@link normScale} and {@link normApply} with the hooks between them).
+ *
+ * @example
+ * ```ts
+ * const [scale, normalized, y] = normFused(x, "LN", 1e-5, w, b);
+ * ```
+ */
+export function normFused(
+  x: Tensor,
+  kind: NormKind,
+  eps: number,
+  w?: Tensor,
+  b?: Tensor,
+): [Tensor, Tensor, Tensor | null] {
+  assertF32(x, "norm");
+  const d = x.shape.at(-1) ?? 1;
+  const rows = x.size / d;
+  const scale = Tensor.empty([...x.shape.slice(0, -1), 1]);
+  const normalized = Tensor.empty(x.shape);
+  const y = w ? Tensor.empty(x.shape) : null;
+  const cpu = useCpuVariants();
+  dispatch(
+    pipeline(SHADERS.norm, cpu ? "fused_rows" : "fused"),
+    [rows, d, kind === "LN" ? 1 : 0, w ? 1 : 0, f32(eps), b ? 1 : 0, 0, 0],
+    [
+      x.buffer,
+      undefined,
+      (y ?? scratch()).buffer,
+      (w ?? x).buffer,
+      (b ?? x).buffer,
+      scale.buffer,
+      normalized.buffer,
+    ],
+    cpu ? laneGrid(rows) : gridRows(rows),
+  );
+  return [scale, normalized, y];
+}
+
+/**
  * Softmax over the last dimension.
  *
  * @example

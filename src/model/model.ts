@@ -580,6 +580,11 @@ export class HookedTransformer {
     return this.registry.size;
   }
 
+  /** Whether {@link hook} at `name` may return another tensor than it is given (a hook is there). */
+  protected hookMayReplace(name: string): boolean {
+    return this.registry.at(name).length > 0;
+  }
+
   /**
    * Runs one hook point: the attached hooks in order (a returned Tensor replaces the activation),
    * then caching. This is the one place every hook point passes through.
@@ -1159,6 +1164,22 @@ export class HookedTransformer {
    */
   protected async norm(prefix: string, x: Tensor, w?: Tensor, b?: Tensor): Promise<Tensor> {
     const kind = this.cfg.normalizationType.startsWith("RMS") ? "RMS" : "LN";
+    if (
+      !this.hookMayReplace(`${prefix}.hook_scale`) &&
+      !this.hookMayReplace(`${prefix}.hook_normalized`)
+    ) {
+      // No hook can replace the scale or the normalised input: one dispatch for the whole norm.
+      // The hooks still fire (cache, backward pass) on the same tensors.
+      const [scale0, n0, y0] = ops.normFused(x, kind, this.cfg.eps, w, b);
+      Tape.record([scale0], [x], ([g]) => [ops.normScaleGrad(g!, x, scale0, kind)]);
+      const scale = await this.hook(`${prefix}.hook_scale`, scale0);
+      Tape.record([n0], [x, scale], ([g]) => ops.normApplyGrad(g!, x, scale, kind));
+      const normalized = await this.hook(`${prefix}.hook_normalized`, n0);
+      this.#lastNorm = { x, scale0, scale, n0, normalized, kind };
+      if (!y0) return normalized;
+      Tape.record([y0], [normalized], ([g]) => [g!.mul(w!)]);
+      return y0;
+    }
     const scale0 = ops.normScale(x, kind, this.cfg.eps);
     Tape.record([scale0], [x], ([g]) => [ops.normScaleGrad(g!, x, scale0, kind)]);
     const scale = await this.hook(`${prefix}.hook_scale`, scale0);

@@ -259,6 +259,11 @@ export class HookedSAETransformer extends HookedTransformer {
     });
   }
 
+  /** An attached SAE replaces its hook point's activation too. */
+  protected override hookMayReplace(name: string): boolean {
+    return this.#saes.has(name) || super.hookMayReplace(name);
+  }
+
   /** A hook point: through the attached SAE if there is one, else the plain hook point. */
   protected override async hook(name: string, act: Tensor): Promise<Tensor> {
     const a = this.#saes.get(name);
