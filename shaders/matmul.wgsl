@@ -199,6 +199,7 @@ fn block_product(wg: vec3u, lid: vec3u) {
   blk[12] = s60; blk[13] = s61; blk[14] = s70; blk[15] = s71;
 }
 
+// Row block i of the 8x8 block: rows m + 4 (i / 2), columns n + 16 (i % 2) .. + 3.
 @compute @workgroup_size(4, 4)
 fn main_cpu(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   block_product(wg, lid);
@@ -207,22 +208,9 @@ fn main_cpu(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid:
   let c_base = p.c_off + b1 * p.c_b1 + b2 * p.c_b2;
   let m = wg.y * 32u + lid.y;
   let n = wg.x * 32u + lid.x * 4u;
-  epilogue_row(b2, c_base, m, n, blk[0]);
-  epilogue_row(b2, c_base, m, n + 16u, blk[1]);
-  epilogue_row(b2, c_base, m + 4u, n, blk[2]);
-  epilogue_row(b2, c_base, m + 4u, n + 16u, blk[3]);
-  epilogue_row(b2, c_base, m + 8u, n, blk[4]);
-  epilogue_row(b2, c_base, m + 8u, n + 16u, blk[5]);
-  epilogue_row(b2, c_base, m + 12u, n, blk[6]);
-  epilogue_row(b2, c_base, m + 12u, n + 16u, blk[7]);
-  epilogue_row(b2, c_base, m + 16u, n, blk[8]);
-  epilogue_row(b2, c_base, m + 16u, n + 16u, blk[9]);
-  epilogue_row(b2, c_base, m + 20u, n, blk[10]);
-  epilogue_row(b2, c_base, m + 20u, n + 16u, blk[11]);
-  epilogue_row(b2, c_base, m + 24u, n, blk[12]);
-  epilogue_row(b2, c_base, m + 24u, n + 16u, blk[13]);
-  epilogue_row(b2, c_base, m + 28u, n, blk[14]);
-  epilogue_row(b2, c_base, m + 28u, n + 16u, blk[15]);
+  for (var i = 0u; i < 16u; i++) {
+    epilogue_row(b2, c_base, m + 4u * (i / 2u), n + 16u * (i % 2u), blk[i]);
+  }
 }
 
 @compute @workgroup_size(4, 4)
@@ -230,20 +218,5 @@ fn encode_cpu(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) li
   block_product(wg, lid);
   let m = wg.y * 32u + lid.y;
   let n = wg.x * 32u + lid.x * 4u;
-  encode_row(m, n, blk[0]);
-  encode_row(m, n + 16u, blk[1]);
-  encode_row(m + 4u, n, blk[2]);
-  encode_row(m + 4u, n + 16u, blk[3]);
-  encode_row(m + 8u, n, blk[4]);
-  encode_row(m + 8u, n + 16u, blk[5]);
-  encode_row(m + 12u, n, blk[6]);
-  encode_row(m + 12u, n + 16u, blk[7]);
-  encode_row(m + 16u, n, blk[8]);
-  encode_row(m + 16u, n + 16u, blk[9]);
-  encode_row(m + 20u, n, blk[10]);
-  encode_row(m + 20u, n + 16u, blk[11]);
-  encode_row(m + 24u, n, blk[12]);
-  encode_row(m + 24u, n + 16u, blk[13]);
-  encode_row(m + 28u, n, blk[14]);
-  encode_row(m + 28u, n + 16u, blk[15]);
+  for (var i = 0u; i < 16u; i++) { encode_row(m + 4u * (i / 2u), n + 16u * (i % 2u), blk[i]); }
 }

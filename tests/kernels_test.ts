@@ -21,6 +21,31 @@ async function withVariants(mode: "never" | "always", fn: () => Promise<void>): 
   }
 }
 
+/** float64 norm of rows of x: scale, normalised, and normalised * w (+ b). */
+function refNorm(
+  x: Float32Array,
+  rows: number,
+  d: number,
+  kind: "LN" | "RMS",
+  w: Float32Array,
+  b: Float32Array | null,
+): { scale: Float64Array; normalized: Float64Array; weighted: Float64Array } {
+  const scale = new Float64Array(rows), normalized = new Float64Array(rows * d);
+  const weighted = new Float64Array(rows * d);
+  for (let r = 0; r < rows; r++) {
+    let mu = 0;
+    if (kind === "LN") { for (let i = 0; i < d; i++) mu += x[r * d + i] / d; }
+    let v = 0;
+    for (let i = 0; i < d; i++) v += (x[r * d + i] - mu) ** 2 / d;
+    scale[r] = Math.sqrt(v + 1e-5);
+    for (let i = 0; i < d; i++) {
+      normalized[r * d + i] = (x[r * d + i] - mu) / scale[r];
+      weighted[r * d + i] = normalized[r * d + i] * w[i] + (b ? b[i] : 0);
+    }
+  }
+  return { scale, normalized, weighted };
+} // deno-fmt-ignore
+
 function refMatmul(
   a: Float32Array,
   b: Float32Array,
@@ -203,17 +228,14 @@ for (const [vname, mode] of VARIANTS) {
           poisonPool(rows * d * 4);
           using y = ops.normApply(tx, sc, kind, tw, kind === "LN" ? tb : undefined);
           const [gs, gy] = [await sc.toArray(), await y.toArray()];
-          const rs = new Float64Array(rows), ry = new Float64Array(rows * d);
-          for (let r = 0; r < rows; r++) {
-            let mu = 0;
-            if (kind === "LN") { for (let i = 0; i < d; i++) mu += x[r * d + i] / d; }
-            let v = 0;
-            for (let i = 0; i < d; i++) v += (x[r * d + i] - mu) ** 2 / d;
-            rs[r] = Math.sqrt(v + 1e-5);
-            for (let i = 0; i < d; i++) {
-              ry[r * d + i] = (x[r * d + i] - mu) / rs[r] * w[i] + (kind === "LN" ? b[i] : 0);
-            }
-          }
+          const { scale: rs, weighted: ry } = refNorm(
+            x,
+            rows,
+            d,
+            kind,
+            w,
+            kind === "LN" ? b : null,
+          );
           assert.ok(relErr(gs, rs) < 1e-5, `${kind} ${rows}x${d} scale ${relErr(gs, rs)}`);
           assert.ok(relErr(gy, ry) < 1e-5, `${kind} ${rows}x${d} apply ${relErr(gy, ry)}`);
         }
@@ -245,20 +267,8 @@ for (const [vname, mode] of VARIANTS) {
             withW ? tw : undefined,
             withB ? tb : undefined,
           );
-          const rs = new Float64Array(rows),
-            rn = new Float64Array(rows * d),
-            ry = new Float64Array(rows * d);
-          for (let r = 0; r < rows; r++) {
-            let mu = 0;
-            if (kind === "LN") { for (let i = 0; i < d; i++) mu += x[r * d + i] / d; }
-            let v = 0;
-            for (let i = 0; i < d; i++) v += (x[r * d + i] - mu) ** 2 / d;
-            rs[r] = Math.sqrt(v + 1e-5);
-            for (let i = 0; i < d; i++) {
-              rn[r * d + i] = (x[r * d + i] - mu) / rs[r];
-              ry[r * d + i] = rn[r * d + i] * w[i] + (withB ? b[i] : 0);
-            }
-          }
+          const ref = refNorm(x, rows, d, kind, w, withB ? b : null);
+          const [rs, rn, ry] = [ref.scale, ref.normalized, ref.weighted];
           const what = `${kind} ${rows}x${d}`;
           assert.ok(relErr(await sc.toArray(), rs) < 1e-5, `${what} scale`);
           assert.ok(relErr(await nz.toArray(), rn) < 1e-5, `${what} normalized`);

@@ -427,8 +427,8 @@ export function normApply(
 }
 
 /**
- * A whole norm in one dispatch: [scale ([..., 1]), normalized ([..., d]), normalized * w (+ b), or
- * null without w]. For when no hook can replace the scale or the normalised input in between
+ * A whole norm in one dispatch: [scale ([..., 1]), normalized ([..., d]), normalized * w + b, or
+ * null without w and b]. For when no hook can replace the scale or the normalised input in between
  * (else {@link normScale} and {@link normApply} with the hooks between them).
  *
  * @example
@@ -448,7 +448,7 @@ export function normFused(
   const rows = x.size / d;
   const scale = Tensor.empty([...x.shape.slice(0, -1), 1]);
   const normalized = Tensor.empty(x.shape);
-  const y = w ? Tensor.empty(x.shape) : null;
+  const y = w || b ? Tensor.empty(x.shape) : null;
   const cpu = useCpuVariants();
   dispatch(
     pipeline(SHADERS.norm, cpu ? "fused_rows" : "fused"),

@@ -1177,7 +1177,7 @@ export class HookedTransformer {
       const normalized = await this.hook(`${prefix}.hook_normalized`, n0);
       this.#lastNorm = { x, scale0, scale, n0, normalized, kind };
       if (!y0) return normalized;
-      Tape.record([y0], [normalized], ([g]) => [g!.mul(w!)]);
+      Tape.record([y0], [normalized], ([g]) => [w ? g!.mul(w) : g]);
       return y0;
     }
     const scale0 = ops.normScale(x, kind, this.cfg.eps);
