@@ -27,7 +27,9 @@ fn binary(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: 
   let i = idx(g, nw);
   if (i >= p.n) { return; }
   let x = a[i];
-  let y = b[i % p.m];
+  // Same shape: no modulo (a vector integer division is a scalar loop on a software adapter).
+  var y: f32;
+  if (p.m == p.n) { y = b[i]; } else { y = b[i % p.m]; }
   var r = x;
   switch p.op {
     case 0u: { r = x + y; }
