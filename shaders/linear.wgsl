@@ -8,9 +8,11 @@
 // Specialisation (prepended consts and aliases): WT (the weights' element type: f32, or f16 with
 // `shader-f16`, converted to f32 on load so accumulation stays f32), BK (K step: 8 or 16), ACT (0 none, else 1 + the activation
 // code of elementwise.wgsl, written to D), RESID (D = R + C), GATE (SAE encode with ReLU: 1 JumpReLU,
-// D = 0 unless C > R[n] (the threshold); 2 gated, D = 0 unless R[m, n] > 0 (the gate)).
+// D = 0 unless C > R[n] (the threshold); 2 gated, D = 0 unless R[m, n] > 0 (the gate)), SPLIT
+// (three outputs side by side, as a fused q/k/v projection: columns [0, n1) to C [M, n1],
+// [n1, n1 + n2) to D [M, n2], the rest to E3 [M, N - n1 - n2]; no other epilogue).
 
-struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, _a: u32, _b: u32, _c: u32 }
+struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, _c: u32 }
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
@@ -19,6 +21,7 @@ struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, _a: u32, _b: u32, _c
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> D: array<f32>;
 @group(0) @binding(6) var<storage, read> R: array<f32>;
+@group(0) @binding(7) var<storage, read_write> E3: array<f32>;
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
@@ -31,6 +34,13 @@ fn store(m: u32, n: u32, v: f32) {
   let i = m * p.N + n;
   var c = v;
   if (p.has_bias != 0u) { c += bias[n]; }
+  if (SPLIT) {
+    let n12 = p.n1 + p.n2;
+    if (n < p.n1) { C[m * p.n1 + n] = c; }
+    else if (n < n12) { D[m * p.n2 + n - p.n1] = c; }
+    else { E3[m * (p.N - n12) + n - n12] = c; }
+    return;
+  }
   C[i] = c;
   if (ACT != 0u) {
     var d = activation(c, ACT - 1u);

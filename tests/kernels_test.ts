@@ -561,3 +561,72 @@ for (const [vname, mode] of VARIANTS) {
     }
   }));
 }
+
+Deno.test("linearSplit: one product into three outputs equals float64 on each column block, every kernel", async () => {
+  for (
+    const [M, K, parts] of [[1, 16, [8, 4, 4]], [3, 68, [64, 32, 32]], [70, 132, [48, 16, 16]], [
+      257,
+      64,
+      [128, 64, 64],
+    ]] as const
+  ) {
+    const N = parts[0] + parts[1] + parts[2];
+    const a = randArray(M * K, seed++), w = randArray(K * N, seed++), bias = randArray(N, seed++);
+    using ta = Tensor.from(a, [M, K]);
+    using tw = Tensor.from(w, [K, N]);
+    using tb = Tensor.from(bias, [N]);
+    const ref = refMatmul(a, w, bias, M, K, N);
+    for (const mode of ["matvec", "matvecCpu", "tile64", "tile128", "cpu", "cpuSmall"] as const) {
+      const saved = { ...ops.linearConfig };
+      const savedVariants = ops.cpuVariants.mode;
+      Object.assign(ops.linearConfig, LINEAR_MODES[mode]);
+      ops.cpuVariants.mode = mode === "matvecCpu"
+        ? "always"
+        : mode === "matvec"
+        ? "never"
+        : savedVariants;
+      poisonPool(M * parts[0] * 4, 2);
+      poisonPool(M * parts[1] * 4, 4);
+      const outs = ops.linearSplit(ta, tw, tb, [...parts]);
+      Object.assign(ops.linearConfig, saved);
+      ops.cpuVariants.mode = savedVariants;
+      let c0 = 0;
+      for (const [i, o] of outs.entries()) {
+        const n = parts[i];
+        assert.deepEqual(o.shape, [M, n]);
+        const part = new Float64Array(M * n);
+        for (let r = 0; r < M; r++) {
+          for (let j = 0; j < n; j++) part[r * n + j] = ref[r * N + c0 + j];
+        }
+        const e = relErr(await o.toArray(), part);
+        assert.ok(e < 1e-5, `${mode} ${M}x${K} part ${i}: ${e}`);
+        c0 += n;
+        o.dispose();
+      }
+    }
+  }
+  using x = Tensor.from(new Float32Array(8), [2, 4]);
+  using w = Tensor.from(new Float32Array(48), [4, 12]);
+  assert.throws(() => ops.linearSplit(x, w, undefined, [4, 4, 2]), ShapeError);
+}); // deno-fmt-ignore
+
+Deno.test("linearBack on a column block of a joint weight (the q/k/v backward): g · W[:, off:off+n]ᵀ equals float64", async () => {
+  const [M, K, N] = [9, 12, 40];
+  const w = randArray(K * N, seed++);
+  using tw = Tensor.from(w, [K, N]);
+  for (const [off, n] of [[0, 16], [16, 8], [24, 16]]) {
+    const g = randArray(M * n, seed++);
+    using tg = Tensor.from(g, [M, n]);
+    poisonPool(M * K * 4);
+    using dx = ops.linearBack(tg, tw, n, off);
+    const ref = new Float64Array(M * K);
+    for (let m = 0; m < M; m++) {
+      for (let k = 0; k < K; k++) {
+        let s = 0;
+        for (let j = 0; j < n; j++) s += g[m * n + j] * w[k * N + off + j];
+        ref[m * K + k] = s;
+      }
+    }
+    assert.ok(relErr(await dx.toArray(), ref) < 1e-5, `off ${off}`);
+  }
+});

@@ -11,16 +11,18 @@ Deno.test("every shader compiles without errors and every entry point builds", a
   const variants: Record<string, Record<string, number | boolean | string>[]> = {
     embed: [{ WT: "f32" }, { WT: "f16" }],
     linear: [
-      { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0 },
-      { WT: "f16", BK: 16, ACT: 1, RESID: false, GATE: 0 },
-      { WT: "f32", BK: 8, ACT: 0, RESID: true, GATE: 0 },
-      { WT: "f32", BK: 8, ACT: 3, RESID: false, GATE: 1 },
-      { WT: "f32", BK: 8, ACT: 3, RESID: false, GATE: 2 },
+      { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0, SPLIT: false },
+      { WT: "f16", BK: 16, ACT: 1, RESID: false, GATE: 0, SPLIT: false },
+      { WT: "f32", BK: 8, ACT: 0, RESID: true, GATE: 0, SPLIT: false },
+      { WT: "f32", BK: 8, ACT: 3, RESID: false, GATE: 1, SPLIT: false },
+      { WT: "f32", BK: 8, ACT: 3, RESID: false, GATE: 2, SPLIT: false },
+      { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0, SPLIT: true },
     ],
     linear_cpu: [
-      { WT: "f32", ACT: 0, RESID: true, GATE: 0 },
-      { WT: "f16", ACT: 3, RESID: false, GATE: 1 },
-      { WT: "f32", ACT: 3, RESID: false, GATE: 2 },
+      { WT: "f32", ACT: 0, RESID: true, GATE: 0, SPLIT: false },
+      { WT: "f16", ACT: 3, RESID: false, GATE: 1, SPLIT: false },
+      { WT: "f32", ACT: 3, RESID: false, GATE: 2, SPLIT: false },
+      { WT: "f32", ACT: 0, RESID: false, GATE: 0, SPLIT: true },
     ],
   };
   for (const [name, s] of Object.entries(SHADERS)) {

@@ -37,9 +37,7 @@ function entry(name: string, rows: number, quads: number): string {
   const fmas = R.flatMap((r) =>
     Q.map((q) => `c${r}_${q} = f4(c${r}_${q}, a${r}, b0${q}, b1${q}, b2${q}, b3${q});`)
   );
-  const epis = R.flatMap((r) =>
-    Q.map((q) => `epi(r${r} * N4 + q${q}, c${r}_${q} + bq${q}, t${q});`)
-  );
+  const epis = R.flatMap((r) => Q.map((q) => `epi(r${r}, q${q}, c${r}_${q} + bq${q}, t${q});`));
   return `@compute @workgroup_size(32)
 fn ${name}(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
   let K4 = p.K / 4u;
@@ -91,9 +89,10 @@ export function linearCpuWgsl(): string {
 // with a loop in the epilogue, llvmpipe compiles them ~9x slower. Rows and column quads past the
 // end are clamped: a clamped lane computes and stores the same values as the lane that owns the
 // last row or quad, so nothing needs a branch. Requires K, N and the row stride of B equal to N
-// to be multiples of 4. Specialisation as linear.wgsl: WT, ACT, RESID, GATE.
+// to be multiples of 4. Specialisation as linear.wgsl: WT, ACT, RESID, GATE, SPLIT (each part a
+// multiple of 4 columns).
 
-struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, _a: u32, _b: u32, _c: u32 }
+struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, _c: u32 }
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
@@ -102,6 +101,7 @@ struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, _a: u32, _b: u32, _c
 @group(0) @binding(4) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> D: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> R: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> E3: array<vec4<f32>>;
 
 // c + a.x b0 + a.y b1 + a.z b2 + a.w b3: four consecutive k of one row and one column quad.
 fn f4(c: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
@@ -113,8 +113,18 @@ fn act4(y: vec4<f32>) -> vec4<f32> {
     activation(y.w, ACT - 1u));
 }
 
-// Stores quad i of C (y = A·B + bias) and of D; t is the quad's JumpReLU threshold.
-fn epi(i: u32, y: vec4<f32>, t: vec4<f32>) {
+// Stores quad q of row r of C (y = A·B + bias) and of D; t is the quad's JumpReLU threshold.
+// SPLIT: three outputs side by side (see linear.wgsl), each a whole number of quads.
+fn epi(r: u32, q: u32, y: vec4<f32>, t: vec4<f32>) {
+  if (SPLIT) {
+    let q1 = p.n1 / 4u;
+    let q12 = (p.n1 + p.n2) / 4u;
+    if (q < q1) { C[r * q1 + q] = y; }
+    else if (q < q12) { D[r * (p.n2 / 4u) + q - q1] = y; }
+    else { E3[r * (p.N / 4u - q12) + q - q12] = y; }
+    return;
+  }
+  let i = r * (p.N / 4u) + q;
   C[i] = y;
   if (ACT != 0u) {
     var d = act4(y);

@@ -959,21 +959,57 @@ export function linear(
   }
   const y = Tensor.empty(shape);
   const d = epi.act || epi.resid ? Tensor.empty(shape) : null;
-  const defines = {
-    WT: w.dtype === "float16" ? "f16" : "f32",
-    ACT: act === undefined ? 0 : act + 1,
-    RESID: Boolean(epi.resid),
-    GATE: epi.gate ? (epi.gate.kind === "threshold" ? 1 : 2) : 0,
-  };
+  launchDense({
+    x,
+    w,
+    bias,
+    M,
+    K,
+    N,
+    defines: {
+      ACT: act === undefined ? 0 : act + 1,
+      RESID: Boolean(epi.resid),
+      GATE: epi.gate ? (epi.gate.kind === "threshold" ? 1 : 2) : 0,
+      SPLIT: false,
+    },
+    outs: [y, d],
+    r: epi.resid ?? epi.gate?.t,
+  });
+  return [y, d];
+}
+
+/**
+ * Records the dense kernel for {@link linear} and {@link linearSplit} (K and the weight's row
+ * stride multiples of 4): the register-blocked CPU kernels on a software adapter, else the
+ * matrix-vector, 64x64- or 128x128-tile kernel by the number of rows.
+ */
+function launchDense(o: {
+  x: Tensor;
+  w: Tensor;
+  bias?: Tensor;
+  M: number;
+  K: number;
+  N: number;
+  defines: Record<string, number | boolean>;
+  /** C, then D (or null), then for SPLIT E3. */
+  outs: [Tensor, Tensor | null, Tensor?];
+  r?: Tensor;
+  split?: [number, number];
+}): void {
+  const { x, w, bias, M, K, N } = o;
+  const LDB = w.shape[1];
+  const [y, d, e3] = o.outs;
+  const defines = { ...o.defines, WT: w.dtype === "float16" ? "f16" : "f32" };
   const buffers = [
     x.buffer,
     w.buffer,
     y.buffer,
     (bias ?? x).buffer,
-    (d ?? scratch()).buffer,
-    (epi.resid ?? epi.gate?.t ?? x).buffer,
+    (d ?? scratch(0)).buffer,
+    (o.r ?? x).buffer,
+    (e3 ?? scratch(1)).buffer,
   ];
-  const params = [M, N, K, LDB, bias ? 1 : 0, 0, 0, 0];
+  const params = [M, N, K, LDB, bias ? 1 : 0, o.split?.[0] ?? 0, o.split?.[1] ?? 0, 0];
   const cpu = cpuKernel(M, K, N);
   // The CPU kernels store whole column quads: a padded weight (N < LDB, as W_U) without an
   // epilogue goes through a [M, LDB] product whose first N columns are then copied out.
@@ -1000,7 +1036,7 @@ export function linear(
       );
       full.dispose();
     }
-    return [y, d];
+    return;
   }
   // Shape classes: one row -> matrix-vector; few rows -> 64x64 tiles; else 128x128 tiles.
   const entry = M <= linearConfig.matvecMaxRows
@@ -1021,7 +1057,48 @@ export function linear(
     buffers,
     groups,
   );
-  return [y, d];
+}
+
+/**
+ * A dense layer whose output columns are three tensors side by side, as q, k and v from one
+ * weight [K, n1 + n2 + n3]: x [.., K] -> [[.., n1], [.., n2], [.., n3]] in one dispatch.
+ * K and each part must be multiples of 4.
+ *
+ * @example
+ * ```ts
+ * const [q, k, v] = linearSplit(x, wQKV, bQKV, [768, 768, 768]);
+ * ```
+ */
+export function linearSplit(
+  x: Tensor,
+  w: Tensor,
+  bias: Tensor | undefined,
+  parts: [number, number, number],
+): [Tensor, Tensor, Tensor] {
+  const [K, LDB] = w.shape;
+  const N = parts[0] + parts[1] + parts[2];
+  if ((x.shape.at(-1) ?? 0) !== K || N !== LDB || K % 4 !== 0 || parts.some((p) => p % 4 !== 0)) {
+    throw new ShapeError(
+      `linearSplit: [${x.shape.join(", ")}] x [${w.shape.join(", ")}] into [${parts.join(", ")}] ` +
+        "needs matching inner dims, parts that add up to the weight's columns, and K and every " +
+        "part a multiple of 4.",
+    );
+  }
+  const M = x.size / K;
+  const lead = x.shape.slice(0, -1);
+  const outs = parts.map((p) => Tensor.empty([...lead, p])) as [Tensor, Tensor, Tensor];
+  launchDense({
+    x,
+    w,
+    bias,
+    M,
+    K,
+    N,
+    defines: { ACT: 0, RESID: false, GATE: 0, SPLIT: true },
+    outs,
+    split: [parts[0], parts[1]],
+  });
+  return outs;
 }
 
 /** Which register-blocked kernel {@link linear} takes, if any (see {@link linearConfig}). */
@@ -1034,34 +1111,36 @@ function cpuKernel(M: number, K: number, N: number): "large" | "small" | null {
   return M > 32 && M * K * N >= linearConfig.cpuMinMacs ? "large" : "small";
 }
 
-const scratchTensors = new WeakMap<object, Tensor>();
-/** A small writable tensor (one per device) bound where a kernel variant writes nothing. */
-function scratch(): Tensor {
+const scratchTensors = new WeakMap<object, Tensor[]>();
+/** Small writable tensors (per device) bound where a kernel variant writes nothing. */
+function scratch(i = 0): Tensor {
   const r = runtime();
-  let t = scratchTensors.get(r);
-  if (!t) {
-    t = Tensor.empty([64]).keep();
-    scratchTensors.set(r, t);
+  let ts = scratchTensors.get(r);
+  if (!ts) {
+    ts = [];
+    scratchTensors.set(r, ts);
   }
-  return t;
+  ts[i] ??= Tensor.empty([64]).keep();
+  return ts[i];
 }
 
 // ---------------------------------------------------------------- backward (activation gradients)
 
 /**
- * dL/dx of a dense layer y = x · w (w [K, LDB], N real columns): g [.., N] · wᵀ -> [.., K].
+ * dL/dx of a dense layer y = x · w (w [K, LDB], N real columns from column `off`): g [.., N] · wᵀ
+ * -> [.., K].
  *
  * @example
  * ```ts
  * const gx = linearBack(gy, W, N);
  * ```
  */
-export function linearBack(g: Tensor, w: Tensor, n?: number): Tensor {
+export function linearBack(g: Tensor, w: Tensor, n?: number, off = 0): Tensor {
   const [K, LDB] = w.shape;
   const N = n ?? LDB;
   const M = g.size / N;
   const out = Tensor.empty([...g.shape.slice(0, -1), K]);
-  gemm({ t: out, row: K, col: 1 }, { t: g, row: N, col: 1 }, { t: w, row: 1, col: LDB }, {
+  gemm({ t: out, row: K, col: 1 }, { t: g, row: N, col: 1 }, { t: w, off, row: 1, col: LDB }, {
     M,
     N: K,
     K: N,

@@ -216,10 +216,13 @@ interface BlockWeights {
   ln1b?: Tensor;
   ln2w?: Tensor;
   ln2b?: Tensor;
-  /** [d_model, heads * d_head] (head-major columns). */
-  wq: Tensor;
-  wk: Tensor;
-  wv: Tensor;
+  /**
+   * W_Q, W_K and W_V side by side: [d_model, (heads + 2 kv_heads) * d_head], each head-major, so
+   * that q, k and v come from one dispatch (held once; the separate products read column blocks).
+   */
+  wqkv: Tensor;
+  /** b_Q, b_K, b_V side by side (zeros where one is missing), or none when all are. */
+  bqkv?: Tensor;
   bq?: Tensor;
   bk?: Tensor;
   bv?: Tensor;
@@ -292,8 +295,29 @@ function upload(
   const blocks: BlockWeights[] = [];
   for (let l = 0; l < cfg.nLayers; l++) {
     const b = `blocks.${l}.`;
-    const cols = (n: string, heads: number) =>
-      matrix(b + n, headsToColumns(sd.get(b + n)!.data, heads, D, E), [D, heads * E]);
+    const cols = (n: string, heads: number) => headsToColumns(sd.get(b + n)!.data, heads, D, E);
+    const [nq, nkv] = [H * E, Hkv * E];
+    const wqkv = new Float32Array(D * (nq + 2 * nkv));
+    const parts = [cols("attn.W_Q", H), cols(`attn.${kv}W_K`, Hkv), cols(`attn.${kv}W_V`, Hkv)];
+    for (let d = 0; d < D; d++) {
+      let c = d * (nq + 2 * nkv);
+      for (const [i, p] of parts.entries()) {
+        const n = i === 0 ? nq : nkv;
+        wqkv.set(p.subarray(d * n, (d + 1) * n), c);
+        c += n;
+      }
+    }
+    const biasNames = ["attn.b_Q", `attn.${kv}b_K`, `attn.${kv}b_V`];
+    let bqkv: Tensor | undefined;
+    if (biasNames.some((n) => sd.has(b + n))) {
+      const data = new Float32Array(nq + 2 * nkv);
+      let c = 0;
+      for (const [i, n] of biasNames.entries()) {
+        if (sd.has(b + n)) data.set(sd.get(b + n)!.data, c);
+        c += i === 0 ? nq : nkv;
+      }
+      bqkv = t(b + "attn.b_Q", data, [nq + 2 * nkv]);
+    }
     const flat = (
       n: string,
       heads: number,
@@ -303,9 +327,8 @@ function upload(
       ln1b: opt(b + "ln1.b"),
       ln2w: opt(b + "ln2.w"),
       ln2b: opt(b + "ln2.b"),
-      wq: cols("attn.W_Q", H),
-      wk: cols(`attn.${kv}W_K`, Hkv),
-      wv: cols(`attn.${kv}W_V`, Hkv),
+      wqkv: matrix(b + "attn.W_Q", wqkv, [D, nq + 2 * nkv]),
+      bqkv,
       bq: flat("attn.b_Q", H),
       bk: flat(`attn.${kv}b_K`, Hkv),
       bv: flat(`attn.${kv}b_V`, Hkv),
@@ -1232,6 +1255,50 @@ export class HookedTransformer {
     return y;
   }
 
+  /**
+   * q [B, P, H, E], k and v [B, P, Hkv, E] from their inputs: one dispatch into three outputs when
+   * the three inputs are one tensor (always, unless a backward pass is being recorded), else three
+   * products reading column blocks of the joint weight.
+   */
+  #qkv(w: BlockWeights, [xq, xk, xv]: [Tensor, Tensor, Tensor], [B, P]: number[]): Tensor[] {
+    const { nHeads: H, dHead: E, dModel: D } = this.cfg;
+    const Hkv = this.cfg.nKeyValueHeads ?? H;
+    const parts: [number, number, number] = [H * E, Hkv * E, Hkv * E];
+    const offs = [0, parts[0], parts[0] + parts[1]];
+    const shapes = [[B, P, H, E], [B, P, Hkv, E], [B, P, Hkv, E]];
+    if (xq === xk && xk === xv && D % 4 === 0 && parts.every((n) => n % 4 === 0)) {
+      const outs = ops.linearSplit(xq, w.wqkv, w.bqkv, parts);
+      const ys = outs.map((o, i) => o.moveTo(shapes[i]));
+      Tape.record(ys, [xq], (gs) => {
+        let dx: Tensor | null = null;
+        for (const [i, g] of gs.entries()) {
+          if (!g) continue;
+          const part = ops.linearBack(g.reshape([B * P, parts[i]]), w.wqkv, parts[i], offs[i]);
+          dx = dx ? dx.add(part) : part;
+        }
+        return [dx?.moveTo([...xq.shape]) ?? null];
+      });
+      return ys;
+    }
+    const biases = [w.bq, w.bk, w.bv];
+    return [xq, xk, xv].map((x, i) => {
+      const y = Tensor.empty(shapes[i]);
+      const LDB = w.wqkv.shape[1];
+      ops.gemm(
+        { t: y, row: parts[i], col: 1 },
+        { t: x, row: D, col: 1 },
+        { t: w.wqkv, off: offs[i], row: LDB, col: 1 },
+        { M: B * P, N: parts[i], K: D, bias: biases[i] },
+      );
+      Tape.record([y], [x], ([g]) => [
+        ops.linearBack(g!.reshape([B * P, parts[i]]), w.wqkv, parts[i], offs[i]).moveTo([
+          ...x.shape,
+        ]),
+      ]);
+      return y;
+    });
+  }
+
   /** x [.., K] · W [K, N] + b into a tensor of `shape`. */
   protected linear(x: Tensor, w: Tensor, b: Tensor | undefined, shape: number[]): Tensor {
     const [y0] = ops.linear(x, w, b);
@@ -1293,9 +1360,10 @@ export class HookedTransformer {
     const w = this.#w.blocks[l];
     const [B, P] = x.shape;
     const H = cfg.nHeads, E = cfg.dHead, Hkv = cfg.nKeyValueHeads ?? H;
-    let q = await this.hook(a + "hook_q", this.linear(xq, w.wq, w.bq, [B, P, H, E]));
-    let k = await this.hook(a + "hook_k", this.linear(xk, w.wk, w.bk, [B, P, Hkv, E]));
-    const v = await this.hook(a + "hook_v", this.linear(x, w.wv, w.bv, [B, P, Hkv, E]));
+    const [q0, k0, v0] = this.#qkv(w, [xq, xk, x], [B, P]);
+    let q = await this.hook(a + "hook_q", q0);
+    let k = await this.hook(a + "hook_k", k0);
+    const v = await this.hook(a + "hook_v", v0);
     const kv = this.#kv;
     const offset = kv?.offset ?? 0;
     if (this.#w.rot) {
