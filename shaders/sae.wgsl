@@ -139,6 +139,28 @@ fn compact(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t:
   if (t == 0u) { idx[row * (cap + 1u)] = running; }
 }
 
+// compact for software adapters (lavapipe): one row per invocation, a serial scan instead of the
+// workgroup prefix sum and its barriers. Rows = (workgroup x + 65535 y) * 64 + lane.
+@compute @workgroup_size(64)
+fn compact_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = (wg.x + wg.y * 65535u) * 64u + lid.x;
+  if (row >= p.rows) { return; }
+  let cap = p.k;
+  let base = row * p.n;
+  var count = 0u;
+  for (var i = 0u; i < p.n; i++) {
+    let v = x[base + i];
+    if (v != 0.0) {
+      if (count < cap) {
+        idx[row * (cap + 1u) + 1u + count] = i;
+        out[row * cap + count] = v;
+      }
+      count++;
+    }
+  }
+  idx[row * (cap + 1u)] = count;
+}
+
 // recons[row, d] = b_dec[d] + sum over active j of acts[j] (* scale[j]) * W_dec[j, d].
 // x = dense acts [rows, d_sae]; aux = compact values; idx = compact indices; w = W_dec [d_sae, d_in];
 // out = recons [rows, d_in]; extra = b_dec [d_in] then the per-latent scale [d_sae].

@@ -185,12 +185,18 @@ Deno.test("sparse decode: rows with more active latents than the list holds deco
   const [dir, w] = await makeSae(s, "cap");
   const x = randArray(9 * 16, seed++).map((v) => v * 3);
   const ref = cpuSae(s, w, x);
-  for (const cap of [2, 64]) {
-    using sae = await SAE.load(dir, { decodeCapacity: cap });
-    using tx = Tensor.from(x, [9, 16]);
-    using out = await sae.forward(tx);
-    assert.ok(maxRelErr(await out.toArray(), ref.out) < 1e-5, `capacity ${cap}`);
+  const saved = ops.cpuVariants.mode;
+  // The GPU compaction (workgroup prefix sum) and the software-adapter one (a scan per row).
+  for (const mode of ["never", "always"] as const) {
+    ops.cpuVariants.mode = mode;
+    for (const cap of [2, 64]) {
+      using sae = await SAE.load(dir, { decodeCapacity: cap });
+      using tx = Tensor.from(x, [9, 16]);
+      using out = await sae.forward(tx);
+      assert.ok(maxRelErr(await out.toArray(), ref.out) < 1e-5, `${mode}: capacity ${cap}`);
+    }
   }
+  ops.cpuVariants.mode = saved;
 });
 
 Deno.test("top-k kernel: radix select keeps exactly k per row, ties to the lowest index, negatives ReLU'd", async () => {

@@ -720,11 +720,12 @@ export function saeDecode(
   const rows = acts.size / dSae;
   const idx = Tensor.empty([rows, cap + 1], "int32");
   const vals = Tensor.empty([rows, cap]);
+  const cpu = useCpuVariants();
   dispatch(
-    pipeline(SHADERS.sae, "compact"),
+    pipeline(SHADERS.sae, cpu ? "compact_rows" : "compact"),
     [rows, dSae, 0, cap, 0, 0, f32(0), 0],
     [acts.buffer, undefined, vals.buffer, idx.buffer],
-    gridRows(rows),
+    cpu ? laneGrid(rows) : gridRows(rows),
   );
   const out = Tensor.empty([...acts.shape.slice(0, -1), dIn]);
   dispatch(
