@@ -124,6 +124,14 @@ for (const [B, P] of [[8 / (FULL ? 1 : 4), 128], [FULL ? 8 : 1, FULL ? 1024 : 25
       for (const t of [scores, pattern, z]) t.dispose();
     },
   );
+  bench(
+    `attention ${B}x${P}, 12 heads x 64, fused (one pass)`,
+    { flops: 4 * B * H * P * P * E },
+    () => {
+      const s = { B, P, Pk: P, H, Hkv: H, E, kvStride: P * H * E, alpha: 0.125, offset: 0 };
+      ops.flashAttention(q, k, v, s).dispose();
+    },
+  );
 }
 
 {

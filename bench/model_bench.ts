@@ -4,6 +4,7 @@
 // and 32 generated tokens.
 import type { Tensor } from "../mod.ts";
 import { bench, FULL, randomGpt2, randomSae, suite, warmGpu } from "./_common.ts";
+import * as ops from "../src/gpu/ops.ts";
 
 suite("model");
 await warmGpu();
@@ -35,6 +36,15 @@ for (const [B, P] of sizes) {
 }
 const [B, P] = FULL ? [8, 128] : [4, 64];
 const t = tokens(B, P);
+// The one-pass attention (off by default until these two lines are compared on a GPU).
+bench(`forward ${B}x${P} with fused attention`, { flops: flops(B, P) }, async () => {
+  ops.attentionConfig.fused = true;
+  try {
+    (await model.forward(t)).dispose();
+  } finally {
+    ops.attentionConfig.fused = false;
+  }
+});
 bench(`runWithCache ${B}x${P}, all hooks`, { flops: flops(B, P) }, async () => {
   const [out, cache] = await model.runWithCache(t);
   (out as Tensor).dispose();
@@ -74,4 +84,12 @@ if ((await import("../src/gpu/info.ts")).gpuInfo().f16) {
 const prompt = tokens(1, 8);
 bench("generate 32 tokens (greedy, KV cache, batch 1)", {}, async () => {
   await model.generate(prompt, { maxNewTokens: 32, doSample: false, stopAtEos: false });
+}, { n: 3, pipelined: 2 });
+bench("generate 32 tokens with fused attention", {}, async () => {
+  ops.attentionConfig.fused = true;
+  try {
+    await model.generate(prompt, { maxNewTokens: 32, doSample: false, stopAtEos: false });
+  } finally {
+    ops.attentionConfig.fused = false;
+  }
 }, { n: 3, pipelined: 2 });

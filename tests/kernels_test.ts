@@ -630,3 +630,64 @@ Deno.test("linearBack on a column block of a joint weight (the q/k/v backward): 
     assert.ok(relErr(await dx.toArray(), ref) < 1e-5, `off ${off}`);
   }
 });
+
+Deno.test("flashAttention (one pass, online softmax) equals float64 causal attention: GQA, KV-cache offset, ragged blocks", async () => {
+  for (
+    const [B, P, Pk, H, Hkv, E, offset] of [[2, 19, 19, 4, 2, 16, 0], [1, 3, 21, 4, 4, 8, 18], [
+      1,
+      33,
+      33,
+      2,
+      1,
+      64,
+      0,
+    ]]
+  ) {
+    const q = randArray(B * P * H * E, seed++),
+      k = randArray(B * Pk * Hkv * E, seed++),
+      v = randArray(B * Pk * Hkv * E, seed++);
+    using tq = Tensor.from(q, [B, P, H, E]);
+    using tk = Tensor.from(k, [B, Pk, Hkv, E]);
+    using tv = Tensor.from(v, [B, Pk, Hkv, E]);
+    const alpha = 1 / Math.sqrt(E);
+    poisonPool(B * P * H * E * 4);
+    using z = ops.flashAttention(tq, tk, tv, {
+      B,
+      P,
+      Pk,
+      H,
+      Hkv,
+      E,
+      kvStride: Pk * Hkv * E,
+      alpha,
+      offset,
+    });
+    const ref = new Float64Array(B * P * H * E);
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < H; h++) {
+        for (let i = 0; i < P; i++) {
+          const hk = Math.floor(h / (H / Hkv));
+          const s: number[] = [];
+          for (let j = 0; j <= Math.min(Pk - 1, offset + i); j++) {
+            let d = 0;
+            for (let e = 0; e < E; e++) {
+              d += q[((b * P + i) * H + h) * E + e] * k[((b * Pk + j) * Hkv + hk) * E + e];
+            }
+            s.push(d * alpha);
+          }
+          const mx = Math.max(...s);
+          const w = s.map((x) => Math.exp(x - mx)), sum = w.reduce((a, x) => a + x, 0);
+          for (let e = 0; e < E; e++) {
+            let acc = 0;
+            for (let j = 0; j < w.length; j++) {
+              acc += w[j] / sum * v[((b * Pk + j) * Hkv + hk) * E + e];
+            }
+            ref[((b * P + i) * H + h) * E + e] = acc;
+          }
+        }
+      }
+    }
+    const err = maxRelErr(await z.toArray(), ref);
+    assert.ok(err < 1e-5, `B ${B} P ${P} Pk ${Pk} H ${H}/${Hkv} E ${E} offset ${offset}: ${err}`);
+  }
+}); // deno-fmt-ignore

@@ -18,6 +18,7 @@ Deno.test("every shader compiles without errors and every entry point builds", a
       { WT: "f32", BK: 8, ACT: 3, RESID: false, GATE: 2, SPLIT: false },
       { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0, SPLIT: true },
     ],
+    flash: [{ E: 64 }, { E: 16 }],
     linear_cpu: [
       { WT: "f32", ACT: 0, RESID: true, GATE: 0, SPLIT: false },
       { WT: "f16", ACT: 3, RESID: false, GATE: 1, SPLIT: false },

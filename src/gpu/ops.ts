@@ -490,6 +490,93 @@ export function softmax(x: Tensor): Tensor {
   return out;
 }
 
+/**
+ * Whether the model takes {@link flashAttention} when nothing needs the scores or the pattern
+ * (no hook can replace them, none is cached, no backward pass is recorded). Off by default until
+ * it is measured against the three-dispatch path (q·kᵀ, softmax, pattern·v) on a GPU; on lavapipe
+ * that path is faster (2x128 tokens, 12 heads of 64: 52 against 87 ms, where every lane's loads
+ * of K and V are scalar loops). `bench/kernels_bench.ts` and `bench/model_bench.ts` time both.
+ *
+ * @example
+ * ```ts
+ * attentionConfig.fused = true;
+ * ```
+ */
+export const attentionConfig: { fused: boolean } = { fused: false };
+
+/** Shape of {@link flashAttention}'s operands. */
+export interface FlashShape {
+  B: number;
+  /** Query positions. */
+  P: number;
+  /** Key positions (offset + P with a KV cache). */
+  Pk: number;
+  H: number;
+  Hkv: number;
+  E: number;
+  /** Batch stride of k and v in elements (Pk * Hkv * E, or a KV cache's capacity). */
+  kvStride: number;
+  /** Score scale (1 / sqrt(d_head) as TransformerLens's attn_scale). */
+  alpha: number;
+  /** Position of the first query (causal mask: key j visible from query i when j <= offset + i). */
+  offset: number;
+}
+
+/**
+ * Whether {@link flashAttention} handles these shapes on this device (d_head a multiple of 4, at
+ * most 256, and its tiles fit the workgroup memory).
+ *
+ * @example
+ * ```ts
+ * if (flashFits(64)) console.log("fused attention available");
+ * ```
+ */
+export function flashFits(E: number): boolean {
+  const bytes = (3 * 16 * E + 256) * 4;
+  return E % 4 === 0 && E <= 256 && E > 0 &&
+    bytes <= runtime().gpu.limits.maxComputeWorkgroupStorageSize;
+}
+
+/**
+ * Causal attention in one dispatch: z [B, P, H, E] = softmax(alpha q·kᵀ) · v with q [B, P, H, E]
+ * and k, v [B, Pk, Hkv, E] (batch stride `kvStride`), without writing the scores or the pattern.
+ *
+ * @example
+ * ```ts
+ * const z = flashAttention(q, k, v, { B, P, Pk: P, H, Hkv: H, E, kvStride: P * H * E, alpha: 0.125, offset: 0 });
+ * ```
+ */
+export function flashAttention(q: Tensor, k: Tensor, v: Tensor, s: FlashShape): Tensor {
+  for (const x of [q, k, v]) assertF32(x, "attention");
+  if (!flashFits(s.E) || s.H % s.Hkv !== 0) {
+    throw new ShapeError(
+      `flashAttention: d_head ${s.E} with ${s.H} heads over ${s.Hkv} kv heads is not supported ` +
+        "(d_head a multiple of 4 up to 256, heads a multiple of kv heads); use the unfused path.",
+    );
+  }
+  const z = Tensor.empty([s.B, s.P, s.H, s.E]);
+  dispatch(
+    pipeline(SHADERS.flash, "main", { E: s.E }),
+    [
+      s.P,
+      s.Pk,
+      s.H,
+      s.H / s.Hkv,
+      s.P * s.H * s.E,
+      s.H * s.E,
+      s.kvStride,
+      s.Hkv * s.E,
+      f32(s.alpha),
+      s.offset,
+      0,
+      0,
+    ],
+    [q.buffer, k.buffer, v.buffer, z.buffer],
+    [Math.ceil(s.P / 16), s.B * s.H, 1],
+  );
+  return z;
+}
+
 /** The WGSL element type of a float table (f16 tables are read as f32). */
 function tableType(table: Tensor): "f16" | "f32" {
   if (table.dtype === "int32") {

@@ -22,6 +22,7 @@ import linearCpu from "../../shaders/linear_cpu.wgsl" with { type: "text" };
 import backward from "../../shaders/backward.wgsl" with { type: "text" };
 import activations from "../../shaders/activations.wgsl" with { type: "text" };
 import reduce from "../../shaders/reduce.wgsl" with { type: "text" };
+import flash from "../../shaders/flash.wgsl" with { type: "text" };
 import type { ShaderSource } from "./runtime.ts";
 
 /** Every shader module by family name (activations.wgsl and reduce.wgsl are prepended where used). */
@@ -38,4 +39,5 @@ export const SHADERS: Readonly<Record<string, ShaderSource>> = {
   linear: { name: "linear", code: activations + linear },
   linear_cpu: { name: "linear_cpu", code: activations + linearCpu },
   backward: { name: "backward", code: activations + reduce + backward },
+  flash: { name: "flash", code: flash },
 };

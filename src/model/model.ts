@@ -608,6 +608,12 @@ export class HookedTransformer {
     return this.registry.at(name).length > 0;
   }
 
+  /** Whether nothing reads the activation at `name`: no hook, no cache entry, no backward pass. */
+  protected hookInert(name: string): boolean {
+    const run = this.run;
+    return !this.hookMayReplace(name) && !(run?.cache && run.cacheFilter(name)) && !Tape.active;
+  }
+
   /**
    * Runs one hook point: the attached hooks in order (a returned Tensor replaces the activation),
    * then caching. This is the one place every hook point passes through.
@@ -1388,6 +1394,23 @@ export class HookedTransformer {
     let scale = cfg.useAttnScale ? cfg.attnScale : 1;
     if (cfg.scaleAttnByInverseLayerIdx) scale *= l + 1;
     const group = H / Hkv;
+    // hook_z, then W_O (plus the residual in the same pass).
+    const finish = async (z: Tensor): Promise<[Tensor, Tensor | null]> => {
+      const zh = await this.hook(a + "hook_z", z);
+      const [out, sum] = ops.linear(zh.reshape([B, P, H * E]), w.wo, w.bo, { resid });
+      Tape.record([out], [zh], ([g]) => [ops.linearBack(g!, w.wo).moveTo([B, P, H, E])]);
+      return [out, sum];
+    };
+    if (
+      ops.attentionConfig.fused && !Tape.active && ops.flashFits(E) &&
+      this.hookInert(a + "hook_attn_scores") && this.hookInert(a + "hook_pattern")
+    ) {
+      // Nothing reads the scores or the pattern: one pass, neither is written.
+      const alpha = 1 / scale;
+      return await finish(
+        ops.flashAttention(q, kAll, vAll, { B, P, Pk, H, Hkv, E, kvStride, alpha, offset }),
+      );
+    }
     const scores = Tensor.empty([B, H, P, Pk]);
     ops.gemm(
       { t: scores, b1: H * P * Pk, b2: P * Pk, row: Pk, col: 1 },
@@ -1462,10 +1485,7 @@ export class HookedTransformer {
         return [gp, gv];
       });
     }
-    const zh = await this.hook(a + "hook_z", z);
-    const [out, sum] = ops.linear(zh.reshape([B, P, H * E]), w.wo, w.bo, { resid });
-    Tape.record([out], [zh], ([g]) => [ops.linearBack(g!, w.wo).moveTo([B, P, H, E])]);
-    return [out, sum];
+    return await finish(z);
   }
 
   /**

@@ -1,0 +1,72 @@
+// The one-pass attention (ops.attentionConfig.fused) against the three-dispatch path on every
+// reference model: logits of a forward, and greedy generation with the KV cache.
+import assert from "node:assert/strict";
+import { HookedTransformer, type Tensor } from "../mod.ts";
+import * as ops from "../src/gpu/ops.ts";
+import { maxRelErr } from "./_util.ts";
+
+for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
+  Deno.test(`${name}: fused attention gives the same logits and generations as the unfused path`, async () => {
+    using model = await HookedTransformer.fromPretrained(
+      new URL(`./reference/${name}/hf`, import.meta.url).pathname,
+    );
+    const tokens = [[5, 17, 90, 3, 44, 2, 99, 7, 1, 12, 60, 61, 62, 63, 64, 65, 66, 67, 68], [
+      0,
+      1,
+      2,
+      3,
+      4,
+      5,
+      6,
+      7,
+      8,
+      9,
+      10,
+      11,
+      12,
+      13,
+      14,
+      15,
+      16,
+      17,
+      18,
+    ]];
+    const run = async (fused: boolean) => {
+      ops.attentionConfig.fused = fused;
+      try {
+        using logits = await model.forward(tokens) as Tensor;
+        const gen = await model.generate([tokens[0].slice(0, 5)], {
+          maxNewTokens: 6,
+          doSample: false,
+        });
+        return { logits: await logits.toArray(), gen };
+      } finally {
+        ops.attentionConfig.fused = false;
+      }
+    };
+    const [plain, fused] = [await run(false), await run(true)];
+    assert.ok(
+      maxRelErr(fused.logits, plain.logits) < 1e-5,
+      `logits ${maxRelErr(fused.logits, plain.logits)}`,
+    );
+    assert.deepEqual(fused.gen, plain.gen);
+  });
+} // deno-fmt-ignore
+
+Deno.test("fused attention stands aside when the pattern is hooked or cached", async () => {
+  using model = await HookedTransformer.fromPretrained(new URL("./reference/gpt2_tiny/hf", import.meta.url).pathname);
+  const tokens = [[5, 17, 90, 3, 44, 2, 99]];
+  ops.attentionConfig.fused = true;
+  try {
+    const [out, cache] = await model.runWithCache(tokens, { namesFilter: (n) => n.endsWith("hook_pattern") });
+    (out as Tensor).dispose();
+    assert.equal(cache.keys().length, 2, "both layers' patterns were made and cached");
+    cache.dispose();
+    let seen = 0;
+    using _h = model.hooks([["blocks.0.attn.hook_pattern", () => { seen++; }]]);
+    (await model.forward(tokens) as Tensor).dispose();
+    assert.equal(seen, 1);
+  } finally {
+    ops.attentionConfig.fused = false;
+  }
+});
