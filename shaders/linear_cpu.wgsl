@@ -13,9 +13,10 @@
 // end are clamped: a clamped lane computes and stores the same values as the lane that owns the
 // last row or quad, so nothing needs a branch. Requires K, N and the row stride of B equal to N
 // to be multiples of 4. Specialisation as linear.wgsl: WT, ACT, RESID, GATE, SPLIT (each part a
-// multiple of 4 columns).
+// multiple of 4 columns). main_t / small_t: C = A · Bᵀ[boff .., ..] for the backward of a dense
+// layer (B [N, LDB], its columns boff .. boff + K; K, LDB and boff multiples of 4).
 
-struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, _c: u32 }
+struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, boff: u32 }
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
@@ -29,6 +30,12 @@ struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, _c
 // c + a.x b0 + a.y b1 + a.z b2 + a.w b3: four consecutive k of one row and one column quad.
 fn f4(c: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
   return fma(vec4(a.w), b3, fma(vec4(a.z), b2, fma(vec4(a.y), b1, fma(vec4(a.x), b0, c))));
+}
+
+// c + (a·b0, a·b1, a·b2, a·b3): four consecutive k of one row against four output columns read
+// as rows of the weight (the transposed entries).
+fn d4(c: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+  return c + vec4(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
 }
 
 fn act4(y: vec4<f32>) -> vec4<f32> {
@@ -270,6 +277,229 @@ fn small(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: 
     c1_0 = f4(c1_0, a1, b00, b10, b20, b30); c1_1 = f4(c1_1, a1, b01, b11, b21, b31);
     c2_0 = f4(c2_0, a2, b00, b10, b20, b30); c2_1 = f4(c2_1, a2, b01, b11, b21, b31);
     c3_0 = f4(c3_0, a3, b00, b10, b20, b30); c3_1 = f4(c3_1, a3, b01, b11, b21, b31);
+  }
+  var bq0 = vec4<f32>(); var bq1 = vec4<f32>();
+  if (p.has_bias != 0u) {
+    bq0 = bias[q0]; bq1 = bias[q1];
+  }
+  var t0 = vec4<f32>(); var t1 = vec4<f32>();
+  if (GATE == 1u) {
+    t0 = R[q0]; t1 = R[q1];
+  }
+  epi(r0, q0, c0_0 + bq0, t0); epi(r0, q1, c0_1 + bq1, t1);
+  epi(r1, q0, c1_0 + bq0, t0); epi(r1, q1, c1_1 + bq1, t1);
+  epi(r2, q0, c2_0 + bq0, t0); epi(r2, q1, c2_1 + bq1, t1);
+  epi(r3, q0, c3_0 + bq0, t0); epi(r3, q1, c3_1 + bq1, t1);
+}
+
+@compute @workgroup_size(32)
+fn main_t(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let K4 = p.K / 4u;
+  let N4 = p.N / 4u;
+  let nq0 = wg.x * 32u + li % 4u;
+  let m0 = wg.y * 128u + li / 4u;
+  let q0 = min(nq0 + 0u, N4 - 1u); let q1 = min(nq0 + 4u, N4 - 1u); let q2 = min(nq0 + 8u, N4 - 1u); let q3 = min(nq0 + 12u, N4 - 1u);
+  let q4 = min(nq0 + 16u, N4 - 1u); let q5 = min(nq0 + 20u, N4 - 1u); let q6 = min(nq0 + 24u, N4 - 1u); let q7 = min(nq0 + 28u, N4 - 1u);
+  let r0 = min(m0 + 0u, p.M - 1u); let r1 = min(m0 + 8u, p.M - 1u); let r2 = min(m0 + 16u, p.M - 1u); let r3 = min(m0 + 24u, p.M - 1u);
+  let r4 = min(m0 + 32u, p.M - 1u); let r5 = min(m0 + 40u, p.M - 1u); let r6 = min(m0 + 48u, p.M - 1u); let r7 = min(m0 + 56u, p.M - 1u);
+  let r8 = min(m0 + 64u, p.M - 1u); let r9 = min(m0 + 72u, p.M - 1u); let r10 = min(m0 + 80u, p.M - 1u); let r11 = min(m0 + 88u, p.M - 1u);
+  let r12 = min(m0 + 96u, p.M - 1u); let r13 = min(m0 + 104u, p.M - 1u); let r14 = min(m0 + 112u, p.M - 1u); let r15 = min(m0 + 120u, p.M - 1u);
+  var c0_0 = vec4<f32>(); var c0_1 = vec4<f32>(); var c0_2 = vec4<f32>(); var c0_3 = vec4<f32>(); var c0_4 = vec4<f32>(); var c0_5 = vec4<f32>(); var c0_6 = vec4<f32>(); var c0_7 = vec4<f32>();
+  var c1_0 = vec4<f32>(); var c1_1 = vec4<f32>(); var c1_2 = vec4<f32>(); var c1_3 = vec4<f32>(); var c1_4 = vec4<f32>(); var c1_5 = vec4<f32>(); var c1_6 = vec4<f32>(); var c1_7 = vec4<f32>();
+  var c2_0 = vec4<f32>(); var c2_1 = vec4<f32>(); var c2_2 = vec4<f32>(); var c2_3 = vec4<f32>(); var c2_4 = vec4<f32>(); var c2_5 = vec4<f32>(); var c2_6 = vec4<f32>(); var c2_7 = vec4<f32>();
+  var c3_0 = vec4<f32>(); var c3_1 = vec4<f32>(); var c3_2 = vec4<f32>(); var c3_3 = vec4<f32>(); var c3_4 = vec4<f32>(); var c3_5 = vec4<f32>(); var c3_6 = vec4<f32>(); var c3_7 = vec4<f32>();
+  var c4_0 = vec4<f32>(); var c4_1 = vec4<f32>(); var c4_2 = vec4<f32>(); var c4_3 = vec4<f32>(); var c4_4 = vec4<f32>(); var c4_5 = vec4<f32>(); var c4_6 = vec4<f32>(); var c4_7 = vec4<f32>();
+  var c5_0 = vec4<f32>(); var c5_1 = vec4<f32>(); var c5_2 = vec4<f32>(); var c5_3 = vec4<f32>(); var c5_4 = vec4<f32>(); var c5_5 = vec4<f32>(); var c5_6 = vec4<f32>(); var c5_7 = vec4<f32>();
+  var c6_0 = vec4<f32>(); var c6_1 = vec4<f32>(); var c6_2 = vec4<f32>(); var c6_3 = vec4<f32>(); var c6_4 = vec4<f32>(); var c6_5 = vec4<f32>(); var c6_6 = vec4<f32>(); var c6_7 = vec4<f32>();
+  var c7_0 = vec4<f32>(); var c7_1 = vec4<f32>(); var c7_2 = vec4<f32>(); var c7_3 = vec4<f32>(); var c7_4 = vec4<f32>(); var c7_5 = vec4<f32>(); var c7_6 = vec4<f32>(); var c7_7 = vec4<f32>();
+  var c8_0 = vec4<f32>(); var c8_1 = vec4<f32>(); var c8_2 = vec4<f32>(); var c8_3 = vec4<f32>(); var c8_4 = vec4<f32>(); var c8_5 = vec4<f32>(); var c8_6 = vec4<f32>(); var c8_7 = vec4<f32>();
+  var c9_0 = vec4<f32>(); var c9_1 = vec4<f32>(); var c9_2 = vec4<f32>(); var c9_3 = vec4<f32>(); var c9_4 = vec4<f32>(); var c9_5 = vec4<f32>(); var c9_6 = vec4<f32>(); var c9_7 = vec4<f32>();
+  var c10_0 = vec4<f32>(); var c10_1 = vec4<f32>(); var c10_2 = vec4<f32>(); var c10_3 = vec4<f32>(); var c10_4 = vec4<f32>(); var c10_5 = vec4<f32>(); var c10_6 = vec4<f32>(); var c10_7 = vec4<f32>();
+  var c11_0 = vec4<f32>(); var c11_1 = vec4<f32>(); var c11_2 = vec4<f32>(); var c11_3 = vec4<f32>(); var c11_4 = vec4<f32>(); var c11_5 = vec4<f32>(); var c11_6 = vec4<f32>(); var c11_7 = vec4<f32>();
+  var c12_0 = vec4<f32>(); var c12_1 = vec4<f32>(); var c12_2 = vec4<f32>(); var c12_3 = vec4<f32>(); var c12_4 = vec4<f32>(); var c12_5 = vec4<f32>(); var c12_6 = vec4<f32>(); var c12_7 = vec4<f32>();
+  var c13_0 = vec4<f32>(); var c13_1 = vec4<f32>(); var c13_2 = vec4<f32>(); var c13_3 = vec4<f32>(); var c13_4 = vec4<f32>(); var c13_5 = vec4<f32>(); var c13_6 = vec4<f32>(); var c13_7 = vec4<f32>();
+  var c14_0 = vec4<f32>(); var c14_1 = vec4<f32>(); var c14_2 = vec4<f32>(); var c14_3 = vec4<f32>(); var c14_4 = vec4<f32>(); var c14_5 = vec4<f32>(); var c14_6 = vec4<f32>(); var c14_7 = vec4<f32>();
+  var c15_0 = vec4<f32>(); var c15_1 = vec4<f32>(); var c15_2 = vec4<f32>(); var c15_3 = vec4<f32>(); var c15_4 = vec4<f32>(); var c15_5 = vec4<f32>(); var c15_6 = vec4<f32>(); var c15_7 = vec4<f32>();
+  let LDB4 = p.LDB / 4u;
+  let boff4 = p.boff / 4u;
+  for (var kq = 0u; kq < K4; kq++) {
+    let b00 = vec4<f32>(B[(q0 * 4u + 0u) * LDB4 + boff4 + kq]); let b10 = vec4<f32>(B[(q0 * 4u + 1u) * LDB4 + boff4 + kq]); let b20 = vec4<f32>(B[(q0 * 4u + 2u) * LDB4 + boff4 + kq]); let b30 = vec4<f32>(B[(q0 * 4u + 3u) * LDB4 + boff4 + kq]);
+    let b01 = vec4<f32>(B[(q1 * 4u + 0u) * LDB4 + boff4 + kq]); let b11 = vec4<f32>(B[(q1 * 4u + 1u) * LDB4 + boff4 + kq]); let b21 = vec4<f32>(B[(q1 * 4u + 2u) * LDB4 + boff4 + kq]); let b31 = vec4<f32>(B[(q1 * 4u + 3u) * LDB4 + boff4 + kq]);
+    let b02 = vec4<f32>(B[(q2 * 4u + 0u) * LDB4 + boff4 + kq]); let b12 = vec4<f32>(B[(q2 * 4u + 1u) * LDB4 + boff4 + kq]); let b22 = vec4<f32>(B[(q2 * 4u + 2u) * LDB4 + boff4 + kq]); let b32 = vec4<f32>(B[(q2 * 4u + 3u) * LDB4 + boff4 + kq]);
+    let b03 = vec4<f32>(B[(q3 * 4u + 0u) * LDB4 + boff4 + kq]); let b13 = vec4<f32>(B[(q3 * 4u + 1u) * LDB4 + boff4 + kq]); let b23 = vec4<f32>(B[(q3 * 4u + 2u) * LDB4 + boff4 + kq]); let b33 = vec4<f32>(B[(q3 * 4u + 3u) * LDB4 + boff4 + kq]);
+    let b04 = vec4<f32>(B[(q4 * 4u + 0u) * LDB4 + boff4 + kq]); let b14 = vec4<f32>(B[(q4 * 4u + 1u) * LDB4 + boff4 + kq]); let b24 = vec4<f32>(B[(q4 * 4u + 2u) * LDB4 + boff4 + kq]); let b34 = vec4<f32>(B[(q4 * 4u + 3u) * LDB4 + boff4 + kq]);
+    let b05 = vec4<f32>(B[(q5 * 4u + 0u) * LDB4 + boff4 + kq]); let b15 = vec4<f32>(B[(q5 * 4u + 1u) * LDB4 + boff4 + kq]); let b25 = vec4<f32>(B[(q5 * 4u + 2u) * LDB4 + boff4 + kq]); let b35 = vec4<f32>(B[(q5 * 4u + 3u) * LDB4 + boff4 + kq]);
+    let b06 = vec4<f32>(B[(q6 * 4u + 0u) * LDB4 + boff4 + kq]); let b16 = vec4<f32>(B[(q6 * 4u + 1u) * LDB4 + boff4 + kq]); let b26 = vec4<f32>(B[(q6 * 4u + 2u) * LDB4 + boff4 + kq]); let b36 = vec4<f32>(B[(q6 * 4u + 3u) * LDB4 + boff4 + kq]);
+    let b07 = vec4<f32>(B[(q7 * 4u + 0u) * LDB4 + boff4 + kq]); let b17 = vec4<f32>(B[(q7 * 4u + 1u) * LDB4 + boff4 + kq]); let b27 = vec4<f32>(B[(q7 * 4u + 2u) * LDB4 + boff4 + kq]); let b37 = vec4<f32>(B[(q7 * 4u + 3u) * LDB4 + boff4 + kq]);
+    let a0 = A[r0 * K4 + kq]; let a1 = A[r1 * K4 + kq]; let a2 = A[r2 * K4 + kq]; let a3 = A[r3 * K4 + kq];
+    let a4 = A[r4 * K4 + kq]; let a5 = A[r5 * K4 + kq]; let a6 = A[r6 * K4 + kq]; let a7 = A[r7 * K4 + kq];
+    let a8 = A[r8 * K4 + kq]; let a9 = A[r9 * K4 + kq]; let a10 = A[r10 * K4 + kq]; let a11 = A[r11 * K4 + kq];
+    let a12 = A[r12 * K4 + kq]; let a13 = A[r13 * K4 + kq]; let a14 = A[r14 * K4 + kq]; let a15 = A[r15 * K4 + kq];
+    c0_0 = d4(c0_0, a0, b00, b10, b20, b30); c0_1 = d4(c0_1, a0, b01, b11, b21, b31);
+    c0_2 = d4(c0_2, a0, b02, b12, b22, b32); c0_3 = d4(c0_3, a0, b03, b13, b23, b33);
+    c0_4 = d4(c0_4, a0, b04, b14, b24, b34); c0_5 = d4(c0_5, a0, b05, b15, b25, b35);
+    c0_6 = d4(c0_6, a0, b06, b16, b26, b36); c0_7 = d4(c0_7, a0, b07, b17, b27, b37);
+    c1_0 = d4(c1_0, a1, b00, b10, b20, b30); c1_1 = d4(c1_1, a1, b01, b11, b21, b31);
+    c1_2 = d4(c1_2, a1, b02, b12, b22, b32); c1_3 = d4(c1_3, a1, b03, b13, b23, b33);
+    c1_4 = d4(c1_4, a1, b04, b14, b24, b34); c1_5 = d4(c1_5, a1, b05, b15, b25, b35);
+    c1_6 = d4(c1_6, a1, b06, b16, b26, b36); c1_7 = d4(c1_7, a1, b07, b17, b27, b37);
+    c2_0 = d4(c2_0, a2, b00, b10, b20, b30); c2_1 = d4(c2_1, a2, b01, b11, b21, b31);
+    c2_2 = d4(c2_2, a2, b02, b12, b22, b32); c2_3 = d4(c2_3, a2, b03, b13, b23, b33);
+    c2_4 = d4(c2_4, a2, b04, b14, b24, b34); c2_5 = d4(c2_5, a2, b05, b15, b25, b35);
+    c2_6 = d4(c2_6, a2, b06, b16, b26, b36); c2_7 = d4(c2_7, a2, b07, b17, b27, b37);
+    c3_0 = d4(c3_0, a3, b00, b10, b20, b30); c3_1 = d4(c3_1, a3, b01, b11, b21, b31);
+    c3_2 = d4(c3_2, a3, b02, b12, b22, b32); c3_3 = d4(c3_3, a3, b03, b13, b23, b33);
+    c3_4 = d4(c3_4, a3, b04, b14, b24, b34); c3_5 = d4(c3_5, a3, b05, b15, b25, b35);
+    c3_6 = d4(c3_6, a3, b06, b16, b26, b36); c3_7 = d4(c3_7, a3, b07, b17, b27, b37);
+    c4_0 = d4(c4_0, a4, b00, b10, b20, b30); c4_1 = d4(c4_1, a4, b01, b11, b21, b31);
+    c4_2 = d4(c4_2, a4, b02, b12, b22, b32); c4_3 = d4(c4_3, a4, b03, b13, b23, b33);
+    c4_4 = d4(c4_4, a4, b04, b14, b24, b34); c4_5 = d4(c4_5, a4, b05, b15, b25, b35);
+    c4_6 = d4(c4_6, a4, b06, b16, b26, b36); c4_7 = d4(c4_7, a4, b07, b17, b27, b37);
+    c5_0 = d4(c5_0, a5, b00, b10, b20, b30); c5_1 = d4(c5_1, a5, b01, b11, b21, b31);
+    c5_2 = d4(c5_2, a5, b02, b12, b22, b32); c5_3 = d4(c5_3, a5, b03, b13, b23, b33);
+    c5_4 = d4(c5_4, a5, b04, b14, b24, b34); c5_5 = d4(c5_5, a5, b05, b15, b25, b35);
+    c5_6 = d4(c5_6, a5, b06, b16, b26, b36); c5_7 = d4(c5_7, a5, b07, b17, b27, b37);
+    c6_0 = d4(c6_0, a6, b00, b10, b20, b30); c6_1 = d4(c6_1, a6, b01, b11, b21, b31);
+    c6_2 = d4(c6_2, a6, b02, b12, b22, b32); c6_3 = d4(c6_3, a6, b03, b13, b23, b33);
+    c6_4 = d4(c6_4, a6, b04, b14, b24, b34); c6_5 = d4(c6_5, a6, b05, b15, b25, b35);
+    c6_6 = d4(c6_6, a6, b06, b16, b26, b36); c6_7 = d4(c6_7, a6, b07, b17, b27, b37);
+    c7_0 = d4(c7_0, a7, b00, b10, b20, b30); c7_1 = d4(c7_1, a7, b01, b11, b21, b31);
+    c7_2 = d4(c7_2, a7, b02, b12, b22, b32); c7_3 = d4(c7_3, a7, b03, b13, b23, b33);
+    c7_4 = d4(c7_4, a7, b04, b14, b24, b34); c7_5 = d4(c7_5, a7, b05, b15, b25, b35);
+    c7_6 = d4(c7_6, a7, b06, b16, b26, b36); c7_7 = d4(c7_7, a7, b07, b17, b27, b37);
+    c8_0 = d4(c8_0, a8, b00, b10, b20, b30); c8_1 = d4(c8_1, a8, b01, b11, b21, b31);
+    c8_2 = d4(c8_2, a8, b02, b12, b22, b32); c8_3 = d4(c8_3, a8, b03, b13, b23, b33);
+    c8_4 = d4(c8_4, a8, b04, b14, b24, b34); c8_5 = d4(c8_5, a8, b05, b15, b25, b35);
+    c8_6 = d4(c8_6, a8, b06, b16, b26, b36); c8_7 = d4(c8_7, a8, b07, b17, b27, b37);
+    c9_0 = d4(c9_0, a9, b00, b10, b20, b30); c9_1 = d4(c9_1, a9, b01, b11, b21, b31);
+    c9_2 = d4(c9_2, a9, b02, b12, b22, b32); c9_3 = d4(c9_3, a9, b03, b13, b23, b33);
+    c9_4 = d4(c9_4, a9, b04, b14, b24, b34); c9_5 = d4(c9_5, a9, b05, b15, b25, b35);
+    c9_6 = d4(c9_6, a9, b06, b16, b26, b36); c9_7 = d4(c9_7, a9, b07, b17, b27, b37);
+    c10_0 = d4(c10_0, a10, b00, b10, b20, b30); c10_1 = d4(c10_1, a10, b01, b11, b21, b31);
+    c10_2 = d4(c10_2, a10, b02, b12, b22, b32); c10_3 = d4(c10_3, a10, b03, b13, b23, b33);
+    c10_4 = d4(c10_4, a10, b04, b14, b24, b34); c10_5 = d4(c10_5, a10, b05, b15, b25, b35);
+    c10_6 = d4(c10_6, a10, b06, b16, b26, b36); c10_7 = d4(c10_7, a10, b07, b17, b27, b37);
+    c11_0 = d4(c11_0, a11, b00, b10, b20, b30); c11_1 = d4(c11_1, a11, b01, b11, b21, b31);
+    c11_2 = d4(c11_2, a11, b02, b12, b22, b32); c11_3 = d4(c11_3, a11, b03, b13, b23, b33);
+    c11_4 = d4(c11_4, a11, b04, b14, b24, b34); c11_5 = d4(c11_5, a11, b05, b15, b25, b35);
+    c11_6 = d4(c11_6, a11, b06, b16, b26, b36); c11_7 = d4(c11_7, a11, b07, b17, b27, b37);
+    c12_0 = d4(c12_0, a12, b00, b10, b20, b30); c12_1 = d4(c12_1, a12, b01, b11, b21, b31);
+    c12_2 = d4(c12_2, a12, b02, b12, b22, b32); c12_3 = d4(c12_3, a12, b03, b13, b23, b33);
+    c12_4 = d4(c12_4, a12, b04, b14, b24, b34); c12_5 = d4(c12_5, a12, b05, b15, b25, b35);
+    c12_6 = d4(c12_6, a12, b06, b16, b26, b36); c12_7 = d4(c12_7, a12, b07, b17, b27, b37);
+    c13_0 = d4(c13_0, a13, b00, b10, b20, b30); c13_1 = d4(c13_1, a13, b01, b11, b21, b31);
+    c13_2 = d4(c13_2, a13, b02, b12, b22, b32); c13_3 = d4(c13_3, a13, b03, b13, b23, b33);
+    c13_4 = d4(c13_4, a13, b04, b14, b24, b34); c13_5 = d4(c13_5, a13, b05, b15, b25, b35);
+    c13_6 = d4(c13_6, a13, b06, b16, b26, b36); c13_7 = d4(c13_7, a13, b07, b17, b27, b37);
+    c14_0 = d4(c14_0, a14, b00, b10, b20, b30); c14_1 = d4(c14_1, a14, b01, b11, b21, b31);
+    c14_2 = d4(c14_2, a14, b02, b12, b22, b32); c14_3 = d4(c14_3, a14, b03, b13, b23, b33);
+    c14_4 = d4(c14_4, a14, b04, b14, b24, b34); c14_5 = d4(c14_5, a14, b05, b15, b25, b35);
+    c14_6 = d4(c14_6, a14, b06, b16, b26, b36); c14_7 = d4(c14_7, a14, b07, b17, b27, b37);
+    c15_0 = d4(c15_0, a15, b00, b10, b20, b30); c15_1 = d4(c15_1, a15, b01, b11, b21, b31);
+    c15_2 = d4(c15_2, a15, b02, b12, b22, b32); c15_3 = d4(c15_3, a15, b03, b13, b23, b33);
+    c15_4 = d4(c15_4, a15, b04, b14, b24, b34); c15_5 = d4(c15_5, a15, b05, b15, b25, b35);
+    c15_6 = d4(c15_6, a15, b06, b16, b26, b36); c15_7 = d4(c15_7, a15, b07, b17, b27, b37);
+  }
+  var bq0 = vec4<f32>(); var bq1 = vec4<f32>(); var bq2 = vec4<f32>(); var bq3 = vec4<f32>();
+  var bq4 = vec4<f32>(); var bq5 = vec4<f32>(); var bq6 = vec4<f32>(); var bq7 = vec4<f32>();
+  if (p.has_bias != 0u) {
+    bq0 = bias[q0]; bq1 = bias[q1]; bq2 = bias[q2]; bq3 = bias[q3];
+    bq4 = bias[q4]; bq5 = bias[q5]; bq6 = bias[q6]; bq7 = bias[q7];
+  }
+  var t0 = vec4<f32>(); var t1 = vec4<f32>(); var t2 = vec4<f32>(); var t3 = vec4<f32>();
+  var t4 = vec4<f32>(); var t5 = vec4<f32>(); var t6 = vec4<f32>(); var t7 = vec4<f32>();
+  if (GATE == 1u) {
+    t0 = R[q0]; t1 = R[q1]; t2 = R[q2]; t3 = R[q3];
+    t4 = R[q4]; t5 = R[q5]; t6 = R[q6]; t7 = R[q7];
+  }
+  epi(r0, q0, c0_0 + bq0, t0); epi(r0, q1, c0_1 + bq1, t1);
+  epi(r0, q2, c0_2 + bq2, t2); epi(r0, q3, c0_3 + bq3, t3);
+  epi(r0, q4, c0_4 + bq4, t4); epi(r0, q5, c0_5 + bq5, t5);
+  epi(r0, q6, c0_6 + bq6, t6); epi(r0, q7, c0_7 + bq7, t7);
+  epi(r1, q0, c1_0 + bq0, t0); epi(r1, q1, c1_1 + bq1, t1);
+  epi(r1, q2, c1_2 + bq2, t2); epi(r1, q3, c1_3 + bq3, t3);
+  epi(r1, q4, c1_4 + bq4, t4); epi(r1, q5, c1_5 + bq5, t5);
+  epi(r1, q6, c1_6 + bq6, t6); epi(r1, q7, c1_7 + bq7, t7);
+  epi(r2, q0, c2_0 + bq0, t0); epi(r2, q1, c2_1 + bq1, t1);
+  epi(r2, q2, c2_2 + bq2, t2); epi(r2, q3, c2_3 + bq3, t3);
+  epi(r2, q4, c2_4 + bq4, t4); epi(r2, q5, c2_5 + bq5, t5);
+  epi(r2, q6, c2_6 + bq6, t6); epi(r2, q7, c2_7 + bq7, t7);
+  epi(r3, q0, c3_0 + bq0, t0); epi(r3, q1, c3_1 + bq1, t1);
+  epi(r3, q2, c3_2 + bq2, t2); epi(r3, q3, c3_3 + bq3, t3);
+  epi(r3, q4, c3_4 + bq4, t4); epi(r3, q5, c3_5 + bq5, t5);
+  epi(r3, q6, c3_6 + bq6, t6); epi(r3, q7, c3_7 + bq7, t7);
+  epi(r4, q0, c4_0 + bq0, t0); epi(r4, q1, c4_1 + bq1, t1);
+  epi(r4, q2, c4_2 + bq2, t2); epi(r4, q3, c4_3 + bq3, t3);
+  epi(r4, q4, c4_4 + bq4, t4); epi(r4, q5, c4_5 + bq5, t5);
+  epi(r4, q6, c4_6 + bq6, t6); epi(r4, q7, c4_7 + bq7, t7);
+  epi(r5, q0, c5_0 + bq0, t0); epi(r5, q1, c5_1 + bq1, t1);
+  epi(r5, q2, c5_2 + bq2, t2); epi(r5, q3, c5_3 + bq3, t3);
+  epi(r5, q4, c5_4 + bq4, t4); epi(r5, q5, c5_5 + bq5, t5);
+  epi(r5, q6, c5_6 + bq6, t6); epi(r5, q7, c5_7 + bq7, t7);
+  epi(r6, q0, c6_0 + bq0, t0); epi(r6, q1, c6_1 + bq1, t1);
+  epi(r6, q2, c6_2 + bq2, t2); epi(r6, q3, c6_3 + bq3, t3);
+  epi(r6, q4, c6_4 + bq4, t4); epi(r6, q5, c6_5 + bq5, t5);
+  epi(r6, q6, c6_6 + bq6, t6); epi(r6, q7, c6_7 + bq7, t7);
+  epi(r7, q0, c7_0 + bq0, t0); epi(r7, q1, c7_1 + bq1, t1);
+  epi(r7, q2, c7_2 + bq2, t2); epi(r7, q3, c7_3 + bq3, t3);
+  epi(r7, q4, c7_4 + bq4, t4); epi(r7, q5, c7_5 + bq5, t5);
+  epi(r7, q6, c7_6 + bq6, t6); epi(r7, q7, c7_7 + bq7, t7);
+  epi(r8, q0, c8_0 + bq0, t0); epi(r8, q1, c8_1 + bq1, t1);
+  epi(r8, q2, c8_2 + bq2, t2); epi(r8, q3, c8_3 + bq3, t3);
+  epi(r8, q4, c8_4 + bq4, t4); epi(r8, q5, c8_5 + bq5, t5);
+  epi(r8, q6, c8_6 + bq6, t6); epi(r8, q7, c8_7 + bq7, t7);
+  epi(r9, q0, c9_0 + bq0, t0); epi(r9, q1, c9_1 + bq1, t1);
+  epi(r9, q2, c9_2 + bq2, t2); epi(r9, q3, c9_3 + bq3, t3);
+  epi(r9, q4, c9_4 + bq4, t4); epi(r9, q5, c9_5 + bq5, t5);
+  epi(r9, q6, c9_6 + bq6, t6); epi(r9, q7, c9_7 + bq7, t7);
+  epi(r10, q0, c10_0 + bq0, t0); epi(r10, q1, c10_1 + bq1, t1);
+  epi(r10, q2, c10_2 + bq2, t2); epi(r10, q3, c10_3 + bq3, t3);
+  epi(r10, q4, c10_4 + bq4, t4); epi(r10, q5, c10_5 + bq5, t5);
+  epi(r10, q6, c10_6 + bq6, t6); epi(r10, q7, c10_7 + bq7, t7);
+  epi(r11, q0, c11_0 + bq0, t0); epi(r11, q1, c11_1 + bq1, t1);
+  epi(r11, q2, c11_2 + bq2, t2); epi(r11, q3, c11_3 + bq3, t3);
+  epi(r11, q4, c11_4 + bq4, t4); epi(r11, q5, c11_5 + bq5, t5);
+  epi(r11, q6, c11_6 + bq6, t6); epi(r11, q7, c11_7 + bq7, t7);
+  epi(r12, q0, c12_0 + bq0, t0); epi(r12, q1, c12_1 + bq1, t1);
+  epi(r12, q2, c12_2 + bq2, t2); epi(r12, q3, c12_3 + bq3, t3);
+  epi(r12, q4, c12_4 + bq4, t4); epi(r12, q5, c12_5 + bq5, t5);
+  epi(r12, q6, c12_6 + bq6, t6); epi(r12, q7, c12_7 + bq7, t7);
+  epi(r13, q0, c13_0 + bq0, t0); epi(r13, q1, c13_1 + bq1, t1);
+  epi(r13, q2, c13_2 + bq2, t2); epi(r13, q3, c13_3 + bq3, t3);
+  epi(r13, q4, c13_4 + bq4, t4); epi(r13, q5, c13_5 + bq5, t5);
+  epi(r13, q6, c13_6 + bq6, t6); epi(r13, q7, c13_7 + bq7, t7);
+  epi(r14, q0, c14_0 + bq0, t0); epi(r14, q1, c14_1 + bq1, t1);
+  epi(r14, q2, c14_2 + bq2, t2); epi(r14, q3, c14_3 + bq3, t3);
+  epi(r14, q4, c14_4 + bq4, t4); epi(r14, q5, c14_5 + bq5, t5);
+  epi(r14, q6, c14_6 + bq6, t6); epi(r14, q7, c14_7 + bq7, t7);
+  epi(r15, q0, c15_0 + bq0, t0); epi(r15, q1, c15_1 + bq1, t1);
+  epi(r15, q2, c15_2 + bq2, t2); epi(r15, q3, c15_3 + bq3, t3);
+  epi(r15, q4, c15_4 + bq4, t4); epi(r15, q5, c15_5 + bq5, t5);
+  epi(r15, q6, c15_6 + bq6, t6); epi(r15, q7, c15_7 + bq7, t7);
+}
+
+@compute @workgroup_size(32)
+fn small_t(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let K4 = p.K / 4u;
+  let N4 = p.N / 4u;
+  let nq0 = wg.x * 8u + li % 4u;
+  let m0 = wg.y * 32u + li / 4u;
+  let q0 = min(nq0 + 0u, N4 - 1u); let q1 = min(nq0 + 4u, N4 - 1u);
+  let r0 = min(m0 + 0u, p.M - 1u); let r1 = min(m0 + 8u, p.M - 1u); let r2 = min(m0 + 16u, p.M - 1u); let r3 = min(m0 + 24u, p.M - 1u);
+  var c0_0 = vec4<f32>(); var c0_1 = vec4<f32>();
+  var c1_0 = vec4<f32>(); var c1_1 = vec4<f32>();
+  var c2_0 = vec4<f32>(); var c2_1 = vec4<f32>();
+  var c3_0 = vec4<f32>(); var c3_1 = vec4<f32>();
+  let LDB4 = p.LDB / 4u;
+  let boff4 = p.boff / 4u;
+  for (var kq = 0u; kq < K4; kq++) {
+    let b00 = vec4<f32>(B[(q0 * 4u + 0u) * LDB4 + boff4 + kq]); let b10 = vec4<f32>(B[(q0 * 4u + 1u) * LDB4 + boff4 + kq]); let b20 = vec4<f32>(B[(q0 * 4u + 2u) * LDB4 + boff4 + kq]); let b30 = vec4<f32>(B[(q0 * 4u + 3u) * LDB4 + boff4 + kq]);
+    let b01 = vec4<f32>(B[(q1 * 4u + 0u) * LDB4 + boff4 + kq]); let b11 = vec4<f32>(B[(q1 * 4u + 1u) * LDB4 + boff4 + kq]); let b21 = vec4<f32>(B[(q1 * 4u + 2u) * LDB4 + boff4 + kq]); let b31 = vec4<f32>(B[(q1 * 4u + 3u) * LDB4 + boff4 + kq]);
+    let a0 = A[r0 * K4 + kq]; let a1 = A[r1 * K4 + kq]; let a2 = A[r2 * K4 + kq]; let a3 = A[r3 * K4 + kq];
+    c0_0 = d4(c0_0, a0, b00, b10, b20, b30); c0_1 = d4(c0_1, a0, b01, b11, b21, b31);
+    c1_0 = d4(c1_0, a1, b00, b10, b20, b30); c1_1 = d4(c1_1, a1, b01, b11, b21, b31);
+    c2_0 = d4(c2_0, a2, b00, b10, b20, b30); c2_1 = d4(c2_1, a2, b01, b11, b21, b31);
+    c3_0 = d4(c3_0, a3, b00, b10, b20, b30); c3_1 = d4(c3_1, a3, b01, b11, b21, b31);
   }
   var bq0 = vec4<f32>(); var bq1 = vec4<f32>();
   if (p.has_bias != 0u) {

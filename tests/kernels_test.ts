@@ -610,26 +610,31 @@ Deno.test("linearSplit: one product into three outputs equals float64 on each co
   assert.throws(() => ops.linearSplit(x, w, undefined, [4, 4, 2]), ShapeError);
 }); // deno-fmt-ignore
 
-Deno.test("linearBack on a column block of a joint weight (the q/k/v backward): g · W[:, off:off+n]ᵀ equals float64", async () => {
-  const [M, K, N] = [9, 12, 40];
-  const w = randArray(K * N, seed++);
-  using tw = Tensor.from(w, [K, N]);
-  for (const [off, n] of [[0, 16], [16, 8], [24, 16]]) {
-    const g = randArray(M * n, seed++);
-    using tg = Tensor.from(g, [M, n]);
-    poisonPool(M * K * 4);
-    using dx = ops.linearBack(tg, tw, n, off);
-    const ref = new Float64Array(M * K);
-    for (let m = 0; m < M; m++) {
-      for (let k = 0; k < K; k++) {
-        let s = 0;
-        for (let j = 0; j < n; j++) s += g[m * n + j] * w[k * N + off + j];
-        ref[m * K + k] = s;
+Deno.test("linearBack on a column block of a joint weight (the q/k/v backward): g · W[:, off:off+n]ᵀ equals float64, every kernel", async () => {
+  const cases = [[9, 12, 40, "never"], [9, 12, 40, "small"], [9, 12, 40, "large"], [130, 136, 40, "large"], [70, 8, 40, "small"]] as const;
+  for (const [M, K, N, mode] of cases) {
+    const w = randArray(K * N, seed++);
+    using tw = Tensor.from(w, [K, N]);
+    for (const [off, n] of [[0, 16], [16, 8], [24, 16]]) {
+      const g = randArray(M * n, seed++);
+      using tg = Tensor.from(g, [M, n]);
+      poisonPool(M * K * 4);
+      const saved = ops.linearConfig.cpuKernel;
+      ops.linearConfig.cpuKernel = mode;
+      using dx = ops.linearBack(tg, tw, n, off);
+      ops.linearConfig.cpuKernel = saved;
+      const ref = new Float64Array(M * K);
+      for (let m = 0; m < M; m++) {
+        for (let k = 0; k < K; k++) {
+          let s = 0;
+          for (let j = 0; j < n; j++) s += g[m * n + j] * w[k * N + off + j];
+          ref[m * K + k] = s;
+        }
       }
+      assert.ok(relErr(await dx.toArray(), ref) < 1e-5, `${mode} ${M}x${K}: off ${off}`);
     }
-    assert.ok(relErr(await dx.toArray(), ref) < 1e-5, `off ${off}`);
   }
-});
+}); // deno-fmt-ignore
 
 Deno.test("flashAttention (one pass, online softmax) equals float64 causal attention: GQA, KV-cache offset, ragged blocks", async () => {
   for (
@@ -690,4 +695,4 @@ Deno.test("flashAttention (one pass, online softmax) equals float64 causal atten
     const err = maxRelErr(await z.toArray(), ref);
     assert.ok(err < 1e-5, `B ${B} P ${P} Pk ${Pk} H ${H}/${Hkv} E ${E} offset ${offset}: ${err}`);
   }
-}); // deno-fmt-ignore
+});

@@ -26,16 +26,21 @@ const lines = (xs: string[], indent: string, per = 4): string =>
     .join("\n");
 
 /** One entry point: 32 invocations (4 column groups x 8 row groups), each `rows` rows (8 apart) x
- * `quads` column quads (4 apart), so a workgroup makes an (8 rows) x (16 quads) tile. */
-function entry(name: string, rows: number, quads: number): string {
+ * `quads` column quads (4 apart), so a workgroup makes an (8 rows) x (16 quads) tile. `trans`:
+ * B is read transposed (the backward of a dense layer, dx = g · Wᵀ): output column n is row n of
+ * the weight, read as vec4 along k from column `boff` of rows of LDB elements. */
+function entry(name: string, rows: number, quads: number, trans = false): string {
   const R = range(rows), Q = range(quads);
   const acc = R.map((r) => Q.map((q) => `var c${r}_${q} = vec4<f32>();`).join(" "));
-  const bLoads = range(4).flatMap((j) =>
-    Q.map((q) => `let b${j}${q} = vec4<f32>(B[k${j} + q${q}]);`)
-  );
+  const bLoads = trans
+    ? Q.flatMap((q) =>
+      range(4).map((j) => `let b${j}${q} = vec4<f32>(B[(q${q} * 4u + ${j}u) * LDB4 + boff4 + kq]);`)
+    )
+    : range(4).flatMap((j) => Q.map((q) => `let b${j}${q} = vec4<f32>(B[k${j} + q${q}]);`));
   const aLoads = R.map((r) => `let a${r} = A[r${r} * K4 + kq];`);
+  const fn = trans ? "d4" : "f4";
   const fmas = R.flatMap((r) =>
-    Q.map((q) => `c${r}_${q} = f4(c${r}_${q}, a${r}, b0${q}, b1${q}, b2${q}, b3${q});`)
+    Q.map((q) => `c${r}_${q} = ${fn}(c${r}_${q}, a${r}, b0${q}, b1${q}, b2${q}, b3${q});`)
   );
   const epis = R.flatMap((r) => Q.map((q) => `epi(r${r}, q${q}, c${r}_${q} + bq${q}, t${q});`));
   return `@compute @workgroup_size(32)
@@ -47,12 +52,18 @@ fn ${name}(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li
 ${lines(Q.map((q) => `let q${q} = min(nq0 + ${4 * q}u, N4 - 1u);`), "  ")}
 ${lines(R.map((r) => `let r${r} = min(m0 + ${8 * r}u, p.M - 1u);`), "  ")}
 ${acc.map((s) => "  " + s).join("\n")}
-  for (var kq = 0u; kq < K4; kq++) {
-    let k0 = kq * 4u * N4;
+${
+    trans
+      ? "  let LDB4 = p.LDB / 4u;\n  let boff4 = p.boff / 4u;\n"
+      : ""
+  }  for (var kq = 0u; kq < K4; kq++) {
+${
+    trans ? "" : `    let k0 = kq * 4u * N4;
     let k1 = k0 + N4;
     let k2 = k1 + N4;
     let k3 = k2 + N4;
-${lines(bLoads, "    ")}
+`
+  }${lines(bLoads, "    ")}
 ${lines(aLoads, "    ")}
 ${lines(fmas, "    ", 2)}
   }
@@ -90,9 +101,10 @@ export function linearCpuWgsl(): string {
 // end are clamped: a clamped lane computes and stores the same values as the lane that owns the
 // last row or quad, so nothing needs a branch. Requires K, N and the row stride of B equal to N
 // to be multiples of 4. Specialisation as linear.wgsl: WT, ACT, RESID, GATE, SPLIT (each part a
-// multiple of 4 columns).
+// multiple of 4 columns). main_t / small_t: C = A · Bᵀ[boff .., ..] for the backward of a dense
+// layer (B [N, LDB], its columns boff .. boff + K; K, LDB and boff multiples of 4).
 
-struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, _c: u32 }
+struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, boff: u32 }
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
@@ -106,6 +118,12 @@ struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, _c
 // c + a.x b0 + a.y b1 + a.z b2 + a.w b3: four consecutive k of one row and one column quad.
 fn f4(c: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
   return fma(vec4(a.w), b3, fma(vec4(a.z), b2, fma(vec4(a.y), b1, fma(vec4(a.x), b0, c))));
+}
+
+// c + (a·b0, a·b1, a·b2, a·b3): four consecutive k of one row against four output columns read
+// as rows of the weight (the transposed entries).
+fn d4(c: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+  return c + vec4(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
 }
 
 fn act4(y: vec4<f32>) -> vec4<f32> {
@@ -136,7 +154,9 @@ fn epi(r: u32, q: u32, y: vec4<f32>, t: vec4<f32>) {
 }
 
 ${entry("main", ROWS, QUADS)}
-${entry("small", SMALL_ROWS, SMALL_QUADS)}`;
+${entry("small", SMALL_ROWS, SMALL_QUADS)}
+${entry("main_t", ROWS, QUADS, true)}
+${entry("small_t", SMALL_ROWS, SMALL_QUADS, true)}`;
 }
 
 if (import.meta.main) {

@@ -1228,6 +1228,25 @@ export function linearBack(g: Tensor, w: Tensor, n?: number, off = 0): Tensor {
   const N = n ?? LDB;
   const M = g.size / N;
   const out = Tensor.empty([...g.shape.slice(0, -1), K]);
+  const cpu = [K, N, LDB, off].every((v) => v % 4 === 0) ? cpuKernel(M, N, K) : null;
+  if (cpu) {
+    // The transposed register-blocked kernels (shaders/linear_cpu.wgsl): g · W[:, off..]ᵀ.
+    const t = cpu === "large" ? 128 : 32;
+    const defines = {
+      WT: w.dtype === "float16" ? "f16" : "f32",
+      ACT: 0,
+      RESID: false,
+      GATE: 0,
+      SPLIT: false,
+    };
+    dispatch(
+      pipeline(SHADERS.linear_cpu, cpu === "large" ? "main_t" : "small_t", defines),
+      [M, K, N, LDB, 0, 0, 0, off],
+      [g.buffer, w.buffer, out.buffer, g.buffer, scratch(0).buffer, g.buffer, scratch(1).buffer],
+      [Math.ceil(K / t), Math.ceil(M / t), 1],
+    );
+    return out;
+  }
   gemm({ t: out, row: K, col: 1 }, { t: g, row: N, col: 1 }, { t: w, off, row: 1, col: LDB }, {
     M,
     N: K,
