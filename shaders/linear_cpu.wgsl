@@ -13,8 +13,9 @@
 // end are clamped: a clamped lane computes and stores the same values as the lane that owns the
 // last row or quad, so nothing needs a branch. Requires K, N and the row stride of B equal to N
 // to be multiples of 4. Specialisation as linear.wgsl: WT, ACT, RESID, GATE, SPLIT (each part a
-// multiple of 4 columns). main_t / small_t: C = A · Bᵀ[boff .., ..] for the backward of a dense
-// layer (B [N, LDB], its columns boff .. boff + K; K, LDB and boff multiples of 4).
+// multiple of 4 columns). B's rows are LDB long and its columns read from boff on (a column
+// block of a joint weight). main_t / small_t: C = A · Bᵀ[boff .., ..] for the backward of a
+// dense layer (B [N, LDB], its columns boff .. boff + K; K, LDB and boff multiples of 4).
 
 struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, boff: u32 }
 
@@ -93,11 +94,13 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   var c13_0 = vec4<f32>(); var c13_1 = vec4<f32>(); var c13_2 = vec4<f32>(); var c13_3 = vec4<f32>(); var c13_4 = vec4<f32>(); var c13_5 = vec4<f32>(); var c13_6 = vec4<f32>(); var c13_7 = vec4<f32>();
   var c14_0 = vec4<f32>(); var c14_1 = vec4<f32>(); var c14_2 = vec4<f32>(); var c14_3 = vec4<f32>(); var c14_4 = vec4<f32>(); var c14_5 = vec4<f32>(); var c14_6 = vec4<f32>(); var c14_7 = vec4<f32>();
   var c15_0 = vec4<f32>(); var c15_1 = vec4<f32>(); var c15_2 = vec4<f32>(); var c15_3 = vec4<f32>(); var c15_4 = vec4<f32>(); var c15_5 = vec4<f32>(); var c15_6 = vec4<f32>(); var c15_7 = vec4<f32>();
+  let LDB4 = p.LDB / 4u;
+  let boff4 = p.boff / 4u;
   for (var kq = 0u; kq < K4; kq++) {
-    let k0 = kq * 4u * N4;
-    let k1 = k0 + N4;
-    let k2 = k1 + N4;
-    let k3 = k2 + N4;
+    let k0 = kq * 4u * LDB4 + boff4;
+    let k1 = k0 + LDB4;
+    let k2 = k1 + LDB4;
+    let k3 = k2 + LDB4;
     let b00 = vec4<f32>(B[k0 + q0]); let b01 = vec4<f32>(B[k0 + q1]); let b02 = vec4<f32>(B[k0 + q2]); let b03 = vec4<f32>(B[k0 + q3]);
     let b04 = vec4<f32>(B[k0 + q4]); let b05 = vec4<f32>(B[k0 + q5]); let b06 = vec4<f32>(B[k0 + q6]); let b07 = vec4<f32>(B[k0 + q7]);
     let b10 = vec4<f32>(B[k1 + q0]); let b11 = vec4<f32>(B[k1 + q1]); let b12 = vec4<f32>(B[k1 + q2]); let b13 = vec4<f32>(B[k1 + q3]);
@@ -265,11 +268,13 @@ fn small(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: 
   var c1_0 = vec4<f32>(); var c1_1 = vec4<f32>();
   var c2_0 = vec4<f32>(); var c2_1 = vec4<f32>();
   var c3_0 = vec4<f32>(); var c3_1 = vec4<f32>();
+  let LDB4 = p.LDB / 4u;
+  let boff4 = p.boff / 4u;
   for (var kq = 0u; kq < K4; kq++) {
-    let k0 = kq * 4u * N4;
-    let k1 = k0 + N4;
-    let k2 = k1 + N4;
-    let k3 = k2 + N4;
+    let k0 = kq * 4u * LDB4 + boff4;
+    let k1 = k0 + LDB4;
+    let k2 = k1 + LDB4;
+    let k3 = k2 + LDB4;
     let b00 = vec4<f32>(B[k0 + q0]); let b01 = vec4<f32>(B[k0 + q1]); let b10 = vec4<f32>(B[k1 + q0]); let b11 = vec4<f32>(B[k1 + q1]);
     let b20 = vec4<f32>(B[k2 + q0]); let b21 = vec4<f32>(B[k2 + q1]); let b30 = vec4<f32>(B[k3 + q0]); let b31 = vec4<f32>(B[k3 + q1]);
     let a0 = A[r0 * K4 + kq]; let a1 = A[r1 * K4 + kq]; let a2 = A[r2 * K4 + kq]; let a3 = A[r3 * K4 + kq];

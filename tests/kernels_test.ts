@@ -696,3 +696,35 @@ Deno.test("flashAttention (one pass, online softmax) equals float64 causal atten
     assert.ok(err < 1e-5, `B ${B} P ${P} Pk ${Pk} H ${H}/${Hkv} E ${E} offset ${offset}: ${err}`);
   }
 });
+
+Deno.test("linearBlock: a column block of a joint weight, read in place, equals float64, every kernel", async () => {
+  for (
+    const [M, K, mode] of [[9, 12, "never"], [9, 12, "small"], [130, 16, "large"], [
+      40,
+      8,
+      "small",
+    ]] as const
+  ) {
+    const N = 40;
+    const a = randArray(M * K, seed++), w = randArray(K * N, seed++), bias = randArray(16, seed++);
+    using ta = Tensor.from(a, [M, K]);
+    using tw = Tensor.from(w, [K, N]);
+    for (const [off, n] of [[0, 16], [16, 8], [24, 16]]) {
+      using tbn = Tensor.from(bias.subarray(0, n), [n]);
+      poisonPool(M * n * 4);
+      const saved = ops.linearConfig.cpuKernel;
+      ops.linearConfig.cpuKernel = mode;
+      using y = ops.linearBlock(ta, tw, off, n, tbn);
+      ops.linearConfig.cpuKernel = saved;
+      const ref = new Float64Array(M * n);
+      for (let m = 0; m < M; m++) {
+        for (let j = 0; j < n; j++) {
+          let s = bias[j];
+          for (let k = 0; k < K; k++) s += a[m * K + k] * w[k * N + off + j];
+          ref[m * n + j] = s;
+        }
+      }
+      assert.ok(relErr(await y.toArray(), ref) < 1e-5, `${mode} ${M}x${K}: off ${off}`);
+    }
+  }
+}); // deno-fmt-ignore

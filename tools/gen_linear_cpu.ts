@@ -52,16 +52,14 @@ fn ${name}(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li
 ${lines(Q.map((q) => `let q${q} = min(nq0 + ${4 * q}u, N4 - 1u);`), "  ")}
 ${lines(R.map((r) => `let r${r} = min(m0 + ${8 * r}u, p.M - 1u);`), "  ")}
 ${acc.map((s) => "  " + s).join("\n")}
+  let LDB4 = p.LDB / 4u;
+  let boff4 = p.boff / 4u;
+  for (var kq = 0u; kq < K4; kq++) {
 ${
-    trans
-      ? "  let LDB4 = p.LDB / 4u;\n  let boff4 = p.boff / 4u;\n"
-      : ""
-  }  for (var kq = 0u; kq < K4; kq++) {
-${
-    trans ? "" : `    let k0 = kq * 4u * N4;
-    let k1 = k0 + N4;
-    let k2 = k1 + N4;
-    let k3 = k2 + N4;
+    trans ? "" : `    let k0 = kq * 4u * LDB4 + boff4;
+    let k1 = k0 + LDB4;
+    let k2 = k1 + LDB4;
+    let k3 = k2 + LDB4;
 `
   }${lines(bLoads, "    ")}
 ${lines(aLoads, "    ")}
@@ -101,8 +99,9 @@ export function linearCpuWgsl(): string {
 // end are clamped: a clamped lane computes and stores the same values as the lane that owns the
 // last row or quad, so nothing needs a branch. Requires K, N and the row stride of B equal to N
 // to be multiples of 4. Specialisation as linear.wgsl: WT, ACT, RESID, GATE, SPLIT (each part a
-// multiple of 4 columns). main_t / small_t: C = A · Bᵀ[boff .., ..] for the backward of a dense
-// layer (B [N, LDB], its columns boff .. boff + K; K, LDB and boff multiples of 4).
+// multiple of 4 columns). B's rows are LDB long and its columns read from boff on (a column
+// block of a joint weight). main_t / small_t: C = A · Bᵀ[boff .., ..] for the backward of a
+// dense layer (B [N, LDB], its columns boff .. boff + K; K, LDB and boff multiples of 4).
 
 struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, boff: u32 }
 

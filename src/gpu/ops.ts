@@ -1083,6 +1083,8 @@ function launchDense(o: {
   outs: [Tensor, Tensor | null, Tensor?];
   r?: Tensor;
   split?: [number, number];
+  /** CPU kernels only: read B's columns from `boff` on (a column block of a joint weight). */
+  boff?: number;
 }): void {
   const { x, w, bias, M, K, N } = o;
   const LDB = w.shape[1];
@@ -1097,15 +1099,16 @@ function launchDense(o: {
     (o.r ?? x).buffer,
     (e3 ?? scratch(1)).buffer,
   ];
-  const params = [M, N, K, LDB, bias ? 1 : 0, o.split?.[0] ?? 0, o.split?.[1] ?? 0, 0];
+  const params = [M, N, K, LDB, bias ? 1 : 0, o.split?.[0] ?? 0, o.split?.[1] ?? 0, o.boff ?? 0];
   const cpu = cpuKernel(M, K, N);
   // The CPU kernels store whole column quads: a padded weight (N < LDB, as W_U) without an
   // epilogue goes through a [M, LDB] product whose first N columns are then copied out.
-  const padded = N !== LDB;
+  const padded = o.boff === undefined && N !== LDB;
   if (cpu && (!padded || !d)) {
     // Tiles: main 128x128, small 32x32 (see shaders/linear_cpu.wgsl).
     const t = cpu === "large" ? 128 : 32;
-    const groups: [number, number, number] = [Math.ceil(LDB / t), Math.ceil(M / t), 1];
+    const cols = padded ? LDB : N;
+    const groups: [number, number, number] = [Math.ceil(cols / t), Math.ceil(M / t), 1];
     const entry = cpu === "large" ? "main" : "small";
     const full = padded ? Tensor.empty([M, LDB]) : y;
     if (padded) {
@@ -1145,6 +1148,50 @@ function launchDense(o: {
     buffers,
     groups,
   );
+}
+
+/**
+ * x [.., K] · w[:, off .. off + n] (+ bias [n]) -> [.., n]: a column block of a joint weight (q, k
+ * or v of W_Q | W_K | W_V). The register-blocked CPU kernels read the block in place; elsewhere
+ * the general matmul does.
+ *
+ * @example
+ * ```ts
+ * const k = linearBlock(x, wQKV, 768, 768, bK);
+ * ```
+ */
+export function linearBlock(x: Tensor, w: Tensor, off: number, n: number, bias?: Tensor): Tensor {
+  const [K, LDB] = w.shape;
+  if ((x.shape.at(-1) ?? 0) !== K || off + n > LDB) {
+    throw new ShapeError(
+      `linearBlock: [${x.shape.join(", ")}] x columns ${off} .. ${off + n} of ` +
+        `[${w.shape.join(", ")}] do not fit.`,
+    );
+  }
+  const M = x.size / Math.max(K, 1);
+  const y = Tensor.empty([...x.shape.slice(0, -1), n]);
+  const aligned = [K, LDB, off, n].every((v) => v % 4 === 0);
+  if (aligned && cpuKernel(M, K, n)) {
+    launchDense({
+      x,
+      w,
+      bias,
+      M,
+      K,
+      N: n,
+      defines: { ACT: 0, RESID: false, GATE: 0, SPLIT: false },
+      outs: [y, null],
+      boff: off,
+    });
+    return y;
+  }
+  gemm({ t: y, row: n, col: 1 }, { t: x, row: K, col: 1 }, { t: w, off, row: LDB, col: 1 }, {
+    M,
+    N: n,
+    K,
+    bias,
+  });
+  return y;
 }
 
 /**

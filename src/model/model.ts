@@ -1288,14 +1288,7 @@ export class HookedTransformer {
     }
     const biases = [w.bq, w.bk, w.bv];
     return [xq, xk, xv].map((x, i) => {
-      const y = Tensor.empty(shapes[i]);
-      const LDB = w.wqkv.shape[1];
-      ops.gemm(
-        { t: y, row: parts[i], col: 1 },
-        { t: x, row: D, col: 1 },
-        { t: w.wqkv, off: offs[i], row: LDB, col: 1 },
-        { M: B * P, N: parts[i], K: D, bias: biases[i] },
-      );
+      const y = ops.linearBlock(x, w.wqkv, offs[i], parts[i], biases[i]).moveTo(shapes[i]);
       Tape.record([y], [x], ([g]) => [
         ops.linearBack(g!.reshape([B * P, parts[i]]), w.wqkv, parts[i], offs[i]).moveTo([
           ...x.shape,
