@@ -100,9 +100,7 @@ fn norm_scale_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_i
 }
 
 // Software adapters (lavapipe): the three row kernels above with one row per invocation and no
-// workgroup memory or barriers (see softmax.wgsl). Rows = (workgroup x + 65535 y) * 64 + lane.
-fn lane_row(wg: vec3u, lid: vec3u) -> u32 { return (wg.x + wg.y * 65535u) * 64u + lid.x; }
-
+// workgroup memory or barriers (see softmax.wgsl; lane_row in reduce.wgsl).
 @compute @workgroup_size(64)
 fn softmax_grad_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let row = lane_row(wg, lid);

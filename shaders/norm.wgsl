@@ -81,9 +81,7 @@ fn fused(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: ve
 }
 
 // Software adapters (lavapipe): one row per invocation, no workgroup memory or barriers (see
-// softmax.wgsl). Rows = (workgroup x + 65535 y) * 64 + lane.
-fn lane_row(wg: vec3u, lid: vec3u) -> u32 { return (wg.x + wg.y * 65535u) * 64u + lid.x; }
-
+// softmax.wgsl; lane_row in reduce.wgsl).
 fn row_mean_serial(base: u32) -> f32 {
   var s = 0.0;
   for (var i = 0u; i < p.d; i++) { s += x[base + i]; }

@@ -4,6 +4,10 @@
 
 var<workgroup> red: array<f32, 256>;
 
+// The `*_rows` entries (software adapters: one row per invocation, 64-wide workgroups on a grid
+// folded at 65535): the row of this invocation.
+fn lane_row(wg: vec3u, lid: vec3u) -> u32 { return (wg.x + wg.y * 65535u) * 64u + lid.x; }
+
 fn reduce_sum(v: f32, t: u32) -> f32 {
   red[t] = v;
   workgroupBarrier();

@@ -140,10 +140,10 @@ fn compact(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t:
 }
 
 // compact for software adapters (lavapipe): one row per invocation, a serial scan instead of the
-// workgroup prefix sum and its barriers. Rows = (workgroup x + 65535 y) * 64 + lane.
+// workgroup prefix sum and its barriers (lane_row in reduce.wgsl).
 @compute @workgroup_size(64)
 fn compact_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let row = (wg.x + wg.y * 65535u) * 64u + lid.x;
+  let row = lane_row(wg, lid);
   if (row >= p.rows) { return; }
   let cap = p.k;
   let base = row * p.n;

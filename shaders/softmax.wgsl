@@ -24,10 +24,10 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
 
 // Software adapters (lavapipe): one row per invocation, no workgroup memory or barriers. There an
 // invocation is one lane of a CPU SIMD register and each barrier a coroutine switch, so a
-// workgroup per row spends its time synchronising. Rows = (workgroup x + 65535 y) * 64 + lane.
+// workgroup per row spends its time synchronising (lane_row in reduce.wgsl).
 @compute @workgroup_size(64)
-fn rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let row = (wg.x + wg.y * 65535u) * 64u + lid.x;
+fn main_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = lane_row(wg, lid);
   if (row >= p.rows) { return; }
   let base = row * p.n;
   var mx = bitcast<f32>(0xff800000u);

@@ -350,14 +350,30 @@ function erf(x: number): number {
   return Math.sign(x) * Math.min(1, (2 / Math.sqrt(Math.PI)) * sum);
 }
 
+/** Dense-layer kernel choices; `variants` sets ops.cpuVariants (which matrix-vector kernel). */
+type LinearMode = Partial<typeof ops.linearConfig> & { variants?: "never" | "always" };
 const LINEAR_MODES = {
-  matvec: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never" },
-  matvecCpu: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never" },
+  matvec: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "never" },
+  matvecCpu: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "always" },
   tile64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" },
   tile128: { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" },
   cpu: { cpuKernel: "large" },
   cpuSmall: { cpuKernel: "small" },
-} as const;
+} as const satisfies Record<string, LinearMode>;
+
+/** Records `fn`'s kernels with the dense-layer choices of `mode`, then restores the defaults. */
+function withLinear<T>(mode: LinearMode, fn: () => T): T {
+  const saved = { ...ops.linearConfig }, savedVariants = ops.cpuVariants.mode;
+  const { variants, ...cfg } = mode;
+  Object.assign(ops.linearConfig, cfg);
+  if (variants) ops.cpuVariants.mode = variants;
+  try {
+    return fn();
+  } finally {
+    Object.assign(ops.linearConfig, saved);
+    ops.cpuVariants.mode = savedVariants;
+  }
+}
 const LINEAR_CASES = [
   [1, 4, 4, 4, 8, "matvec"],
   [3, 772, 260, 260, 8, "matvec"],
@@ -386,11 +402,6 @@ const LINEAR_CASES = [
 ] as const; // deno-fmt-ignore
 for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
   Deno.test(`linear (${mode}, BK ${BK}) ${M}x${K}x${N} (LDB ${LDB}) with bias, activation and residual epilogues matches float64`, async () => {
-    const saved = { ...ops.linearConfig };
-    const savedVariants = ops.cpuVariants.mode;
-    Object.assign(ops.linearConfig, LINEAR_MODES[mode], { bk: BK });
-    // The matrix-vector kernel follows ops.cpuVariants: matvec is the GPU one, matvecCpu the other.
-    ops.cpuVariants.mode = mode === "matvecCpu" ? "always" : mode === "matvec" ? "never" : savedVariants;
     const a = randArray(M * K, seed++), w = randArray(K * LDB, seed++), bias = randArray(N, seed++);
     const resid = randArray(M * N, seed++);
     using ta = Tensor.from(a, [M, K]);
@@ -404,9 +415,11 @@ for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
     const gelu = (v: number) =>
       0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
     poisonPool(M * N * 4, 4);
-    const [y1, post] = ops.linear(ta, tw, tb, { act: "gelu_new" }, N);
-    const [y2, sum] = ops.linear(ta, tw, tb, { resid: tr }, N);
-    const [y3] = ops.linear(ta, tw, tb, {}, N);
+    const [[y1, post], [y2, sum], [y3]] = withLinear({ ...LINEAR_MODES[mode], bk: BK }, () => [
+      ops.linear(ta, tw, tb, { act: "gelu_new" }, N),
+      ops.linear(ta, tw, tb, { resid: tr }, N),
+      ops.linear(ta, tw, tb, {}, N),
+    ]);
     for (const y of [y1, y2, y3]) {
       assert.deepEqual(y.shape, [M, N]);
       assert.ok(relErr(await y.toArray(), ref) < 1e-5, `linear ${relErr(await y.toArray(), ref)}`);
@@ -417,8 +430,6 @@ for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
       "residual epilogue",
     );
     for (const t of [y1, y2, y3, post!, sum!]) t.dispose();
-    Object.assign(ops.linearConfig, saved);
-    ops.cpuVariants.mode = savedVariants;
   });
 }
 
@@ -450,14 +461,8 @@ Deno.test({ name: "f16 weight storage: dense layers on f16 weights equal float64
   using tb = Tensor.from(bias, [N]);
   const ref = refMatmul(a, w16, bias, M, K, N);
   for (const mode of ["matvec", "matvecCpu", "tile64", "tile128", "cpu", "cpuSmall"] as const) {
-    const saved = { ...ops.linearConfig };
-    const savedVariants = ops.cpuVariants.mode;
-    Object.assign(ops.linearConfig, LINEAR_MODES[mode]);
-    ops.cpuVariants.mode = mode === "matvecCpu" ? "always" : mode === "matvec" ? "never" : savedVariants;
     poisonPool(M * N * 4);
-    const [y] = ops.linear(ta, tw, tb);
-    Object.assign(ops.linearConfig, saved);
-    ops.cpuVariants.mode = savedVariants;
+    const [y] = withLinear(LINEAR_MODES[mode], () => ops.linear(ta, tw, tb));
     assert.ok(relErr(await y.toArray(), ref) < 1e-5, `${mode}: f32 accumulation over f16 weights`);
     y.dispose();
   }
@@ -577,19 +582,9 @@ Deno.test("linearSplit: one product into three outputs equals float64 on each co
     using tb = Tensor.from(bias, [N]);
     const ref = refMatmul(a, w, bias, M, K, N);
     for (const mode of ["matvec", "matvecCpu", "tile64", "tile128", "cpu", "cpuSmall"] as const) {
-      const saved = { ...ops.linearConfig };
-      const savedVariants = ops.cpuVariants.mode;
-      Object.assign(ops.linearConfig, LINEAR_MODES[mode]);
-      ops.cpuVariants.mode = mode === "matvecCpu"
-        ? "always"
-        : mode === "matvec"
-        ? "never"
-        : savedVariants;
       poisonPool(M * parts[0] * 4, 2);
       poisonPool(M * parts[1] * 4, 4);
-      const outs = ops.linearSplit(ta, tw, tb, [...parts]);
-      Object.assign(ops.linearConfig, saved);
-      ops.cpuVariants.mode = savedVariants;
+      const outs = withLinear(LINEAR_MODES[mode], () => ops.linearSplit(ta, tw, tb, [...parts]));
       let c0 = 0;
       for (const [i, o] of outs.entries()) {
         const n = parts[i];
@@ -619,10 +614,7 @@ Deno.test("linearBack on a column block of a joint weight (the q/k/v backward): 
       const g = randArray(M * n, seed++);
       using tg = Tensor.from(g, [M, n]);
       poisonPool(M * K * 4);
-      const saved = ops.linearConfig.cpuKernel;
-      ops.linearConfig.cpuKernel = mode;
-      using dx = ops.linearBack(tg, tw, n, off);
-      ops.linearConfig.cpuKernel = saved;
+      using dx = withLinear({ cpuKernel: mode }, () => ops.linearBack(tg, tw, n, off));
       const ref = new Float64Array(M * K);
       for (let m = 0; m < M; m++) {
         for (let k = 0; k < K; k++) {
@@ -712,10 +704,7 @@ Deno.test("linearBlock: a column block of a joint weight, read in place, equals 
     for (const [off, n] of [[0, 16], [16, 8], [24, 16]]) {
       using tbn = Tensor.from(bias.subarray(0, n), [n]);
       poisonPool(M * n * 4);
-      const saved = ops.linearConfig.cpuKernel;
-      ops.linearConfig.cpuKernel = mode;
-      using y = ops.linearBlock(ta, tw, off, n, tbn);
-      ops.linearConfig.cpuKernel = saved;
+      using y = withLinear({ cpuKernel: mode }, () => ops.linearBlock(ta, tw, off, n, tbn));
       const ref = new Float64Array(M * n);
       for (let m = 0; m < M; m++) {
         for (let j = 0; j < n; j++) {

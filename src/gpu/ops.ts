@@ -18,6 +18,7 @@ import {
   type Param,
   pipeline,
   runtime,
+  type ShaderSource,
 } from "./runtime.ts";
 import { SHADERS } from "./shaders.ts";
 import { numel, Tensor } from "./tensor.ts";
@@ -54,9 +55,25 @@ function useCpuVariants(): boolean {
     (cpuVariants.mode === "auto" && runtime().gpu.isFallback);
 }
 
-/** Grid of 64-invocation workgroups with one row per invocation (the `*_rows` entries). */
-function laneGrid(rows: number): [number, number] {
-  return gridRows(Math.ceil(rows / 64));
+/**
+ * Records a row kernel: `entry` with one workgroup per row, or on a software adapter its
+ * `${entry}_rows` variant with one row per invocation of 64-wide workgroups (see lane_row in
+ * shaders/reduce.wgsl).
+ */
+function dispatchRows(
+  shader: ShaderSource,
+  entry: string,
+  params: Param[],
+  buffers: (GPUBuffer | undefined)[],
+  rows: number,
+): void {
+  const cpu = useCpuVariants();
+  dispatch(
+    pipeline(shader, cpu ? `${entry}_rows` : entry),
+    params,
+    buffers,
+    gridRows(cpu ? Math.ceil(rows / 64) : rows),
+  );
 }
 
 function assertF32(t: Tensor, what: string): void {
@@ -261,6 +278,25 @@ export interface GemmOptions {
 }
 
 /**
+ * Records an entry of matmul.wgsl over an M x N output (times `batches`): 64x64 tiles, or on a
+ * software adapter its `_cpu` variant's 32x32 tiles of register blocks.
+ */
+function dispatchMatmul(
+  entry: "main" | "encode",
+  params: Param[],
+  buffers: GPUBuffer[],
+  [M, N, batches]: [number, number, number],
+): void {
+  const cpu = useCpuVariants();
+  const tile = cpu ? 32 : 64;
+  dispatch(pipeline(SHADERS.matmul, cpu ? `${entry}_cpu` : entry), params, buffers, [
+    Math.ceil(N / tile),
+    Math.ceil(M / tile),
+    batches,
+  ]);
+}
+
+/**
  * General batched strided matmul into an existing C: `C = alpha * A·B + bias (+ C)`.
  *
  * @example
@@ -302,14 +338,11 @@ export function gemm(C: Operand, A: Operand, B: Operand, o: GemmOptions): void {
     0,
     0,
   ];
-  const cpu = useCpuVariants();
-  const tile = cpu ? 32 : 64;
-  dispatch(
-    pipeline(SHADERS.matmul, cpu ? "main_cpu" : "main"),
-    params,
-    [A.t.buffer, B.t.buffer, C.t.buffer, (o.bias ?? A.t).buffer],
-    [Math.ceil(o.N / tile), Math.ceil(o.M / tile), nb1 * nb2],
-  );
+  dispatchMatmul("main", params, [A.t.buffer, B.t.buffer, C.t.buffer, (o.bias ?? A.t).buffer], [
+    o.M,
+    o.N,
+    nb1 * nb2,
+  ]);
 }
 
 /**
@@ -383,13 +416,11 @@ export function normScale(x: Tensor, kind: NormKind, eps: number): Tensor {
   const d = x.shape.at(-1) ?? 1;
   const rows = x.size / d;
   const out = Tensor.empty([...x.shape.slice(0, -1), 1]);
-  const cpu = useCpuVariants();
-  dispatch(
-    pipeline(SHADERS.norm, cpu ? "scale_rows" : "scale"),
-    [rows, d, kind === "LN" ? 1 : 0, 0, f32(eps), 0, 0, 0],
-    [x.buffer, undefined, out.buffer],
-    cpu ? laneGrid(rows) : gridRows(rows),
-  );
+  dispatchRows(SHADERS.norm, "scale", [rows, d, kind === "LN" ? 1 : 0, 0, f32(eps), 0, 0, 0], [
+    x.buffer,
+    undefined,
+    out.buffer,
+  ], rows);
   return out;
 }
 
@@ -416,12 +447,12 @@ export function normApply(
     throw new ShapeError(`norm: scale has ${scale.size} elements for ${rows} rows.`);
   }
   const out = Tensor.empty(x.shape);
-  const cpu = useCpuVariants();
-  dispatch(
-    pipeline(SHADERS.norm, cpu ? "apply_rows" : "apply"),
+  dispatchRows(
+    SHADERS.norm,
+    "apply",
     [rows, d, kind === "LN" ? 1 : 0, w ? 1 : 0, f32(0), b ? 1 : 0, 0, 0],
     [x.buffer, scale.buffer, out.buffer, (w ?? x).buffer, (b ?? x).buffer],
-    cpu ? laneGrid(rows) : gridRows(rows),
+    rows,
   );
   return out;
 }
@@ -449,9 +480,9 @@ export function normFused(
   const scale = Tensor.empty([...x.shape.slice(0, -1), 1]);
   const normalized = Tensor.empty(x.shape);
   const y = w || b ? Tensor.empty(x.shape) : null;
-  const cpu = useCpuVariants();
-  dispatch(
-    pipeline(SHADERS.norm, cpu ? "fused_rows" : "fused"),
+  dispatchRows(
+    SHADERS.norm,
+    "fused",
     [rows, d, kind === "LN" ? 1 : 0, w ? 1 : 0, f32(eps), b ? 1 : 0, 0, 0],
     [
       x.buffer,
@@ -462,7 +493,7 @@ export function normFused(
       scale.buffer,
       normalized.buffer,
     ],
-    cpu ? laneGrid(rows) : gridRows(rows),
+    rows,
   );
   return [scale, normalized, y];
 }
@@ -480,13 +511,7 @@ export function softmax(x: Tensor): Tensor {
   const n = x.shape.at(-1) ?? 1;
   const rows = x.size / n;
   const out = Tensor.empty(x.shape);
-  const cpu = useCpuVariants();
-  dispatch(
-    pipeline(SHADERS.softmax, cpu ? "rows" : "main"),
-    [rows, n, 0, 0],
-    [x.buffer, out.buffer],
-    cpu ? laneGrid(rows) : gridRows(rows),
-  );
+  dispatchRows(SHADERS.softmax, "main", [rows, n, 0, 0], [x.buffer, out.buffer], rows);
   return out;
 }
 
@@ -731,13 +756,11 @@ export function saeEncode(
     0,
     0,
   ]; // deno-fmt-ignore
-  const cpu = useCpuVariants();
-  const tile = cpu ? 32 : 64;
-  dispatch(
-    pipeline(SHADERS.matmul, cpu ? "encode_cpu" : "encode"),
+  dispatchMatmul(
+    "encode",
     params,
     [x.buffer, w.buffer, pre.buffer, b.buffer, post.buffer, (aux ?? b).buffer],
-    [Math.ceil(N / tile), Math.ceil(M / tile), 1],
+    [M, N, 1],
   );
   return [pre, post];
 }
@@ -807,13 +830,12 @@ export function saeDecode(
   const rows = acts.size / dSae;
   const idx = Tensor.empty([rows, cap + 1], "int32");
   const vals = Tensor.empty([rows, cap]);
-  const cpu = useCpuVariants();
-  dispatch(
-    pipeline(SHADERS.sae, cpu ? "compact_rows" : "compact"),
-    [rows, dSae, 0, cap, 0, 0, f32(0), 0],
-    [acts.buffer, undefined, vals.buffer, idx.buffer],
-    cpu ? laneGrid(rows) : gridRows(rows),
-  );
+  dispatchRows(SHADERS.sae, "compact", [rows, dSae, 0, cap, 0, 0, f32(0), 0], [
+    acts.buffer,
+    undefined,
+    vals.buffer,
+    idx.buffer,
+  ], rows);
   const out = Tensor.empty([...acts.shape.slice(0, -1), dIn]);
   dispatch(
     pipeline(SHADERS.sae, "decode"),
@@ -1311,17 +1333,6 @@ function bwd(
   dispatch(pipeline(SHADERS.backward, entry), params, buffers.map((t) => t?.buffer), groups);
 }
 
-/** A backward row kernel: one workgroup per row, or its `_rows` variant on a software adapter. */
-function bwdRows(
-  entry: string,
-  params: Param[],
-  buffers: (Tensor | undefined)[],
-  rows: number,
-): void {
-  if (useCpuVariants()) bwd(`${entry}_rows`, params, buffers, laneGrid(rows));
-  else bwd(entry, params, buffers, gridRows(rows));
-}
-
 /**
  * g * act'(x) for an activation function by name.
  *
@@ -1391,7 +1402,11 @@ export function softmaxGrad(g: Tensor, pattern: Tensor): Tensor {
   const n = pattern.shape.at(-1) ?? 1;
   const rows = pattern.size / n;
   const out = Tensor.empty(pattern.shape);
-  bwdRows("softmax_grad", [rows, n, 0, 0, f32(0), 0, 0, 0], [g, pattern, out], rows);
+  dispatchRows(SHADERS.backward, "softmax_grad", [rows, n, 0, 0, f32(0), 0, 0, 0], [
+    g.buffer,
+    pattern.buffer,
+    out.buffer,
+  ], rows);
   return out;
 }
 
@@ -1413,12 +1428,21 @@ export function normApplyGrad(
   const d = x.shape.at(-1) ?? 1;
   const rows = x.size / d;
   const gx = Tensor.empty(x.shape), gs = Tensor.empty(scale.shape);
-  bwdRows("norm_apply_grad", [rows, d, 0, kind === "LN" ? 1 : 0, f32(0), 0, 0, 0], [
-    g,
-    x,
-    gx,
-    scale,
-    gs,
+  dispatchRows(SHADERS.backward, "norm_apply_grad", [
+    rows,
+    d,
+    0,
+    kind === "LN" ? 1 : 0,
+    f32(0),
+    0,
+    0,
+    0,
+  ], [
+    g.buffer,
+    x.buffer,
+    gx.buffer,
+    scale.buffer,
+    gs.buffer,
   ], rows);
   return [gx, gs];
 }
@@ -1435,11 +1459,20 @@ export function normScaleGrad(gScale: Tensor, x: Tensor, scale: Tensor, kind: No
   const d = x.shape.at(-1) ?? 1;
   const rows = x.size / d;
   const gx = Tensor.empty(x.shape);
-  bwdRows("norm_scale_grad", [rows, d, 0, kind === "LN" ? 1 : 0, f32(0), 0, 0, 0], [
-    gScale,
-    x,
-    gx,
-    scale,
+  dispatchRows(SHADERS.backward, "norm_scale_grad", [
+    rows,
+    d,
+    0,
+    kind === "LN" ? 1 : 0,
+    f32(0),
+    0,
+    0,
+    0,
+  ], [
+    gScale.buffer,
+    x.buffer,
+    gx.buffer,
+    scale.buffer,
   ], rows);
   return gx;
 }

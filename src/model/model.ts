@@ -1193,31 +1193,21 @@ export class HookedTransformer {
    */
   protected async norm(prefix: string, x: Tensor, w?: Tensor, b?: Tensor): Promise<Tensor> {
     const kind = this.cfg.normalizationType.startsWith("RMS") ? "RMS" : "LN";
-    if (
-      !this.hookMayReplace(`${prefix}.hook_scale`) &&
-      !this.hookMayReplace(`${prefix}.hook_normalized`)
-    ) {
-      // No hook can replace the scale or the normalised input: one dispatch for the whole norm.
-      // The hooks still fire (cache, backward pass) on the same tensors.
-      const [scale0, n0, y0] = ops.normFused(x, kind, this.cfg.eps, w, b);
-      Tape.record([scale0], [x], ([g]) => [ops.normScaleGrad(g!, x, scale0, kind)]);
-      const scale = await this.hook(`${prefix}.hook_scale`, scale0);
-      Tape.record([n0], [x, scale], ([g]) => ops.normApplyGrad(g!, x, scale, kind));
-      const normalized = await this.hook(`${prefix}.hook_normalized`, n0);
-      this.#lastNorm = { x, scale0, scale, n0, normalized, kind };
-      if (!y0) return normalized;
-      Tape.record([y0], [normalized], ([g]) => [w ? g!.mul(w) : g]);
-      return y0;
-    }
-    const scale0 = ops.normScale(x, kind, this.cfg.eps);
+    // When no hook can replace the scale or the normalised input, one dispatch makes all three
+    // outputs; the hooks still fire (cache, backward pass) on the same tensors.
+    const fused = this.hookMayReplace(`${prefix}.hook_scale`) ||
+        this.hookMayReplace(`${prefix}.hook_normalized`)
+      ? null
+      : ops.normFused(x, kind, this.cfg.eps, w, b);
+    const scale0 = fused?.[0] ?? ops.normScale(x, kind, this.cfg.eps);
     Tape.record([scale0], [x], ([g]) => [ops.normScaleGrad(g!, x, scale0, kind)]);
     const scale = await this.hook(`${prefix}.hook_scale`, scale0);
-    const n0 = ops.normApply(x, scale, kind);
+    const n0 = fused?.[1] ?? ops.normApply(x, scale, kind);
     Tape.record([n0], [x, scale], ([g]) => ops.normApplyGrad(g!, x, scale, kind));
     const normalized = await this.hook(`${prefix}.hook_normalized`, n0);
     this.#lastNorm = { x, scale0, scale, n0, normalized, kind };
     if (!w) return normalized;
-    const y = b ? ops.scaleShift(normalized, w, b) : normalized.mul(w);
+    const y = fused?.[2] ?? (b ? ops.scaleShift(normalized, w, b) : normalized.mul(w));
     Tape.record([y], [normalized], ([g]) => [g!.mul(w)]);
     return y;
   }
