@@ -716,4 +716,10 @@ Deno.test("linearBlock: a column block of a joint weight, read in place, equals 
       assert.ok(relErr(await y.toArray(), ref) < 1e-5, `${mode} ${M}x${K}: off ${off}`);
     }
   }
+  using x = Tensor.from(new Float32Array(8), [2, 4]);
+  using w = Tensor.from(new Float32Array(160), [4, 40]);
+  assert.throws(
+    () => ops.linearBlock(x, w, 32, 16),
+    (e) => e instanceof ShapeError && /within its columns/.test(e.message),
+  );
 }); // deno-fmt-ignore

@@ -1187,7 +1187,8 @@ export function linearBlock(x: Tensor, w: Tensor, off: number, n: number, bias?:
   if ((x.shape.at(-1) ?? 0) !== K || off + n > LDB) {
     throw new ShapeError(
       `linearBlock: [${x.shape.join(", ")}] x columns ${off} .. ${off + n} of ` +
-        `[${w.shape.join(", ")}] do not fit.`,
+        `[${w.shape.join(", ")}] do not fit: x's last dimension must equal the weight's rows ` +
+        "and the block must lie within its columns.",
     );
   }
   const M = x.size / Math.max(K, 1);
