@@ -29,8 +29,18 @@ for (const [M, K, N] of shapes) {
     ["128x128 tiles, BK 8", { bk: 8, matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" }],
     ["128x128 tiles, BK 16", { bk: 16, matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" }],
     ["64x64 tiles", { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" }],
-    ["register-blocked CPU kernel", { matvecMaxRows: 0, cpuKernel: "large" }],
-    ["small register-blocked CPU kernel", { matvecMaxRows: 0, cpuKernel: "small" }],
+    ["register-blocked CPU kernel", {
+      matvecMaxRows: 0,
+      cpuKernel: "large",
+      cpuSubgroups: "never",
+    }],
+    ["small register-blocked CPU kernel", {
+      matvecMaxRows: 0,
+      cpuKernel: "small",
+      cpuSubgroups: "never",
+    }],
+    ["subgroup CPU kernel", { matvecMaxRows: 0, cpuKernel: "large", cpuSubgroups: "auto" }],
+    ["small subgroup CPU kernel", { matvecMaxRows: 0, cpuKernel: "small", cpuSubgroups: "auto" }],
   ] as const; // deno-fmt-ignore
   for (const [label, cfg] of variants) {
     bench(`linear ${M}x${K}x${N} (${label})`, work, () => {
@@ -54,10 +64,15 @@ if (!FULL) {
   const [M, K, N] = [1024, 768, 3072];
   const a = mat(M, K, 31), w = mat(K, N, 32), bias = mat(1, N, 33).reshape([N]).keep();
   const work = { flops: 2 * M * K * N, bytes: 4 * (M * K + K * N + M * N) };
-  for (const [label, mode] of [["default choice", "auto"], ["128x128 tiles", "never"]] as const) {
+  const modes = [
+    ["default choice", {}],
+    ["register-blocked CPU kernel without subgroups", { cpuSubgroups: "never" }],
+    ["128x128 tiles", { cpuKernel: "never" }],
+  ] as const;
+  for (const [label, cfg] of modes) {
     bench(`linear ${M}x${K}x${N} full size (${label})`, work, () => {
       const saved = { ...ops.linearConfig };
-      Object.assign(ops.linearConfig, { cpuKernel: mode });
+      Object.assign(ops.linearConfig, cfg);
       ops.linear(a, w, bias)[0].dispose();
       Object.assign(ops.linearConfig, saved);
     }, { n: 5, pipelined: 2 });

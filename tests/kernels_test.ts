@@ -2,9 +2,10 @@
 import assert from "node:assert/strict";
 import { initGpu, ShapeError, Tensor } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
+import { runtime } from "../src/gpu/runtime.ts";
 import { maxRelErr, poisonPool, randArray, relErr } from "./_util.ts";
 
-const { f16 } = await initGpu();
+const { f16, fallback, subgroupSize } = await initGpu();
 let seed = 1000;
 
 /** The GPU kernels and the software-adapter variants (ops.cpuVariants) of matmul, norms, softmax. */
@@ -357,8 +358,12 @@ const LINEAR_MODES = {
   matvecCpu: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "always" },
   tile64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" },
   tile128: { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" },
-  cpu: { cpuKernel: "large" },
-  cpuSmall: { cpuKernel: "small" },
+  never: { cpuKernel: "never" },
+  cpu: { cpuKernel: "large", cpuSubgroups: "never" },
+  cpuSmall: { cpuKernel: "small", cpuSubgroups: "never" },
+  // shaders/linear_sg.wgsl where the device has 8-lane subgroups (see the test that checks it).
+  sg: { cpuKernel: "large", cpuSubgroups: "auto" },
+  sgSmall: { cpuKernel: "small", cpuSubgroups: "auto" },
 } as const satisfies Record<string, LinearMode>;
 
 /** Records `fn`'s kernels with the dense-layer choices of `mode`, then restores the defaults. */
@@ -395,6 +400,17 @@ const LINEAR_CASES = [
   [65, 132, 33, 36, 8, "cpu"],
   [7, 12, 5, 8, 8, "cpuSmall"],
   [3, 8, 2, 4, 8, "cpuSmall"],
+  [1, 4, 4, 4, 8, "sg"],
+  [130, 68, 200, 200, 8, "sg"],
+  [256, 768, 3072, 3072, 8, "sg"],
+  [129, 772, 260, 260, 8, "sg"],
+  [37, 12, 132, 132, 8, "sg"],
+  [65, 132, 33, 36, 8, "sg"],
+  [1, 4, 4, 4, 8, "sgSmall"],
+  [130, 68, 200, 200, 8, "sgSmall"],
+  [33, 772, 36, 36, 8, "sgSmall"],
+  [17, 12, 5, 8, 8, "sgSmall"],
+  [3, 8, 2, 4, 8, "sgSmall"],
   [1, 4, 4, 4, 8, "matvecCpu"],
   [3, 772, 260, 260, 8, "matvecCpu"],
   [2, 132, 33, 36, 8, "matvecCpu"],
@@ -433,6 +449,26 @@ for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
   });
 }
 
+Deno.test("a software adapter with 8-lane subgroups gets them, and dense layers take the subgroup kernels by default", async () => {
+  // lavapipe on this project's machines (256-bit SIMD): where this fails, the "sg" cases above
+  // quietly ran linear_cpu.wgsl instead.
+  if (!fallback) return;
+  assert.equal(subgroupSize, 8, "lavapipe's subgroups were not enabled");
+  const [M, K, N] = [40, 64, 96];
+  const a = randArray(M * K, seed++), w = randArray(K * N, seed++);
+  using ta = Tensor.from(a, [M, K]);
+  using tw = Tensor.from(w, [K, N]);
+  // Drop the cached dense pipelines, so that what this product builds shows which kernel it took.
+  const { pipelines } = runtime();
+  for (const k of [...pipelines.keys()]) if (k.startsWith("linear")) pipelines.delete(k);
+  poisonPool(M * N * 4);
+  const [y] = ops.linear(ta, tw);
+  const made = [...pipelines.keys()].filter((k) => k.startsWith("linear"));
+  assert.deepEqual(made.map((k) => k.split(":").slice(0, 2).join(":")), ["linear_sg:small"]);
+  assert.ok(relErr(await y.toArray(), refMatmul(a, w, null, M, K, N)) < 1e-5);
+  y.dispose();
+});
+
 Deno.test("linear falls back to the general kernel when K is not a multiple of 4, epilogues included", async () => {
   const [M, K, N] = [9, 13, 7];
   const a = randArray(M * K, seed++),
@@ -460,7 +496,7 @@ Deno.test({ name: "f16 weight storage: dense layers on f16 weights equal float64
   using tw = Tensor.from(w, [K, N], "float16");
   using tb = Tensor.from(bias, [N]);
   const ref = refMatmul(a, w16, bias, M, K, N);
-  for (const mode of ["matvec", "matvecCpu", "tile64", "tile128", "cpu", "cpuSmall"] as const) {
+  for (const mode of ["matvec", "matvecCpu", "tile64", "tile128", "cpu", "cpuSmall", "sg", "sgSmall"] as const) {
     poisonPool(M * N * 4);
     const [y] = withLinear(LINEAR_MODES[mode], () => ops.linear(ta, tw, tb));
     assert.ok(relErr(await y.toArray(), ref) < 1e-5, `${mode}: f32 accumulation over f16 weights`);
@@ -581,7 +617,18 @@ Deno.test("linearSplit: one product into three outputs equals float64 on each co
     using tw = Tensor.from(w, [K, N]);
     using tb = Tensor.from(bias, [N]);
     const ref = refMatmul(a, w, bias, M, K, N);
-    for (const mode of ["matvec", "matvecCpu", "tile64", "tile128", "cpu", "cpuSmall"] as const) {
+    for (
+      const mode of [
+        "matvec",
+        "matvecCpu",
+        "tile64",
+        "tile128",
+        "cpu",
+        "cpuSmall",
+        "sg",
+        "sgSmall",
+      ] as const
+    ) {
       poisonPool(M * parts[0] * 4, 2);
       poisonPool(M * parts[1] * 4, 4);
       const outs = withLinear(LINEAR_MODES[mode], () => ops.linearSplit(ta, tw, tb, [...parts]));
@@ -606,7 +653,8 @@ Deno.test("linearSplit: one product into three outputs equals float64 on each co
 }); // deno-fmt-ignore
 
 Deno.test("linearBack on a column block of a joint weight (the q/k/v backward): g · W[:, off:off+n]ᵀ equals float64, every kernel", async () => {
-  const cases = [[9, 12, 40, "never"], [9, 12, 40, "small"], [9, 12, 40, "large"], [130, 136, 40, "large"], [70, 8, 40, "small"]] as const;
+  const cases = [[9, 12, 40, "never"], [9, 12, 40, "cpuSmall"], [9, 12, 40, "cpu"], [130, 136, 40, "cpu"], [70, 8, 40, "cpuSmall"],
+    [9, 12, 40, "sgSmall"], [9, 12, 40, "sg"], [130, 136, 40, "sg"], [70, 8, 40, "sgSmall"]] as const;
   for (const [M, K, N, mode] of cases) {
     const w = randArray(K * N, seed++);
     using tw = Tensor.from(w, [K, N]);
@@ -614,7 +662,7 @@ Deno.test("linearBack on a column block of a joint weight (the q/k/v backward): 
       const g = randArray(M * n, seed++);
       using tg = Tensor.from(g, [M, n]);
       poisonPool(M * K * 4);
-      using dx = withLinear({ cpuKernel: mode }, () => ops.linearBack(tg, tw, n, off));
+      using dx = withLinear(LINEAR_MODES[mode], () => ops.linearBack(tg, tw, n, off));
       const ref = new Float64Array(M * K);
       for (let m = 0; m < M; m++) {
         for (let k = 0; k < K; k++) {
@@ -691,11 +739,15 @@ Deno.test("flashAttention (one pass, online softmax) equals float64 causal atten
 
 Deno.test("linearBlock: a column block of a joint weight, read in place, equals float64, every kernel", async () => {
   for (
-    const [M, K, mode] of [[9, 12, "never"], [9, 12, "small"], [130, 16, "large"], [
-      40,
-      8,
-      "small",
-    ]] as const
+    const [M, K, mode] of [
+      [9, 12, "never"],
+      [9, 12, "cpuSmall"],
+      [130, 16, "cpu"],
+      [40, 8, "cpuSmall"],
+      [9, 12, "sgSmall"],
+      [130, 16, "sg"],
+      [40, 8, "sgSmall"],
+    ] as const
   ) {
     const N = 40;
     const a = randArray(M * K, seed++), w = randArray(K * N, seed++), bias = randArray(16, seed++);
@@ -704,7 +756,7 @@ Deno.test("linearBlock: a column block of a joint weight, read in place, equals 
     for (const [off, n] of [[0, 16], [16, 8], [24, 16]]) {
       using tbn = Tensor.from(bias.subarray(0, n), [n]);
       poisonPool(M * n * 4);
-      using y = withLinear({ cpuKernel: mode }, () => ops.linearBlock(ta, tw, off, n, tbn));
+      using y = withLinear(LINEAR_MODES[mode], () => ops.linearBlock(ta, tw, off, n, tbn));
       const ref = new Float64Array(M * n);
       for (let m = 0; m < M; m++) {
         for (let j = 0; j < n; j++) {

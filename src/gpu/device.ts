@@ -24,6 +24,10 @@ export interface GpuDevice {
   readonly hasF16: boolean;
   /** Whether `timestamp-query` was enabled. */
   readonly hasTimestamps: boolean;
+  /** The subgroup size where the `subgroups` feature was enabled, else 0. hooklens enables it only
+   * on a software adapter whose subgroups are always 8 lanes (lavapipe on a 256-bit SIMD CPU), for
+   * the dense-layer kernels of shaders/linear_sg.wgsl. */
+  readonly subgroupSize: number;
   /** Why the device was lost, once it is (then nothing recorded on it runs). */
   lost: string | null;
   /** Limits the device was created with. */
@@ -89,7 +93,23 @@ async function acquire(): Promise<GpuDevice> {
   for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) {
     if (adapter.features.has(f)) requiredFeatures.push(f);
   }
-  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  const isFallback = Boolean(
+    (adapter.info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter,
+  );
+  // Deno 2.9 does not list "subgroups" among the adapter's features although it grants it: ask,
+  // and go on without where the request is refused.
+  const info = adapter.info as unknown as { subgroupMinSize?: number; subgroupMaxSize?: number };
+  const sg8 = isFallback && info.subgroupMinSize === 8 && info.subgroupMaxSize === 8;
+  let device: GPUDevice | null = null;
+  if (sg8) {
+    device = await adapter
+      .requestDevice({
+        requiredLimits,
+        requiredFeatures: [...requiredFeatures, "subgroups" as GPUFeatureName],
+      })
+      .catch(() => null);
+  }
+  device ??= await adapter.requestDevice({ requiredLimits, requiredFeatures });
   // A validation error would otherwise drop a whole submission silently: keep it for the next
   // readback to report.
   device.addEventListener("uncapturederror", (ev) => {
@@ -100,11 +120,10 @@ async function acquire(): Promise<GpuDevice> {
   const gpu: GpuDevice = {
     device,
     adapterDescription: adapter.info.description || adapter.info.vendor || "unknown adapter",
-    isFallback: Boolean(
-      (adapter.info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter,
-    ),
+    isFallback,
     hasF16: device.features.has("shader-f16"),
     hasTimestamps: device.features.has("timestamp-query"),
+    subgroupSize: device.features.has("subgroups" as GPUFeatureName) ? 8 : 0,
     limits: {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
       maxBufferSize: l.maxBufferSize,

@@ -21,6 +21,8 @@ export interface GpuInfo {
   f16: boolean;
   /** `timestamp-query` available. */
   timestamps: boolean;
+  /** Subgroup size where hooklens enabled subgroups (software adapters with 8 lanes), else 0. */
+  subgroupSize: number;
   /** Largest storage binding in bytes. */
   maxBindingBytes: number;
   /** Largest buffer in bytes. */
@@ -57,6 +59,7 @@ export function gpuInfo(): GpuInfo {
     fallback: r.gpu.isFallback,
     f16: r.gpu.hasF16,
     timestamps: r.gpu.hasTimestamps,
+    subgroupSize: r.gpu.subgroupSize,
     maxBindingBytes: r.gpu.limits.maxStorageBufferBindingSize,
     maxBufferBytes: r.gpu.limits.maxBufferSize,
     stats: { ...r.stats },

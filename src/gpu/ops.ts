@@ -982,8 +982,11 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
  * above `matvecMaxRows` rows (K and the weight's row stride are multiples of 4 on this path): the
  * "large" block for layers of more than 32 rows and at least `cpuMinMacs` multiply-adds (M·K·N),
  * else the "small" one (the large block takes LLVM ~5 s a variant to compile, once per machine as
- * Mesa caches it on disk, which small layers would not win back). Up to `matvecMaxRows` rows, the
- * matrix-vector kernel's variant without workgroup memory. Benchmarks compare them.
+ * Mesa caches it on disk, which small layers would not win back). Where the device has 8-lane
+ * subgroups (lavapipe on a 256-bit SIMD CPU) and `cpuSubgroups` is "auto", those blocks come from
+ * shaders/linear_sg.wgsl instead (A's rows loaded once a subgroup and broadcast: ~1.5x the others
+ * there, and quicker to compile). Up to `matvecMaxRows` rows, the matrix-vector kernel's variant
+ * without workgroup memory. Benchmarks compare them.
  *
  * @example
  * ```ts
@@ -996,12 +999,14 @@ export const linearConfig: {
   smallTileMaxRows: number;
   cpuKernel: "auto" | "large" | "small" | "never";
   cpuMinMacs: number;
+  cpuSubgroups: "auto" | "never";
 } = {
   bk: 8,
   matvecMaxRows: 4,
   smallTileMaxRows: 256,
   cpuKernel: "auto",
   cpuMinMacs: 2 ** 24,
+  cpuSubgroups: "auto",
 };
 
 /** Fused epilogue of {@link linear}. */
@@ -1127,11 +1132,9 @@ function launchDense(o: {
   // epilogue goes through a [M, LDB] product whose first N columns are then copied out.
   const padded = o.boff === undefined && N !== LDB;
   if (cpu && (!padded || !d)) {
-    // Tiles: main 128x128, small 32x32 (see shaders/linear_cpu.wgsl).
-    const t = cpu === "large" ? 128 : 32;
+    const k = cpuDense(cpu);
     const cols = padded ? LDB : N;
-    const groups: [number, number, number] = [Math.ceil(cols / t), Math.ceil(M / t), 1];
-    const entry = cpu === "large" ? "main" : "small";
+    const groups: [number, number, number] = [Math.ceil(cols / k.cols), Math.ceil(M / k.rows), 1];
     const full = padded ? Tensor.empty([M, LDB]) : y;
     if (padded) {
       buffers[2] = full.buffer;
@@ -1139,7 +1142,7 @@ function launchDense(o: {
       params[1] = LDB;
       params[4] = 0; // the bias ([N], not whole quads) is added by the copy
     }
-    dispatch(pipeline(SHADERS.linear_cpu, entry, defines), params, buffers, groups);
+    dispatch(pipeline(k.shader, k.entry, defines), params, buffers, groups);
     if (padded) {
       dispatch(
         pipeline(SHADERS.elementwise, "crop_cols"),
@@ -1259,6 +1262,26 @@ export function linearSplit(
   return outs;
 }
 
+/** The shader, entry point and tile (rows x columns of the output a workgroup makes) of the
+ * register-blocked kernel `cpu`; `_t` entries (transposed) have the same tiles. */
+function cpuDense(cpu: "large" | "small"): {
+  shader: ShaderSource;
+  entry: string;
+  rows: number;
+  cols: number;
+} {
+  const entry = cpu === "large" ? "main" : "small";
+  if (linearConfig.cpuSubgroups === "auto" && runtime().gpu.subgroupSize === 8) {
+    // shaders/linear_sg.wgsl: main 32x128, small 16x64.
+    return cpu === "large"
+      ? { shader: SHADERS.linear_sg, entry, rows: 32, cols: 128 }
+      : { shader: SHADERS.linear_sg, entry, rows: 16, cols: 64 };
+  }
+  // shaders/linear_cpu.wgsl: main 128x128, small 32x32.
+  const t = cpu === "large" ? 128 : 32;
+  return { shader: SHADERS.linear_cpu, entry, rows: t, cols: t };
+}
+
 /** Which register-blocked kernel {@link linear} takes, if any (see {@link linearConfig}). */
 function cpuKernel(M: number, K: number, N: number): "large" | "small" | null {
   const mode = linearConfig.cpuKernel;
@@ -1300,8 +1323,8 @@ export function linearBack(g: Tensor, w: Tensor, n?: number, off = 0): Tensor {
   const out = Tensor.empty([...g.shape.slice(0, -1), K]);
   const cpu = [K, N, LDB, off].every((v) => v % 4 === 0) ? cpuKernel(M, N, K) : null;
   if (cpu) {
-    // The transposed register-blocked kernels (shaders/linear_cpu.wgsl): g · W[:, off..]ᵀ.
-    const t = cpu === "large" ? 128 : 32;
+    // The transposed register-blocked kernels: g · W[:, off..]ᵀ.
+    const k = cpuDense(cpu);
     const defines = {
       WT: w.dtype === "float16" ? "f16" : "f32",
       ACT: 0,
@@ -1310,10 +1333,10 @@ export function linearBack(g: Tensor, w: Tensor, n?: number, off = 0): Tensor {
       SPLIT: false,
     };
     dispatch(
-      pipeline(SHADERS.linear_cpu, cpu === "large" ? "main_t" : "small_t", defines),
+      pipeline(k.shader, `${k.entry}_t`, defines),
       [M, K, N, LDB, 0, 0, 0, off],
       [g.buffer, w.buffer, out.buffer, g.buffer, scratch(0).buffer, g.buffer, scratch(1).buffer],
-      [Math.ceil(K / t), Math.ceil(M / t), 1],
+      [Math.ceil(K / k.cols), Math.ceil(M / k.rows), 1],
     );
     return out;
   }

@@ -19,6 +19,7 @@ import attention from "../../shaders/attention.wgsl" with { type: "text" };
 import sample from "../../shaders/sample.wgsl" with { type: "text" };
 import linear from "../../shaders/linear.wgsl" with { type: "text" };
 import linearCpu from "../../shaders/linear_cpu.wgsl" with { type: "text" };
+import linearSg from "../../shaders/linear_sg.wgsl" with { type: "text" };
 import backward from "../../shaders/backward.wgsl" with { type: "text" };
 import activations from "../../shaders/activations.wgsl" with { type: "text" };
 import reduce from "../../shaders/reduce.wgsl" with { type: "text" };
@@ -38,6 +39,7 @@ export const SHADERS: Readonly<Record<string, ShaderSource>> = {
   sample: { name: "sample", code: reduce + sample },
   linear: { name: "linear", code: activations + linear },
   linear_cpu: { name: "linear_cpu", code: activations + linearCpu },
+  linear_sg: { name: "linear_sg", code: activations + linearSg },
   backward: { name: "backward", code: activations + reduce + backward },
   flash: { name: "flash", code: flash },
 };
