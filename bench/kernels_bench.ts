@@ -13,6 +13,23 @@ function mat(rows: number, cols: number, seed: number): Tensor {
   return Tensor.from(randn(rows * cols, 0.05, seed), [rows, cols]).keep();
 }
 
+/** Runs `fn` with dense-layer choices (ops.linearConfig) and `subgroups` (ops.cpuVariants) set. */
+function withConfig(
+  cfg: Partial<typeof ops.linearConfig> & { subgroups?: "auto" | "never" },
+  fn: () => void,
+): void {
+  const saved = { ...ops.linearConfig }, savedSubgroups = ops.cpuVariants.subgroups;
+  const { subgroups, ...lin } = cfg;
+  Object.assign(ops.linearConfig, lin);
+  if (subgroups) ops.cpuVariants.subgroups = subgroups;
+  try {
+    fn();
+  } finally {
+    Object.assign(ops.linearConfig, saved);
+    ops.cpuVariants.subgroups = savedSubgroups;
+  }
+}
+
 const shapes: [number, number, number][] = [[T, 768, 3072], [T, 3072, 768], [T, 768, 768], [
   T,
   768,
@@ -29,25 +46,18 @@ for (const [M, K, N] of shapes) {
     ["128x128 tiles, BK 8", { bk: 8, matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" }],
     ["128x128 tiles, BK 16", { bk: 16, matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" }],
     ["64x64 tiles", { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" }],
-    ["register-blocked CPU kernel", {
-      matvecMaxRows: 0,
-      cpuKernel: "large",
-      cpuSubgroups: "never",
-    }],
+    ["register-blocked CPU kernel", { matvecMaxRows: 0, cpuKernel: "large", subgroups: "never" }],
     ["small register-blocked CPU kernel", {
       matvecMaxRows: 0,
       cpuKernel: "small",
-      cpuSubgroups: "never",
+      subgroups: "never",
     }],
-    ["subgroup CPU kernel", { matvecMaxRows: 0, cpuKernel: "large", cpuSubgroups: "auto" }],
-    ["small subgroup CPU kernel", { matvecMaxRows: 0, cpuKernel: "small", cpuSubgroups: "auto" }],
+    ["subgroup CPU kernel", { matvecMaxRows: 0, cpuKernel: "large", subgroups: "auto" }],
+    ["small subgroup CPU kernel", { matvecMaxRows: 0, cpuKernel: "small", subgroups: "auto" }],
   ] as const; // deno-fmt-ignore
   for (const [label, cfg] of variants) {
     bench(`linear ${M}x${K}x${N} (${label})`, work, () => {
-      const saved = { ...ops.linearConfig };
-      Object.assign(ops.linearConfig, cfg);
-      ops.linear(a, w, bias)[0].dispose();
-      Object.assign(ops.linearConfig, saved);
+      withConfig(cfg, () => ops.linear(a, w, bias)[0].dispose());
     }, { n: 8 });
   }
   if (M * K * N <= 1024 * 768 * 3072) {
@@ -66,15 +76,12 @@ if (!FULL) {
   const work = { flops: 2 * M * K * N, bytes: 4 * (M * K + K * N + M * N) };
   const modes = [
     ["default choice", {}],
-    ["register-blocked CPU kernel without subgroups", { cpuSubgroups: "never" }],
+    ["register-blocked CPU kernel without subgroups", { subgroups: "never" }],
     ["128x128 tiles", { cpuKernel: "never" }],
   ] as const;
   for (const [label, cfg] of modes) {
     bench(`linear ${M}x${K}x${N} full size (${label})`, work, () => {
-      const saved = { ...ops.linearConfig };
-      Object.assign(ops.linearConfig, cfg);
-      ops.linear(a, w, bias)[0].dispose();
-      Object.assign(ops.linearConfig, saved);
+      withConfig(cfg, () => ops.linear(a, w, bias)[0].dispose());
     }, { n: 5, pipelined: 2 });
   }
 }
@@ -117,28 +124,33 @@ for (const [B, P] of [[8 / (FULL ? 1 : 4), 128], [FULL ? 8 : 1, FULL ? 1024 : 25
   const q = Tensor.from(randn(B * P * H * E, 1, 7), [B, P, H, E]).keep();
   const k = Tensor.from(randn(B * P * H * E, 1, 8), [B, P, H, E]).keep();
   const v = Tensor.from(randn(B * P * H * E, 1, 9), [B, P, H, E]).keep();
-  bench(
-    `attention ${B}x${P}, 12 heads x 64 (scores, softmax, z)`,
-    { flops: 4 * B * H * P * P * E },
-    () => {
-      const scores = Tensor.empty([B, H, P, P]);
-      ops.gemm(
-        { t: scores, b1: H * P * P, b2: P * P, row: P, col: 1 },
-        { t: q, b1: P * H * E, b2: E, row: H * E, col: 1 },
-        { t: k, b1: P * H * E, b2: E, row: 1, col: H * E },
-        { M: P, N: P, K: E, nb1: B, nb2: H, alpha: 0.125, causal: true },
-      );
-      const pattern = ops.softmax(scores);
-      const z = Tensor.empty([B, P, H, E]);
-      ops.gemm(
-        { t: z, b1: P * H * E, b2: E, row: H * E, col: 1 },
-        { t: pattern, b1: H * P * P, b2: P * P, row: P, col: 1 },
-        { t: v, b1: P * H * E, b2: E, row: H * E, col: 1 },
-        { M: P, N: E, K: P, nb1: B, nb2: H },
-      );
-      for (const t of [scores, pattern, z]) t.dispose();
-    },
-  );
+  const unfused = () => {
+    const scores = Tensor.empty([B, H, P, P]);
+    ops.gemm(
+      { t: scores, b1: H * P * P, b2: P * P, row: P, col: 1 },
+      { t: q, b1: P * H * E, b2: E, row: H * E, col: 1 },
+      { t: k, b1: P * H * E, b2: E, row: 1, col: H * E },
+      { M: P, N: P, K: E, nb1: B, nb2: H, alpha: 0.125, causal: true },
+    );
+    const pattern = ops.softmax(scores);
+    const z = Tensor.empty([B, P, H, E]);
+    ops.gemm(
+      { t: z, b1: P * H * E, b2: E, row: H * E, col: 1 },
+      { t: pattern, b1: H * P * P, b2: P * P, row: P, col: 1 },
+      { t: v, b1: P * H * E, b2: E, row: H * E, col: 1 },
+      { M: P, N: E, K: P, nb1: B, nb2: H },
+    );
+    for (const t of [scores, pattern, z]) t.dispose();
+  };
+  const flops = { flops: 4 * B * H * P * P * E };
+  bench(`attention ${B}x${P}, 12 heads x 64 (scores, softmax, z)`, flops, unfused);
+  if (!FULL) {
+    bench(
+      `attention ${B}x${P}, 12 heads x 64 (scores, softmax, z), no subgroups`,
+      flops,
+      () => withConfig({ subgroups: "never" }, unfused),
+    );
+  }
   bench(
     `attention ${B}x${P}, 12 heads x 64, fused (one pass)`,
     { flops: 4 * B * H * P * P * E },

@@ -8,17 +8,29 @@ import { maxRelErr, poisonPool, randArray, relErr } from "./_util.ts";
 const { f16, fallback, subgroupSize } = await initGpu();
 let seed = 1000;
 
+type Variants = typeof ops.cpuVariants;
 /** The GPU kernels and the software-adapter variants (ops.cpuVariants) of matmul, norms, softmax. */
-const VARIANTS = [["GPU kernels", "never"], ["software-adapter variants", "always"]] as const;
+const VARIANTS = [
+  ["GPU kernels", { mode: "never", subgroups: "never" }],
+  ["software-adapter variants", { mode: "always", subgroups: "never" }],
+] as const satisfies [string, Variants][];
+/** The same for the general matmul, plus its subgroup variant (shaders/matmul_sg.wgsl) where the
+ * device has 8-lane subgroups. */
+const MATMUL_VARIANTS: (readonly [string, Variants])[] = [
+  ...VARIANTS,
+  ...(subgroupSize === 8
+    ? [["software-adapter subgroup variants", { mode: "always", subgroups: "auto" }] as const]
+    : []),
+];
 
-/** Runs `fn` with ops.cpuVariants set to `mode`, restoring it after. */
-async function withVariants(mode: "never" | "always", fn: () => Promise<void>): Promise<void> {
-  const saved = ops.cpuVariants.mode;
-  ops.cpuVariants.mode = mode;
+/** Runs `fn` with ops.cpuVariants set to `v`, restoring it after. */
+async function withVariants(v: Variants, fn: () => Promise<void>): Promise<void> {
+  const saved = { ...ops.cpuVariants };
+  Object.assign(ops.cpuVariants, v);
   try {
     await fn();
   } finally {
-    ops.cpuVariants.mode = saved;
+    Object.assign(ops.cpuVariants, saved);
   }
 }
 
@@ -70,7 +82,7 @@ function refMatmul(
 } // deno-fmt-ignore
 
 for (const [M, K, N] of [[1, 1, 1], [7, 13, 5], [65, 129, 33], [256, 768, 3072]]) {
-  for (const [vname, mode] of VARIANTS) {
+  for (const [vname, mode] of MATMUL_VARIANTS) {
   Deno.test(`matmul ${M}x${K}x${N} with bias matches float64 (${vname})`, () => withVariants(mode, async () => {
     const a = randArray(M * K, seed++), b = randArray(K * N, seed++), bias = randArray(N, seed++);
     using ta = Tensor.from(a, [M, K]);
@@ -86,7 +98,7 @@ for (const [M, K, N] of [[1, 1, 1], [7, 13, 5], [65, 129, 33], [256, 768, 3072]]
   }
 }
 
-for (const [vname, mode] of VARIANTS) {
+for (const [vname, mode] of MATMUL_VARIANTS) {
   Deno.test(`bmm (batched) matches float64 per batch (${vname})`, () =>
     withVariants(mode, async () => {
       const [B, M, K, N] = [3, 17, 40, 23];
@@ -104,7 +116,7 @@ for (const [vname, mode] of VARIANTS) {
     }));
 }
 
-for (const [vname, mode] of VARIANTS) {
+for (const [vname, mode] of MATMUL_VARIANTS) {
   Deno.test(`gemm strided: per-head q·kᵀ in [batch, pos, head, d] layout with scale and causal mask (${vname})`, () =>
     withVariants(mode, async () => {
       const [Bt, P, H, D] = [2, 9, 3, 8];
@@ -138,7 +150,7 @@ for (const [vname, mode] of VARIANTS) {
     }));
 }
 
-for (const [vname, mode] of VARIANTS) {
+for (const [vname, mode] of MATMUL_VARIANTS) {
   Deno.test(`gemm accumulate adds into C, per-batch bias (${vname})`, () =>
     withVariants(mode, async () => {
       const [B2, M, K, N] = [2, 5, 7, 6];
@@ -171,7 +183,7 @@ for (const [vname, mode] of VARIANTS) {
     }));
 }
 
-Deno.test("elementwise add/sub/mul (same shape and broadcast suffix), scale, affine", async () => {
+Deno.test("elementwise add/sub/mul (same shape and broadcast suffix), scale, affine; clone of any dtype", async () => {
   const n = 7 * 13 * 5;
   const a = randArray(n, seed++), b = randArray(n, seed++), c = randArray(5, seed++);
   using ta = Tensor.from(a, [7, 13, 5]);
@@ -196,6 +208,16 @@ Deno.test("elementwise add/sub/mul (same shape and broadcast suffix), scale, aff
     assert.ok(relErr(got, r) < 1e-6, `${name}: ${relErr(got, r)}`);
   }
   assert.throws(() => ta.add(Tensor.from([1, 2], [2])), /do not broadcast/);
+  // clone copies any dtype, odd f16 lengths included, into a buffer of its own.
+  for (const dtype of ["int32", "float32", ...(f16 ? ["float16" as const] : [])] as const) {
+    const vals = Array.from({ length: 7 }, (_, i) => (i * 37) % 11 - 5);
+    using t = Tensor.from(vals, [7], dtype);
+    poisonPool(28);
+    using c = t.clone();
+    assert.notEqual(c.buffer, t.buffer);
+    assert.equal(c.dtype, dtype);
+    assert.deepEqual(Array.from(await c.toArray()), vals, dtype);
+  }
 });
 
 Deno.test("fillAt sets exactly the chosen indices along a dim", async () => {
@@ -351,32 +373,37 @@ function erf(x: number): number {
   return Math.sign(x) * Math.min(1, (2 / Math.sqrt(Math.PI)) * sum);
 }
 
-/** Dense-layer kernel choices; `variants` sets ops.cpuVariants (which matrix-vector kernel). */
-type LinearMode = Partial<typeof ops.linearConfig> & { variants?: "never" | "always" };
+/** Dense-layer kernel choices; `variants` sets ops.cpuVariants.mode (which matrix-vector kernel),
+ * `subgroups` ops.cpuVariants.subgroups (which register-blocked kernels). */
+type LinearMode = Partial<typeof ops.linearConfig> & {
+  variants?: "never" | "always";
+  subgroups?: "auto" | "never";
+};
 const LINEAR_MODES = {
   matvec: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "never" },
   matvecCpu: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "always" },
   tile64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" },
   tile128: { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" },
   never: { cpuKernel: "never" },
-  cpu: { cpuKernel: "large", cpuSubgroups: "never" },
-  cpuSmall: { cpuKernel: "small", cpuSubgroups: "never" },
+  cpu: { cpuKernel: "large", subgroups: "never" },
+  cpuSmall: { cpuKernel: "small", subgroups: "never" },
   // shaders/linear_sg.wgsl where the device has 8-lane subgroups (see the test that checks it).
-  sg: { cpuKernel: "large", cpuSubgroups: "auto" },
-  sgSmall: { cpuKernel: "small", cpuSubgroups: "auto" },
+  sg: { cpuKernel: "large", subgroups: "auto" },
+  sgSmall: { cpuKernel: "small", subgroups: "auto" },
 } as const satisfies Record<string, LinearMode>;
 
 /** Records `fn`'s kernels with the dense-layer choices of `mode`, then restores the defaults. */
 function withLinear<T>(mode: LinearMode, fn: () => T): T {
-  const saved = { ...ops.linearConfig }, savedVariants = ops.cpuVariants.mode;
-  const { variants, ...cfg } = mode;
+  const saved = { ...ops.linearConfig }, savedVariants = { ...ops.cpuVariants };
+  const { variants, subgroups, ...cfg } = mode;
   Object.assign(ops.linearConfig, cfg);
   if (variants) ops.cpuVariants.mode = variants;
+  if (subgroups) ops.cpuVariants.subgroups = subgroups;
   try {
     return fn();
   } finally {
     Object.assign(ops.linearConfig, saved);
-    ops.cpuVariants.mode = savedVariants;
+    Object.assign(ops.cpuVariants, savedVariants);
   }
 }
 const LINEAR_CASES = [
@@ -449,7 +476,7 @@ for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
   });
 }
 
-Deno.test("a software adapter with 8-lane subgroups gets them, and dense layers take the subgroup kernels by default", async () => {
+Deno.test("a software adapter with 8-lane subgroups gets them, and dense layers and the general matmul take the subgroup kernels by default", async () => {
   // lavapipe on this project's machines (256-bit SIMD): where this fails, the "sg" cases above
   // quietly ran linear_cpu.wgsl instead.
   if (!fallback) return;
@@ -467,6 +494,15 @@ Deno.test("a software adapter with 8-lane subgroups gets them, and dense layers 
   assert.deepEqual(made.map((k) => k.split(":").slice(0, 2).join(":")), ["linear_sg:small"]);
   assert.ok(relErr(await y.toArray(), refMatmul(a, w, null, M, K, N)) < 1e-5);
   y.dispose();
+  // The general matmul (attention, odd shapes) likewise.
+  for (const k of [...pipelines.keys()]) if (k.startsWith("matmul")) pipelines.delete(k);
+  poisonPool(M * N * 4);
+  using z = ops.matmul(ta, tw);
+  const madeMatmul = [...pipelines.keys()].filter((k) => k.startsWith("matmul"));
+  assert.deepEqual(madeMatmul.map((k) => k.split(":").slice(0, 2).join(":")), [
+    "matmul_sg:main_sg",
+  ]);
+  assert.ok(relErr(await z.toArray(), refMatmul(a, w, null, M, K, N)) < 1e-5);
 });
 
 Deno.test("linear falls back to the general kernel when K is not a multiple of 4, epilogues included", async () => {

@@ -23,8 +23,8 @@ interface Spec {
   hook?: string;
   reshape?: string;
   cfg?: Record<string, unknown>;
-  /** ops.cpuVariants mode for the general encode kernel (default: the adapter's choice). */
-  variants?: "never" | "always";
+  /** ops.cpuVariants for the general encode kernel (default: the adapter's choice). */
+  variants?: { mode: "never" | "always"; subgroups: "auto" | "never" };
 }
 
 /** Writes a random SAE in SAELens's layout; returns its dir and weights. */
@@ -141,22 +141,29 @@ const CASES: Spec[] = [
   { arch: "gated", dIn: 24, dSae: 40, norm: "constant_norm_rescale" },
   // d_in not a multiple of 4: the general (strided) encode kernel instead of the tiled one, as
   // written for GPUs and in its software-adapter variant.
-  { arch: "jumprelu", dIn: 10, dSae: 30, variants: "never" },
-  { arch: "gated", dIn: 10, dSae: 30, variants: "never" },
-  { arch: "jumprelu", dIn: 10, dSae: 30, variants: "always" },
-  { arch: "gated", dIn: 10, dSae: 30, variants: "always" },
+  { arch: "jumprelu", dIn: 10, dSae: 30, variants: { mode: "never", subgroups: "never" } },
+  { arch: "gated", dIn: 10, dSae: 30, variants: { mode: "never", subgroups: "never" } },
+  { arch: "jumprelu", dIn: 10, dSae: 30, variants: { mode: "always", subgroups: "never" } },
+  { arch: "gated", dIn: 10, dSae: 30, variants: { mode: "always", subgroups: "never" } },
+  // (the subgroup variant, shaders/matmul_sg.wgsl, where the device has 8-lane subgroups)
+  { arch: "jumprelu", dIn: 10, dSae: 70, variants: { mode: "always", subgroups: "auto" } },
+  { arch: "gated", dIn: 10, dSae: 70, variants: { mode: "always", subgroups: "auto" } },
 ];
 
 for (const [i, s] of CASES.entries()) {
-  const variant = s.variants
-    ? `, ${s.variants === "never" ? "GPU kernel" : "software-adapter kernel"}`
-    : "";
+  const variant = !s.variants
+    ? ""
+    : s.variants.mode === "never"
+    ? ", GPU kernel"
+    : s.variants.subgroups === "never"
+    ? ", software-adapter kernel"
+    : ", software-adapter subgroup kernel";
   Deno.test(`SAE ${s.arch}, d_in ${s.dIn} (norm ${s.norm ?? "none"}, b_dec in ${s.bdec ?? true}${s.rescale ? ", rescaled" : ""}${variant}) matches float64`, async () => {
-    const saved = ops.cpuVariants.mode;
-    ops.cpuVariants.mode = s.variants ?? saved;
+    const saved = { ...ops.cpuVariants };
+    Object.assign(ops.cpuVariants, s.variants ?? saved);
     using _restore = {
       [Symbol.dispose]: () => {
-        ops.cpuVariants.mode = saved;
+        Object.assign(ops.cpuVariants, saved);
       },
     };
     const [dir, w] = await makeSae(s, `case${i}`);

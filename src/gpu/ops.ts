@@ -41,18 +41,28 @@ function gridRows(rows: number): [number, number] {
  * register, a barrier is a coroutine switch and every buffer load a loop over the lanes, so row
  * kernels (softmax, norms) take one row per invocation and the general matmul a register block
  * with no workgroup memory (see the `*_cpu` and `*_rows` entries). "auto" takes them on a software
- * adapter; tests and benchmarks force either way.
+ * adapter; tests and benchmarks force either way. `subgroups`: where the device has 8-lane
+ * subgroups (see GpuDevice.subgroupSize), "auto" takes the variants that load an operand once a
+ * subgroup and broadcast it (shaders/linear_sg.wgsl, matmul_sg.wgsl), "never" the others.
  *
  * @example
  * ```ts
  * cpuVariants.mode = "never"; // the GPU kernels, even on lavapipe
  * ```
  */
-export const cpuVariants: { mode: "auto" | "always" | "never" } = { mode: "auto" };
+export const cpuVariants: { mode: "auto" | "always" | "never"; subgroups: "auto" | "never" } = {
+  mode: "auto",
+  subgroups: "auto",
+};
 
 function useCpuVariants(): boolean {
   return cpuVariants.mode === "always" ||
     (cpuVariants.mode === "auto" && runtime().gpu.isFallback);
+}
+
+/** Whether the software-adapter kernels take their subgroup variants (see {@link cpuVariants}). */
+function useSubgroups(): boolean {
+  return cpuVariants.subgroups === "auto" && runtime().gpu.subgroupSize === 8;
 }
 
 /**
@@ -279,7 +289,8 @@ export interface GemmOptions {
 
 /**
  * Records an entry of matmul.wgsl over an M x N output (times `batches`): 64x64 tiles, or on a
- * software adapter its `_cpu` variant's 32x32 tiles of register blocks.
+ * software adapter its `_cpu` variant's 32x32 tiles of register blocks, or with 8-lane subgroups
+ * the `_sg` variant's 16x64 tiles (shaders/matmul_sg.wgsl).
  */
 function dispatchMatmul(
   entry: "main" | "encode",
@@ -288,10 +299,13 @@ function dispatchMatmul(
   [M, N, batches]: [number, number, number],
 ): void {
   const cpu = useCpuVariants();
-  const tile = cpu ? 32 : 64;
-  dispatch(pipeline(SHADERS.matmul, cpu ? `${entry}_cpu` : entry), params, buffers, [
-    Math.ceil(N / tile),
-    Math.ceil(M / tile),
+  const sg = cpu && useSubgroups();
+  const [rows, cols] = sg ? [16, 64] : cpu ? [32, 32] : [64, 64];
+  const shader = sg ? SHADERS.matmul_sg : SHADERS.matmul;
+  const name = sg ? `${entry}_sg` : cpu ? `${entry}_cpu` : entry;
+  dispatch(pipeline(shader, name), params, buffers, [
+    Math.ceil(N / cols),
+    Math.ceil(M / rows),
     batches,
   ]);
 }
@@ -983,7 +997,7 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
  * "large" block for layers of more than 32 rows and at least `cpuMinMacs` multiply-adds (M·K·N),
  * else the "small" one (the large block takes LLVM ~5 s a variant to compile, once per machine as
  * Mesa caches it on disk, which small layers would not win back). Where the device has 8-lane
- * subgroups (lavapipe on a 256-bit SIMD CPU) and `cpuSubgroups` is "auto", those blocks come from
+ * subgroups (lavapipe on a 256-bit SIMD CPU) and `cpuVariants.subgroups` is "auto", those blocks come from
  * shaders/linear_sg.wgsl instead (A's rows loaded once a subgroup and broadcast: ~1.5x the others
  * there, and quicker to compile). Up to `matvecMaxRows` rows, the matrix-vector kernel's variant
  * without workgroup memory. Benchmarks compare them.
@@ -999,14 +1013,12 @@ export const linearConfig: {
   smallTileMaxRows: number;
   cpuKernel: "auto" | "large" | "small" | "never";
   cpuMinMacs: number;
-  cpuSubgroups: "auto" | "never";
 } = {
   bk: 8,
   matvecMaxRows: 4,
   smallTileMaxRows: 256,
   cpuKernel: "auto",
   cpuMinMacs: 2 ** 24,
-  cpuSubgroups: "auto",
 };
 
 /** Fused epilogue of {@link linear}. */
@@ -1271,7 +1283,7 @@ function cpuDense(cpu: "large" | "small"): {
   cols: number;
 } {
   const entry = cpu === "large" ? "main" : "small";
-  if (linearConfig.cpuSubgroups === "auto" && runtime().gpu.subgroupSize === 8) {
+  if (useSubgroups()) {
     // shaders/linear_sg.wgsl: main 32x128, small 16x64.
     return cpu === "large"
       ? { shader: SHADERS.linear_sg, entry, rows: 32, cols: 128 }

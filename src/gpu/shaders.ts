@@ -20,6 +20,7 @@ import sample from "../../shaders/sample.wgsl" with { type: "text" };
 import linear from "../../shaders/linear.wgsl" with { type: "text" };
 import linearCpu from "../../shaders/linear_cpu.wgsl" with { type: "text" };
 import linearSg from "../../shaders/linear_sg.wgsl" with { type: "text" };
+import matmulSg from "../../shaders/matmul_sg.wgsl" with { type: "text" };
 import backward from "../../shaders/backward.wgsl" with { type: "text" };
 import activations from "../../shaders/activations.wgsl" with { type: "text" };
 import reduce from "../../shaders/reduce.wgsl" with { type: "text" };
@@ -40,6 +41,7 @@ export const SHADERS: Readonly<Record<string, ShaderSource>> = {
   linear: { name: "linear", code: activations + linear },
   linear_cpu: { name: "linear_cpu", code: activations + linearCpu },
   linear_sg: { name: "linear_sg", code: activations + linearSg },
+  matmul_sg: { name: "matmul_sg", code: matmul + matmulSg },
   backward: { name: "backward", code: activations + reduce + backward },
   flash: { name: "flash", code: flash },
 };

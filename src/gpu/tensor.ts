@@ -16,6 +16,7 @@
 import { DisposedError, ShapeError } from "../errors.ts";
 import {
   acquireBuffer,
+  copyBuffer,
   createDataBuffer,
   deferDestroy,
   readBuffers,
@@ -230,9 +231,12 @@ export class Tensor implements Disposable {
     return ops.fillAt(this, dim, indices, value);
   }
 
-  /** A copy in a new buffer. */
+  /** A copy in a new buffer (a buffer-to-buffer copy, recorded like a kernel; any dtype). */
   clone(): Tensor {
-    return ops.affine(this, 1, 0);
+    const out = Tensor.empty(this.shape, this.dtype);
+    const bytes = Math.ceil((this.size * dtypeBytes(this.dtype)) / 4) * 4;
+    if (bytes > 0) copyBuffer(this.buffer, out.buffer, bytes);
+    return out;
   }
 
   /**
