@@ -26,8 +26,11 @@ export interface GpuDevice {
   readonly hasTimestamps: boolean;
   /** The subgroup size where the `subgroups` feature was enabled, else 0. hooklens enables it only
    * on a software adapter whose subgroups are always 8 lanes (lavapipe on a 256-bit SIMD CPU), for
-   * the dense-layer kernels of shaders/linear_sg.wgsl. */
+   * the kernels of shaders/linear_sg.wgsl and matmul_sg.wgsl. */
   readonly subgroupSize: number;
+  /** What a shader using subgroup builtins starts with: "" for Deno 2.9's WGSL compiler, which
+   * rejects `enable subgroups;`, or that directive for compilers that require it. */
+  readonly subgroupDirective: string;
   /** Why the device was lost, once it is (then nothing recorded on it runs). */
   lost: string | null;
   /** Limits the device was created with. */
@@ -110,6 +113,9 @@ async function acquire(): Promise<GpuDevice> {
       .catch(() => null);
   }
   device ??= await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  const directive = device.features.has("subgroups" as GPUFeatureName)
+    ? await subgroupDirective(device)
+    : null;
   // A validation error would otherwise drop a whole submission silently: keep it for the next
   // readback to report.
   device.addEventListener("uncapturederror", (ev) => {
@@ -123,7 +129,8 @@ async function acquire(): Promise<GpuDevice> {
     isFallback,
     hasF16: device.features.has("shader-f16"),
     hasTimestamps: device.features.has("timestamp-query"),
-    subgroupSize: device.features.has("subgroups" as GPUFeatureName) ? 8 : 0,
+    subgroupSize: directive === null ? 0 : 8,
+    subgroupDirective: directive ?? "",
     limits: {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
       maxBufferSize: l.maxBufferSize,
@@ -145,6 +152,19 @@ async function acquire(): Promise<GpuDevice> {
     current = null;
   });
   return gpu;
+}
+
+/** A shader with a subgroup builtin, compiled as written and after `enable subgroups;`: the first
+ * prefix that compiles without errors, or null (then the subgroup kernels are not used). */
+async function subgroupDirective(device: GPUDevice): Promise<string | null> {
+  const probe = `@group(0) @binding(0) var<storage, read_write> o: array<f32>;
+@compute @workgroup_size(8)
+fn main(@builtin(subgroup_invocation_id) l: u32) { o[l] = subgroupBroadcast(o[l], 0u); }`;
+  for (const head of ["", "enable subgroups;\n"]) {
+    const info = await device.createShaderModule({ code: head + probe }).getCompilationInfo();
+    if (!info.messages.some((m) => m.type === "error")) return head;
+  }
+  return null;
 }
 
 /**

@@ -323,8 +323,8 @@ export function pipeline(
 }
 
 /**
- * The WGSL a pipeline is built from: `enable f16;` where needed, the defines as `const`s, then
- * the shader.
+ * The WGSL a pipeline is built from: `enable f16;` where needed (and the device's subgroup
+ * directive, see GpuDevice.subgroupDirective), the defines as `const`s, then the shader.
  *
  * @example
  * ```ts
@@ -348,7 +348,8 @@ export function shaderCode(
     )
     .join("\n");
   const f16 = /\bf16\b/.test(shader.code) || Object.values(defines).includes("f16");
-  return (f16 ? "enable f16;\n" : "") + head + "\n" + shader.code;
+  const subgroups = /\bsubgroupBroadcast\b/.test(shader.code) && rt ? rt.gpu.subgroupDirective : "";
+  return (f16 ? "enable f16;\n" : "") + subgroups + head + "\n" + shader.code;
 }
 
 /** Packs numbers into a uniform block: integers as u32/i32, others as f32 (use {@link f32}). */
