@@ -995,12 +995,12 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
  * where every buffer load is a loop over the SIMD lanes): "auto" takes them on a software adapter
  * above `matvecMaxRows` rows (K and the weight's row stride are multiples of 4 on this path): the
  * "large" block for layers of more than 32 rows and at least `cpuMinMacs` multiply-adds (M·K·N),
- * else the "small" one (the large block takes LLVM ~5 s a variant to compile, once per machine as
- * Mesa caches it on disk, which small layers would not win back). Where the device has 8-lane
- * subgroups (lavapipe on a 256-bit SIMD CPU) and `cpuVariants.subgroups` is "auto", those blocks come from
- * shaders/linear_sg.wgsl instead (A's rows loaded once a subgroup and broadcast: ~1.5x the others
- * there, and quicker to compile). Up to `matvecMaxRows` rows, the matrix-vector kernel's variant
- * without workgroup memory. Benchmarks compare them.
+ * else the "small" one (the large block takes LLVM seconds a variant to compile, once per
+ * machine as Mesa caches it on disk, which small layers would not win back). Where the device has
+ * 8-lane subgroups (lavapipe on a 256-bit SIMD CPU) and `cpuVariants.subgroups` is "auto", those
+ * blocks come from shaders/linear_sg.wgsl instead (A's rows loaded once a subgroup and broadcast:
+ * ~1.5x the others there, and quicker to compile). Up to `matvecMaxRows` rows, the matrix-vector
+ * kernel's variant without workgroup memory. Benchmarks compare them.
  *
  * @example
  * ```ts
