@@ -10,9 +10,12 @@
 // code of elementwise.wgsl, written to D), RESID (D = R + C), GATE (SAE encode with ReLU: 1 JumpReLU,
 // D = 0 unless C > R[n] (the threshold); 2 gated, D = 0 unless R[m, n] > 0 (the gate)), SPLIT
 // (three outputs side by side, as a fused q/k/v projection: columns [0, n1) to C [M, n1],
-// [n1, n1 + n2) to D [M, n2], the rest to E3 [M, N - n1 - n2]; no other epilogue).
+// [n1, n1 + n2) to D [M, n2], the rest to E3 [M, N - n1 - n2]; no other epilogue), TRANS (main and
+// main64 only: B is read transposed, C = A · Bᵀ for the backward of a dense layer: output column n
+// is row n of the weight [N, LDB], read as vec4 along k from column boff; K, LDB and boff multiples
+// of 4). Without TRANS, B's columns are read from boff on (a column block of a joint weight).
 
-struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, _c: u32 }
+struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, boff: u32 }
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
@@ -78,11 +81,29 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
       As[(kb + 1u) * 32u + mq][mc] = a.y;
       As[(kb + 2u) * 32u + mq][mc] = a.z;
       As[(kb + 3u) * 32u + mq][mc] = a.w;
-      let bk = e / 32u;
-      let bnq = n0 / 4u + e % 32u;
-      var b = vec4<f32>(0.0);
-      if (k0 + bk < p.K && bnq < LDB4) { b = vec4<f32>(B[(k0 + bk) * LDB4 + bnq]); }
-      Bs[bk * 32u + e % 32u] = b;
+      if (TRANS) {
+        // B^T: row n0 + bn of the weight, k quad bkq, spread over four k rows as A is.
+        let bn = e / (BK / 4u);
+        let bkq = e % (BK / 4u);
+        var b = vec4<f32>(0.0);
+        let kq = k0 / 4u + bkq;
+        if (n0 + bn < p.N && kq < K4) { b = vec4<f32>(B[(n0 + bn) * LDB4 + p.boff / 4u + kq]); }
+        let nq = bn / 4u;
+        let nc = bn % 4u;
+        let kb = bkq * 4u;
+        Bs[(kb + 0u) * 32u + nq][nc] = b.x;
+        Bs[(kb + 1u) * 32u + nq][nc] = b.y;
+        Bs[(kb + 2u) * 32u + nq][nc] = b.z;
+        Bs[(kb + 3u) * 32u + nq][nc] = b.w;
+      } else {
+        let bk = e / 32u;
+        let bnq = n0 / 4u + e % 32u;
+        var b = vec4<f32>(0.0);
+        if (k0 + bk < p.K && bnq < LDB4 - p.boff / 4u) {
+          b = vec4<f32>(B[(k0 + bk) * LDB4 + p.boff / 4u + bnq]);
+        }
+        Bs[bk * 32u + e % 32u] = b;
+      }
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk++) {
@@ -156,6 +177,7 @@ fn main64(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li:
   let akq = li % 4u;
   let bk = li / 16u;
   let bnq = n0 / 4u + li % 16u;
+  let boff4 = p.boff / 4u;
   for (var k0 = 0u; k0 < p.K; k0 += 16u) {
     var a = vec4<f32>(0.0);
     let kq = k0 / 4u + akq;
@@ -164,9 +186,19 @@ fn main64(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li:
     As64[akq * 4u + 1u][am] = a.y;
     As64[akq * 4u + 2u][am] = a.z;
     As64[akq * 4u + 3u][am] = a.w;
-    var b = vec4<f32>(0.0);
-    if (k0 + bk < p.K && bnq < LDB4) { b = vec4<f32>(B[(k0 + bk) * LDB4 + bnq]); }
-    Bs64[bk][li % 16u] = b;
+    if (TRANS) {
+      // B^T: row n0 + li / 4 of the weight, k quad li % 4 (as A's element am, akq).
+      var b = vec4<f32>(0.0);
+      if (n0 + am < p.N && kq < K4) { b = vec4<f32>(B[(n0 + am) * LDB4 + boff4 + kq]); }
+      Bs64[akq * 4u][am / 4u][am % 4u] = b.x;
+      Bs64[akq * 4u + 1u][am / 4u][am % 4u] = b.y;
+      Bs64[akq * 4u + 2u][am / 4u][am % 4u] = b.z;
+      Bs64[akq * 4u + 3u][am / 4u][am % 4u] = b.w;
+    } else {
+      var b = vec4<f32>(0.0);
+      if (k0 + bk < p.K && bnq < LDB4 - boff4) { b = vec4<f32>(B[(k0 + bk) * LDB4 + boff4 + bnq]); }
+      Bs64[bk][li % 16u] = b;
+    }
     workgroupBarrier();
     for (var kk = 0u; kk < 16u; kk++) {
       let bv = Bs64[kk][tx];

@@ -384,6 +384,7 @@ const LINEAR_MODES = {
   matvecCpu: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "always" },
   tile64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" },
   tile128: { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" },
+  tile128bk16: { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never", bk: 16 },
   never: { cpuKernel: "never" },
   cpu: { cpuKernel: "large", subgroups: "never" },
   cpuSmall: { cpuKernel: "small", subgroups: "never" },
@@ -689,7 +690,8 @@ Deno.test("linearSplit: one product into three outputs equals float64 on each co
 }); // deno-fmt-ignore
 
 Deno.test("linearBack on a column block of a joint weight (the q/k/v backward): g · W[:, off:off+n]ᵀ equals float64, every kernel", async () => {
-  const cases = [[9, 12, 40, "never"], [9, 12, 40, "cpuSmall"], [9, 12, 40, "cpu"], [130, 136, 40, "cpu"], [70, 8, 40, "cpuSmall"],
+  const cases = [[3, 12, 40, "matvec"], [9, 12, 40, "tile64"], [70, 136, 40, "tile64"], [130, 136, 40, "tile128"], [130, 20, 40, "tile128bk16"],
+    [9, 12, 40, "cpuSmall"], [9, 12, 40, "cpu"], [130, 136, 40, "cpu"], [70, 8, 40, "cpuSmall"],
     [9, 12, 40, "sgSmall"], [9, 12, 40, "sg"], [130, 136, 40, "sg"], [70, 8, 40, "sgSmall"]] as const;
   for (const [M, K, N, mode] of cases) {
     const w = randArray(K * N, seed++);
@@ -776,7 +778,10 @@ Deno.test("flashAttention (one pass, online softmax) equals float64 causal atten
 Deno.test("linearBlock: a column block of a joint weight, read in place, equals float64, every kernel", async () => {
   for (
     const [M, K, mode] of [
-      [9, 12, "never"],
+      [3, 12, "matvec"],
+      [9, 12, "tile64"],
+      [130, 16, "tile128"],
+      [130, 20, "tile128bk16"],
       [9, 12, "cpuSmall"],
       [130, 16, "cpu"],
       [40, 8, "cpuSmall"],

@@ -11,12 +11,13 @@ Deno.test("every shader compiles without errors and every entry point builds", a
   const variants: Record<string, Record<string, number | boolean | string>[]> = {
     embed: [{ WT: "f32" }, { WT: "f16" }],
     linear: [
-      { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0, SPLIT: false },
-      { WT: "f16", BK: 16, ACT: 1, RESID: false, GATE: 0, SPLIT: false },
-      { WT: "f32", BK: 8, ACT: 0, RESID: true, GATE: 0, SPLIT: false },
-      { WT: "f32", BK: 8, ACT: 3, RESID: false, GATE: 1, SPLIT: false },
-      { WT: "f32", BK: 8, ACT: 3, RESID: false, GATE: 2, SPLIT: false },
-      { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0, SPLIT: true },
+      { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0, SPLIT: false, TRANS: false },
+      { WT: "f16", BK: 16, ACT: 1, RESID: false, GATE: 0, SPLIT: false, TRANS: false },
+      { WT: "f32", BK: 8, ACT: 0, RESID: true, GATE: 0, SPLIT: false, TRANS: false },
+      { WT: "f32", BK: 8, ACT: 3, RESID: false, GATE: 1, SPLIT: false, TRANS: false },
+      { WT: "f32", BK: 8, ACT: 3, RESID: false, GATE: 2, SPLIT: false, TRANS: false },
+      { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0, SPLIT: true, TRANS: false },
+      { WT: "f16", BK: 16, ACT: 0, RESID: false, GATE: 0, SPLIT: false, TRANS: true },
     ],
     flash: [{ E: 64 }, { E: 16 }],
     linear_cpu: [

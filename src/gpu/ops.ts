@@ -1122,7 +1122,8 @@ function launchDense(o: {
   outs: [Tensor, Tensor | null, Tensor?];
   r?: Tensor;
   split?: [number, number];
-  /** CPU kernels only: read B's columns from `boff` on (a column block of a joint weight). */
+  /** Read B's columns from `boff` on (a column block of a joint weight); not for the
+   * matrix-vector kernels (M > matvecMaxRows, or a CPU kernel chosen). */
   boff?: number;
 }): void {
   const { x, w, bias, M, K, N } = o;
@@ -1180,7 +1181,7 @@ function launchDense(o: {
     ? [Math.ceil(N / 64), Math.ceil(M / 64), 1]
     : [Math.ceil(N / 128), Math.ceil(M / 128), 1];
   dispatch(
-    pipeline(SHADERS.linear, entry, { ...defines, BK: linearConfig.bk }),
+    pipeline(SHADERS.linear, entry, { ...defines, BK: linearConfig.bk, TRANS: false }),
     params,
     buffers,
     groups,
@@ -1189,8 +1190,8 @@ function launchDense(o: {
 
 /**
  * x [.., K] · w[:, off .. off + n] (+ bias [n]) -> [.., n]: a column block of a joint weight (q, k
- * or v of W_Q | W_K | W_V). The register-blocked CPU kernels read the block in place; elsewhere
- * the general matmul does.
+ * or v of W_Q | W_K | W_V), read in place by the dense kernels (the general matmul where K, the
+ * block or its offset is not a multiple of 4, or for a few rows on a GPU).
  *
  * @example
  * ```ts
@@ -1209,7 +1210,8 @@ export function linearBlock(x: Tensor, w: Tensor, off: number, n: number, bias?:
   const M = x.size / Math.max(K, 1);
   const y = Tensor.empty([...x.shape.slice(0, -1), n]);
   const aligned = [K, LDB, off, n].every((v) => v % 4 === 0);
-  if (aligned && cpuKernel(M, K, n)) {
+  // The dense kernels read the block in place (not the matrix-vector one, which has no offset).
+  if (aligned && (cpuKernel(M, K, n) || M > linearConfig.matvecMaxRows)) {
     launchDense({
       x,
       w,
@@ -1333,22 +1335,44 @@ export function linearBack(g: Tensor, w: Tensor, n?: number, off = 0): Tensor {
   const N = n ?? LDB;
   const M = g.size / N;
   const out = Tensor.empty([...g.shape.slice(0, -1), K]);
-  const cpu = [K, N, LDB, off].every((v) => v % 4 === 0) ? cpuKernel(M, N, K) : null;
+  const aligned = [K, N, LDB, off].every((v) => v % 4 === 0);
+  const cpu = aligned ? cpuKernel(M, N, K) : null;
+  const buffers = [
+    g.buffer,
+    w.buffer,
+    out.buffer,
+    g.buffer,
+    scratch(0).buffer,
+    g.buffer,
+    scratch(1).buffer,
+  ];
+  const defines = {
+    WT: w.dtype === "float16" ? "f16" : "f32",
+    ACT: 0,
+    RESID: false,
+    GATE: 0,
+    SPLIT: false,
+  };
   if (cpu) {
     // The transposed register-blocked kernels: g · W[:, off..]ᵀ.
     const k = cpuDense(cpu);
-    const defines = {
-      WT: w.dtype === "float16" ? "f16" : "f32",
-      ACT: 0,
-      RESID: false,
-      GATE: 0,
-      SPLIT: false,
-    };
     dispatch(
       pipeline(k.shader, `${k.entry}_t`, defines),
       [M, K, N, LDB, 0, 0, 0, off],
-      [g.buffer, w.buffer, out.buffer, g.buffer, scratch(0).buffer, g.buffer, scratch(1).buffer],
+      buffers,
       [Math.ceil(K / k.cols), Math.ceil(M / k.rows), 1],
+    );
+    return out;
+  }
+  if (aligned && M > linearConfig.matvecMaxRows) {
+    // The tiled dense kernels with the weight read transposed.
+    const entry = M <= linearConfig.smallTileMaxRows ? "main64" : "main";
+    const t = entry === "main64" ? 64 : 128;
+    dispatch(
+      pipeline(SHADERS.linear, entry, { ...defines, BK: linearConfig.bk, TRANS: true }),
+      [M, K, N, LDB, 0, 0, 0, off],
+      buffers,
+      [Math.ceil(K / t), Math.ceil(M / t), 1],
     );
     return out;
   }

@@ -328,7 +328,7 @@ export function pipeline(
  *
  * @example
  * ```ts
- * const code = shaderCode(SHADERS.linear, { BK: 8, ACT: 0, RESID: false, GATE: 0, SPLIT: false });
+ * const code = shaderCode(SHADERS.linear, { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0, SPLIT: false, TRANS: false });
  * ```
  */
 export function shaderCode(
