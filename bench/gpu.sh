@@ -15,5 +15,9 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
 fi
 timeout "${BENCH_TIMEOUT:-360}" bash .gpu/run.sh deno bench --no-lock --allow-read --allow-env --allow-write --no-prompt bench/ > "$out/bench.log" 2>&1
 echo "bench: exit $?"
+# Where the time goes, kernel by kernel (per-dispatch timestamps), for the end-to-end cases.
+timeout "${PROFILE_TIMEOUT:-120}" bash .gpu/run.sh deno run --no-lock --allow-read --allow-env --allow-write --no-prompt bench/profile.ts > "$out/profile.log" 2>&1
+echo "profile: exit $?"
 cp bench/results/*.json "$out/" 2>/dev/null
 grep -a -A200 "hooklens benchmarks on" "$out/bench.log" | grep -av "^\s*$" | head -80
+grep -a -A12 "dispatches," "$out/profile.log" | head -60

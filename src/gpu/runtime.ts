@@ -65,6 +65,9 @@ export interface Runtime {
   readonly owned: WeakSet<GPUBuffer>;
   /** Live non-pooled buffers (counted in stats.dataBytes until destroyed). */
   readonly data: WeakSet<GPUBuffer>;
+  /** While timing.ts's profileDispatches records: each dispatch's pipeline label, and the query
+   * set its begin/end timestamps go to (2 i, 2 i + 1) until `capacity` dispatches. */
+  profile: { qs: GPUQuerySet; labels: string[]; capacity: number } | null;
 }
 
 let rt: Runtime | null = null;
@@ -103,6 +106,7 @@ export async function initRuntime(): Promise<Runtime> {
       deferred: [],
       owned: new WeakSet(),
       data: new WeakSet(),
+      profile: null,
     };
   }
   return rt;
@@ -473,6 +477,30 @@ export function dispatch(
     );
   }
   if (x === 0 || y === 0 || z === 0) return;
+  const prof = r.profile;
+  if (prof && prof.labels.length < prof.capacity) {
+    // Profiling: this dispatch in a compute pass of its own, between two timestamps.
+    if (r.pass) {
+      r.pass.end();
+      r.pass = null;
+    }
+    r.encoder ??= r.gpu.device.createCommandEncoder();
+    const i = prof.labels.length;
+    prof.labels.push(pipe.label);
+    const timed = r.encoder.beginComputePass({
+      timestampWrites: {
+        querySet: prof.qs,
+        beginningOfPassWriteIndex: 2 * i,
+        endOfPassWriteIndex: 2 * i + 1,
+      },
+    });
+    timed.setPipeline(pipe);
+    timed.setBindGroup(0, bg);
+    timed.dispatchWorkgroups(x, y, z);
+    timed.end();
+    r.stats.dispatches++;
+    return;
+  }
   const pass = computePass(r);
   pass.setPipeline(pipe);
   pass.setBindGroup(0, bg);

@@ -1,6 +1,6 @@
 /**
  * GPU timing with `timestamp-query`: the GPU time between two markers around recorded work, no
- * matter how many submissions it spans. Used by the benchmarks.
+ * matter how many submissions it spans, and a per-dispatch profile. Used by the benchmarks.
  *
  * @example
  * ```ts
@@ -50,4 +50,91 @@ export async function gpuTimeMs(record: () => Promise<void> | void): Promise<num
   const [bytes] = await readBuffers([{ buffer: t.resolve, bytes: 16 }]);
   const [t0, t1] = new BigUint64Array(bytes);
   return Number(t1 - t0) / 1e6;
+}
+
+/** The GPU time of one dispatch in a {@link profileDispatches} profile. */
+export interface DispatchTime {
+  /** The pipeline: shader, entry point and specialisation, e.g. "linear:main:ACT=1,...". */
+  kernel: string;
+  /** Milliseconds between the timestamps around it. */
+  ms: number;
+}
+
+/**
+ * Runs `record` with every dispatch in a compute pass of its own between two timestamps and
+ * returns each dispatch's GPU time in recording order, or null when the adapter has no
+ * `timestamp-query`. The first `capacity` dispatches (at most 2048) are timed, the rest run
+ * untimed (`truncated`). The passes add a little time of their own, so the sum exceeds
+ * {@link gpuTimeMs} of the same work; use it for where the time goes.
+ *
+ * @example
+ * ```ts
+ * const p = await profileDispatches(async () => { (await model.forward(tokens)).dispose(); });
+ * for (const k of summarizeProfile(p!.dispatches)) console.log(k.kernel, k.count, k.ms);
+ * ```
+ */
+export async function profileDispatches(
+  record: () => Promise<void> | void,
+  capacity = 2048,
+): Promise<{ dispatches: DispatchTime[]; truncated: boolean } | null> {
+  const r = runtime();
+  if (!r.gpu.hasTimestamps) {
+    await record();
+    return null;
+  }
+  const cap = Math.max(1, Math.min(2048, Math.floor(capacity)));
+  const device = r.gpu.device;
+  const qs = device.createQuerySet({ type: "timestamp", count: 2 * cap });
+  const labels: string[] = [];
+  const before = r.stats.dispatches;
+  r.profile = { qs, labels, capacity: cap };
+  try {
+    await record();
+  } finally {
+    r.profile = null;
+  }
+  const truncated = r.stats.dispatches - before > labels.length;
+  const n = labels.length;
+  if (n === 0) {
+    qs.destroy();
+    return { dispatches: [], truncated };
+  }
+  const resolve = device.createBuffer({
+    size: 16 * n,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+  encoder().resolveQuerySet(qs, 0, 2 * n, resolve, 0);
+  try {
+    const [bytes] = await readBuffers([{ buffer: resolve, bytes: 16 * n }]);
+    const t = new BigUint64Array(bytes, 0, 2 * n);
+    const dispatches = labels.map((kernel, i) => ({
+      kernel,
+      ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6,
+    }));
+    return { dispatches, truncated };
+  } finally {
+    resolve.destroy();
+    qs.destroy();
+  }
+}
+
+/**
+ * A profile summed by kernel (pipeline), most time first.
+ *
+ * @example
+ * ```ts
+ * console.table(summarizeProfile([{ kernel: "softmax:main:", ms: 0.2 }]));
+ * ```
+ */
+export function summarizeProfile(
+  dispatches: readonly DispatchTime[],
+): { kernel: string; count: number; ms: number }[] {
+  const by = new Map<string, { kernel: string; count: number; ms: number }>();
+  for (const d of dispatches) {
+    const e = by.get(d.kernel) ?? { kernel: d.kernel, count: 0, ms: 0 };
+    e.count++;
+    e.ms += d.ms;
+    by.set(d.kernel, e);
+  }
+  return [...by.values()].sort((a, b) => b.ms - a.ms);
 }

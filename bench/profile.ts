@@ -1,0 +1,71 @@
+// Where the GPU time of the end-to-end cases goes, kernel by kernel: each dispatch timed between
+// its own timestamps (src/gpu/timing.ts's profileDispatches). Same model and shapes as
+// model_bench.ts (GPT-2-small-shaped on a GPU, scaled down on a software adapter). Prints a table
+// per case and writes bench/results/profile.json. Run: deno run -A bench/profile.ts
+// (bench/gpu.sh runs it on the GPU machine).
+import type { Tensor } from "../mod.ts";
+import { profileDispatches, summarizeProfile } from "../src/gpu/timing.ts";
+import { FULL, info, randomGpt2, randomSae, warmGpu } from "./_common.ts";
+
+if (!info.timestamps) {
+  console.log(`${info.adapter} has no timestamp-query: nothing to profile.`);
+  Deno.exit(0);
+}
+await warmGpu();
+const dims = FULL
+  ? { layers: 12, dModel: 768, heads: 12, vocab: 50257, nCtx: 1024 }
+  : { layers: 2, dModel: 256, heads: 4, vocab: 4096, nCtx: 256 };
+const model = randomGpt2(dims);
+const [B, P] = FULL ? [8, 128] : [4, 64];
+const t = Array.from(
+  { length: B },
+  (_, b) => Array.from({ length: P }, (_, p) => (b * 7919 + p * 104729) % dims.vocab),
+);
+const sae = await randomSae(
+  dims.dModel,
+  FULL ? 24576 : 2048,
+  `blocks.${Math.min(8, dims.layers - 1)}.hook_resid_pre`,
+);
+
+const cases: [string, () => Promise<void>][] = [
+  [`forward ${B}x${P}`, async () => (await model.forward(t)).dispose()],
+  [`runWithCache ${B}x${P}, all hooks`, async () => {
+    const [out, cache] = await model.runWithCache(t);
+    (out as Tensor).dispose();
+    cache.dispose();
+  }],
+  [`runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae})`, async () => {
+    ((await model.runWithSaes(t, { saes: [sae] })) as Tensor).dispose();
+  }],
+  [`runWithCache ${B}x${P} with the backward pass`, async () => {
+    const [out, cache] = await model.runWithCache(t, { inclBwd: true });
+    (out as Tensor).dispose();
+    cache.dispose();
+  }],
+];
+
+const out: Record<string, unknown> = {
+  adapter: info.adapter,
+  full: FULL,
+  date: new Date().toISOString(),
+  cases: {},
+};
+for (const [name, run] of cases) {
+  await run(); // pipelines built, pool warm
+  const p = (await profileDispatches(run))!;
+  const kernels = summarizeProfile(p.dispatches);
+  const total = kernels.reduce((s, k) => s + k.ms, 0);
+  console.log(
+    `\n${name}: ${p.dispatches.length} dispatches, ${total.toFixed(2)} ms GPU summed` +
+      (p.truncated ? " (truncated: later dispatches not timed)" : ""),
+  );
+  for (const k of kernels) {
+    console.log(
+      `${k.ms.toFixed(3).padStart(10)} ms ${String(k.count).padStart(5)}x  ${k.kernel}`,
+    );
+  }
+  (out.cases as Record<string, unknown>)[name] = { total, truncated: p.truncated, kernels };
+}
+const dir = new URL("./results/", import.meta.url);
+Deno.mkdirSync(dir, { recursive: true });
+Deno.writeTextFileSync(new URL("profile.json", dir), JSON.stringify(out, null, 1));
