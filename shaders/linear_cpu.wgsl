@@ -8,10 +8,12 @@
 // 32 invocations (4 column groups x 8 row groups) makes R rows (8 apart) x Q column quads (4 quads
 // apart), loads first (Q + R / 4 vec4 per k), then the multiply-adds in one straight block. main:
 // R 16, Q 8 (a 128x128 tile); small: R 4, Q 2 (32x32), for small layers, as LLVM
-// takes ~5 s to compile main. The blocks are spelled out variable by variable: held in arrays, or
-// with a loop in the epilogue, llvmpipe compiles them ~9x slower. Rows and column quads past the
-// end are clamped: a clamped lane computes and stores the same values as the lane that owns the
-// last row or quad, so nothing needs a branch. Requires K, N and the row stride of B equal to N
+// takes seconds to compile main. The blocks are spelled out variable by variable: held in arrays,
+// or stored through a loop, llvmpipe compiles them ~9x slower. The second output (activation,
+// residual) is made after the stores, in a loop that reads C back: llvmpipe inlines every call, and
+// one epilogue per quad was most of the compile time (2-3x less now). Rows and column quads past
+// the end are clamped: a clamped lane computes and stores the same values as the lane that owns
+// the last row or quad, so nothing needs a branch. Requires K, N and the row stride of B equal to N
 // to be multiples of 4. Specialisation as linear.wgsl: WT, ACT, RESID, GATE, SPLIT (each part a
 // multiple of 4 columns). B's rows are LDB long and its columns read from boff on (a column
 // block of a joint weight). main_t / small_t: C = A · Bᵀ[boff .., ..] for the backward of a
@@ -44,9 +46,9 @@ fn act4(y: vec4<f32>) -> vec4<f32> {
     activation(y.w, ACT - 1u));
 }
 
-// Stores quad q of row r of C (y = A·B + bias) and of D; t is the quad's JumpReLU threshold.
-// SPLIT: three outputs side by side (see linear.wgsl), each a whole number of quads.
-fn epi(r: u32, q: u32, y: vec4<f32>, t: vec4<f32>) {
+// Stores quad q of row r of C (y = A·B + bias). SPLIT: three outputs side by side (see
+// linear.wgsl), each a whole number of quads.
+fn st(r: u32, q: u32, y: vec4<f32>) {
   if (SPLIT) {
     let q1 = p.n1 / 4u;
     let q12 = (p.n1 + p.n2) / 4u;
@@ -55,11 +57,18 @@ fn epi(r: u32, q: u32, y: vec4<f32>, t: vec4<f32>) {
     else { E3[r * (p.N / 4u - q12) + q - q12] = y; }
     return;
   }
+  C[r * (p.N / 4u) + q] = y;
+}
+
+// D of quad q of row r from the stored C: act(C) (gated by the threshold R[q] or the gate R) or
+// R + C. Called in a loop once the block is stored, so that llvmpipe, which inlines every call,
+// compiles it once instead of once a quad (most of the compile time of the small blocks).
+fn epi(r: u32, q: u32) {
   let i = r * (p.N / 4u) + q;
-  C[i] = y;
+  let y = C[i];
   if (ACT != 0u) {
     var d = act4(y);
-    if (GATE == 1u) { d = select(vec4<f32>(), d, y > t); }
+    if (GATE == 1u) { d = select(vec4<f32>(), d, y > R[q]); }
     if (GATE == 2u) { d = select(vec4<f32>(), d, R[i] > vec4<f32>()); }
     D[i] = d;
   }
@@ -184,76 +193,73 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
     bq0 = bias[q0]; bq1 = bias[q1]; bq2 = bias[q2]; bq3 = bias[q3];
     bq4 = bias[q4]; bq5 = bias[q5]; bq6 = bias[q6]; bq7 = bias[q7];
   }
-  var t0 = vec4<f32>(); var t1 = vec4<f32>(); var t2 = vec4<f32>(); var t3 = vec4<f32>();
-  var t4 = vec4<f32>(); var t5 = vec4<f32>(); var t6 = vec4<f32>(); var t7 = vec4<f32>();
-  if (GATE == 1u) {
-    t0 = R[q0]; t1 = R[q1]; t2 = R[q2]; t3 = R[q3];
-    t4 = R[q4]; t5 = R[q5]; t6 = R[q6]; t7 = R[q7];
+  st(r0, q0, c0_0 + bq0); st(r0, q1, c0_1 + bq1);
+  st(r0, q2, c0_2 + bq2); st(r0, q3, c0_3 + bq3);
+  st(r0, q4, c0_4 + bq4); st(r0, q5, c0_5 + bq5);
+  st(r0, q6, c0_6 + bq6); st(r0, q7, c0_7 + bq7);
+  st(r1, q0, c1_0 + bq0); st(r1, q1, c1_1 + bq1);
+  st(r1, q2, c1_2 + bq2); st(r1, q3, c1_3 + bq3);
+  st(r1, q4, c1_4 + bq4); st(r1, q5, c1_5 + bq5);
+  st(r1, q6, c1_6 + bq6); st(r1, q7, c1_7 + bq7);
+  st(r2, q0, c2_0 + bq0); st(r2, q1, c2_1 + bq1);
+  st(r2, q2, c2_2 + bq2); st(r2, q3, c2_3 + bq3);
+  st(r2, q4, c2_4 + bq4); st(r2, q5, c2_5 + bq5);
+  st(r2, q6, c2_6 + bq6); st(r2, q7, c2_7 + bq7);
+  st(r3, q0, c3_0 + bq0); st(r3, q1, c3_1 + bq1);
+  st(r3, q2, c3_2 + bq2); st(r3, q3, c3_3 + bq3);
+  st(r3, q4, c3_4 + bq4); st(r3, q5, c3_5 + bq5);
+  st(r3, q6, c3_6 + bq6); st(r3, q7, c3_7 + bq7);
+  st(r4, q0, c4_0 + bq0); st(r4, q1, c4_1 + bq1);
+  st(r4, q2, c4_2 + bq2); st(r4, q3, c4_3 + bq3);
+  st(r4, q4, c4_4 + bq4); st(r4, q5, c4_5 + bq5);
+  st(r4, q6, c4_6 + bq6); st(r4, q7, c4_7 + bq7);
+  st(r5, q0, c5_0 + bq0); st(r5, q1, c5_1 + bq1);
+  st(r5, q2, c5_2 + bq2); st(r5, q3, c5_3 + bq3);
+  st(r5, q4, c5_4 + bq4); st(r5, q5, c5_5 + bq5);
+  st(r5, q6, c5_6 + bq6); st(r5, q7, c5_7 + bq7);
+  st(r6, q0, c6_0 + bq0); st(r6, q1, c6_1 + bq1);
+  st(r6, q2, c6_2 + bq2); st(r6, q3, c6_3 + bq3);
+  st(r6, q4, c6_4 + bq4); st(r6, q5, c6_5 + bq5);
+  st(r6, q6, c6_6 + bq6); st(r6, q7, c6_7 + bq7);
+  st(r7, q0, c7_0 + bq0); st(r7, q1, c7_1 + bq1);
+  st(r7, q2, c7_2 + bq2); st(r7, q3, c7_3 + bq3);
+  st(r7, q4, c7_4 + bq4); st(r7, q5, c7_5 + bq5);
+  st(r7, q6, c7_6 + bq6); st(r7, q7, c7_7 + bq7);
+  st(r8, q0, c8_0 + bq0); st(r8, q1, c8_1 + bq1);
+  st(r8, q2, c8_2 + bq2); st(r8, q3, c8_3 + bq3);
+  st(r8, q4, c8_4 + bq4); st(r8, q5, c8_5 + bq5);
+  st(r8, q6, c8_6 + bq6); st(r8, q7, c8_7 + bq7);
+  st(r9, q0, c9_0 + bq0); st(r9, q1, c9_1 + bq1);
+  st(r9, q2, c9_2 + bq2); st(r9, q3, c9_3 + bq3);
+  st(r9, q4, c9_4 + bq4); st(r9, q5, c9_5 + bq5);
+  st(r9, q6, c9_6 + bq6); st(r9, q7, c9_7 + bq7);
+  st(r10, q0, c10_0 + bq0); st(r10, q1, c10_1 + bq1);
+  st(r10, q2, c10_2 + bq2); st(r10, q3, c10_3 + bq3);
+  st(r10, q4, c10_4 + bq4); st(r10, q5, c10_5 + bq5);
+  st(r10, q6, c10_6 + bq6); st(r10, q7, c10_7 + bq7);
+  st(r11, q0, c11_0 + bq0); st(r11, q1, c11_1 + bq1);
+  st(r11, q2, c11_2 + bq2); st(r11, q3, c11_3 + bq3);
+  st(r11, q4, c11_4 + bq4); st(r11, q5, c11_5 + bq5);
+  st(r11, q6, c11_6 + bq6); st(r11, q7, c11_7 + bq7);
+  st(r12, q0, c12_0 + bq0); st(r12, q1, c12_1 + bq1);
+  st(r12, q2, c12_2 + bq2); st(r12, q3, c12_3 + bq3);
+  st(r12, q4, c12_4 + bq4); st(r12, q5, c12_5 + bq5);
+  st(r12, q6, c12_6 + bq6); st(r12, q7, c12_7 + bq7);
+  st(r13, q0, c13_0 + bq0); st(r13, q1, c13_1 + bq1);
+  st(r13, q2, c13_2 + bq2); st(r13, q3, c13_3 + bq3);
+  st(r13, q4, c13_4 + bq4); st(r13, q5, c13_5 + bq5);
+  st(r13, q6, c13_6 + bq6); st(r13, q7, c13_7 + bq7);
+  st(r14, q0, c14_0 + bq0); st(r14, q1, c14_1 + bq1);
+  st(r14, q2, c14_2 + bq2); st(r14, q3, c14_3 + bq3);
+  st(r14, q4, c14_4 + bq4); st(r14, q5, c14_5 + bq5);
+  st(r14, q6, c14_6 + bq6); st(r14, q7, c14_7 + bq7);
+  st(r15, q0, c15_0 + bq0); st(r15, q1, c15_1 + bq1);
+  st(r15, q2, c15_2 + bq2); st(r15, q3, c15_3 + bq3);
+  st(r15, q4, c15_4 + bq4); st(r15, q5, c15_5 + bq5);
+  st(r15, q6, c15_6 + bq6); st(r15, q7, c15_7 + bq7);
+  if (!SPLIT && (ACT != 0u || RESID)) {
+    for (var i = 0u; i < 128u; i++) { epi(min(m0 + 8u * (i / 8u), p.M - 1u), min(nq0 + 4u * (i % 8u), N4 - 1u)); }
   }
-  epi(r0, q0, c0_0 + bq0, t0); epi(r0, q1, c0_1 + bq1, t1);
-  epi(r0, q2, c0_2 + bq2, t2); epi(r0, q3, c0_3 + bq3, t3);
-  epi(r0, q4, c0_4 + bq4, t4); epi(r0, q5, c0_5 + bq5, t5);
-  epi(r0, q6, c0_6 + bq6, t6); epi(r0, q7, c0_7 + bq7, t7);
-  epi(r1, q0, c1_0 + bq0, t0); epi(r1, q1, c1_1 + bq1, t1);
-  epi(r1, q2, c1_2 + bq2, t2); epi(r1, q3, c1_3 + bq3, t3);
-  epi(r1, q4, c1_4 + bq4, t4); epi(r1, q5, c1_5 + bq5, t5);
-  epi(r1, q6, c1_6 + bq6, t6); epi(r1, q7, c1_7 + bq7, t7);
-  epi(r2, q0, c2_0 + bq0, t0); epi(r2, q1, c2_1 + bq1, t1);
-  epi(r2, q2, c2_2 + bq2, t2); epi(r2, q3, c2_3 + bq3, t3);
-  epi(r2, q4, c2_4 + bq4, t4); epi(r2, q5, c2_5 + bq5, t5);
-  epi(r2, q6, c2_6 + bq6, t6); epi(r2, q7, c2_7 + bq7, t7);
-  epi(r3, q0, c3_0 + bq0, t0); epi(r3, q1, c3_1 + bq1, t1);
-  epi(r3, q2, c3_2 + bq2, t2); epi(r3, q3, c3_3 + bq3, t3);
-  epi(r3, q4, c3_4 + bq4, t4); epi(r3, q5, c3_5 + bq5, t5);
-  epi(r3, q6, c3_6 + bq6, t6); epi(r3, q7, c3_7 + bq7, t7);
-  epi(r4, q0, c4_0 + bq0, t0); epi(r4, q1, c4_1 + bq1, t1);
-  epi(r4, q2, c4_2 + bq2, t2); epi(r4, q3, c4_3 + bq3, t3);
-  epi(r4, q4, c4_4 + bq4, t4); epi(r4, q5, c4_5 + bq5, t5);
-  epi(r4, q6, c4_6 + bq6, t6); epi(r4, q7, c4_7 + bq7, t7);
-  epi(r5, q0, c5_0 + bq0, t0); epi(r5, q1, c5_1 + bq1, t1);
-  epi(r5, q2, c5_2 + bq2, t2); epi(r5, q3, c5_3 + bq3, t3);
-  epi(r5, q4, c5_4 + bq4, t4); epi(r5, q5, c5_5 + bq5, t5);
-  epi(r5, q6, c5_6 + bq6, t6); epi(r5, q7, c5_7 + bq7, t7);
-  epi(r6, q0, c6_0 + bq0, t0); epi(r6, q1, c6_1 + bq1, t1);
-  epi(r6, q2, c6_2 + bq2, t2); epi(r6, q3, c6_3 + bq3, t3);
-  epi(r6, q4, c6_4 + bq4, t4); epi(r6, q5, c6_5 + bq5, t5);
-  epi(r6, q6, c6_6 + bq6, t6); epi(r6, q7, c6_7 + bq7, t7);
-  epi(r7, q0, c7_0 + bq0, t0); epi(r7, q1, c7_1 + bq1, t1);
-  epi(r7, q2, c7_2 + bq2, t2); epi(r7, q3, c7_3 + bq3, t3);
-  epi(r7, q4, c7_4 + bq4, t4); epi(r7, q5, c7_5 + bq5, t5);
-  epi(r7, q6, c7_6 + bq6, t6); epi(r7, q7, c7_7 + bq7, t7);
-  epi(r8, q0, c8_0 + bq0, t0); epi(r8, q1, c8_1 + bq1, t1);
-  epi(r8, q2, c8_2 + bq2, t2); epi(r8, q3, c8_3 + bq3, t3);
-  epi(r8, q4, c8_4 + bq4, t4); epi(r8, q5, c8_5 + bq5, t5);
-  epi(r8, q6, c8_6 + bq6, t6); epi(r8, q7, c8_7 + bq7, t7);
-  epi(r9, q0, c9_0 + bq0, t0); epi(r9, q1, c9_1 + bq1, t1);
-  epi(r9, q2, c9_2 + bq2, t2); epi(r9, q3, c9_3 + bq3, t3);
-  epi(r9, q4, c9_4 + bq4, t4); epi(r9, q5, c9_5 + bq5, t5);
-  epi(r9, q6, c9_6 + bq6, t6); epi(r9, q7, c9_7 + bq7, t7);
-  epi(r10, q0, c10_0 + bq0, t0); epi(r10, q1, c10_1 + bq1, t1);
-  epi(r10, q2, c10_2 + bq2, t2); epi(r10, q3, c10_3 + bq3, t3);
-  epi(r10, q4, c10_4 + bq4, t4); epi(r10, q5, c10_5 + bq5, t5);
-  epi(r10, q6, c10_6 + bq6, t6); epi(r10, q7, c10_7 + bq7, t7);
-  epi(r11, q0, c11_0 + bq0, t0); epi(r11, q1, c11_1 + bq1, t1);
-  epi(r11, q2, c11_2 + bq2, t2); epi(r11, q3, c11_3 + bq3, t3);
-  epi(r11, q4, c11_4 + bq4, t4); epi(r11, q5, c11_5 + bq5, t5);
-  epi(r11, q6, c11_6 + bq6, t6); epi(r11, q7, c11_7 + bq7, t7);
-  epi(r12, q0, c12_0 + bq0, t0); epi(r12, q1, c12_1 + bq1, t1);
-  epi(r12, q2, c12_2 + bq2, t2); epi(r12, q3, c12_3 + bq3, t3);
-  epi(r12, q4, c12_4 + bq4, t4); epi(r12, q5, c12_5 + bq5, t5);
-  epi(r12, q6, c12_6 + bq6, t6); epi(r12, q7, c12_7 + bq7, t7);
-  epi(r13, q0, c13_0 + bq0, t0); epi(r13, q1, c13_1 + bq1, t1);
-  epi(r13, q2, c13_2 + bq2, t2); epi(r13, q3, c13_3 + bq3, t3);
-  epi(r13, q4, c13_4 + bq4, t4); epi(r13, q5, c13_5 + bq5, t5);
-  epi(r13, q6, c13_6 + bq6, t6); epi(r13, q7, c13_7 + bq7, t7);
-  epi(r14, q0, c14_0 + bq0, t0); epi(r14, q1, c14_1 + bq1, t1);
-  epi(r14, q2, c14_2 + bq2, t2); epi(r14, q3, c14_3 + bq3, t3);
-  epi(r14, q4, c14_4 + bq4, t4); epi(r14, q5, c14_5 + bq5, t5);
-  epi(r14, q6, c14_6 + bq6, t6); epi(r14, q7, c14_7 + bq7, t7);
-  epi(r15, q0, c15_0 + bq0, t0); epi(r15, q1, c15_1 + bq1, t1);
-  epi(r15, q2, c15_2 + bq2, t2); epi(r15, q3, c15_3 + bq3, t3);
-  epi(r15, q4, c15_4 + bq4, t4); epi(r15, q5, c15_5 + bq5, t5);
-  epi(r15, q6, c15_6 + bq6, t6); epi(r15, q7, c15_7 + bq7, t7);
 }
 
 @compute @workgroup_size(32)
@@ -287,14 +293,13 @@ fn small(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: 
   if (p.has_bias != 0u) {
     bq0 = bias[q0]; bq1 = bias[q1];
   }
-  var t0 = vec4<f32>(); var t1 = vec4<f32>();
-  if (GATE == 1u) {
-    t0 = R[q0]; t1 = R[q1];
+  st(r0, q0, c0_0 + bq0); st(r0, q1, c0_1 + bq1);
+  st(r1, q0, c1_0 + bq0); st(r1, q1, c1_1 + bq1);
+  st(r2, q0, c2_0 + bq0); st(r2, q1, c2_1 + bq1);
+  st(r3, q0, c3_0 + bq0); st(r3, q1, c3_1 + bq1);
+  if (!SPLIT && (ACT != 0u || RESID)) {
+    for (var i = 0u; i < 8u; i++) { epi(min(m0 + 8u * (i / 2u), p.M - 1u), min(nq0 + 4u * (i % 2u), N4 - 1u)); }
   }
-  epi(r0, q0, c0_0 + bq0, t0); epi(r0, q1, c0_1 + bq1, t1);
-  epi(r1, q0, c1_0 + bq0, t0); epi(r1, q1, c1_1 + bq1, t1);
-  epi(r2, q0, c2_0 + bq0, t0); epi(r2, q1, c2_1 + bq1, t1);
-  epi(r3, q0, c3_0 + bq0, t0); epi(r3, q1, c3_1 + bq1, t1);
 }
 
 @compute @workgroup_size(32)
@@ -411,76 +416,73 @@ fn main_t(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li:
     bq0 = bias[q0]; bq1 = bias[q1]; bq2 = bias[q2]; bq3 = bias[q3];
     bq4 = bias[q4]; bq5 = bias[q5]; bq6 = bias[q6]; bq7 = bias[q7];
   }
-  var t0 = vec4<f32>(); var t1 = vec4<f32>(); var t2 = vec4<f32>(); var t3 = vec4<f32>();
-  var t4 = vec4<f32>(); var t5 = vec4<f32>(); var t6 = vec4<f32>(); var t7 = vec4<f32>();
-  if (GATE == 1u) {
-    t0 = R[q0]; t1 = R[q1]; t2 = R[q2]; t3 = R[q3];
-    t4 = R[q4]; t5 = R[q5]; t6 = R[q6]; t7 = R[q7];
+  st(r0, q0, c0_0 + bq0); st(r0, q1, c0_1 + bq1);
+  st(r0, q2, c0_2 + bq2); st(r0, q3, c0_3 + bq3);
+  st(r0, q4, c0_4 + bq4); st(r0, q5, c0_5 + bq5);
+  st(r0, q6, c0_6 + bq6); st(r0, q7, c0_7 + bq7);
+  st(r1, q0, c1_0 + bq0); st(r1, q1, c1_1 + bq1);
+  st(r1, q2, c1_2 + bq2); st(r1, q3, c1_3 + bq3);
+  st(r1, q4, c1_4 + bq4); st(r1, q5, c1_5 + bq5);
+  st(r1, q6, c1_6 + bq6); st(r1, q7, c1_7 + bq7);
+  st(r2, q0, c2_0 + bq0); st(r2, q1, c2_1 + bq1);
+  st(r2, q2, c2_2 + bq2); st(r2, q3, c2_3 + bq3);
+  st(r2, q4, c2_4 + bq4); st(r2, q5, c2_5 + bq5);
+  st(r2, q6, c2_6 + bq6); st(r2, q7, c2_7 + bq7);
+  st(r3, q0, c3_0 + bq0); st(r3, q1, c3_1 + bq1);
+  st(r3, q2, c3_2 + bq2); st(r3, q3, c3_3 + bq3);
+  st(r3, q4, c3_4 + bq4); st(r3, q5, c3_5 + bq5);
+  st(r3, q6, c3_6 + bq6); st(r3, q7, c3_7 + bq7);
+  st(r4, q0, c4_0 + bq0); st(r4, q1, c4_1 + bq1);
+  st(r4, q2, c4_2 + bq2); st(r4, q3, c4_3 + bq3);
+  st(r4, q4, c4_4 + bq4); st(r4, q5, c4_5 + bq5);
+  st(r4, q6, c4_6 + bq6); st(r4, q7, c4_7 + bq7);
+  st(r5, q0, c5_0 + bq0); st(r5, q1, c5_1 + bq1);
+  st(r5, q2, c5_2 + bq2); st(r5, q3, c5_3 + bq3);
+  st(r5, q4, c5_4 + bq4); st(r5, q5, c5_5 + bq5);
+  st(r5, q6, c5_6 + bq6); st(r5, q7, c5_7 + bq7);
+  st(r6, q0, c6_0 + bq0); st(r6, q1, c6_1 + bq1);
+  st(r6, q2, c6_2 + bq2); st(r6, q3, c6_3 + bq3);
+  st(r6, q4, c6_4 + bq4); st(r6, q5, c6_5 + bq5);
+  st(r6, q6, c6_6 + bq6); st(r6, q7, c6_7 + bq7);
+  st(r7, q0, c7_0 + bq0); st(r7, q1, c7_1 + bq1);
+  st(r7, q2, c7_2 + bq2); st(r7, q3, c7_3 + bq3);
+  st(r7, q4, c7_4 + bq4); st(r7, q5, c7_5 + bq5);
+  st(r7, q6, c7_6 + bq6); st(r7, q7, c7_7 + bq7);
+  st(r8, q0, c8_0 + bq0); st(r8, q1, c8_1 + bq1);
+  st(r8, q2, c8_2 + bq2); st(r8, q3, c8_3 + bq3);
+  st(r8, q4, c8_4 + bq4); st(r8, q5, c8_5 + bq5);
+  st(r8, q6, c8_6 + bq6); st(r8, q7, c8_7 + bq7);
+  st(r9, q0, c9_0 + bq0); st(r9, q1, c9_1 + bq1);
+  st(r9, q2, c9_2 + bq2); st(r9, q3, c9_3 + bq3);
+  st(r9, q4, c9_4 + bq4); st(r9, q5, c9_5 + bq5);
+  st(r9, q6, c9_6 + bq6); st(r9, q7, c9_7 + bq7);
+  st(r10, q0, c10_0 + bq0); st(r10, q1, c10_1 + bq1);
+  st(r10, q2, c10_2 + bq2); st(r10, q3, c10_3 + bq3);
+  st(r10, q4, c10_4 + bq4); st(r10, q5, c10_5 + bq5);
+  st(r10, q6, c10_6 + bq6); st(r10, q7, c10_7 + bq7);
+  st(r11, q0, c11_0 + bq0); st(r11, q1, c11_1 + bq1);
+  st(r11, q2, c11_2 + bq2); st(r11, q3, c11_3 + bq3);
+  st(r11, q4, c11_4 + bq4); st(r11, q5, c11_5 + bq5);
+  st(r11, q6, c11_6 + bq6); st(r11, q7, c11_7 + bq7);
+  st(r12, q0, c12_0 + bq0); st(r12, q1, c12_1 + bq1);
+  st(r12, q2, c12_2 + bq2); st(r12, q3, c12_3 + bq3);
+  st(r12, q4, c12_4 + bq4); st(r12, q5, c12_5 + bq5);
+  st(r12, q6, c12_6 + bq6); st(r12, q7, c12_7 + bq7);
+  st(r13, q0, c13_0 + bq0); st(r13, q1, c13_1 + bq1);
+  st(r13, q2, c13_2 + bq2); st(r13, q3, c13_3 + bq3);
+  st(r13, q4, c13_4 + bq4); st(r13, q5, c13_5 + bq5);
+  st(r13, q6, c13_6 + bq6); st(r13, q7, c13_7 + bq7);
+  st(r14, q0, c14_0 + bq0); st(r14, q1, c14_1 + bq1);
+  st(r14, q2, c14_2 + bq2); st(r14, q3, c14_3 + bq3);
+  st(r14, q4, c14_4 + bq4); st(r14, q5, c14_5 + bq5);
+  st(r14, q6, c14_6 + bq6); st(r14, q7, c14_7 + bq7);
+  st(r15, q0, c15_0 + bq0); st(r15, q1, c15_1 + bq1);
+  st(r15, q2, c15_2 + bq2); st(r15, q3, c15_3 + bq3);
+  st(r15, q4, c15_4 + bq4); st(r15, q5, c15_5 + bq5);
+  st(r15, q6, c15_6 + bq6); st(r15, q7, c15_7 + bq7);
+  if (!SPLIT && (ACT != 0u || RESID)) {
+    for (var i = 0u; i < 128u; i++) { epi(min(m0 + 8u * (i / 8u), p.M - 1u), min(nq0 + 4u * (i % 8u), N4 - 1u)); }
   }
-  epi(r0, q0, c0_0 + bq0, t0); epi(r0, q1, c0_1 + bq1, t1);
-  epi(r0, q2, c0_2 + bq2, t2); epi(r0, q3, c0_3 + bq3, t3);
-  epi(r0, q4, c0_4 + bq4, t4); epi(r0, q5, c0_5 + bq5, t5);
-  epi(r0, q6, c0_6 + bq6, t6); epi(r0, q7, c0_7 + bq7, t7);
-  epi(r1, q0, c1_0 + bq0, t0); epi(r1, q1, c1_1 + bq1, t1);
-  epi(r1, q2, c1_2 + bq2, t2); epi(r1, q3, c1_3 + bq3, t3);
-  epi(r1, q4, c1_4 + bq4, t4); epi(r1, q5, c1_5 + bq5, t5);
-  epi(r1, q6, c1_6 + bq6, t6); epi(r1, q7, c1_7 + bq7, t7);
-  epi(r2, q0, c2_0 + bq0, t0); epi(r2, q1, c2_1 + bq1, t1);
-  epi(r2, q2, c2_2 + bq2, t2); epi(r2, q3, c2_3 + bq3, t3);
-  epi(r2, q4, c2_4 + bq4, t4); epi(r2, q5, c2_5 + bq5, t5);
-  epi(r2, q6, c2_6 + bq6, t6); epi(r2, q7, c2_7 + bq7, t7);
-  epi(r3, q0, c3_0 + bq0, t0); epi(r3, q1, c3_1 + bq1, t1);
-  epi(r3, q2, c3_2 + bq2, t2); epi(r3, q3, c3_3 + bq3, t3);
-  epi(r3, q4, c3_4 + bq4, t4); epi(r3, q5, c3_5 + bq5, t5);
-  epi(r3, q6, c3_6 + bq6, t6); epi(r3, q7, c3_7 + bq7, t7);
-  epi(r4, q0, c4_0 + bq0, t0); epi(r4, q1, c4_1 + bq1, t1);
-  epi(r4, q2, c4_2 + bq2, t2); epi(r4, q3, c4_3 + bq3, t3);
-  epi(r4, q4, c4_4 + bq4, t4); epi(r4, q5, c4_5 + bq5, t5);
-  epi(r4, q6, c4_6 + bq6, t6); epi(r4, q7, c4_7 + bq7, t7);
-  epi(r5, q0, c5_0 + bq0, t0); epi(r5, q1, c5_1 + bq1, t1);
-  epi(r5, q2, c5_2 + bq2, t2); epi(r5, q3, c5_3 + bq3, t3);
-  epi(r5, q4, c5_4 + bq4, t4); epi(r5, q5, c5_5 + bq5, t5);
-  epi(r5, q6, c5_6 + bq6, t6); epi(r5, q7, c5_7 + bq7, t7);
-  epi(r6, q0, c6_0 + bq0, t0); epi(r6, q1, c6_1 + bq1, t1);
-  epi(r6, q2, c6_2 + bq2, t2); epi(r6, q3, c6_3 + bq3, t3);
-  epi(r6, q4, c6_4 + bq4, t4); epi(r6, q5, c6_5 + bq5, t5);
-  epi(r6, q6, c6_6 + bq6, t6); epi(r6, q7, c6_7 + bq7, t7);
-  epi(r7, q0, c7_0 + bq0, t0); epi(r7, q1, c7_1 + bq1, t1);
-  epi(r7, q2, c7_2 + bq2, t2); epi(r7, q3, c7_3 + bq3, t3);
-  epi(r7, q4, c7_4 + bq4, t4); epi(r7, q5, c7_5 + bq5, t5);
-  epi(r7, q6, c7_6 + bq6, t6); epi(r7, q7, c7_7 + bq7, t7);
-  epi(r8, q0, c8_0 + bq0, t0); epi(r8, q1, c8_1 + bq1, t1);
-  epi(r8, q2, c8_2 + bq2, t2); epi(r8, q3, c8_3 + bq3, t3);
-  epi(r8, q4, c8_4 + bq4, t4); epi(r8, q5, c8_5 + bq5, t5);
-  epi(r8, q6, c8_6 + bq6, t6); epi(r8, q7, c8_7 + bq7, t7);
-  epi(r9, q0, c9_0 + bq0, t0); epi(r9, q1, c9_1 + bq1, t1);
-  epi(r9, q2, c9_2 + bq2, t2); epi(r9, q3, c9_3 + bq3, t3);
-  epi(r9, q4, c9_4 + bq4, t4); epi(r9, q5, c9_5 + bq5, t5);
-  epi(r9, q6, c9_6 + bq6, t6); epi(r9, q7, c9_7 + bq7, t7);
-  epi(r10, q0, c10_0 + bq0, t0); epi(r10, q1, c10_1 + bq1, t1);
-  epi(r10, q2, c10_2 + bq2, t2); epi(r10, q3, c10_3 + bq3, t3);
-  epi(r10, q4, c10_4 + bq4, t4); epi(r10, q5, c10_5 + bq5, t5);
-  epi(r10, q6, c10_6 + bq6, t6); epi(r10, q7, c10_7 + bq7, t7);
-  epi(r11, q0, c11_0 + bq0, t0); epi(r11, q1, c11_1 + bq1, t1);
-  epi(r11, q2, c11_2 + bq2, t2); epi(r11, q3, c11_3 + bq3, t3);
-  epi(r11, q4, c11_4 + bq4, t4); epi(r11, q5, c11_5 + bq5, t5);
-  epi(r11, q6, c11_6 + bq6, t6); epi(r11, q7, c11_7 + bq7, t7);
-  epi(r12, q0, c12_0 + bq0, t0); epi(r12, q1, c12_1 + bq1, t1);
-  epi(r12, q2, c12_2 + bq2, t2); epi(r12, q3, c12_3 + bq3, t3);
-  epi(r12, q4, c12_4 + bq4, t4); epi(r12, q5, c12_5 + bq5, t5);
-  epi(r12, q6, c12_6 + bq6, t6); epi(r12, q7, c12_7 + bq7, t7);
-  epi(r13, q0, c13_0 + bq0, t0); epi(r13, q1, c13_1 + bq1, t1);
-  epi(r13, q2, c13_2 + bq2, t2); epi(r13, q3, c13_3 + bq3, t3);
-  epi(r13, q4, c13_4 + bq4, t4); epi(r13, q5, c13_5 + bq5, t5);
-  epi(r13, q6, c13_6 + bq6, t6); epi(r13, q7, c13_7 + bq7, t7);
-  epi(r14, q0, c14_0 + bq0, t0); epi(r14, q1, c14_1 + bq1, t1);
-  epi(r14, q2, c14_2 + bq2, t2); epi(r14, q3, c14_3 + bq3, t3);
-  epi(r14, q4, c14_4 + bq4, t4); epi(r14, q5, c14_5 + bq5, t5);
-  epi(r14, q6, c14_6 + bq6, t6); epi(r14, q7, c14_7 + bq7, t7);
-  epi(r15, q0, c15_0 + bq0, t0); epi(r15, q1, c15_1 + bq1, t1);
-  epi(r15, q2, c15_2 + bq2, t2); epi(r15, q3, c15_3 + bq3, t3);
-  epi(r15, q4, c15_4 + bq4, t4); epi(r15, q5, c15_5 + bq5, t5);
-  epi(r15, q6, c15_6 + bq6, t6); epi(r15, q7, c15_7 + bq7, t7);
 }
 
 @compute @workgroup_size(32)
@@ -510,12 +512,11 @@ fn small_t(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li
   if (p.has_bias != 0u) {
     bq0 = bias[q0]; bq1 = bias[q1];
   }
-  var t0 = vec4<f32>(); var t1 = vec4<f32>();
-  if (GATE == 1u) {
-    t0 = R[q0]; t1 = R[q1];
+  st(r0, q0, c0_0 + bq0); st(r0, q1, c0_1 + bq1);
+  st(r1, q0, c1_0 + bq0); st(r1, q1, c1_1 + bq1);
+  st(r2, q0, c2_0 + bq0); st(r2, q1, c2_1 + bq1);
+  st(r3, q0, c3_0 + bq0); st(r3, q1, c3_1 + bq1);
+  if (!SPLIT && (ACT != 0u || RESID)) {
+    for (var i = 0u; i < 8u; i++) { epi(min(m0 + 8u * (i / 2u), p.M - 1u), min(nq0 + 4u * (i % 2u), N4 - 1u)); }
   }
-  epi(r0, q0, c0_0 + bq0, t0); epi(r0, q1, c0_1 + bq1, t1);
-  epi(r1, q0, c1_0 + bq0, t0); epi(r1, q1, c1_1 + bq1, t1);
-  epi(r2, q0, c2_0 + bq0, t0); epi(r2, q1, c2_1 + bq1, t1);
-  epi(r3, q0, c3_0 + bq0, t0); epi(r3, q1, c3_1 + bq1, t1);
 }

@@ -37,9 +37,9 @@ fn act4(y: vec4<f32>) -> vec4<f32> {
     activation(y.w, ACT - 1u));
 }
 
-// Stores quad q of row r of C (y = A·B + bias) and of D; t is the quad's JumpReLU threshold.
-// SPLIT: three outputs side by side (see linear.wgsl), each a whole number of quads.
-fn epi(r: u32, q: u32, y: vec4<f32>, t: vec4<f32>) {
+// Stores quad q of row r of C (y = A·B + bias). SPLIT: three outputs side by side (see
+// linear.wgsl), each a whole number of quads.
+fn st(r: u32, q: u32, y: vec4<f32>) {
   if (SPLIT) {
     let q1 = p.n1 / 4u;
     let q12 = (p.n1 + p.n2) / 4u;
@@ -48,11 +48,18 @@ fn epi(r: u32, q: u32, y: vec4<f32>, t: vec4<f32>) {
     else { E3[r * (p.N / 4u - q12) + q - q12] = y; }
     return;
   }
+  C[r * (p.N / 4u) + q] = y;
+}
+
+// D of quad q of row r from the stored C: act(C) (gated by the threshold R[q] or the gate R) or
+// R + C. Called in a loop once the block is stored, so that llvmpipe, which inlines every call,
+// compiles it once instead of once a quad (most of the compile time of the small blocks).
+fn epi(r: u32, q: u32) {
   let i = r * (p.N / 4u) + q;
-  C[i] = y;
+  let y = C[i];
   if (ACT != 0u) {
     var d = act4(y);
-    if (GATE == 1u) { d = select(vec4<f32>(), d, y > t); }
+    if (GATE == 1u) { d = select(vec4<f32>(), d, y > R[q]); }
     if (GATE == 2u) { d = select(vec4<f32>(), d, R[i] > vec4<f32>()); }
     D[i] = d;
   }
@@ -204,74 +211,73 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_invocation_id) l: u3
   if (p.has_bias != 0u) {
     bq0 = bias[q0]; bq1 = bias[q1]; bq2 = bias[q2]; bq3 = bias[q3];
   }
-  var t0 = vec4<f32>(); var t1 = vec4<f32>(); var t2 = vec4<f32>(); var t3 = vec4<f32>();
-  if (GATE == 1u) {
-    t0 = R[q0]; t1 = R[q1]; t2 = R[q2]; t3 = R[q3];
+  st(r0, q0, c0_0 + bq0); st(r0, q1, c0_1 + bq1);
+  st(r0, q2, c0_2 + bq2); st(r0, q3, c0_3 + bq3);
+  st(r1, q0, c1_0 + bq0); st(r1, q1, c1_1 + bq1);
+  st(r1, q2, c1_2 + bq2); st(r1, q3, c1_3 + bq3);
+  st(r2, q0, c2_0 + bq0); st(r2, q1, c2_1 + bq1);
+  st(r2, q2, c2_2 + bq2); st(r2, q3, c2_3 + bq3);
+  st(r3, q0, c3_0 + bq0); st(r3, q1, c3_1 + bq1);
+  st(r3, q2, c3_2 + bq2); st(r3, q3, c3_3 + bq3);
+  st(r4, q0, c4_0 + bq0); st(r4, q1, c4_1 + bq1);
+  st(r4, q2, c4_2 + bq2); st(r4, q3, c4_3 + bq3);
+  st(r5, q0, c5_0 + bq0); st(r5, q1, c5_1 + bq1);
+  st(r5, q2, c5_2 + bq2); st(r5, q3, c5_3 + bq3);
+  st(r6, q0, c6_0 + bq0); st(r6, q1, c6_1 + bq1);
+  st(r6, q2, c6_2 + bq2); st(r6, q3, c6_3 + bq3);
+  st(r7, q0, c7_0 + bq0); st(r7, q1, c7_1 + bq1);
+  st(r7, q2, c7_2 + bq2); st(r7, q3, c7_3 + bq3);
+  st(r8, q0, c8_0 + bq0); st(r8, q1, c8_1 + bq1);
+  st(r8, q2, c8_2 + bq2); st(r8, q3, c8_3 + bq3);
+  st(r9, q0, c9_0 + bq0); st(r9, q1, c9_1 + bq1);
+  st(r9, q2, c9_2 + bq2); st(r9, q3, c9_3 + bq3);
+  st(r10, q0, c10_0 + bq0); st(r10, q1, c10_1 + bq1);
+  st(r10, q2, c10_2 + bq2); st(r10, q3, c10_3 + bq3);
+  st(r11, q0, c11_0 + bq0); st(r11, q1, c11_1 + bq1);
+  st(r11, q2, c11_2 + bq2); st(r11, q3, c11_3 + bq3);
+  st(r12, q0, c12_0 + bq0); st(r12, q1, c12_1 + bq1);
+  st(r12, q2, c12_2 + bq2); st(r12, q3, c12_3 + bq3);
+  st(r13, q0, c13_0 + bq0); st(r13, q1, c13_1 + bq1);
+  st(r13, q2, c13_2 + bq2); st(r13, q3, c13_3 + bq3);
+  st(r14, q0, c14_0 + bq0); st(r14, q1, c14_1 + bq1);
+  st(r14, q2, c14_2 + bq2); st(r14, q3, c14_3 + bq3);
+  st(r15, q0, c15_0 + bq0); st(r15, q1, c15_1 + bq1);
+  st(r15, q2, c15_2 + bq2); st(r15, q3, c15_3 + bq3);
+  st(r16, q0, c16_0 + bq0); st(r16, q1, c16_1 + bq1);
+  st(r16, q2, c16_2 + bq2); st(r16, q3, c16_3 + bq3);
+  st(r17, q0, c17_0 + bq0); st(r17, q1, c17_1 + bq1);
+  st(r17, q2, c17_2 + bq2); st(r17, q3, c17_3 + bq3);
+  st(r18, q0, c18_0 + bq0); st(r18, q1, c18_1 + bq1);
+  st(r18, q2, c18_2 + bq2); st(r18, q3, c18_3 + bq3);
+  st(r19, q0, c19_0 + bq0); st(r19, q1, c19_1 + bq1);
+  st(r19, q2, c19_2 + bq2); st(r19, q3, c19_3 + bq3);
+  st(r20, q0, c20_0 + bq0); st(r20, q1, c20_1 + bq1);
+  st(r20, q2, c20_2 + bq2); st(r20, q3, c20_3 + bq3);
+  st(r21, q0, c21_0 + bq0); st(r21, q1, c21_1 + bq1);
+  st(r21, q2, c21_2 + bq2); st(r21, q3, c21_3 + bq3);
+  st(r22, q0, c22_0 + bq0); st(r22, q1, c22_1 + bq1);
+  st(r22, q2, c22_2 + bq2); st(r22, q3, c22_3 + bq3);
+  st(r23, q0, c23_0 + bq0); st(r23, q1, c23_1 + bq1);
+  st(r23, q2, c23_2 + bq2); st(r23, q3, c23_3 + bq3);
+  st(r24, q0, c24_0 + bq0); st(r24, q1, c24_1 + bq1);
+  st(r24, q2, c24_2 + bq2); st(r24, q3, c24_3 + bq3);
+  st(r25, q0, c25_0 + bq0); st(r25, q1, c25_1 + bq1);
+  st(r25, q2, c25_2 + bq2); st(r25, q3, c25_3 + bq3);
+  st(r26, q0, c26_0 + bq0); st(r26, q1, c26_1 + bq1);
+  st(r26, q2, c26_2 + bq2); st(r26, q3, c26_3 + bq3);
+  st(r27, q0, c27_0 + bq0); st(r27, q1, c27_1 + bq1);
+  st(r27, q2, c27_2 + bq2); st(r27, q3, c27_3 + bq3);
+  st(r28, q0, c28_0 + bq0); st(r28, q1, c28_1 + bq1);
+  st(r28, q2, c28_2 + bq2); st(r28, q3, c28_3 + bq3);
+  st(r29, q0, c29_0 + bq0); st(r29, q1, c29_1 + bq1);
+  st(r29, q2, c29_2 + bq2); st(r29, q3, c29_3 + bq3);
+  st(r30, q0, c30_0 + bq0); st(r30, q1, c30_1 + bq1);
+  st(r30, q2, c30_2 + bq2); st(r30, q3, c30_3 + bq3);
+  st(r31, q0, c31_0 + bq0); st(r31, q1, c31_1 + bq1);
+  st(r31, q2, c31_2 + bq2); st(r31, q3, c31_3 + bq3);
+  if (!SPLIT && (ACT != 0u || RESID)) {
+    for (var i = 0u; i < 128u; i++) { epi(min(m0 + i / 4u, p.M - 1u), min(nq0 + 8u * (i % 4u), N4 - 1u)); }
   }
-  epi(r0, q0, c0_0 + bq0, t0); epi(r0, q1, c0_1 + bq1, t1);
-  epi(r0, q2, c0_2 + bq2, t2); epi(r0, q3, c0_3 + bq3, t3);
-  epi(r1, q0, c1_0 + bq0, t0); epi(r1, q1, c1_1 + bq1, t1);
-  epi(r1, q2, c1_2 + bq2, t2); epi(r1, q3, c1_3 + bq3, t3);
-  epi(r2, q0, c2_0 + bq0, t0); epi(r2, q1, c2_1 + bq1, t1);
-  epi(r2, q2, c2_2 + bq2, t2); epi(r2, q3, c2_3 + bq3, t3);
-  epi(r3, q0, c3_0 + bq0, t0); epi(r3, q1, c3_1 + bq1, t1);
-  epi(r3, q2, c3_2 + bq2, t2); epi(r3, q3, c3_3 + bq3, t3);
-  epi(r4, q0, c4_0 + bq0, t0); epi(r4, q1, c4_1 + bq1, t1);
-  epi(r4, q2, c4_2 + bq2, t2); epi(r4, q3, c4_3 + bq3, t3);
-  epi(r5, q0, c5_0 + bq0, t0); epi(r5, q1, c5_1 + bq1, t1);
-  epi(r5, q2, c5_2 + bq2, t2); epi(r5, q3, c5_3 + bq3, t3);
-  epi(r6, q0, c6_0 + bq0, t0); epi(r6, q1, c6_1 + bq1, t1);
-  epi(r6, q2, c6_2 + bq2, t2); epi(r6, q3, c6_3 + bq3, t3);
-  epi(r7, q0, c7_0 + bq0, t0); epi(r7, q1, c7_1 + bq1, t1);
-  epi(r7, q2, c7_2 + bq2, t2); epi(r7, q3, c7_3 + bq3, t3);
-  epi(r8, q0, c8_0 + bq0, t0); epi(r8, q1, c8_1 + bq1, t1);
-  epi(r8, q2, c8_2 + bq2, t2); epi(r8, q3, c8_3 + bq3, t3);
-  epi(r9, q0, c9_0 + bq0, t0); epi(r9, q1, c9_1 + bq1, t1);
-  epi(r9, q2, c9_2 + bq2, t2); epi(r9, q3, c9_3 + bq3, t3);
-  epi(r10, q0, c10_0 + bq0, t0); epi(r10, q1, c10_1 + bq1, t1);
-  epi(r10, q2, c10_2 + bq2, t2); epi(r10, q3, c10_3 + bq3, t3);
-  epi(r11, q0, c11_0 + bq0, t0); epi(r11, q1, c11_1 + bq1, t1);
-  epi(r11, q2, c11_2 + bq2, t2); epi(r11, q3, c11_3 + bq3, t3);
-  epi(r12, q0, c12_0 + bq0, t0); epi(r12, q1, c12_1 + bq1, t1);
-  epi(r12, q2, c12_2 + bq2, t2); epi(r12, q3, c12_3 + bq3, t3);
-  epi(r13, q0, c13_0 + bq0, t0); epi(r13, q1, c13_1 + bq1, t1);
-  epi(r13, q2, c13_2 + bq2, t2); epi(r13, q3, c13_3 + bq3, t3);
-  epi(r14, q0, c14_0 + bq0, t0); epi(r14, q1, c14_1 + bq1, t1);
-  epi(r14, q2, c14_2 + bq2, t2); epi(r14, q3, c14_3 + bq3, t3);
-  epi(r15, q0, c15_0 + bq0, t0); epi(r15, q1, c15_1 + bq1, t1);
-  epi(r15, q2, c15_2 + bq2, t2); epi(r15, q3, c15_3 + bq3, t3);
-  epi(r16, q0, c16_0 + bq0, t0); epi(r16, q1, c16_1 + bq1, t1);
-  epi(r16, q2, c16_2 + bq2, t2); epi(r16, q3, c16_3 + bq3, t3);
-  epi(r17, q0, c17_0 + bq0, t0); epi(r17, q1, c17_1 + bq1, t1);
-  epi(r17, q2, c17_2 + bq2, t2); epi(r17, q3, c17_3 + bq3, t3);
-  epi(r18, q0, c18_0 + bq0, t0); epi(r18, q1, c18_1 + bq1, t1);
-  epi(r18, q2, c18_2 + bq2, t2); epi(r18, q3, c18_3 + bq3, t3);
-  epi(r19, q0, c19_0 + bq0, t0); epi(r19, q1, c19_1 + bq1, t1);
-  epi(r19, q2, c19_2 + bq2, t2); epi(r19, q3, c19_3 + bq3, t3);
-  epi(r20, q0, c20_0 + bq0, t0); epi(r20, q1, c20_1 + bq1, t1);
-  epi(r20, q2, c20_2 + bq2, t2); epi(r20, q3, c20_3 + bq3, t3);
-  epi(r21, q0, c21_0 + bq0, t0); epi(r21, q1, c21_1 + bq1, t1);
-  epi(r21, q2, c21_2 + bq2, t2); epi(r21, q3, c21_3 + bq3, t3);
-  epi(r22, q0, c22_0 + bq0, t0); epi(r22, q1, c22_1 + bq1, t1);
-  epi(r22, q2, c22_2 + bq2, t2); epi(r22, q3, c22_3 + bq3, t3);
-  epi(r23, q0, c23_0 + bq0, t0); epi(r23, q1, c23_1 + bq1, t1);
-  epi(r23, q2, c23_2 + bq2, t2); epi(r23, q3, c23_3 + bq3, t3);
-  epi(r24, q0, c24_0 + bq0, t0); epi(r24, q1, c24_1 + bq1, t1);
-  epi(r24, q2, c24_2 + bq2, t2); epi(r24, q3, c24_3 + bq3, t3);
-  epi(r25, q0, c25_0 + bq0, t0); epi(r25, q1, c25_1 + bq1, t1);
-  epi(r25, q2, c25_2 + bq2, t2); epi(r25, q3, c25_3 + bq3, t3);
-  epi(r26, q0, c26_0 + bq0, t0); epi(r26, q1, c26_1 + bq1, t1);
-  epi(r26, q2, c26_2 + bq2, t2); epi(r26, q3, c26_3 + bq3, t3);
-  epi(r27, q0, c27_0 + bq0, t0); epi(r27, q1, c27_1 + bq1, t1);
-  epi(r27, q2, c27_2 + bq2, t2); epi(r27, q3, c27_3 + bq3, t3);
-  epi(r28, q0, c28_0 + bq0, t0); epi(r28, q1, c28_1 + bq1, t1);
-  epi(r28, q2, c28_2 + bq2, t2); epi(r28, q3, c28_3 + bq3, t3);
-  epi(r29, q0, c29_0 + bq0, t0); epi(r29, q1, c29_1 + bq1, t1);
-  epi(r29, q2, c29_2 + bq2, t2); epi(r29, q3, c29_3 + bq3, t3);
-  epi(r30, q0, c30_0 + bq0, t0); epi(r30, q1, c30_1 + bq1, t1);
-  epi(r30, q2, c30_2 + bq2, t2); epi(r30, q3, c30_3 + bq3, t3);
-  epi(r31, q0, c31_0 + bq0, t0); epi(r31, q1, c31_1 + bq1, t1);
-  epi(r31, q2, c31_2 + bq2, t2); epi(r31, q3, c31_3 + bq3, t3);
 }
 
 @compute @workgroup_size(8)
@@ -341,26 +347,25 @@ fn small(@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_invocation_id) l: u
   if (p.has_bias != 0u) {
     bq0 = bias[q0]; bq1 = bias[q1];
   }
-  var t0 = vec4<f32>(); var t1 = vec4<f32>();
-  if (GATE == 1u) {
-    t0 = R[q0]; t1 = R[q1];
+  st(r0, q0, c0_0 + bq0); st(r0, q1, c0_1 + bq1);
+  st(r1, q0, c1_0 + bq0); st(r1, q1, c1_1 + bq1);
+  st(r2, q0, c2_0 + bq0); st(r2, q1, c2_1 + bq1);
+  st(r3, q0, c3_0 + bq0); st(r3, q1, c3_1 + bq1);
+  st(r4, q0, c4_0 + bq0); st(r4, q1, c4_1 + bq1);
+  st(r5, q0, c5_0 + bq0); st(r5, q1, c5_1 + bq1);
+  st(r6, q0, c6_0 + bq0); st(r6, q1, c6_1 + bq1);
+  st(r7, q0, c7_0 + bq0); st(r7, q1, c7_1 + bq1);
+  st(r8, q0, c8_0 + bq0); st(r8, q1, c8_1 + bq1);
+  st(r9, q0, c9_0 + bq0); st(r9, q1, c9_1 + bq1);
+  st(r10, q0, c10_0 + bq0); st(r10, q1, c10_1 + bq1);
+  st(r11, q0, c11_0 + bq0); st(r11, q1, c11_1 + bq1);
+  st(r12, q0, c12_0 + bq0); st(r12, q1, c12_1 + bq1);
+  st(r13, q0, c13_0 + bq0); st(r13, q1, c13_1 + bq1);
+  st(r14, q0, c14_0 + bq0); st(r14, q1, c14_1 + bq1);
+  st(r15, q0, c15_0 + bq0); st(r15, q1, c15_1 + bq1);
+  if (!SPLIT && (ACT != 0u || RESID)) {
+    for (var i = 0u; i < 32u; i++) { epi(min(m0 + i / 2u, p.M - 1u), min(nq0 + 8u * (i % 2u), N4 - 1u)); }
   }
-  epi(r0, q0, c0_0 + bq0, t0); epi(r0, q1, c0_1 + bq1, t1);
-  epi(r1, q0, c1_0 + bq0, t0); epi(r1, q1, c1_1 + bq1, t1);
-  epi(r2, q0, c2_0 + bq0, t0); epi(r2, q1, c2_1 + bq1, t1);
-  epi(r3, q0, c3_0 + bq0, t0); epi(r3, q1, c3_1 + bq1, t1);
-  epi(r4, q0, c4_0 + bq0, t0); epi(r4, q1, c4_1 + bq1, t1);
-  epi(r5, q0, c5_0 + bq0, t0); epi(r5, q1, c5_1 + bq1, t1);
-  epi(r6, q0, c6_0 + bq0, t0); epi(r6, q1, c6_1 + bq1, t1);
-  epi(r7, q0, c7_0 + bq0, t0); epi(r7, q1, c7_1 + bq1, t1);
-  epi(r8, q0, c8_0 + bq0, t0); epi(r8, q1, c8_1 + bq1, t1);
-  epi(r9, q0, c9_0 + bq0, t0); epi(r9, q1, c9_1 + bq1, t1);
-  epi(r10, q0, c10_0 + bq0, t0); epi(r10, q1, c10_1 + bq1, t1);
-  epi(r11, q0, c11_0 + bq0, t0); epi(r11, q1, c11_1 + bq1, t1);
-  epi(r12, q0, c12_0 + bq0, t0); epi(r12, q1, c12_1 + bq1, t1);
-  epi(r13, q0, c13_0 + bq0, t0); epi(r13, q1, c13_1 + bq1, t1);
-  epi(r14, q0, c14_0 + bq0, t0); epi(r14, q1, c14_1 + bq1, t1);
-  epi(r15, q0, c15_0 + bq0, t0); epi(r15, q1, c15_1 + bq1, t1);
 }
 
 @compute @workgroup_size(8)
@@ -504,74 +509,73 @@ fn main_t(@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_invocation_id) l: 
   if (p.has_bias != 0u) {
     bq0 = bias[q0]; bq1 = bias[q1]; bq2 = bias[q2]; bq3 = bias[q3];
   }
-  var t0 = vec4<f32>(); var t1 = vec4<f32>(); var t2 = vec4<f32>(); var t3 = vec4<f32>();
-  if (GATE == 1u) {
-    t0 = R[q0]; t1 = R[q1]; t2 = R[q2]; t3 = R[q3];
+  st(r0, q0, c0_0 + bq0); st(r0, q1, c0_1 + bq1);
+  st(r0, q2, c0_2 + bq2); st(r0, q3, c0_3 + bq3);
+  st(r1, q0, c1_0 + bq0); st(r1, q1, c1_1 + bq1);
+  st(r1, q2, c1_2 + bq2); st(r1, q3, c1_3 + bq3);
+  st(r2, q0, c2_0 + bq0); st(r2, q1, c2_1 + bq1);
+  st(r2, q2, c2_2 + bq2); st(r2, q3, c2_3 + bq3);
+  st(r3, q0, c3_0 + bq0); st(r3, q1, c3_1 + bq1);
+  st(r3, q2, c3_2 + bq2); st(r3, q3, c3_3 + bq3);
+  st(r4, q0, c4_0 + bq0); st(r4, q1, c4_1 + bq1);
+  st(r4, q2, c4_2 + bq2); st(r4, q3, c4_3 + bq3);
+  st(r5, q0, c5_0 + bq0); st(r5, q1, c5_1 + bq1);
+  st(r5, q2, c5_2 + bq2); st(r5, q3, c5_3 + bq3);
+  st(r6, q0, c6_0 + bq0); st(r6, q1, c6_1 + bq1);
+  st(r6, q2, c6_2 + bq2); st(r6, q3, c6_3 + bq3);
+  st(r7, q0, c7_0 + bq0); st(r7, q1, c7_1 + bq1);
+  st(r7, q2, c7_2 + bq2); st(r7, q3, c7_3 + bq3);
+  st(r8, q0, c8_0 + bq0); st(r8, q1, c8_1 + bq1);
+  st(r8, q2, c8_2 + bq2); st(r8, q3, c8_3 + bq3);
+  st(r9, q0, c9_0 + bq0); st(r9, q1, c9_1 + bq1);
+  st(r9, q2, c9_2 + bq2); st(r9, q3, c9_3 + bq3);
+  st(r10, q0, c10_0 + bq0); st(r10, q1, c10_1 + bq1);
+  st(r10, q2, c10_2 + bq2); st(r10, q3, c10_3 + bq3);
+  st(r11, q0, c11_0 + bq0); st(r11, q1, c11_1 + bq1);
+  st(r11, q2, c11_2 + bq2); st(r11, q3, c11_3 + bq3);
+  st(r12, q0, c12_0 + bq0); st(r12, q1, c12_1 + bq1);
+  st(r12, q2, c12_2 + bq2); st(r12, q3, c12_3 + bq3);
+  st(r13, q0, c13_0 + bq0); st(r13, q1, c13_1 + bq1);
+  st(r13, q2, c13_2 + bq2); st(r13, q3, c13_3 + bq3);
+  st(r14, q0, c14_0 + bq0); st(r14, q1, c14_1 + bq1);
+  st(r14, q2, c14_2 + bq2); st(r14, q3, c14_3 + bq3);
+  st(r15, q0, c15_0 + bq0); st(r15, q1, c15_1 + bq1);
+  st(r15, q2, c15_2 + bq2); st(r15, q3, c15_3 + bq3);
+  st(r16, q0, c16_0 + bq0); st(r16, q1, c16_1 + bq1);
+  st(r16, q2, c16_2 + bq2); st(r16, q3, c16_3 + bq3);
+  st(r17, q0, c17_0 + bq0); st(r17, q1, c17_1 + bq1);
+  st(r17, q2, c17_2 + bq2); st(r17, q3, c17_3 + bq3);
+  st(r18, q0, c18_0 + bq0); st(r18, q1, c18_1 + bq1);
+  st(r18, q2, c18_2 + bq2); st(r18, q3, c18_3 + bq3);
+  st(r19, q0, c19_0 + bq0); st(r19, q1, c19_1 + bq1);
+  st(r19, q2, c19_2 + bq2); st(r19, q3, c19_3 + bq3);
+  st(r20, q0, c20_0 + bq0); st(r20, q1, c20_1 + bq1);
+  st(r20, q2, c20_2 + bq2); st(r20, q3, c20_3 + bq3);
+  st(r21, q0, c21_0 + bq0); st(r21, q1, c21_1 + bq1);
+  st(r21, q2, c21_2 + bq2); st(r21, q3, c21_3 + bq3);
+  st(r22, q0, c22_0 + bq0); st(r22, q1, c22_1 + bq1);
+  st(r22, q2, c22_2 + bq2); st(r22, q3, c22_3 + bq3);
+  st(r23, q0, c23_0 + bq0); st(r23, q1, c23_1 + bq1);
+  st(r23, q2, c23_2 + bq2); st(r23, q3, c23_3 + bq3);
+  st(r24, q0, c24_0 + bq0); st(r24, q1, c24_1 + bq1);
+  st(r24, q2, c24_2 + bq2); st(r24, q3, c24_3 + bq3);
+  st(r25, q0, c25_0 + bq0); st(r25, q1, c25_1 + bq1);
+  st(r25, q2, c25_2 + bq2); st(r25, q3, c25_3 + bq3);
+  st(r26, q0, c26_0 + bq0); st(r26, q1, c26_1 + bq1);
+  st(r26, q2, c26_2 + bq2); st(r26, q3, c26_3 + bq3);
+  st(r27, q0, c27_0 + bq0); st(r27, q1, c27_1 + bq1);
+  st(r27, q2, c27_2 + bq2); st(r27, q3, c27_3 + bq3);
+  st(r28, q0, c28_0 + bq0); st(r28, q1, c28_1 + bq1);
+  st(r28, q2, c28_2 + bq2); st(r28, q3, c28_3 + bq3);
+  st(r29, q0, c29_0 + bq0); st(r29, q1, c29_1 + bq1);
+  st(r29, q2, c29_2 + bq2); st(r29, q3, c29_3 + bq3);
+  st(r30, q0, c30_0 + bq0); st(r30, q1, c30_1 + bq1);
+  st(r30, q2, c30_2 + bq2); st(r30, q3, c30_3 + bq3);
+  st(r31, q0, c31_0 + bq0); st(r31, q1, c31_1 + bq1);
+  st(r31, q2, c31_2 + bq2); st(r31, q3, c31_3 + bq3);
+  if (!SPLIT && (ACT != 0u || RESID)) {
+    for (var i = 0u; i < 128u; i++) { epi(min(m0 + i / 4u, p.M - 1u), min(nq0 + 8u * (i % 4u), N4 - 1u)); }
   }
-  epi(r0, q0, c0_0 + bq0, t0); epi(r0, q1, c0_1 + bq1, t1);
-  epi(r0, q2, c0_2 + bq2, t2); epi(r0, q3, c0_3 + bq3, t3);
-  epi(r1, q0, c1_0 + bq0, t0); epi(r1, q1, c1_1 + bq1, t1);
-  epi(r1, q2, c1_2 + bq2, t2); epi(r1, q3, c1_3 + bq3, t3);
-  epi(r2, q0, c2_0 + bq0, t0); epi(r2, q1, c2_1 + bq1, t1);
-  epi(r2, q2, c2_2 + bq2, t2); epi(r2, q3, c2_3 + bq3, t3);
-  epi(r3, q0, c3_0 + bq0, t0); epi(r3, q1, c3_1 + bq1, t1);
-  epi(r3, q2, c3_2 + bq2, t2); epi(r3, q3, c3_3 + bq3, t3);
-  epi(r4, q0, c4_0 + bq0, t0); epi(r4, q1, c4_1 + bq1, t1);
-  epi(r4, q2, c4_2 + bq2, t2); epi(r4, q3, c4_3 + bq3, t3);
-  epi(r5, q0, c5_0 + bq0, t0); epi(r5, q1, c5_1 + bq1, t1);
-  epi(r5, q2, c5_2 + bq2, t2); epi(r5, q3, c5_3 + bq3, t3);
-  epi(r6, q0, c6_0 + bq0, t0); epi(r6, q1, c6_1 + bq1, t1);
-  epi(r6, q2, c6_2 + bq2, t2); epi(r6, q3, c6_3 + bq3, t3);
-  epi(r7, q0, c7_0 + bq0, t0); epi(r7, q1, c7_1 + bq1, t1);
-  epi(r7, q2, c7_2 + bq2, t2); epi(r7, q3, c7_3 + bq3, t3);
-  epi(r8, q0, c8_0 + bq0, t0); epi(r8, q1, c8_1 + bq1, t1);
-  epi(r8, q2, c8_2 + bq2, t2); epi(r8, q3, c8_3 + bq3, t3);
-  epi(r9, q0, c9_0 + bq0, t0); epi(r9, q1, c9_1 + bq1, t1);
-  epi(r9, q2, c9_2 + bq2, t2); epi(r9, q3, c9_3 + bq3, t3);
-  epi(r10, q0, c10_0 + bq0, t0); epi(r10, q1, c10_1 + bq1, t1);
-  epi(r10, q2, c10_2 + bq2, t2); epi(r10, q3, c10_3 + bq3, t3);
-  epi(r11, q0, c11_0 + bq0, t0); epi(r11, q1, c11_1 + bq1, t1);
-  epi(r11, q2, c11_2 + bq2, t2); epi(r11, q3, c11_3 + bq3, t3);
-  epi(r12, q0, c12_0 + bq0, t0); epi(r12, q1, c12_1 + bq1, t1);
-  epi(r12, q2, c12_2 + bq2, t2); epi(r12, q3, c12_3 + bq3, t3);
-  epi(r13, q0, c13_0 + bq0, t0); epi(r13, q1, c13_1 + bq1, t1);
-  epi(r13, q2, c13_2 + bq2, t2); epi(r13, q3, c13_3 + bq3, t3);
-  epi(r14, q0, c14_0 + bq0, t0); epi(r14, q1, c14_1 + bq1, t1);
-  epi(r14, q2, c14_2 + bq2, t2); epi(r14, q3, c14_3 + bq3, t3);
-  epi(r15, q0, c15_0 + bq0, t0); epi(r15, q1, c15_1 + bq1, t1);
-  epi(r15, q2, c15_2 + bq2, t2); epi(r15, q3, c15_3 + bq3, t3);
-  epi(r16, q0, c16_0 + bq0, t0); epi(r16, q1, c16_1 + bq1, t1);
-  epi(r16, q2, c16_2 + bq2, t2); epi(r16, q3, c16_3 + bq3, t3);
-  epi(r17, q0, c17_0 + bq0, t0); epi(r17, q1, c17_1 + bq1, t1);
-  epi(r17, q2, c17_2 + bq2, t2); epi(r17, q3, c17_3 + bq3, t3);
-  epi(r18, q0, c18_0 + bq0, t0); epi(r18, q1, c18_1 + bq1, t1);
-  epi(r18, q2, c18_2 + bq2, t2); epi(r18, q3, c18_3 + bq3, t3);
-  epi(r19, q0, c19_0 + bq0, t0); epi(r19, q1, c19_1 + bq1, t1);
-  epi(r19, q2, c19_2 + bq2, t2); epi(r19, q3, c19_3 + bq3, t3);
-  epi(r20, q0, c20_0 + bq0, t0); epi(r20, q1, c20_1 + bq1, t1);
-  epi(r20, q2, c20_2 + bq2, t2); epi(r20, q3, c20_3 + bq3, t3);
-  epi(r21, q0, c21_0 + bq0, t0); epi(r21, q1, c21_1 + bq1, t1);
-  epi(r21, q2, c21_2 + bq2, t2); epi(r21, q3, c21_3 + bq3, t3);
-  epi(r22, q0, c22_0 + bq0, t0); epi(r22, q1, c22_1 + bq1, t1);
-  epi(r22, q2, c22_2 + bq2, t2); epi(r22, q3, c22_3 + bq3, t3);
-  epi(r23, q0, c23_0 + bq0, t0); epi(r23, q1, c23_1 + bq1, t1);
-  epi(r23, q2, c23_2 + bq2, t2); epi(r23, q3, c23_3 + bq3, t3);
-  epi(r24, q0, c24_0 + bq0, t0); epi(r24, q1, c24_1 + bq1, t1);
-  epi(r24, q2, c24_2 + bq2, t2); epi(r24, q3, c24_3 + bq3, t3);
-  epi(r25, q0, c25_0 + bq0, t0); epi(r25, q1, c25_1 + bq1, t1);
-  epi(r25, q2, c25_2 + bq2, t2); epi(r25, q3, c25_3 + bq3, t3);
-  epi(r26, q0, c26_0 + bq0, t0); epi(r26, q1, c26_1 + bq1, t1);
-  epi(r26, q2, c26_2 + bq2, t2); epi(r26, q3, c26_3 + bq3, t3);
-  epi(r27, q0, c27_0 + bq0, t0); epi(r27, q1, c27_1 + bq1, t1);
-  epi(r27, q2, c27_2 + bq2, t2); epi(r27, q3, c27_3 + bq3, t3);
-  epi(r28, q0, c28_0 + bq0, t0); epi(r28, q1, c28_1 + bq1, t1);
-  epi(r28, q2, c28_2 + bq2, t2); epi(r28, q3, c28_3 + bq3, t3);
-  epi(r29, q0, c29_0 + bq0, t0); epi(r29, q1, c29_1 + bq1, t1);
-  epi(r29, q2, c29_2 + bq2, t2); epi(r29, q3, c29_3 + bq3, t3);
-  epi(r30, q0, c30_0 + bq0, t0); epi(r30, q1, c30_1 + bq1, t1);
-  epi(r30, q2, c30_2 + bq2, t2); epi(r30, q3, c30_3 + bq3, t3);
-  epi(r31, q0, c31_0 + bq0, t0); epi(r31, q1, c31_1 + bq1, t1);
-  epi(r31, q2, c31_2 + bq2, t2); epi(r31, q3, c31_3 + bq3, t3);
 }
 
 @compute @workgroup_size(8)
@@ -637,24 +641,23 @@ fn small_t(@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_invocation_id) l:
   if (p.has_bias != 0u) {
     bq0 = bias[q0]; bq1 = bias[q1];
   }
-  var t0 = vec4<f32>(); var t1 = vec4<f32>();
-  if (GATE == 1u) {
-    t0 = R[q0]; t1 = R[q1];
+  st(r0, q0, c0_0 + bq0); st(r0, q1, c0_1 + bq1);
+  st(r1, q0, c1_0 + bq0); st(r1, q1, c1_1 + bq1);
+  st(r2, q0, c2_0 + bq0); st(r2, q1, c2_1 + bq1);
+  st(r3, q0, c3_0 + bq0); st(r3, q1, c3_1 + bq1);
+  st(r4, q0, c4_0 + bq0); st(r4, q1, c4_1 + bq1);
+  st(r5, q0, c5_0 + bq0); st(r5, q1, c5_1 + bq1);
+  st(r6, q0, c6_0 + bq0); st(r6, q1, c6_1 + bq1);
+  st(r7, q0, c7_0 + bq0); st(r7, q1, c7_1 + bq1);
+  st(r8, q0, c8_0 + bq0); st(r8, q1, c8_1 + bq1);
+  st(r9, q0, c9_0 + bq0); st(r9, q1, c9_1 + bq1);
+  st(r10, q0, c10_0 + bq0); st(r10, q1, c10_1 + bq1);
+  st(r11, q0, c11_0 + bq0); st(r11, q1, c11_1 + bq1);
+  st(r12, q0, c12_0 + bq0); st(r12, q1, c12_1 + bq1);
+  st(r13, q0, c13_0 + bq0); st(r13, q1, c13_1 + bq1);
+  st(r14, q0, c14_0 + bq0); st(r14, q1, c14_1 + bq1);
+  st(r15, q0, c15_0 + bq0); st(r15, q1, c15_1 + bq1);
+  if (!SPLIT && (ACT != 0u || RESID)) {
+    for (var i = 0u; i < 32u; i++) { epi(min(m0 + i / 2u, p.M - 1u), min(nq0 + 8u * (i % 2u), N4 - 1u)); }
   }
-  epi(r0, q0, c0_0 + bq0, t0); epi(r0, q1, c0_1 + bq1, t1);
-  epi(r1, q0, c1_0 + bq0, t0); epi(r1, q1, c1_1 + bq1, t1);
-  epi(r2, q0, c2_0 + bq0, t0); epi(r2, q1, c2_1 + bq1, t1);
-  epi(r3, q0, c3_0 + bq0, t0); epi(r3, q1, c3_1 + bq1, t1);
-  epi(r4, q0, c4_0 + bq0, t0); epi(r4, q1, c4_1 + bq1, t1);
-  epi(r5, q0, c5_0 + bq0, t0); epi(r5, q1, c5_1 + bq1, t1);
-  epi(r6, q0, c6_0 + bq0, t0); epi(r6, q1, c6_1 + bq1, t1);
-  epi(r7, q0, c7_0 + bq0, t0); epi(r7, q1, c7_1 + bq1, t1);
-  epi(r8, q0, c8_0 + bq0, t0); epi(r8, q1, c8_1 + bq1, t1);
-  epi(r9, q0, c9_0 + bq0, t0); epi(r9, q1, c9_1 + bq1, t1);
-  epi(r10, q0, c10_0 + bq0, t0); epi(r10, q1, c10_1 + bq1, t1);
-  epi(r11, q0, c11_0 + bq0, t0); epi(r11, q1, c11_1 + bq1, t1);
-  epi(r12, q0, c12_0 + bq0, t0); epi(r12, q1, c12_1 + bq1, t1);
-  epi(r13, q0, c13_0 + bq0, t0); epi(r13, q1, c13_1 + bq1, t1);
-  epi(r14, q0, c14_0 + bq0, t0); epi(r14, q1, c14_1 + bq1, t1);
-  epi(r15, q0, c15_0 + bq0, t0); epi(r15, q1, c15_1 + bq1, t1);
 }

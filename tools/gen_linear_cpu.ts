@@ -47,7 +47,7 @@ function bLoads(quads: number, trans: boolean): string[] {
  * need), `aLoads` (a0.. from the loop body), then the same accumulation and epilogue. */
 function entryPoint(
   name: string,
-  o: { size: number; args: string; head: string; aLoads: string },
+  o: { size: number; args: string; head: string; aLoads: string; rowOf: string; quadOf: string },
   rows: number,
   quads: number,
   trans: boolean,
@@ -58,7 +58,7 @@ function entryPoint(
   const fmas = R.flatMap((r) =>
     Q.map((q) => `c${r}_${q} = ${fn}(c${r}_${q}, a${r}, b0${q}, b1${q}, b2${q}, b3${q});`)
   );
-  const epis = R.flatMap((r) => Q.map((q) => `epi(r${r}, q${q}, c${r}_${q} + bq${q}, t${q});`));
+  const stores = R.flatMap((r) => Q.map((q) => `st(r${r}, q${q}, c${r}_${q} + bq${q});`));
   return `@compute @workgroup_size(${o.size})
 fn ${name}(${o.args}) {
   let K4 = p.K / 4u;
@@ -82,11 +82,10 @@ ${lines(Q.map((q) => `var bq${q} = vec4<f32>();`), "  ")}
   if (p.has_bias != 0u) {
 ${lines(Q.map((q) => `bq${q} = bias[q${q}];`), "    ")}
   }
-${lines(Q.map((q) => `var t${q} = vec4<f32>();`), "  ")}
-  if (GATE == 1u) {
-${lines(Q.map((q) => `t${q} = R[q${q}];`), "    ")}
+${lines(stores, "  ", 2)}
+  if (!SPLIT && (ACT != 0u || RESID)) {
+    for (var i = 0u; i < ${rows * quads}u; i++) { epi(${o.rowOf}, ${o.quadOf}); }
   }
-${lines(epis, "  ", 2)}
 }
 `;
 }
@@ -104,7 +103,9 @@ ${lines(Q.map((q) => `let q${q} = min(nq0 + ${4 * q}u, N4 - 1u);`), "  ")}
 ${lines(R.map((r) => `let r${r} = min(m0 + ${8 * r}u, p.M - 1u);`), "  ")}`;
   const aLoads = lines(R.map((r) => `let a${r} = A[r${r} * K4 + kq];`), "    ");
   const args = "@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32";
-  return entryPoint(name, { size: 32, args, head, aLoads }, rows, quads, trans);
+  const rowOf = `min(m0 + 8u * (i / ${quads}u), p.M - 1u)`;
+  const quadOf = `min(nq0 + 4u * (i % ${quads}u), N4 - 1u)`;
+  return entryPoint(name, { size: 32, args, head, aLoads, rowOf, quadOf }, rows, quads, trans);
 }
 
 /** One entry point of linear_sg.wgsl: a workgroup is one subgroup of 8 lanes; lane l makes `rows`
@@ -128,7 +129,9 @@ ${
     )
   }`;
   const args = "@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_invocation_id) l: u32";
-  return entryPoint(name, { size: 8, args, head, aLoads }, rows, quads, trans);
+  const rowOf = `min(m0 + i / ${quads}u, p.M - 1u)`;
+  const quadOf = `min(nq0 + 8u * (i % ${quads}u), N4 - 1u)`;
+  return entryPoint(name, { size: 8, args, head, aLoads, rowOf, quadOf }, rows, quads, trans);
 }
 
 /** What both files hold after their header comment: bindings, helpers and the epilogue. */
@@ -160,9 +163,9 @@ fn act4(y: vec4<f32>) -> vec4<f32> {
     activation(y.w, ACT - 1u));
 }
 
-// Stores quad q of row r of C (y = A·B + bias) and of D; t is the quad's JumpReLU threshold.
-// SPLIT: three outputs side by side (see linear.wgsl), each a whole number of quads.
-fn epi(r: u32, q: u32, y: vec4<f32>, t: vec4<f32>) {
+// Stores quad q of row r of C (y = A·B + bias). SPLIT: three outputs side by side (see
+// linear.wgsl), each a whole number of quads.
+fn st(r: u32, q: u32, y: vec4<f32>) {
   if (SPLIT) {
     let q1 = p.n1 / 4u;
     let q12 = (p.n1 + p.n2) / 4u;
@@ -171,11 +174,18 @@ fn epi(r: u32, q: u32, y: vec4<f32>, t: vec4<f32>) {
     else { E3[r * (p.N / 4u - q12) + q - q12] = y; }
     return;
   }
+  C[r * (p.N / 4u) + q] = y;
+}
+
+// D of quad q of row r from the stored C: act(C) (gated by the threshold R[q] or the gate R) or
+// R + C. Called in a loop once the block is stored, so that llvmpipe, which inlines every call,
+// compiles it once instead of once a quad (most of the compile time of the small blocks).
+fn epi(r: u32, q: u32) {
   let i = r * (p.N / 4u) + q;
-  C[i] = y;
+  let y = C[i];
   if (ACT != 0u) {
     var d = act4(y);
-    if (GATE == 1u) { d = select(vec4<f32>(), d, y > t); }
+    if (GATE == 1u) { d = select(vec4<f32>(), d, y > R[q]); }
     if (GATE == 2u) { d = select(vec4<f32>(), d, R[i] > vec4<f32>()); }
     D[i] = d;
   }
@@ -200,10 +210,12 @@ export function linearCpuWgsl(): string {
   } tile); small: R ${SMALL_ROWS}, Q ${SMALL_QUADS} (${8 * SMALL_ROWS}x${
     16 * SMALL_QUADS
   }), for small layers, as LLVM
-// takes ~5 s to compile main. The blocks are spelled out variable by variable: held in arrays, or
-// with a loop in the epilogue, llvmpipe compiles them ~9x slower. Rows and column quads past the
-// end are clamped: a clamped lane computes and stores the same values as the lane that owns the
-// last row or quad, so nothing needs a branch. Requires K, N and the row stride of B equal to N
+// takes seconds to compile main. The blocks are spelled out variable by variable: held in arrays,
+// or stored through a loop, llvmpipe compiles them ~9x slower. The second output (activation,
+// residual) is made after the stores, in a loop that reads C back: llvmpipe inlines every call, and
+// one epilogue per quad was most of the compile time (2-3x less now). Rows and column quads past
+// the end are clamped: a clamped lane computes and stores the same values as the lane that owns
+// the last row or quad, so nothing needs a branch. Requires K, N and the row stride of B equal to N
 // to be multiples of 4. Specialisation as linear.wgsl: WT, ACT, RESID, GATE, SPLIT (each part a
 // multiple of 4 columns). B's rows are LDB long and its columns read from boff on (a column
 // block of a joint weight). main_t / small_t: C = A · Bᵀ[boff .., ..] for the backward of a
