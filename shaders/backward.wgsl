@@ -173,6 +173,29 @@ fn loss_grad(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid
   }
 }
 
+// loss_grad for software adapters: one row per invocation (see lane_row in reduce.wgsl).
+@compute @workgroup_size(64)
+fn loss_grad_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = lane_row(wg, lid);
+  if (row >= p.rows) { return; }
+  let b = row * p.n;
+  let q = row % p.tok_stride;
+  if (q + 1u >= p.tok_stride) {
+    for (var i = 0u; i < p.n; i++) { out[b + i] = 0.0; }
+    return;
+  }
+  var mx = bitcast<f32>(0xff800000u);
+  for (var i = 0u; i < p.n; i++) { mx = max(mx, x[b + i]); }
+  var z = 0.0;
+  for (var i = 0u; i < p.n; i++) { z += exp(x[b + i] - mx); }
+  let next_id = u32(ids[row + 1u]);
+  for (var i = 0u; i < p.n; i++) {
+    var v = exp(x[b + i] - mx) / z;
+    if (i == next_id) { v -= 1.0; }
+    out[b + i] = v * p.scale;
+  }
+}
+
 // SAELens's run-time input normalisation, backward (stats per row: mean, unbiased std, L2 norm;
 // scale = eps). mode 0: constant_norm_rescale, normed = x * sqrt(n) / |x|; mode 2: layer_norm,
 // normed = (x - mean) / (std + eps). g = dL/dnormed, x = the SAE input, y = stats: out = dL/dx.

@@ -32,6 +32,24 @@ fn per_token(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid
   }
 }
 
+// per_token for software adapters: one row per invocation (see lane_row in reduce.wgsl), no
+// workgroup memory or barriers.
+@compute @workgroup_size(64)
+fn per_token_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = lane_row(wg, lid);
+  let np = p.pos - 1u;
+  if (row >= p.batch * np) { return; }
+  let b = row / np;
+  let q = row % np;
+  let base = (b * p.pos + q) * p.vocab;
+  var mx = bitcast<f32>(0xff800000u);
+  for (var i = 0u; i < p.vocab; i++) { mx = max(mx, logits[base + i]); }
+  var s = 0.0;
+  for (var i = 0u; i < p.vocab; i++) { s += exp(logits[base + i] - mx); }
+  let target_id = u32(ids[b * p.pos + q + 1u]);
+  out[row] = log(s) + mx - logits[base + target_id];
+}
+
 // Mean of `logits` (reused binding) over n elements into out[0].
 @compute @workgroup_size(64)
 fn mean(@builtin(local_invocation_id) lid: vec3u) {

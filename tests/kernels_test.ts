@@ -584,7 +584,7 @@ Deno.test("embedding gathers: token rows (f32 and f16 tables, ids clamped to the
 }); // deno-fmt-ignore
 
 for (const [vname, mode] of VARIANTS) {
-  Deno.test(`backward row kernels: softmax, norm apply and norm scale gradients match float64 (${vname})`, () => withVariants(mode, async () => {
+  Deno.test(`backward row kernels: softmax, norm apply, norm scale and loss gradients match float64 (${vname})`, () => withVariants(mode, async () => {
     const [rows, n] = [70, 37];
     const x = randArray(rows * n, seed++), g = randArray(rows * n, seed++);
     // softmax: out = p * (g - sum(g * p)) for a pattern p (rows of a softmax).
@@ -637,6 +637,21 @@ for (const [vname, mode] of VARIANTS) {
       gx.dispose();
       gsc.dispose();
     }
+    // Mean next-token loss: (softmax(logits) - onehot(next token)) * scale, 0 on last positions.
+    const [B, P, V] = [5, 14, 37];
+    const toks = Array.from({ length: B * P }, (_, i) => (i * 7 + 3) % V);
+    using tl = Tensor.from(x.subarray(0, B * P * V), [B, P, V]);
+    using tt = Tensor.from(toks, [B, P], "int32");
+    poisonPool(B * P * V * 4);
+    using gl = ops.lossGrad(tl, tt, 0.25);
+    const refL = new Float64Array(B * P * V);
+    for (let r = 0; r < B * P; r++) {
+      if (r % P === P - 1) continue;
+      const row = Array.from(x.subarray(r * V, (r + 1) * V));
+      const mx = Math.max(...row), e = row.map((v) => Math.exp(v - mx)), z = e.reduce((a, v) => a + v);
+      for (let i = 0; i < V; i++) refL[r * V + i] = (e[i] / z - (i === toks[r + 1] ? 1 : 0)) * 0.25;
+    }
+    assert.ok(maxRelErr(await gl.toArray(), refL) < 1e-5, "loss grad");
   }));
 }
 

@@ -681,11 +681,12 @@ export function embedPositions(table: Tensor, batch: number, pos: number, offset
 export function lossPerToken(logits: Tensor, tokens: Tensor): Tensor {
   const [batch, pos, vocab] = logits.shape;
   const out = Tensor.empty([batch, Math.max(pos - 1, 0)]);
-  dispatch(
-    pipeline(SHADERS.loss, "per_token"),
+  dispatchRows(
+    SHADERS.loss,
+    "per_token",
     [batch, pos, vocab, 0],
     [logits.buffer, tokens.buffer, out.buffer],
-    gridRows(batch * (pos - 1)),
+    batch * (pos - 1),
   );
   return out;
 }
@@ -1549,14 +1550,14 @@ export function normScaleGrad(gScale: Tensor, x: Tensor, scale: Tensor, kind: No
 export function lossGrad(logits: Tensor, tokens: Tensor, scale: number): Tensor {
   const [B, P, V] = logits.shape;
   const out = Tensor.empty(logits.shape);
-  bwd("loss_grad", [B * P, V, 0, 0, f32(scale), P, 0, 0], [
+  dispatchRows(SHADERS.backward, "loss_grad", [B * P, V, 0, 0, f32(scale), P, 0, 0], [
     undefined,
-    logits,
-    out,
+    logits.buffer,
+    out.buffer,
     undefined,
     undefined,
-    tokens,
-  ], gridRows(B * P));
+    tokens.buffer,
+  ], B * P);
   return out;
 }
 
