@@ -1385,6 +1385,21 @@ export function linearBack(g: Tensor, w: Tensor, n?: number, off = 0): Tensor {
   return out;
 }
 
+/** The uniform block of shaders/backward.wgsl (struct P), by field name; unset fields are 0. */
+function bwdParams(
+  o: {
+    rows?: number;
+    n: number;
+    mode?: number;
+    center?: boolean;
+    scale?: number;
+    tokStride?: number;
+  },
+): Param[] {
+  const { rows = 0, n, mode = 0, center = false, scale = 0, tokStride = 0 } = o;
+  return [rows, n, mode, center ? 1 : 0, f32(scale), tokStride, 0, 0];
+}
+
 function bwd(
   entry: string,
   params: Param[],
@@ -1406,7 +1421,7 @@ export function activationGrad(g: Tensor, x: Tensor, fn: string): Tensor {
   const code = ACT_CODES[fn];
   if (code === undefined || code > 3) throw new ShapeError(`No gradient for activation "${fn}".`);
   const out = Tensor.empty(x.shape);
-  bwd("act_grad", [0, x.size, code, 0, f32(0), 0, 0, 0], [g, x, out], grid256(x.size));
+  bwd("act_grad", bwdParams({ n: x.size, mode: code }), [g, x, out], grid256(x.size));
   return out;
 }
 
@@ -1423,7 +1438,7 @@ export function gatedGrad(g: Tensor, pre: Tensor, lin: Tensor, fn: string): [Ten
   const a = Tensor.empty(pre.shape), b = Tensor.empty(pre.shape);
   bwd(
     "gated_grad",
-    [0, pre.size, code, 0, f32(0), 0, 0, 0],
+    bwdParams({ n: pre.size, mode: code }),
     [g, pre, a, lin, b],
     grid256(pre.size),
   );
@@ -1442,7 +1457,7 @@ export function gatedGrad(g: Tensor, pre: Tensor, lin: Tensor, fn: string): [Ten
 export function maskGrad(g: Tensor, acts: Tensor, scale?: Tensor): Tensor {
   const n = acts.shape.at(-1) ?? 1;
   const out = Tensor.empty(acts.shape);
-  bwd("mask_grad", [acts.size / n, n, scale ? 1 : 0, 0, f32(0), 0, 0, 0], [
+  bwd("mask_grad", bwdParams({ rows: acts.size / n, n, mode: scale ? 1 : 0 }), [
     g,
     acts,
     out,
@@ -1463,7 +1478,7 @@ export function softmaxGrad(g: Tensor, pattern: Tensor): Tensor {
   const n = pattern.shape.at(-1) ?? 1;
   const rows = pattern.size / n;
   const out = Tensor.empty(pattern.shape);
-  dispatchRows(SHADERS.backward, "softmax_grad", [rows, n, 0, 0, f32(0), 0, 0, 0], [
+  dispatchRows(SHADERS.backward, "softmax_grad", bwdParams({ rows, n }), [
     g.buffer,
     pattern.buffer,
     out.buffer,
@@ -1489,16 +1504,8 @@ export function normApplyGrad(
   const d = x.shape.at(-1) ?? 1;
   const rows = x.size / d;
   const gx = Tensor.empty(x.shape), gs = Tensor.empty(scale.shape);
-  dispatchRows(SHADERS.backward, "norm_apply_grad", [
-    rows,
-    d,
-    0,
-    kind === "LN" ? 1 : 0,
-    f32(0),
-    0,
-    0,
-    0,
-  ], [
+  const params = bwdParams({ rows, n: d, center: kind === "LN" });
+  dispatchRows(SHADERS.backward, "norm_apply_grad", params, [
     g.buffer,
     x.buffer,
     gx.buffer,
@@ -1520,16 +1527,8 @@ export function normScaleGrad(gScale: Tensor, x: Tensor, scale: Tensor, kind: No
   const d = x.shape.at(-1) ?? 1;
   const rows = x.size / d;
   const gx = Tensor.empty(x.shape);
-  dispatchRows(SHADERS.backward, "norm_scale_grad", [
-    rows,
-    d,
-    0,
-    kind === "LN" ? 1 : 0,
-    f32(0),
-    0,
-    0,
-    0,
-  ], [
+  const params = bwdParams({ rows, n: d, center: kind === "LN" });
+  dispatchRows(SHADERS.backward, "norm_scale_grad", params, [
     gScale.buffer,
     x.buffer,
     gx.buffer,
@@ -1550,7 +1549,8 @@ export function normScaleGrad(gScale: Tensor, x: Tensor, scale: Tensor, kind: No
 export function lossGrad(logits: Tensor, tokens: Tensor, scale: number): Tensor {
   const [B, P, V] = logits.shape;
   const out = Tensor.empty(logits.shape);
-  dispatchRows(SHADERS.backward, "loss_grad", [B * P, V, 0, 0, f32(scale), P, 0, 0], [
+  const params = bwdParams({ rows: B * P, n: V, scale, tokStride: P });
+  dispatchRows(SHADERS.backward, "loss_grad", params, [
     undefined,
     logits.buffer,
     out.buffer,
@@ -1582,7 +1582,7 @@ export function rowNormInGrad(
   const out = Tensor.empty(x.shape);
   bwd(
     "rownorm_in_grad",
-    [rows, n, ROW_NORM[mode], 0, f32(eps), 0, 0, 0],
+    bwdParams({ rows, n, mode: ROW_NORM[mode], scale: eps }),
     [g, x, out, stats],
     gridRows(rows),
   );
@@ -1608,7 +1608,7 @@ export function rowNormOutGrad(
   const n = r.shape.at(-1) ?? 1;
   const rows = r.size / n;
   const gr = Tensor.empty(r.shape), gx = Tensor.empty(x.shape);
-  bwd("rownorm_out_grad", [rows, n, ROW_NORM[mode], 0, f32(0), 0, 0, 0], [
+  bwd("rownorm_out_grad", bwdParams({ rows, n, mode: ROW_NORM[mode] }), [
     g,
     r,
     gr,
