@@ -162,6 +162,35 @@ export function randn(n: number, std: number, seed: number): Float32Array {
   return out;
 }
 
+/** The end-to-end suites' model: GPT-2 small's shape on a GPU, scaled down on a software adapter. */
+export const MODEL_DIMS: {
+  layers: number;
+  dModel: number;
+  heads: number;
+  vocab: number;
+  nCtx: number;
+} = FULL
+  ? { layers: 12, dModel: 768, heads: 12, vocab: 50257, nCtx: 1024 }
+  : { layers: 2, dModel: 256, heads: 4, vocab: 4096, nCtx: 256 };
+
+/** Deterministic token ids [B][P] below `vocab`. */
+export function benchTokens(B: number, P: number, vocab: number): number[][] {
+  return Array.from(
+    { length: B },
+    (_, b) => Array.from({ length: P }, (_, p) => (b * 7919 + p * 104729) % vocab),
+  );
+}
+
+/** The end-to-end suites' SAE: d_sae 24576 (2048 scaled down) at blocks.8.hook_resid_pre (or the
+ * last block's). */
+export function benchSae(dims: { layers: number; dModel: number }): Promise<SAE> {
+  return randomSae(
+    dims.dModel,
+    FULL ? 24576 : 2048,
+    `blocks.${Math.min(8, dims.layers - 1)}.hook_resid_pre`,
+  );
+}
+
 /** A GPT-2-shaped model with random weights made in memory (processed as TransformerLens does). */
 export function randomGpt2(
   dims: { layers: number; dModel: number; heads: number; vocab: number; nCtx: number },

@@ -3,24 +3,27 @@
 // runWithCache (all hooks and residual only), runWithSaes (d_sae 24576 at blocks.8.hook_resid_pre),
 // and 32 generated tokens.
 import type { Tensor } from "../mod.ts";
-import { bench, FULL, randomGpt2, randomSae, suite, warmGpu } from "./_common.ts";
+import {
+  bench,
+  benchSae,
+  benchTokens,
+  FULL,
+  MODEL_DIMS,
+  randomGpt2,
+  suite,
+  warmGpu,
+} from "./_common.ts";
 import * as ops from "../src/gpu/ops.ts";
 
 suite("model");
 await warmGpu();
-const dims = FULL
-  ? { layers: 12, dModel: 768, heads: 12, vocab: 50257, nCtx: 1024 }
-  : { layers: 2, dModel: 256, heads: 4, vocab: 4096, nCtx: 256 };
+const dims = MODEL_DIMS;
 const model = randomGpt2(dims);
 const c = model.cfg;
 const params = c.nLayers * (4 * c.dModel * c.dModel + 2 * c.dModel * c.dMlp) + c.dModel * c.dVocab;
 const flops = (B: number, P: number) =>
   2 * B * P * params + c.nLayers * 4 * B * c.nHeads * P * P * c.dHead;
-const tokens = (B: number, P: number) =>
-  Array.from(
-    { length: B },
-    (_, b) => Array.from({ length: P }, (_, p) => (b * 7919 + p * 104729) % c.dVocab),
-  );
+const tokens = (B: number, P: number) => benchTokens(B, P, c.dVocab);
 
 const sizes: [number, number][] = FULL
   ? [[1, 128], [8, 128], [32, 128], [8, 1024]]
@@ -62,11 +65,7 @@ bench(`runWithCache ${B}x${P} with the backward pass (mean loss, all hooks and t
   (out as Tensor).dispose();
   cache.dispose();
 });
-const sae = await randomSae(
-  c.dModel,
-  FULL ? 24576 : 2048,
-  `blocks.${Math.min(8, c.nLayers - 1)}.hook_resid_pre`,
-);
+const sae = await benchSae(dims);
 bench(`runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae})`, {
   flops: flops(B, P) + 4 * B * P * c.dModel * sae.cfg.dSae,
 }, async () => {

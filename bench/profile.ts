@@ -5,27 +5,17 @@
 // (bench/gpu.sh runs it on the GPU machine).
 import type { Tensor } from "../mod.ts";
 import { profileDispatches, summarizeProfile } from "../src/gpu/timing.ts";
-import { FULL, info, randomGpt2, randomSae, warmGpu } from "./_common.ts";
+import { benchSae, benchTokens, FULL, info, MODEL_DIMS, randomGpt2, warmGpu } from "./_common.ts";
 
 if (!info.timestamps) {
   console.log(`${info.adapter} has no timestamp-query: nothing to profile.`);
   Deno.exit(0);
 }
 await warmGpu();
-const dims = FULL
-  ? { layers: 12, dModel: 768, heads: 12, vocab: 50257, nCtx: 1024 }
-  : { layers: 2, dModel: 256, heads: 4, vocab: 4096, nCtx: 256 };
-const model = randomGpt2(dims);
+const model = randomGpt2(MODEL_DIMS);
 const [B, P] = FULL ? [8, 128] : [4, 64];
-const t = Array.from(
-  { length: B },
-  (_, b) => Array.from({ length: P }, (_, p) => (b * 7919 + p * 104729) % dims.vocab),
-);
-const sae = await randomSae(
-  dims.dModel,
-  FULL ? 24576 : 2048,
-  `blocks.${Math.min(8, dims.layers - 1)}.hook_resid_pre`,
-);
+const t = benchTokens(B, P, MODEL_DIMS.vocab);
+const sae = await benchSae(MODEL_DIMS);
 
 const cases: [string, () => Promise<void>][] = [
   [`forward ${B}x${P}`, async () => (await model.forward(t)).dispose()],
