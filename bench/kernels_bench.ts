@@ -43,8 +43,20 @@ for (const [M, K, N] of shapes) {
     n: 8,
   });
   const variants = [
-    ["128x128 tiles, BK 8", { bk: 8, matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" }],
-    ["128x128 tiles, BK 16", { bk: 16, matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" }],
+    ["128x128 tiles, BK 8", {
+      bk: 8,
+      matvecMaxRows: 0,
+      smallTileMaxRows: 0,
+      bigTileMinTiles: 0,
+      cpuKernel: "never",
+    }],
+    ["128x128 tiles, BK 16", {
+      bk: 16,
+      matvecMaxRows: 0,
+      smallTileMaxRows: 0,
+      bigTileMinTiles: 0,
+      cpuKernel: "never",
+    }],
     ["64x64 tiles", { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" }],
     ["register-blocked CPU kernel", { matvecMaxRows: 0, cpuKernel: "large", subgroups: "never" }],
     ["small register-blocked CPU kernel", {

@@ -383,8 +383,14 @@ const LINEAR_MODES = {
   matvec: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "never" },
   matvecCpu: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "always" },
   tile64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" },
-  tile128: { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never" },
-  tile128bk16: { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never", bk: 16 },
+  tile128: { matvecMaxRows: 0, smallTileMaxRows: 0, bigTileMinTiles: 0, cpuKernel: "never" },
+  tile128bk16: {
+    matvecMaxRows: 0,
+    smallTileMaxRows: 0,
+    bigTileMinTiles: 0,
+    cpuKernel: "never",
+    bk: 16,
+  },
   never: { cpuKernel: "never" },
   cpu: { cpuKernel: "large", subgroups: "never" },
   cpuSmall: { cpuKernel: "small", subgroups: "never" },
@@ -507,6 +513,25 @@ Deno.test({
     "matmul_sg:main_sg",
   ]);
   assert.ok(relErr(await z.toArray(), refMatmul(a, w, null, M, K, N)) < 1e-5);
+});
+
+Deno.test("the tiled GPU kernel takes 128x128 tiles only for outputs that fill bigTileMinTiles of them", async () => {
+  // Fewer tiles leave a large GPU's compute units idle (see ops.linearConfig): [300, 768] is 18
+  // such tiles, [1024, 2560] 160.
+  const { pipelines } = runtime();
+  for (const [M, N, entry] of [[300, 768, "main64"], [1024, 2560, "main"]] as const) {
+    const K = 8;
+    const a = randArray(M * K, seed++), w = randArray(K * N, seed++);
+    using ta = Tensor.from(a, [M, K]);
+    using tw = Tensor.from(w, [K, N]);
+    for (const k of [...pipelines.keys()]) if (k.startsWith("linear:")) pipelines.delete(k);
+    poisonPool(M * N * 4);
+    const [y] = withLinear(LINEAR_MODES.never, () => ops.linear(ta, tw));
+    const made = [...pipelines.keys()].filter((k) => k.startsWith("linear:"));
+    assert.deepEqual(made.map((k) => k.split(":")[1]), [entry], `[${M}, ${N}]`);
+    assert.ok(relErr(await y.toArray(), refMatmul(a, w, null, M, K, N)) < 1e-5);
+    y.dispose();
+  }
 });
 
 Deno.test("linear falls back to the general kernel when K is not a multiple of 4, epilogues included", async () => {

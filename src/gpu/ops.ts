@@ -991,7 +991,9 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
 
 /**
  * Tuning of the dense-layer kernels: the K step of the 128x128 tiles (8 or 16), up to how many
- * rows the matrix-vector and the 64x64-tile kernels are used. `cpuKernel` picks the register-blocked
+ * rows the matrix-vector and the 64x64-tile kernels are used, and how many 128x128 tiles an
+ * output needs to take that tile (`bigTileMinTiles`; fewer leave a large GPU's compute units idle:
+ * on the H100, [1024, 768] outputs, 48 such tiles, ran 1.5x faster in 64x64 tiles). `cpuKernel` picks the register-blocked
  * kernels of shaders/linear_cpu.wgsl (no workgroup memory; 2-4x the tiled kernels on lavapipe,
  * where every buffer load is a loop over the SIMD lanes): "auto" takes them on a software adapter
  * above `matvecMaxRows` rows (K and the weight's row stride are multiples of 4 on this path): the
@@ -1012,12 +1014,14 @@ export const linearConfig: {
   bk: 8 | 16;
   matvecMaxRows: number;
   smallTileMaxRows: number;
+  bigTileMinTiles: number;
   cpuKernel: "auto" | "large" | "small" | "never";
   cpuMinMacs: number;
 } = {
   bk: 8,
   matvecMaxRows: 4,
   smallTileMaxRows: 256,
+  bigTileMinTiles: 160,
   cpuKernel: "auto",
   cpuMinMacs: 2 ** 24,
 };
@@ -1171,9 +1175,7 @@ function launchDense(o: {
   // Shape classes: one row -> matrix-vector; few rows -> 64x64 tiles; else 128x128 tiles.
   const entry = M <= linearConfig.matvecMaxRows
     ? (useCpuVariants() ? "matvec_cpu" : "matvec")
-    : M <= linearConfig.smallTileMaxRows
-    ? "main64"
-    : "main";
+    : gpuTile(M, N);
   const groups: [number, number, number] = entry === "matvec"
     ? [Math.ceil(N / 64), M, 1]
     : entry === "matvec_cpu"
@@ -1297,6 +1299,15 @@ function cpuDense(cpu: "large" | "small"): {
   return { shader: SHADERS.linear_cpu, entry, rows: t, cols: t };
 }
 
+/** The tiled GPU kernel for an [M, N] output: 128x128 tiles (`main`) unless the rows are few or
+ * the output needs fewer than `bigTileMinTiles` of them (see {@link linearConfig}). */
+function gpuTile(M: number, N: number): "main" | "main64" {
+  const tiles = Math.ceil(M / 128) * Math.ceil(N / 128);
+  return M <= linearConfig.smallTileMaxRows || tiles < linearConfig.bigTileMinTiles
+    ? "main64"
+    : "main";
+}
+
 /** Which register-blocked kernel {@link linear} takes, if any (see {@link linearConfig}). */
 function cpuKernel(M: number, K: number, N: number): "large" | "small" | null {
   const mode = linearConfig.cpuKernel;
@@ -1367,7 +1378,7 @@ export function linearBack(g: Tensor, w: Tensor, n?: number, off = 0): Tensor {
   }
   if (aligned && M > linearConfig.matvecMaxRows) {
     // The tiled dense kernels with the weight read transposed.
-    const entry = M <= linearConfig.smallTileMaxRows ? "main64" : "main";
+    const entry = gpuTile(M, K);
     const t = entry === "main64" ? 64 : 128;
     dispatch(
       pipeline(SHADERS.linear, entry, { ...defines, BK: linearConfig.bk, TRANS: true }),
