@@ -58,6 +58,14 @@ for (const [M, K, N] of shapes) {
       cpuKernel: "never",
     }],
     ["64x64 tiles", { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" }],
+    ["split-K auto", { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never", splitK: "auto" }],
+    ["128x128 tiles, split-K 4", {
+      matvecMaxRows: 0,
+      smallTileMaxRows: 0,
+      bigTileMinTiles: 0,
+      cpuKernel: "never",
+      splitK: 4,
+    }],
     ["register-blocked CPU kernel", { matvecMaxRows: 0, cpuKernel: "large", subgroups: "never" }],
     ["small register-blocked CPU kernel", {
       matvecMaxRows: 0,

@@ -8,6 +8,7 @@ import {
   benchSae,
   benchTokens,
   FULL,
+  info,
   MODEL_DIMS,
   randomGpt2,
   suite,
@@ -48,6 +49,30 @@ bench(`forward ${B}x${P} with fused attention`, { flops: flops(B, P) }, async ()
     ops.attentionConfig.fused = false;
   }
 });
+if (!info.fallback) {
+  // Dense-layer choices for outputs of few 128x128 tiles (ops.linearConfig; a software adapter
+  // takes its own kernels, so only a GPU has anything to compare): 128x128 tiles throughout (the
+  // rule before bigTileMinTiles), and split-K instead of 64x64 tiles (off by default until timed).
+  const withLinear = async (cfg: Partial<typeof ops.linearConfig>) => {
+    const saved = { ...ops.linearConfig };
+    Object.assign(ops.linearConfig, cfg);
+    try {
+      (await model.forward(t)).dispose();
+    } finally {
+      Object.assign(ops.linearConfig, saved);
+    }
+  };
+  bench(
+    `forward ${B}x${P} with 128x128 tiles throughout`,
+    { flops: flops(B, P) },
+    () => withLinear({ bigTileMinTiles: 0 }),
+  );
+  bench(
+    `forward ${B}x${P} with split-K`,
+    { flops: flops(B, P) },
+    () => withLinear({ splitK: "auto" }),
+  );
+}
 bench(`runWithCache ${B}x${P}, all hooks`, { flops: flops(B, P) }, async () => {
   const [out, cache] = await model.runWithCache(t);
   (out as Tensor).dispose();

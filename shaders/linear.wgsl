@@ -14,8 +14,15 @@
 // main64 only: B is read transposed, C = A · Bᵀ for the backward of a dense layer: output column n
 // is row n of the weight [N, LDB], read as vec4 along k from column boff; K, LDB and boff multiples
 // of 4). Without TRANS, B's columns are read from boff on (a column block of a joint weight).
+// SPLITK (main and main64): split-K, for outputs of too few tiles to fill a large GPU: workgroup
+// z sums k in [z kc, (z + 1) kc) only and writes its raw partial product to C as slice z of
+// [ks, M, N]; splitk_sum then adds the ks slices (bound as S) and stores through the epilogue.
+// kc is a multiple of 16; kc 0 means all of K.
 
-struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, boff: u32 }
+struct P {
+  M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, boff: u32,
+  kc: u32, ks: u32,
+}
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
@@ -25,6 +32,7 @@ struct P { M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, bo
 @group(0) @binding(5) var<storage, read_write> D: array<f32>;
 @group(0) @binding(6) var<storage, read> R: array<f32>;
 @group(0) @binding(7) var<storage, read_write> E3: array<f32>;
+@group(0) @binding(8) var<storage, read> S: array<f32>;  // splitk_sum: the partial products
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
@@ -32,9 +40,25 @@ const BN: u32 = 128u;
 var<workgroup> As: array<vec4<f32>, 512>;  // [k][m / 4]: BK x BM (BK <= 16)
 var<workgroup> Bs: array<vec4<f32>, 512>;  // [k][n / 4]: BK x BN
 
+// The k range of this workgroup: [kBeg, kEnd); its slice of the split-K partials.
+var<private> kBeg: u32;
+var<private> kEnd: u32;
+var<private> slice: u32;
+
+fn kRange(z: u32) {
+  let kc = select(p.kc, p.K, p.kc == 0u);
+  slice = z;
+  kBeg = min(p.K, z * kc);
+  kEnd = min(p.K, kBeg + kc);
+}
+
 fn store(m: u32, n: u32, v: f32) {
   if (m >= p.M || n >= p.N) { return; }
   let i = m * p.N + n;
+  if (SPLITK) {
+    C[slice * p.M * p.N + i] = v;
+    return;
+  }
   var c = v;
   if (p.has_bias != 0u) { c += bias[n]; }
   if (SPLIT) {
@@ -62,18 +86,20 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   let n0 = wg.x * BN;
   var acc: array<vec4<f32>, 16>;   // rows r = 0..7 -> acc[2r] cols 0..3, acc[2r+1] cols 64..67
   for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+  kRange(wg.z);
   let K4 = p.K / 4u;
+  let KE4 = kEnd / 4u;
   let LDB4 = p.LDB / 4u;
   // Tile loads, BK / 8 vec4 per thread per operand: A 128 x BK as vec4 along K (row e / (BK/4),
   // k quad e % (BK/4)); B BK x 128 as vec4 along N (k row e / 32, n quad e % 32).
-  for (var k0 = 0u; k0 < p.K; k0 += BK) {
+  for (var k0 = kBeg; k0 < kEnd; k0 += BK) {
     for (var t = 0u; t < BK / 8u; t++) {
       let e = li + t * 256u;
       let am = e / (BK / 4u);
       let akq = e % (BK / 4u);
       var a = vec4<f32>(0.0);
       let kq = k0 / 4u + akq;
-      if (m0 + am < p.M && kq < K4) { a = A[(m0 + am) * K4 + kq]; }
+      if (m0 + am < p.M && kq < KE4) { a = A[(m0 + am) * K4 + kq]; }
       let mq = am / 4u;
       let mc = am % 4u;
       let kb = akq * 4u;
@@ -87,7 +113,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
         let bkq = e % (BK / 4u);
         var b = vec4<f32>(0.0);
         let kq = k0 / 4u + bkq;
-        if (n0 + bn < p.N && kq < K4) { b = vec4<f32>(B[(n0 + bn) * LDB4 + p.boff / 4u + kq]); }
+        if (n0 + bn < p.N && kq < KE4) { b = vec4<f32>(B[(n0 + bn) * LDB4 + p.boff / 4u + kq]); }
         let nq = bn / 4u;
         let nc = bn % 4u;
         let kb = bkq * 4u;
@@ -99,7 +125,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
         let bk = e / 32u;
         let bnq = n0 / 4u + e % 32u;
         var b = vec4<f32>(0.0);
-        if (k0 + bk < p.K && bnq < LDB4 - p.boff / 4u) {
+        if (k0 + bk < kEnd && bnq < LDB4 - p.boff / 4u) {
           b = vec4<f32>(B[(k0 + bk) * LDB4 + p.boff / 4u + bnq]);
         }
         Bs[bk * 32u + e % 32u] = b;
@@ -171,17 +197,19 @@ fn main64(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li:
   var acc1 = vec4<f32>(0.0);
   var acc2 = vec4<f32>(0.0);
   var acc3 = vec4<f32>(0.0);
+  kRange(wg.z);
   let K4 = p.K / 4u;
+  let KE4 = kEnd / 4u;
   let LDB4 = p.LDB / 4u;
   let am = li / 4u;
   let akq = li % 4u;
   let bk = li / 16u;
   let bnq = n0 / 4u + li % 16u;
   let boff4 = p.boff / 4u;
-  for (var k0 = 0u; k0 < p.K; k0 += 16u) {
+  for (var k0 = kBeg; k0 < kEnd; k0 += 16u) {
     var a = vec4<f32>(0.0);
     let kq = k0 / 4u + akq;
-    if (m0 + am < p.M && kq < K4) { a = A[(m0 + am) * K4 + kq]; }
+    if (m0 + am < p.M && kq < KE4) { a = A[(m0 + am) * K4 + kq]; }
     As64[akq * 4u][am] = a.x;
     As64[akq * 4u + 1u][am] = a.y;
     As64[akq * 4u + 2u][am] = a.z;
@@ -189,14 +217,14 @@ fn main64(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li:
     if (TRANS) {
       // B^T: row n0 + li / 4 of the weight, k quad li % 4 (as A's element am, akq).
       var b = vec4<f32>(0.0);
-      if (n0 + am < p.N && kq < K4) { b = vec4<f32>(B[(n0 + am) * LDB4 + boff4 + kq]); }
+      if (n0 + am < p.N && kq < KE4) { b = vec4<f32>(B[(n0 + am) * LDB4 + boff4 + kq]); }
       Bs64[akq * 4u][am / 4u][am % 4u] = b.x;
       Bs64[akq * 4u + 1u][am / 4u][am % 4u] = b.y;
       Bs64[akq * 4u + 2u][am / 4u][am % 4u] = b.z;
       Bs64[akq * 4u + 3u][am / 4u][am % 4u] = b.w;
     } else {
       var b = vec4<f32>(0.0);
-      if (k0 + bk < p.K && bnq < LDB4 - boff4) { b = vec4<f32>(B[(k0 + bk) * LDB4 + boff4 + bnq]); }
+      if (k0 + bk < kEnd && bnq < LDB4 - boff4) { b = vec4<f32>(B[(k0 + bk) * LDB4 + boff4 + bnq]); }
       Bs64[bk][li % 16u] = b;
     }
     workgroupBarrier();
@@ -221,6 +249,20 @@ fn store_q(m: u32, n: u32, v: vec4<f32>) {
   store(m, n + 1u, v.y);
   store(m, n + 2u, v.z);
   store(m, n + 3u, v.w);
+}
+
+// Split-K: C (and the epilogue's outputs) from the sum of the ks partial products in S, one
+// element an invocation; rows wg.y + 65535 wg.z.
+@compute @workgroup_size(256)
+fn splitk_sum(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let n = wg.x * 256u + li;
+  let m = wg.y + wg.z * 65535u;
+  if (n >= p.N || m >= p.M) { return; }
+  let i = m * p.N + n;
+  let mn = p.M * p.N;
+  var v = 0.0;
+  for (var z = 0u; z < p.ks; z++) { v += S[z * mn + i]; }
+  store(m, n, v);
 }
 
 // One row (M = 1, as in generation with a KV cache): a matrix-vector product. Each workgroup makes

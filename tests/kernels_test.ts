@@ -391,6 +391,16 @@ const LINEAR_MODES = {
     cpuKernel: "never",
     bk: 16,
   },
+  // Split-K: 3 slices of 128x128 tiles, 2 of 64x64, and as many as "auto" picks.
+  splitK3: {
+    matvecMaxRows: 0,
+    smallTileMaxRows: 0,
+    bigTileMinTiles: 0,
+    cpuKernel: "never",
+    splitK: 3,
+  },
+  splitK64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never", splitK: 2 },
+  splitAuto: { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never", splitK: "auto" },
   never: { cpuKernel: "never" },
   cpu: { cpuKernel: "large", subgroups: "never" },
   cpuSmall: { cpuKernel: "small", subgroups: "never" },
@@ -449,6 +459,10 @@ const LINEAR_CASES = [
   [3, 772, 260, 260, 8, "matvecCpu"],
   [2, 132, 33, 36, 8, "matvecCpu"],
   [1, 68, 1100, 1100, 8, "matvecCpu"],
+  [130, 68, 200, 200, 8, "splitK3"],
+  [129, 772, 260, 260, 16, "splitK3"],
+  [65, 132, 33, 36, 8, "splitK64"],
+  [300, 772, 260, 260, 8, "splitAuto"],
 ] as const; // deno-fmt-ignore
 for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
   Deno.test(`linear (${mode}, BK ${BK}) ${M}x${K}x${N} (LDB ${LDB}) with bias, activation and residual epilogues matches float64`, async () => {
@@ -482,6 +496,50 @@ for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
     for (const t of [y1, y2, y3, post!, sum!]) t.dispose();
   });
 }
+
+Deno.test("split-K: the SAE encode's gates (JumpReLU threshold, gated) apply to the summed slices, and auto splits only outputs of few tiles", async () => {
+  const [M, K, N] = [130, 772, 72];
+  const a = randArray(M * K, seed++), w = randArray(K * N, seed++), bias = randArray(N, seed++);
+  const thr = randArray(N, seed++).map((v) => Math.abs(v) * 2), gate = randArray(M * N, seed++);
+  using ta = Tensor.from(a, [M, K]);
+  using tw = Tensor.from(w, [K, N]);
+  using tb = Tensor.from(bias, [N]);
+  using tt = Tensor.from(thr, [N]);
+  using tg = Tensor.from(gate, [M, N]);
+  const ref = refMatmul(a, w, bias, M, K, N);
+  for (const mode of ["splitK3", "splitK64"] as const) {
+    poisonPool(M * N * 4, 4);
+    const [[y1, d1], [y2, d2]] = withLinear(LINEAR_MODES[mode], () => [
+      ops.linear(ta, tw, tb, { act: "relu", gate: { kind: "threshold", t: tt } }),
+      ops.linear(ta, tw, tb, { act: "relu", gate: { kind: "gate", t: tg } }),
+    ]);
+    for (const y of [y1, y2]) assert.ok(relErr(await y.toArray(), ref) < 1e-5, `${mode} pre`);
+    const jump = ref.map((v, j) => (v > thr[j % N] ? Math.max(v, 0) : 0));
+    const gated = ref.map((v, i) => (gate[i] > 0 ? Math.max(v, 0) : 0));
+    assert.ok(relErr(await d1!.toArray(), jump) < 1e-5, `${mode} JumpReLU`);
+    assert.ok(relErr(await d2!.toArray(), gated) < 1e-5, `${mode} gated`);
+    for (const t of [y1, d1!, y2, d2!]) t.dispose();
+  }
+  // "auto": [130, 72] is 2 tiles of 128x128, so it is split (3 slices of >= 256 k, one dispatch
+  // of partials and one sum); with bigTileMinTiles 2 it fills enough tiles to run unsplit.
+  const { pipelines } = runtime();
+  for (const [minTiles, entries] of [[160, ["main", "splitk_sum"]], [2, ["main"]]] as const) {
+    for (const k of [...pipelines.keys()]) if (k.startsWith("linear:")) pipelines.delete(k);
+    poisonPool(M * N * 4);
+    const [y] = withLinear(
+      { ...LINEAR_MODES.splitAuto, bigTileMinTiles: minTiles },
+      () => ops.linear(ta, tw, tb),
+    );
+    const made = [...pipelines.keys()].filter((k) => k.startsWith("linear:"));
+    assert.deepEqual(
+      made.map((k) => k.split(":")[1]).sort(),
+      [...entries],
+      `bigTileMinTiles ${minTiles}`,
+    );
+    assert.ok(relErr(await y.toArray(), ref) < 1e-5, `auto, bigTileMinTiles ${minTiles}`);
+    y.dispose();
+  }
+}); // deno-fmt-ignore
 
 Deno.test({
   name:
@@ -707,6 +765,8 @@ Deno.test("linearSplit: one product into three outputs equals float64 on each co
         "cpuSmall",
         "sg",
         "sgSmall",
+        "splitK3",
+        "splitK64",
       ] as const
     ) {
       poisonPool(M * parts[0] * 4, 2);
@@ -735,7 +795,8 @@ Deno.test("linearSplit: one product into three outputs equals float64 on each co
 Deno.test("linearBack on a column block of a joint weight (the q/k/v backward): g · W[:, off:off+n]ᵀ equals float64, every kernel", async () => {
   const cases = [[3, 12, 40, "matvec"], [9, 12, 40, "tile64"], [70, 136, 40, "tile64"], [130, 136, 40, "tile128"], [130, 20, 40, "tile128bk16"],
     [9, 12, 40, "cpuSmall"], [9, 12, 40, "cpu"], [130, 136, 40, "cpu"], [70, 8, 40, "cpuSmall"],
-    [9, 12, 40, "sgSmall"], [9, 12, 40, "sg"], [130, 136, 40, "sg"], [70, 8, 40, "sgSmall"]] as const;
+    [9, 12, 40, "sgSmall"], [9, 12, 40, "sg"], [130, 136, 40, "sg"], [70, 8, 40, "sgSmall"],
+    [130, 136, 40, "splitK3"], [70, 136, 40, "splitK64"]] as const;
   for (const [M, K, N, mode] of cases) {
     const w = randArray(K * N, seed++);
     using tw = Tensor.from(w, [K, N]);
@@ -831,6 +892,7 @@ Deno.test("linearBlock: a column block of a joint weight, read in place, equals 
       [9, 12, "sgSmall"],
       [130, 16, "sg"],
       [40, 8, "sgSmall"],
+      [130, 68, "splitK3"],
     ] as const
   ) {
     const N = 40;

@@ -993,8 +993,11 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
  * Tuning of the dense-layer kernels: the K step of the 128x128 tiles (8 or 16), up to how many
  * rows the matrix-vector and the 64x64-tile kernels are used, and how many 128x128 tiles an
  * output needs to take that tile (`bigTileMinTiles`; fewer leave a large GPU's compute units idle:
- * on the H100, [1024, 768] outputs, 48 such tiles, ran 1.5x faster in 64x64 tiles). `cpuKernel` picks the register-blocked
- * kernels of shaders/linear_cpu.wgsl (no workgroup memory; 2-4x the tiled kernels on lavapipe,
+ * on the H100, [1024, 768] outputs, 48 such tiles, ran 1.5x faster in 64x64 tiles). `splitK`
+ * splits the sum over K instead, into slices summed by a second dispatch: "off", a number of
+ * slices for every tiled product, or "auto": enough slices (of at least 256 k) for such outputs
+ * to reach `bigTileMinTiles` workgroups of 128x128 tiles (not yet timed on a GPU, hence "off").
+ * `cpuKernel` picks the register-blocked kernels of shaders/linear_cpu.wgsl (no workgroup memory; 2-4x the tiled kernels on lavapipe,
  * where every buffer load is a loop over the SIMD lanes): "auto" takes them on a software adapter
  * above `matvecMaxRows` rows (K and the weight's row stride are multiples of 4 on this path): the
  * "large" block for layers of more than 32 rows and at least `cpuMinMacs` multiply-adds (M·K·N),
@@ -1015,6 +1018,7 @@ export const linearConfig: {
   matvecMaxRows: number;
   smallTileMaxRows: number;
   bigTileMinTiles: number;
+  splitK: "off" | "auto" | number;
   cpuKernel: "auto" | "large" | "small" | "never";
   cpuMinMacs: number;
 } = {
@@ -1022,6 +1026,7 @@ export const linearConfig: {
   matvecMaxRows: 4,
   smallTileMaxRows: 256,
   bigTileMinTiles: 160,
+  splitK: "off",
   cpuKernel: "auto",
   cpuMinMacs: 2 ** 24,
 };
@@ -1172,22 +1177,84 @@ function launchDense(o: {
     }
     return;
   }
-  // Shape classes: one row -> matrix-vector; few rows -> 64x64 tiles; else 128x128 tiles.
-  const entry = M <= linearConfig.matvecMaxRows
-    ? (useCpuVariants() ? "matvec_cpu" : "matvec")
-    : gpuTile(M, N);
-  const groups: [number, number, number] = entry === "matvec"
-    ? [Math.ceil(N / 64), M, 1]
-    : entry === "matvec_cpu"
-    ? [Math.ceil(N / 256), M, 1]
-    : entry === "main64"
-    ? [Math.ceil(N / 64), Math.ceil(M / 64), 1]
-    : [Math.ceil(N / 128), Math.ceil(M / 128), 1];
+  // Shape classes: one row -> matrix-vector; else 64x64 or 128x128 tiles (see gpuTile).
+  if (M > linearConfig.matvecMaxRows) {
+    tiled(gpuTile(M, N, K), { ...defines, TRANS: false }, params, buffers);
+    return;
+  }
+  const entry = useCpuVariants() ? "matvec_cpu" : "matvec";
   dispatch(
-    pipeline(SHADERS.linear, entry, { ...defines, BK: linearConfig.bk, TRANS: false }),
-    params,
+    pipeline(SHADERS.linear, entry, {
+      ...defines,
+      BK: linearConfig.bk,
+      TRANS: false,
+      SPLITK: false,
+    }),
+    [...params, 0, 1],
     buffers,
-    groups,
+    [Math.ceil(N / (entry === "matvec" ? 64 : 256)), M, 1],
+  );
+}
+
+/**
+ * Records the tiled dense kernel `entry` of shaders/linear.wgsl for the uniform block `params`
+ * (M, N, K, LDB, has_bias, n1, n2, boff: an [M, N] output summed over K), split over K in
+ * `splitFactor` slices (partial products, then splitk_sum through the epilogue) when that is
+ * more than 1.
+ */
+function tiled(
+  entry: "main" | "main64",
+  defines: Record<string, number | boolean | string>,
+  params: readonly number[],
+  buffers: readonly GPUBuffer[],
+): void {
+  const [M, N, K] = params;
+  const t = entry === "main64" ? 64 : 128;
+  const groups: [number, number] = [Math.ceil(N / t), Math.ceil(M / t)];
+  const ks = splitFactor(groups[0] * groups[1], K);
+  const defs = { ...defines, BK: linearConfig.bk };
+  if (ks === 1) {
+    dispatch(
+      pipeline(SHADERS.linear, entry, { ...defs, SPLITK: false }),
+      [...params, 0, 1],
+      buffers,
+      [
+        ...groups,
+        1,
+      ],
+    );
+    return;
+  }
+  const kc = Math.ceil(K / ks / 16) * 16;
+  const slices = Math.ceil(K / kc);
+  const part = Tensor.empty([slices, M, N]);
+  const p = [...params, kc, slices];
+  const partBuffers = [...buffers];
+  partBuffers[2] = part.buffer;
+  dispatch(pipeline(SHADERS.linear, entry, { ...defs, SPLITK: true }), p, partBuffers, [
+    ...groups,
+    slices,
+  ]);
+  // splitk_sum reads no A or B: bindings 1 and 2 stay unbound.
+  dispatch(
+    pipeline(SHADERS.linear, "splitk_sum", { ...defs, SPLITK: false }),
+    p,
+    [undefined, undefined, ...buffers.slice(2), part.buffer],
+    [Math.ceil(N / 256), Math.min(M, 65535), Math.ceil(M / 65535)],
+  );
+  part.dispose();
+}
+
+/** Into how many K slices {@link tiled} splits an output of `tiles` workgroups (see
+ * {@link linearConfig}'s splitK). */
+function splitFactor(tiles: number, K: number): number {
+  const cfg = linearConfig.splitK;
+  if (cfg === "off") return 1;
+  if (cfg !== "auto") return Math.max(1, Math.min(Math.floor(cfg), Math.floor(K / 16)));
+  if (tiles >= linearConfig.bigTileMinTiles) return 1;
+  return Math.max(
+    1,
+    Math.min(Math.ceil(linearConfig.bigTileMinTiles / tiles), Math.floor(K / 256)),
   );
 }
 
@@ -1299,13 +1366,14 @@ function cpuDense(cpu: "large" | "small"): {
   return { shader: SHADERS.linear_cpu, entry, rows: t, cols: t };
 }
 
-/** The tiled GPU kernel for an [M, N] output: 128x128 tiles (`main`) unless the rows are few or
- * the output needs fewer than `bigTileMinTiles` of them (see {@link linearConfig}). */
-function gpuTile(M: number, N: number): "main" | "main64" {
+/** The tiled GPU kernel for an [M, N] output summed over K: 128x128 tiles (`main`) unless the
+ * rows are few, or the output needs fewer than `bigTileMinTiles` of them and split-K is not set
+ * to fill the GPU instead (see {@link linearConfig}). */
+function gpuTile(M: number, N: number, K: number): "main" | "main64" {
+  if (M <= linearConfig.smallTileMaxRows) return "main64";
   const tiles = Math.ceil(M / 128) * Math.ceil(N / 128);
-  return M <= linearConfig.smallTileMaxRows || tiles < linearConfig.bigTileMinTiles
-    ? "main64"
-    : "main";
+  if (tiles >= linearConfig.bigTileMinTiles) return "main";
+  return linearConfig.splitK !== "off" && splitFactor(tiles, K) > 1 ? "main" : "main64";
 }
 
 /** Which register-blocked kernel {@link linear} takes, if any (see {@link linearConfig}). */
@@ -1378,14 +1446,7 @@ export function linearBack(g: Tensor, w: Tensor, n?: number, off = 0): Tensor {
   }
   if (aligned && M > linearConfig.matvecMaxRows) {
     // The tiled dense kernels with the weight read transposed.
-    const entry = gpuTile(M, K);
-    const t = entry === "main64" ? 64 : 128;
-    dispatch(
-      pipeline(SHADERS.linear, entry, { ...defines, BK: linearConfig.bk, TRANS: true }),
-      [M, K, N, LDB, 0, 0, 0, off],
-      buffers,
-      [Math.ceil(K / t), Math.ceil(M / t), 1],
-    );
+    tiled(gpuTile(M, K, N), { ...defines, TRANS: true }, [M, K, N, LDB, 0, 0, 0, off], buffers);
     return out;
   }
   gemm({ t: out, row: K, col: 1 }, { t: g, row: N, col: 1 }, { t: w, off, row: 1, col: LDB }, {

@@ -332,7 +332,7 @@ export function pipeline(
  *
  * @example
  * ```ts
- * const code = shaderCode(SHADERS.linear, { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0, SPLIT: false, TRANS: false });
+ * const code = shaderCode(SHADERS.linear, { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0, SPLIT: false, TRANS: false, SPLITK: false });
  * ```
  */
 export function shaderCode(
