@@ -2,7 +2,8 @@
 // general strided kernel), attention, norms, SAE encode/decode (d_in 768, d_sae 24576, 1024 tokens).
 import { Tensor } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
-import { bench, FULL, randn, randomSae, suite, warmGpu } from "./_common.ts";
+import { SPARSE_DECODE_MAX_ROWS } from "../src/sae/sae.ts";
+import { bench, FULL, info, randn, randomSae, suite, warmGpu } from "./_common.ts";
 
 suite("kernels");
 await warmGpu();
@@ -209,11 +210,17 @@ for (const [B, P] of [[8 / (FULL ? 1 : 4), 128], [FULL ? 8 : 1, FULL ? 1024 : 25
   const acts = await sae.encode(x);
   const nnz = Array.from(await acts.toArray()).filter((v) => v !== 0).length / T;
   console.log(`SAE decode benchmark: ${nnz.toFixed(1)} active latents per token`);
-  bench(
-    `SAE decode ${T}x${dSae}->768 sparse (L0 ${nnz.toFixed(0)})`,
-    { flops: 2 * T * nnz * 768 },
-    () => sae.decodeFlat(acts).dispose(),
-  );
+  // Up to SPARSE_DECODE_MAX_ROWS tokens the decode sums only the active rows of W_dec; above, it
+  // is a dense [T, 768] layer summed over d_sae (few output tiles: split-K's case on a GPU).
+  const sparse = T <= SPARSE_DECODE_MAX_ROWS;
+  const decodeWork = { flops: 2 * T * (sparse ? nnz : dSae) * 768 };
+  const how = sparse ? `sparse (L0 ${nnz.toFixed(0)})` : "dense";
+  bench(`SAE decode ${T}x${dSae}->768 ${how}`, decodeWork, () => sae.decodeFlat(acts).dispose());
+  if (!sparse && !info.fallback) {
+    bench(`SAE decode ${T}x${dSae}->768 ${how}, split-K`, decodeWork, () => {
+      withConfig({ splitK: "auto" }, () => sae.decodeFlat(acts).dispose());
+    });
+  }
   bench(
     `SAE top-k (k 64) over ${T}x${dSae}`,
     { bytes: 8 * T * dSae },

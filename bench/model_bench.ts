@@ -96,6 +96,19 @@ bench(`runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae})`, {
 }, async () => {
   ((await model.runWithSaes(t, { saes: [sae] })) as Tensor).dispose();
 });
+if (!info.fallback) {
+  bench(`runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae}) with split-K`, {
+    flops: flops(B, P) + 4 * B * P * c.dModel * sae.cfg.dSae,
+  }, async () => {
+    const saved = ops.linearConfig.splitK;
+    ops.linearConfig.splitK = "auto";
+    try {
+      ((await model.runWithSaes(t, { saes: [sae] })) as Tensor).dispose();
+    } finally {
+      ops.linearConfig.splitK = saved;
+    }
+  });
+}
 if ((await import("../src/gpu/info.ts")).gpuInfo().f16) {
   const half = randomGpt2(dims, "float16");
   const t16 = tokens(B, P);

@@ -521,7 +521,7 @@ Deno.test("split-K: the SAE encode's gates (JumpReLU threshold, gated) apply to 
     for (const t of [y1, d1!, y2, d2!]) t.dispose();
   }
   // "auto": [130, 72] is 2 tiles of 128x128, so it is split (3 slices of >= 256 k, one dispatch
-  // of partials and one sum); with bigTileMinTiles 2 it fills enough tiles to run unsplit.
+  // of partials and one sum); with bigTileMinTiles 2 it has enough tiles to run unsplit.
   const { pipelines } = runtime();
   for (const [minTiles, entries] of [[160, ["main", "splitk_sum"]], [2, ["main"]]] as const) {
     for (const k of [...pipelines.keys()]) if (k.startsWith("linear:")) pipelines.delete(k);
