@@ -619,7 +619,7 @@ Deno.test({ name: "f16 weight storage: dense layers on f16 weights equal float64
   using tw = Tensor.from(w, [K, N], "float16");
   using tb = Tensor.from(bias, [N]);
   const ref = refMatmul(a, w16, bias, M, K, N);
-  for (const mode of ["matvec", "matvecCpu", "tile64", "tile128", "cpu", "cpuSmall", "sg", "sgSmall"] as const) {
+  for (const mode of ["matvec", "matvecCpu", "tile64", "tile128", "cpu", "cpuSmall", "sg", "sgSmall", "splitK3"] as const) {
     poisonPool(M * N * 4);
     const [y] = withLinear(LINEAR_MODES[mode], () => ops.linear(ta, tw, tb));
     assert.ok(relErr(await y.toArray(), ref) < 1e-5, `${mode}: f32 accumulation over f16 weights`);
