@@ -4,6 +4,7 @@
 // per case and writes bench/results/profile.json. Run: deno run -A bench/profile.ts
 // (bench/gpu.sh runs it on the GPU machine).
 import type { Tensor } from "../mod.ts";
+import * as ops from "../src/gpu/ops.ts";
 import { profileDispatches, summarizeProfile } from "../src/gpu/timing.ts";
 import { benchSae, benchTokens, FULL, info, MODEL_DIMS, randomGpt2, warmGpu } from "./_common.ts";
 
@@ -19,6 +20,15 @@ const sae = await benchSae(MODEL_DIMS);
 
 const cases: [string, () => Promise<void>][] = [
   [`forward ${B}x${P}`, async () => (await model.forward(t)).dispose()],
+  // Split-K for outputs of few tiles (ops.linearConfig.splitK; a GPU's choice only).
+  ...(info.fallback ? [] : [[`forward ${B}x${P} with split-K`, async () => {
+    ops.linearConfig.splitK = "auto";
+    try {
+      (await model.forward(t)).dispose();
+    } finally {
+      ops.linearConfig.splitK = "off";
+    }
+  }] as [string, () => Promise<void>]]),
   [`runWithCache ${B}x${P}, all hooks`, async () => {
     const [out, cache] = await model.runWithCache(t);
     (out as Tensor).dispose();
