@@ -998,9 +998,9 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
  * slices for every tiled product, or "auto": for such outputs, enough slices (of at least 256 k)
  * to make `splitKTiles` workgroups of 128x128 tiles, about two a compute unit on the largest GPUs
  * (not yet timed on a GPU, hence "off"; the SAE decode of many tokens, [1024, 768] summed over
- * 24576 latents in 48 tiles, took 8.9 ms on the H100 unsplit).
- * `cpuKernel` picks the register-blocked kernels of shaders/linear_cpu.wgsl (no workgroup memory; 2-4x the tiled kernels on lavapipe,
- * where every buffer load is a loop over the SIMD lanes): "auto" takes them on a software adapter
+ * 24576 latents in 48 tiles, took 8.9 ms on the H100 unsplit). `cpuKernel` picks the
+ * register-blocked kernels of shaders/linear_cpu.wgsl (no workgroup memory; 2-4x the tiled kernels
+ * on lavapipe, where every buffer load is a loop over the SIMD lanes): "auto" takes them on a software adapter
  * above `matvecMaxRows` rows (K and the weight's row stride are multiples of 4 on this path): the
  * "large" block for layers of more than 32 rows and at least `cpuMinMacs` multiply-adds (M·K·N),
  * else the "small" one (the large block takes LLVM seconds a variant to compile, once per
@@ -1214,19 +1214,12 @@ function tiled(
 ): void {
   const [M, N, K] = params;
   const t = entry === "main64" ? 64 : 128;
-  const groups: [number, number] = [Math.ceil(N / t), Math.ceil(M / t)];
-  const ks = splitFactor(groups[0] * groups[1], K);
+  const [gx, gy] = [Math.ceil(N / t), Math.ceil(M / t)];
+  const ks = splitFactor(gx * gy, K);
   const defs = { ...defines, BK: linearConfig.bk };
   if (ks === 1) {
-    dispatch(
-      pipeline(SHADERS.linear, entry, { ...defs, SPLITK: false }),
-      [...params, 0, 1],
-      buffers,
-      [
-        ...groups,
-        1,
-      ],
-    );
+    const pipe = pipeline(SHADERS.linear, entry, { ...defs, SPLITK: false });
+    dispatch(pipe, [...params, 0, 1], buffers, [gx, gy, 1]);
     return;
   }
   const kc = Math.ceil(K / ks / 16) * 16;
@@ -1235,10 +1228,8 @@ function tiled(
   const p = [...params, kc, slices];
   const partBuffers = [...buffers];
   partBuffers[2] = part.buffer;
-  dispatch(pipeline(SHADERS.linear, entry, { ...defs, SPLITK: true }), p, partBuffers, [
-    ...groups,
-    slices,
-  ]);
+  const pipe = pipeline(SHADERS.linear, entry, { ...defs, SPLITK: true });
+  dispatch(pipe, p, partBuffers, [gx, gy, slices]);
   // splitk_sum reads no A or B: bindings 1 and 2 stay unbound.
   dispatch(
     pipeline(SHADERS.linear, "splitk_sum", { ...defs, SPLITK: false }),
