@@ -22,3 +22,5 @@ echo "profile: exit $?"
 cp bench/results/*.json "$out/" 2>/dev/null
 grep -a -A200 "hooklens benchmarks on" "$out/bench.log" | grep -av "^\s*$" | head -80
 grep -a -A12 "dispatches," "$out/profile.log" | head -90
+# The choices this run settles (one-pass attention, split-K, the 64x64 rule), side by side.
+bash .gpu/run.sh deno run --no-lock --allow-read --no-prompt bench/compare.ts "$out" 2>&1 | tee "$out/compare.txt" | head -60

@@ -1,0 +1,66 @@
+// The choices a GPU run is to settle, side by side from the JSON summaries the suites wrote
+// (bench/results/ or the folder given): each candidate's GPU ms against the default's, and which
+// is faster. bench/gpu.sh prints this after the suites. Run: deno run --allow-read bench/compare.ts
+interface Row {
+  suite: string;
+  name: string;
+  gpuMs: number;
+  wallMs: number;
+}
+
+const dir = Deno.args[0] ?? new URL("./results/", import.meta.url).pathname;
+const rows: Row[] = [];
+for (const suite of ["kernels", "model"]) {
+  try {
+    rows.push(...JSON.parse(Deno.readTextFileSync(`${dir}/${suite}.json`)).rows);
+  } catch {
+    console.log(`(no ${suite}.json in ${dir})`);
+  }
+}
+const find = (re: RegExp) => rows.filter((r) => re.test(r.name));
+
+/** Each choice: which cases are its candidates, and the name of the default case each is timed
+ * against (the same case without the choice). */
+const candidates: [string, RegExp, (name: string) => string][] = [
+  [
+    "one-pass attention (attentionConfig.fused)",
+    / with fused attention$/,
+    (n) => n.replace(/ with fused attention$/, ""),
+  ],
+  [
+    "one-pass attention, kernel alone",
+    /, fused \(one pass\)$/,
+    (n) => n.replace(/, fused \(one pass\)$/, " (scores, softmax, z)"),
+  ],
+  ["split-K (linearConfig.splitK auto)", / with split-K$/, (n) => n.replace(/ with split-K$/, "")],
+  ["split-K, SAE decode", /, split-K$/, (n) => n.replace(/, split-K$/, "")],
+  [
+    "128x128 tiles throughout (bigTileMinTiles 0)",
+    / with 128x128 tiles throughout$/,
+    (n) => n.replace(/ with 128x128 tiles throughout$/, ""),
+  ],
+];
+for (const [label, re, baseName] of candidates) {
+  const pairs = find(re).map((c) => [rows.find((r) => r.name === baseName(c.name)), c] as const);
+  if (!pairs.length) continue;
+  console.log(`\n${label}:`);
+  for (const [base, cand] of pairs) {
+    if (!base) continue;
+    const ratio = base.gpuMs / cand.gpuMs;
+    console.log(
+      `  ${base.name.padEnd(52)} ${base.gpuMs.toFixed(3).padStart(9)} ms  candidate ${
+        cand.gpuMs.toFixed(3).padStart(9)
+      } ms  ${ratio >= 1 ? `${ratio.toFixed(2)}x faster` : `${(1 / ratio).toFixed(2)}x slower`}`,
+    );
+  }
+}
+// Dense shapes: the default choice against each tiled variant.
+const dense = find(/^linear \d+x\d+x\d+ \(default choice\)$/);
+if (dense.length) console.log("\ndense layers (GPU ms; default choice first):");
+for (const d of dense) {
+  const shape = d.name.split(" ")[1];
+  const variants = find(new RegExp(`^linear ${shape} \\((?!default)`)).map((v) =>
+    `${v.name.slice(`linear ${shape} (`.length, -1)} ${v.gpuMs.toFixed(3)}`
+  );
+  console.log(`  ${shape}: default ${d.gpuMs.toFixed(3)}; ${variants.join("; ")}`);
+}
