@@ -20,7 +20,7 @@ const SMALL_ROWS = 4;
 const SMALL_QUADS = 2;
 /** The subgroup kernels (shaders/linear_sg.wgsl): consecutive rows and column quads (8 apart) per
  * lane, and the same for their `small` entries. */
-const SG_ROWS = 32;
+const SG_ROWS = 64;
 const SG_QUADS = 4;
 const SG_SMALL_ROWS = 16;
 const SG_SMALL_QUADS = 2;

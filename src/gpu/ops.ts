@@ -1351,9 +1351,9 @@ function cpuDense(cpu: "large" | "small"): {
 } {
   const entry = cpu === "large" ? "main" : "small";
   if (useSubgroups()) {
-    // shaders/linear_sg.wgsl: main 32x128, small 16x64.
+    // shaders/linear_sg.wgsl: main 64x128, small 16x64.
     return cpu === "large"
-      ? { shader: SHADERS.linear_sg, entry, rows: 32, cols: 128 }
+      ? { shader: SHADERS.linear_sg, entry, rows: 64, cols: 128 }
       : { shader: SHADERS.linear_sg, entry, rows: 16, cols: 64 };
   }
   // shaders/linear_cpu.wgsl: main 128x128, small 32x32.
