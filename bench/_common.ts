@@ -73,8 +73,8 @@ export const BUSY_MS = Number(Deno.env.get("HOOKLENS_BENCH_BUSY_MS") ?? (info.fa
 /**
  * Registers a Deno.bench case and records its GPU time: each iteration runs `fn` between GPU
  * timestamps (Deno's own figure is wall time including one CPU sync, ~11 ms in Deno 2.9). On a
- * real GPU a sample runs `fn` back to back as often as fills {@link BUSY_MS} (counted from the
- * first iteration) and records the time per call. Also measures pipelined wall time: `pipelined`
+ * real GPU a sample runs `fn` back to back as often as fills {@link BUSY_MS} (as measured by the
+ * samples before it; the first is not kept) and records the time per call. Also measures pipelined wall time: `pipelined`
  * runs back to back, then one sync.
  */
 export function bench(
@@ -86,15 +86,16 @@ export function bench(
   const times: number[] = [];
   let wall = NaN;
   const n = opts.n ?? 10;
-  let calls = 0; // per sample, from the first (warm-up) iteration's time
+  let calls = 0; // per sample: grows until a sample fills BUSY_MS (the first, cold, is not kept)
   Deno.bench({ name, n, warmup: 2, group: suiteName }, async () => {
     const k = calls || 1;
     const ms = await gpuTimeMs(async () => {
       for (let i = 0; i < k; i++) await fn();
     });
     if (ms === null) return;
-    if (!calls) calls = Math.max(1, Math.min(100, Math.ceil(BUSY_MS / Math.max(ms, 1e-3))));
-    else times.push(ms / k);
+    if (calls) times.push(ms / k);
+    const want = Math.ceil(BUSY_MS / Math.max(ms / k, 1e-3));
+    calls = Math.max(calls, 1, Math.min(100, want));
   });
   Deno.bench({
     name: `${name} (pipelined x${opts.pipelined ?? 5})`,
