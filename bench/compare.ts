@@ -32,8 +32,18 @@ const candidates: [string, RegExp, (name: string) => string][] = [
     /, fused \(one pass\)$/,
     (n) => n.replace(/, fused \(one pass\)$/, " (scores, softmax, z)"),
   ],
-  ["split-K (linearConfig.splitK auto)", / with split-K$/, (n) => n.replace(/ with split-K$/, "")],
-  ["split-K, SAE decode", /, split-K$/, (n) => n.replace(/, split-K$/, "")],
+  [
+    "split-K of shallow sums too (splitKMinDepth 256)",
+    / with split-K$/,
+    (n) => n.replace(/ with split-K$/, ""),
+  ],
+  [
+    "no split-K (linearConfig.splitK off; the default splits deep sums)",
+    /,? without split-K$/,
+    (
+      n,
+    ) => n.replace(/,? without split-K$/, ""),
+  ],
   [
     "128x128 tiles throughout (bigTileMinTiles 0)",
     / with 128x128 tiles throughout$/,

@@ -59,7 +59,13 @@ for (const [M, K, N] of shapes) {
       cpuKernel: "never",
     }],
     ["64x64 tiles", { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" }],
-    ["split-K auto", { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never", splitK: "auto" }],
+    ["split-K auto", {
+      matvecMaxRows: 0,
+      smallTileMaxRows: 0,
+      cpuKernel: "never",
+      splitK: "auto",
+      splitKMinDepth: 256,
+    }],
     ["128x128 tiles, split-K 4", {
       matvecMaxRows: 0,
       smallTileMaxRows: 0,
@@ -211,14 +217,15 @@ for (const [B, P] of [[8 / (FULL ? 1 : 4), 128], [FULL ? 8 : 1, FULL ? 1024 : 25
   const nnz = Array.from(await acts.toArray()).filter((v) => v !== 0).length / T;
   console.log(`SAE decode benchmark: ${nnz.toFixed(1)} active latents per token`);
   // Up to SPARSE_DECODE_MAX_ROWS tokens the decode sums only the active rows of W_dec; above, it
-  // is a dense [T, 768] layer summed over d_sae (few output tiles: split-K's case on a GPU).
+  // is a dense [T, 768] layer summed over d_sae (few output tiles over a deep sum: on a GPU split
+  // over K by default, timed here against the same product unsplit).
   const sparse = T <= SPARSE_DECODE_MAX_ROWS;
   const decodeWork = { flops: 2 * T * (sparse ? nnz : dSae) * 768 };
   const how = sparse ? `sparse (L0 ${nnz.toFixed(0)})` : "dense";
   bench(`SAE decode ${T}x${dSae}->768 ${how}`, decodeWork, () => sae.decodeFlat(acts).dispose());
   if (!sparse && !info.fallback) {
-    bench(`SAE decode ${T}x${dSae}->768 ${how}, split-K`, decodeWork, () => {
-      withConfig({ splitK: "auto" }, () => sae.decodeFlat(acts).dispose());
+    bench(`SAE decode ${T}x${dSae}->768 ${how}, without split-K`, decodeWork, () => {
+      withConfig({ splitK: "off" }, () => sae.decodeFlat(acts).dispose());
     });
   }
   bench(

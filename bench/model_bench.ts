@@ -52,7 +52,8 @@ bench(`forward ${B}x${P} with fused attention`, { flops: flops(B, P) }, async ()
 if (!info.fallback) {
   // Dense-layer choices for outputs of few 128x128 tiles (ops.linearConfig; a software adapter
   // takes its own kernels, so only a GPU has anything to compare): 128x128 tiles throughout (the
-  // rule before bigTileMinTiles), and split-K instead of 64x64 tiles (off by default until timed).
+  // rule before bigTileMinTiles), and split-K of GPT-2's layers too (slices of >= 256 k) instead
+  // of 64x64 tiles (by default only sums deeper than 4096 are split).
   const withLinear = async (cfg: Partial<typeof ops.linearConfig>) => {
     const saved = { ...ops.linearConfig };
     Object.assign(ops.linearConfig, cfg);
@@ -70,7 +71,7 @@ if (!info.fallback) {
   bench(
     `forward ${B}x${P} with split-K`,
     { flops: flops(B, P) },
-    () => withLinear({ splitK: "auto" }),
+    () => withLinear({ splitK: "auto", splitKMinDepth: 256 }),
   );
 }
 bench(`runWithCache ${B}x${P}, all hooks`, { flops: flops(B, P) }, async () => {
@@ -97,11 +98,13 @@ bench(`runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae})`, {
   ((await model.runWithSaes(t, { saes: [sae] })) as Tensor).dispose();
 });
 if (!info.fallback) {
-  bench(`runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae}) with split-K`, {
+  // The SAE decode of many tokens is split over K by default (ops.linearConfig.splitK): the same
+  // call without.
+  bench(`runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae}) without split-K`, {
     flops: flops(B, P) + 4 * B * P * c.dModel * sae.cfg.dSae,
   }, async () => {
     const saved = ops.linearConfig.splitK;
-    ops.linearConfig.splitK = "auto";
+    ops.linearConfig.splitK = "off";
     try {
       ((await model.runWithSaes(t, { saes: [sae] })) as Tensor).dispose();
     } finally {

@@ -20,13 +20,14 @@ const sae = await benchSae(MODEL_DIMS);
 
 const cases: [string, () => Promise<void>][] = [
   [`forward ${B}x${P}`, async () => (await model.forward(t)).dispose()],
-  // Split-K for outputs of few tiles (ops.linearConfig.splitK; a GPU's choice only).
+  // Split-K of GPT-2's layers too (slices of >= 256 k; ops.linearConfig, a GPU's choice only).
   ...(info.fallback ? [] : [[`forward ${B}x${P} with split-K`, async () => {
-    ops.linearConfig.splitK = "auto";
+    const saved = ops.linearConfig.splitKMinDepth;
+    ops.linearConfig.splitKMinDepth = 256;
     try {
       (await model.forward(t)).dispose();
     } finally {
-      ops.linearConfig.splitK = "off";
+      ops.linearConfig.splitKMinDepth = saved;
     }
   }] as [string, () => Promise<void>]]),
   [`runWithCache ${B}x${P}, all hooks`, async () => {

@@ -400,7 +400,13 @@ const LINEAR_MODES = {
     splitK: 3,
   },
   splitK64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never", splitK: 2 },
-  splitAuto: { matvecMaxRows: 0, smallTileMaxRows: 0, cpuKernel: "never", splitK: "auto" },
+  splitAuto: {
+    matvecMaxRows: 0,
+    smallTileMaxRows: 0,
+    cpuKernel: "never",
+    splitK: "auto",
+    splitKMinDepth: 256,
+  },
   never: { cpuKernel: "never" },
   cpu: { cpuKernel: "large", subgroups: "never" },
   cpuSmall: { cpuKernel: "small", subgroups: "never" },
@@ -520,8 +526,9 @@ Deno.test("split-K: the SAE encode's gates (JumpReLU threshold, gated) apply to 
     assert.ok(relErr(await d2!.toArray(), gated) < 1e-5, `${mode} gated`);
     for (const t of [y1, d1!, y2, d2!]) t.dispose();
   }
-  // "auto": [130, 72] is 2 tiles of 128x128, so it is split (3 slices of >= 256 k, one dispatch
-  // of partials and one sum); with bigTileMinTiles 2 it has enough tiles to run unsplit.
+  // "auto" with slices of >= 256 k: [130, 72] is 2 tiles of 128x128, so it is split (3 slices,
+  // one dispatch of partials and one sum); with bigTileMinTiles 2 it has enough tiles to run
+  // unsplit.
   const { pipelines } = runtime();
   for (const [minTiles, entries] of [[160, ["main", "splitk_sum"]], [2, ["main"]]] as const) {
     for (const k of [...pipelines.keys()]) if (k.startsWith("linear:")) pipelines.delete(k);
@@ -572,6 +579,34 @@ Deno.test({
   ]);
   assert.ok(relErr(await z.toArray(), refMatmul(a, w, null, M, K, N)) < 1e-5);
 });
+
+Deno.test("by default the tiled GPU kernels split only deep sums over K (as an SAE decode's) of outputs with few tiles", async () => {
+  // [300, 40] is 3 tiles of 128x128: K 4160 is split in two slices of >= 2048 (splitKMinDepth),
+  // K 772 is not (64x64 tiles instead, see bigTileMinTiles).
+  const { pipelines } = runtime();
+  for (const [K, entries] of [[4160, ["main", "splitk_sum"]], [772, ["main64"]]] as const) {
+    const [M, N] = [300, 40];
+    const a = randArray(M * K, seed++), w = randArray(K * N, seed++), bias = randArray(N, seed++);
+    using ta = Tensor.from(a, [M, K]);
+    using tw = Tensor.from(w, [K, N]);
+    using tb = Tensor.from(bias, [N]);
+    for (const k of [...pipelines.keys()]) if (k.startsWith("linear:")) pipelines.delete(k);
+    poisonPool(M * N * 4, 3);
+    const [y, d] = withLinear(
+      LINEAR_MODES.never,
+      () => ops.linear(ta, tw, tb, { act: "gelu_new" }),
+    );
+    const made = [...pipelines.keys()].filter((k) => k.startsWith("linear:"));
+    assert.deepEqual(made.map((k) => k.split(":")[1]).sort(), [...entries], `K ${K}`);
+    const ref = refMatmul(a, w, bias, M, K, N);
+    const gelu = (v: number) =>
+      0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+    assert.ok(relErr(await y.toArray(), ref) < 1e-5, `K ${K}`);
+    assert.ok(relErr(await d!.toArray(), ref.map(gelu)) < 1e-5, `K ${K} act`);
+    y.dispose();
+    d!.dispose();
+  }
+}); // deno-fmt-ignore
 
 Deno.test("the tiled GPU kernel takes 128x128 tiles only for outputs that fill bigTileMinTiles of them", async () => {
   // Fewer tiles leave a large GPU's compute units idle (see ops.linearConfig): [300, 768] is 18

@@ -995,10 +995,13 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
  * output needs to take that tile (`bigTileMinTiles`; fewer leave a large GPU's compute units idle:
  * on the H100, [1024, 768] outputs, 48 such tiles, ran 1.5x faster in 64x64 tiles). `splitK`
  * splits the sum over K instead, into slices summed by a second dispatch: "off", a number of
- * slices for every tiled product, or "auto": for such outputs, enough slices (of at least 256 k)
- * to make `splitKTiles` workgroups of 128x128 tiles, about two a compute unit on the largest GPUs
- * (not yet timed on a GPU, hence "off"; the SAE decode of many tokens, [1024, 768] summed over
- * 24576 latents in 48 tiles, took 8.9 ms on the H100 unsplit). `cpuKernel` picks the
+ * slices for every tiled product, or "auto": for such outputs, enough slices (each at least
+ * `splitKMinDepth` deep) to make `splitKTiles` workgroups of 128x128 tiles, about two a compute
+ * unit on the largest GPUs. The default depth, 2048, splits only deep sums such as the SAE decode
+ * of many tokens ([1024, 768] summed over 24576 latents: 48 tiles, 8.9 ms on the H100 unsplit),
+ * where the partial products' traffic is negligible beside the arithmetic on any GPU; a GPT-2
+ * layer (K <= 3072) is split only with a smaller depth (256 in the benchmarks' split-K lines, not
+ * yet timed on a GPU). `cpuKernel` picks the
  * register-blocked kernels of shaders/linear_cpu.wgsl (no workgroup memory; 2-4x the tiled kernels
  * on lavapipe, where every buffer load is a loop over the SIMD lanes): "auto" takes them on a software adapter
  * above `matvecMaxRows` rows (K and the weight's row stride are multiples of 4 on this path): the
@@ -1022,6 +1025,7 @@ export const linearConfig: {
   bigTileMinTiles: number;
   splitK: "off" | "auto" | number;
   splitKTiles: number;
+  splitKMinDepth: number;
   cpuKernel: "auto" | "large" | "small" | "never";
   cpuMinMacs: number;
 } = {
@@ -1029,8 +1033,9 @@ export const linearConfig: {
   matvecMaxRows: 4,
   smallTileMaxRows: 256,
   bigTileMinTiles: 160,
-  splitK: "off",
+  splitK: "auto",
   splitKTiles: 320,
+  splitKMinDepth: 2048,
   cpuKernel: "auto",
   cpuMinMacs: 2 ** 24,
 };
@@ -1249,7 +1254,10 @@ function splitFactor(tiles: number, K: number): number {
   if (tiles >= linearConfig.bigTileMinTiles) return 1;
   return Math.max(
     1,
-    Math.min(Math.ceil(linearConfig.splitKTiles / tiles), Math.floor(K / 256)),
+    Math.min(
+      Math.ceil(linearConfig.splitKTiles / tiles),
+      Math.floor(K / linearConfig.splitKMinDepth),
+    ),
   );
 }
 
