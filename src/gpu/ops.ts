@@ -990,28 +990,11 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
 }
 
 /**
- * Tuning of the dense-layer kernels: the K step of the 128x128 tiles (8 or 16), up to how many
- * rows the matrix-vector and the 64x64-tile kernels are used, and how many 128x128 tiles an
- * output needs to take that tile (`bigTileMinTiles`; fewer leave a large GPU's compute units idle:
- * on the H100, [1024, 768] outputs, 48 such tiles, ran 1.5x faster in 64x64 tiles). `splitK`
- * splits the sum over K instead, into slices summed by a second dispatch: "off", a number of
- * slices for every tiled product, or "auto": for such outputs, enough slices (each at least
- * `splitKMinDepth` deep) to make `splitKTiles` workgroups of 128x128 tiles, about two a compute
- * unit on the largest GPUs. The default depth, 2048, splits only deep sums such as the SAE decode
- * of many tokens ([1024, 768] summed over 24576 latents: 48 tiles, 8.9 ms on the H100 unsplit),
- * where the partial products' traffic is negligible beside the arithmetic on any GPU; a GPT-2
- * layer (K <= 3072) is split only with a smaller depth (256 in the benchmarks' split-K lines, not
- * yet timed on a GPU). `cpuKernel` picks the
- * register-blocked kernels of shaders/linear_cpu.wgsl (no workgroup memory; 2-4x the tiled kernels
- * on lavapipe, where every buffer load is a loop over the SIMD lanes): "auto" takes them on a software adapter
- * above `matvecMaxRows` rows (K and the weight's row stride are multiples of 4 on this path): the
- * "large" block for layers of more than 32 rows and at least `cpuMinMacs` multiply-adds (M·K·N),
- * else the "small" one (the large block takes LLVM seconds a variant to compile, once per
- * machine as Mesa caches it on disk, which small layers would not win back). Where the device has
- * 8-lane subgroups (lavapipe on a 256-bit SIMD CPU) and `cpuVariants.subgroups` is "auto", those
- * blocks come from shaders/linear_sg.wgsl instead (A's rows loaded once a subgroup and broadcast:
- * ~1.5x the others there, and quicker to compile). Up to `matvecMaxRows` rows, the matrix-vector
- * kernel's variant without workgroup memory. Benchmarks compare them.
+ * Tuning of the dense-layer kernels ({@link linear} and its relatives); benchmarks compare the
+ * choices. On a GPU: the matrix-vector kernel up to `matvecMaxRows` rows, else tiles of 64x64 or
+ * 128x128, and split-K for outputs too small to fill the GPU. On a software adapter: register
+ * blocks without workgroup memory (shaders/linear_cpu.wgsl, or linear_sg.wgsl where the device
+ * has 8-lane subgroups and `cpuVariants.subgroups` is "auto").
  *
  * @example
  * ```ts
@@ -1019,14 +1002,35 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
  * ```
  */
 export const linearConfig: {
+  /** K step of the 128x128 tiles. */
   bk: 8 | 16;
+  /** Up to this many rows, the matrix-vector kernel (its `_cpu` variant on a software adapter). */
   matvecMaxRows: number;
+  /** Up to this many rows, 64x64 tiles. */
   smallTileMaxRows: number;
+  /** An output that needs fewer 128x128 tiles than this takes 64x64 tiles (unless split-K
+   * applies): fewer leave a large GPU's compute units idle (on the H100, [1024, 768] outputs, 48
+   * such tiles, ran 1.5x faster in 64x64 tiles). */
   bigTileMinTiles: number;
+  /** Split-K, the sum over K in slices added by a second dispatch: "off", a number of slices for
+   * every tiled product, or "auto": an output of fewer than `bigTileMinTiles` tiles gets enough
+   * slices, each at least `splitKMinDepth` deep, for `splitKTiles` workgroups. */
   splitK: "off" | "auto" | number;
+  /** Workgroups "auto" split-K aims at: about two a compute unit on the largest GPUs. */
   splitKTiles: number;
+  /** Least depth of an "auto" slice. 2048 splits only deep sums such as the SAE decode of many
+   * tokens ([1024, 768] over 24576 latents: 48 tiles, 8.9 ms on the H100 unsplit), whose partial
+   * products are negligible traffic beside the arithmetic on any GPU; GPT-2's layers (K <= 3072)
+   * split only with less (256 in the benchmarks' split-K lines, not yet timed on a GPU). */
   splitKMinDepth: number;
+  /** The register-blocked kernels: "auto" takes them on a software adapter above `matvecMaxRows`
+   * rows (2-4x the tiled kernels on lavapipe, where every buffer load is a loop over the SIMD
+   * lanes), the "large" block for more than 32 rows and at least `cpuMinMacs` multiply-adds, else
+   * the "small" one; or one of them forced, or "never". */
   cpuKernel: "auto" | "large" | "small" | "never";
+  /** Multiply-adds (M·K·N) from which "auto" takes the large block, which LLVM takes seconds a
+   * variant to compile (once per machine: Mesa caches it on disk); small layers would not win
+   * that back. */
   cpuMinMacs: number;
 } = {
   bk: 8,
@@ -1235,9 +1239,10 @@ function tiled(
   partBuffers[2] = part.buffer;
   const pipe = pipeline(SHADERS.linear, entry, { ...defs, SPLITK: true });
   dispatch(pipe, p, partBuffers, [gx, gy, slices]);
-  // splitk_sum reads no A or B: bindings 1 and 2 stay unbound.
+  // splitk_sum reads no A or B (bindings 1 and 2 stay unbound), nor BK or TRANS: fixed, so that
+  // the forward and the transposed products share one pipeline.
   dispatch(
-    pipeline(SHADERS.linear, "splitk_sum", { ...defs, SPLITK: false }),
+    pipeline(SHADERS.linear, "splitk_sum", { ...defines, BK: 8, TRANS: false, SPLITK: false }),
     p,
     [undefined, undefined, ...buffers.slice(2), part.buffer],
     [Math.ceil(N / 256), Math.min(M, 65535), Math.ceil(M / 65535)],

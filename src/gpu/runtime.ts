@@ -478,33 +478,24 @@ export function dispatch(
   }
   if (x === 0 || y === 0 || z === 0) return;
   const prof = r.profile;
-  if (prof && prof.labels.length < prof.capacity) {
-    // Profiling: this dispatch in a compute pass of its own, between two timestamps.
-    if (r.pass) {
-      r.pass.end();
-      r.pass = null;
-    }
-    r.encoder ??= r.gpu.device.createCommandEncoder();
-    const i = prof.labels.length;
-    prof.labels.push(pipe.label);
-    const timed = r.encoder.beginComputePass({
+  const timed = prof !== null && prof.labels.length < prof.capacity;
+  // Profiling: this dispatch in a compute pass of its own, between two timestamps.
+  const pass = timed
+    ? encoder().beginComputePass({
       timestampWrites: {
         querySet: prof.qs,
-        beginningOfPassWriteIndex: 2 * i,
-        endOfPassWriteIndex: 2 * i + 1,
+        beginningOfPassWriteIndex: 2 * prof.labels.length,
+        endOfPassWriteIndex: 2 * prof.labels.length + 1,
       },
-    });
-    timed.setPipeline(pipe);
-    timed.setBindGroup(0, bg);
-    timed.dispatchWorkgroups(x, y, z);
-    timed.end();
-    r.stats.dispatches++;
-    return;
-  }
-  const pass = computePass(r);
+    })
+    : computePass(r);
   pass.setPipeline(pipe);
   pass.setBindGroup(0, bg);
   pass.dispatchWorkgroups(x, y, z);
+  if (timed) {
+    pass.end();
+    prof.labels.push(pipe.label);
+  }
   r.stats.dispatches++;
 }
 
