@@ -24,6 +24,14 @@ struct P {
 @group(0) @binding(5) var<storage, read_write> Post: array<f32>;
 @group(0) @binding(6) var<storage, read> aux: array<f32>;
 
+// Where batch z = b1 NB2 + b2 starts in A, B (whose b2 is divided by b_div: grouped-query
+// attention) and C.
+fn a_start(z: u32) -> u32 { return p.a_off + (z / p.NB2) * p.a_b1 + (z % p.NB2) * p.a_b2; }
+fn b_start(z: u32) -> u32 {
+  return p.b_off + (z / p.NB2) * p.b_b1 + ((z % p.NB2) / max(p.b_div, 1u)) * p.b_b2;
+}
+fn c_start(z: u32) -> u32 { return p.c_off + (z / p.NB2) * p.c_b1 + (z % p.NB2) * p.c_b2; }
+
 const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
@@ -37,11 +45,8 @@ var<private> acc: array<vec4<f32>, 4>;
 
 // acc = the 64x64 tile of A·B at workgroup `wg` (each thread 4 rows x 4 adjacent columns).
 fn tile_product(wg: vec3u, lid: vec3u, li: u32) {
-  let z = wg.z;
-  let b1 = z / p.NB2;
-  let b2 = z % p.NB2;
-  let a_base = p.a_off + b1 * p.a_b1 + b2 * p.a_b2;
-  let b_base = p.b_off + b1 * p.b_b1 + (b2 / max(p.b_div, 1u)) * p.b_b2;
+  let a_base = a_start(wg.z);
+  let b_base = b_start(wg.z);
   let m0 = wg.y * TM;
   let n0 = wg.x * TN;
   acc[0] = vec4<f32>(0.0);
@@ -101,9 +106,8 @@ fn epilogue_row(b2: u32, c_base: u32, gm: u32, n: u32, v: vec4<f32>) {
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
         @builtin(local_invocation_index) li: u32) {
   tile_product(wg, lid, li);
-  let b1 = wg.z / p.NB2;
   let b2 = wg.z % p.NB2;
-  let c_base = p.c_off + b1 * p.c_b1 + b2 * p.c_b2;
+  let c_base = c_start(wg.z);
   let m = wg.y * TM + lid.y;
   let n = wg.x * TN + lid.x * 4u;
   epilogue_row(b2, c_base, m, n, acc[0]);
@@ -152,10 +156,8 @@ fn encode_row(gm: u32, n: u32, v: vec4<f32>) {
 var<private> blk: array<vec4<f32>, 16>;   // [row i][column group h] = blk[2 i + h]
 
 fn block_product(wg: vec3u, lid: vec3u) {
-  let b1 = wg.z / p.NB2;
-  let b2 = wg.z % p.NB2;
-  let a_base = p.a_off + b1 * p.a_b1 + b2 * p.a_b2;
-  let b_base = p.b_off + b1 * p.b_b1 + (b2 / max(p.b_div, 1u)) * p.b_b2;
+  let a_base = a_start(wg.z);
+  let b_base = b_start(wg.z);
   let m0 = wg.y * 32u + lid.y;
   let n0 = wg.x * 32u + lid.x * 4u;
   let lm = max(p.M, 1u) - 1u;
@@ -203,9 +205,8 @@ fn block_product(wg: vec3u, lid: vec3u) {
 @compute @workgroup_size(4, 4)
 fn main_cpu(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   block_product(wg, lid);
-  let b1 = wg.z / p.NB2;
   let b2 = wg.z % p.NB2;
-  let c_base = p.c_off + b1 * p.c_b1 + b2 * p.c_b2;
+  let c_base = c_start(wg.z);
   let m = wg.y * 32u + lid.y;
   let n = wg.x * 32u + lid.x * 4u;
   for (var i = 0u; i < 16u; i++) {

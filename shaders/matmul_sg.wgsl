@@ -10,10 +10,8 @@ var<private> sgb: array<vec4<f32>, 32>;   // [row r][column group h] = sgb[2 r +
                                           // l: columns l + 32 h + 8 j, j = 0..3
 
 fn block_product_sg(wg: vec3u, l: u32) {
-  let b1 = wg.z / p.NB2;
-  let b2 = wg.z % p.NB2;
-  let a_base = p.a_off + b1 * p.a_b1 + b2 * p.a_b2;
-  let b_base = p.b_off + b1 * p.b_b1 + (b2 / max(p.b_div, 1u)) * p.b_b2;
+  let a_base = a_start(wg.z);
+  let b_base = b_start(wg.z);
   let m0 = wg.y * 16u;
   let n0 = wg.x * 64u + l;
   let lm = max(p.M, 1u) - 1u;
@@ -81,9 +79,8 @@ fn block_product_sg(wg: vec3u, l: u32) {
 @compute @workgroup_size(8)
 fn main_sg(@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_invocation_id) l: u32) {
   block_product_sg(wg, l);
-  let b1 = wg.z / p.NB2;
   let b2 = wg.z % p.NB2;
-  let c_base = p.c_off + b1 * p.c_b1 + b2 * p.c_b2;
+  let c_base = c_start(wg.z);
   for (var i = 0u; i < 32u; i++) {
     let m = wg.y * 16u + i / 2u;
     let n = wg.x * 64u + l + 32u * (i % 2u);

@@ -117,36 +117,41 @@ for (const [vname, mode] of MATMUL_VARIANTS) {
 }
 
 for (const [vname, mode] of MATMUL_VARIANTS) {
-  Deno.test(`gemm strided: per-head q·kᵀ in [batch, pos, head, d] layout with scale and causal mask (${vname})`, () =>
+  Deno.test(`gemm strided: per-head q·kᵀ in [batch, pos, head, d] layout with scale and causal mask, grouped-query heads too (${vname})`, () =>
     withVariants(mode, async () => {
       const [Bt, P, H, D] = [2, 9, 3, 8];
-      const q = randArray(Bt * P * H * D, seed++), k = randArray(Bt * P * H * D, seed++);
-      using tq = Tensor.from(q, [Bt, P, H, D]);
-      using tk = Tensor.from(k, [Bt, P, H, D]);
-      using out = Tensor.from(new Float32Array(Bt * H * P * P).fill(NaN), [Bt, H, P, P]);
-      const alpha = 0.37;
-      ops.gemm(
-        { t: out, b1: H * P * P, b2: P * P, row: P, col: 1 },
-        { t: tq, b1: P * H * D, b2: D, row: H * D, col: 1 },
-        { t: tk, b1: P * H * D, b2: D, row: 1, col: H * D },
-        { M: P, N: P, K: D, nb1: Bt, nb2: H, alpha, causal: true },
-      );
-      const got = await out.toArray();
-      const ref = new Float64Array(got.length);
-      for (let b = 0; b < Bt; b++) {
-        for (let h = 0; h < H; h++) {
-          for (let i = 0; i < P; i++) {
-            for (let j = 0; j < P; j++) {
-              let s = 0;
-              for (let d = 0; d < D; d++) {
-                s += q[((b * P + i) * H + h) * D + d] * k[((b * P + j) * H + h) * D + d];
+      // g query heads share one key head (bGroup; 1: ordinary attention).
+      for (const g of [1, 3]) {
+        const Hk = H / g;
+        const q = randArray(Bt * P * H * D, seed++), k = randArray(Bt * P * Hk * D, seed++);
+        using tq = Tensor.from(q, [Bt, P, H, D]);
+        using tk = Tensor.from(k, [Bt, P, Hk, D]);
+        using out = Tensor.from(new Float32Array(Bt * H * P * P).fill(NaN), [Bt, H, P, P]);
+        const alpha = 0.37;
+        ops.gemm(
+          { t: out, b1: H * P * P, b2: P * P, row: P, col: 1 },
+          { t: tq, b1: P * H * D, b2: D, row: H * D, col: 1 },
+          { t: tk, b1: P * Hk * D, b2: D, row: 1, col: Hk * D },
+          { M: P, N: P, K: D, nb1: Bt, nb2: H, alpha, causal: true, bGroup: g },
+        );
+        const got = await out.toArray();
+        const ref = new Float64Array(got.length);
+        for (let b = 0; b < Bt; b++) {
+          for (let h = 0; h < H; h++) {
+            const hk = Math.floor(h / g);
+            for (let i = 0; i < P; i++) {
+              for (let j = 0; j < P; j++) {
+                let s = 0;
+                for (let d = 0; d < D; d++) {
+                  s += q[((b * P + i) * H + h) * D + d] * k[((b * P + j) * Hk + hk) * D + d];
+                }
+                ref[((b * H + h) * P + i) * P + j] = j > i ? -Infinity : s * alpha;
               }
-              ref[((b * H + h) * P + i) * P + j] = j > i ? -Infinity : s * alpha;
             }
           }
         }
+        assert.ok(maxRelErr(got, ref) < 1e-5, `group ${g}: max rel err ${maxRelErr(got, ref)}`);
       }
-      assert.ok(maxRelErr(got, ref) < 1e-5, `max rel err ${maxRelErr(got, ref)}`);
     }));
 }
 
