@@ -6,6 +6,22 @@ import { runtime } from "../src/gpu/runtime.ts";
 import { maxRelErr, poisonPool, randArray, relErr } from "./_util.ts";
 
 const { f16, fallback, subgroupSize } = await initGpu();
+
+/** GPT-2's tanh-approximated GELU in float64 (activation "gelu_new"). */
+const refGelu = (v: number): number =>
+  0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+
+/** Runs `record` with the cached pipelines whose key starts with `prefix` dropped, and returns
+ * what it returned and the "shader:entry" pipelines of that prefix it built (sorted): which
+ * kernels a call took. */
+function builtEntries<T>(prefix: string, record: () => T): { out: T; entries: string[] } {
+  const { pipelines } = runtime();
+  for (const k of [...pipelines.keys()]) if (k.startsWith(prefix)) pipelines.delete(k);
+  const out = record();
+  const entries = [...pipelines.keys()].filter((k) => k.startsWith(prefix))
+    .map((k) => k.split(":").slice(0, 2).join(":")).sort();
+  return { out, entries };
+}
 let seed = 1000;
 
 type Variants = typeof ops.cpuVariants;
@@ -329,8 +345,7 @@ for (const [vname, mode] of VARIANTS) {
       const a = randArray(1000, seed++).map((v) => v * 6);
       using ta = Tensor.from(a, [1000]);
       const acts: Record<string, (v: number) => number> = {
-        gelu_new: (v) =>
-          0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))),
+        gelu_new: refGelu,
         gelu: (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)),
         relu: (v) => Math.max(v, 0),
         silu: (v) => v / (1 + Math.exp(-v)),
@@ -487,8 +502,6 @@ for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
     const wN = new Float32Array(K * N);
     for (let k = 0; k < K; k++) for (let j = 0; j < N; j++) wN[k * N + j] = w[k * LDB + j];
     const ref = refMatmul(a, wN, bias, M, K, N);
-    const gelu = (v: number) =>
-      0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
     poisonPool(M * N * 4, 4);
     const [[y1, post], [y2, sum], [y3]] = withLinear({ ...LINEAR_MODES[mode], bk: BK }, () => [
       ops.linear(ta, tw, tb, { act: "gelu_new" }, N),
@@ -499,7 +512,7 @@ for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
       assert.deepEqual(y.shape, [M, N]);
       assert.ok(relErr(await y.toArray(), ref) < 1e-5, `linear ${relErr(await y.toArray(), ref)}`);
     }
-    assert.ok(relErr(await post!.toArray(), ref.map(gelu)) < 1e-5, "act epilogue");
+    assert.ok(relErr(await post!.toArray(), ref.map(refGelu)) < 1e-5, "act epilogue");
     assert.ok(
       relErr(await sum!.toArray(), ref.map((v, i) => v + resid[i])) < 1e-5,
       "residual epilogue",
@@ -534,20 +547,21 @@ Deno.test("split-K: the SAE encode's gates (JumpReLU threshold, gated) apply to 
   // "auto" with slices of >= 256 k: [130, 72] is 2 tiles of 128x128, so it is split (3 slices,
   // one dispatch of partials and one sum); with bigTileMinTiles 2 it has enough tiles to run
   // unsplit.
-  const { pipelines } = runtime();
-  for (const [minTiles, entries] of [[160, ["main", "splitk_sum"]], [2, ["main"]]] as const) {
-    for (const k of [...pipelines.keys()]) if (k.startsWith("linear:")) pipelines.delete(k);
+  for (
+    const [minTiles, want] of [[160, ["linear:main", "linear:splitk_sum"]], [2, [
+      "linear:main",
+    ]]] as const
+  ) {
     poisonPool(M * N * 4);
-    const [y] = withLinear(
-      { ...LINEAR_MODES.splitAuto, bigTileMinTiles: minTiles },
-      () => ops.linear(ta, tw, tb),
+    const { out: [y], entries } = builtEntries(
+      "linear:",
+      () =>
+        withLinear(
+          { ...LINEAR_MODES.splitAuto, bigTileMinTiles: minTiles },
+          () => ops.linear(ta, tw, tb),
+        ),
     );
-    const made = [...pipelines.keys()].filter((k) => k.startsWith("linear:"));
-    assert.deepEqual(
-      made.map((k) => k.split(":")[1]).sort(),
-      [...entries],
-      `bigTileMinTiles ${minTiles}`,
-    );
+    assert.deepEqual(entries, [...want], `bigTileMinTiles ${minTiles}`);
     assert.ok(relErr(await y.toArray(), ref) < 1e-5, `auto, bigTileMinTiles ${minTiles}`);
     y.dispose();
   }
@@ -565,49 +579,42 @@ Deno.test({
   const a = randArray(M * K, seed++), w = randArray(K * N, seed++);
   using ta = Tensor.from(a, [M, K]);
   using tw = Tensor.from(w, [K, N]);
-  // Drop the cached dense pipelines, so that what this product builds shows which kernel it took.
-  const { pipelines } = runtime();
-  for (const k of [...pipelines.keys()]) if (k.startsWith("linear")) pipelines.delete(k);
+  // Every dense shader ("linear", "linear_cpu", "linear_sg"): only the subgroup one may be built.
   poisonPool(M * N * 4);
-  const [y] = ops.linear(ta, tw);
-  const made = [...pipelines.keys()].filter((k) => k.startsWith("linear"));
-  assert.deepEqual(made.map((k) => k.split(":").slice(0, 2).join(":")), ["linear_sg:small"]);
-  assert.ok(relErr(await y.toArray(), refMatmul(a, w, null, M, K, N)) < 1e-5);
-  y.dispose();
+  const dense = builtEntries("linear", () => ops.linear(ta, tw)[0]);
+  assert.deepEqual(dense.entries, ["linear_sg:small"]);
+  assert.ok(relErr(await dense.out.toArray(), refMatmul(a, w, null, M, K, N)) < 1e-5);
+  dense.out.dispose();
   // The general matmul (attention, odd shapes) likewise.
-  for (const k of [...pipelines.keys()]) if (k.startsWith("matmul")) pipelines.delete(k);
   poisonPool(M * N * 4);
-  using z = ops.matmul(ta, tw);
-  const madeMatmul = [...pipelines.keys()].filter((k) => k.startsWith("matmul"));
-  assert.deepEqual(madeMatmul.map((k) => k.split(":").slice(0, 2).join(":")), [
-    "matmul_sg:main_sg",
-  ]);
-  assert.ok(relErr(await z.toArray(), refMatmul(a, w, null, M, K, N)) < 1e-5);
+  const general = builtEntries("matmul", () => ops.matmul(ta, tw));
+  assert.deepEqual(general.entries, ["matmul_sg:main_sg"]);
+  assert.ok(relErr(await general.out.toArray(), refMatmul(a, w, null, M, K, N)) < 1e-5);
+  general.out.dispose();
 });
 
 Deno.test("by default the tiled GPU kernels split only deep sums over K (as an SAE decode's) of outputs with few tiles", async () => {
   // [300, 40] is 3 tiles of 128x128: K 4160 is split in two slices of >= 2048 (splitKMinDepth),
   // K 772 is not (64x64 tiles instead, see bigTileMinTiles).
-  const { pipelines } = runtime();
-  for (const [K, entries] of [[4160, ["main", "splitk_sum"]], [772, ["main64"]]] as const) {
+  for (
+    const [K, want] of [[4160, ["linear:main", "linear:splitk_sum"]], [772, [
+      "linear:main64",
+    ]]] as const
+  ) {
     const [M, N] = [300, 40];
     const a = randArray(M * K, seed++), w = randArray(K * N, seed++), bias = randArray(N, seed++);
     using ta = Tensor.from(a, [M, K]);
     using tw = Tensor.from(w, [K, N]);
     using tb = Tensor.from(bias, [N]);
-    for (const k of [...pipelines.keys()]) if (k.startsWith("linear:")) pipelines.delete(k);
     poisonPool(M * N * 4, 3);
-    const [y, d] = withLinear(
-      LINEAR_MODES.never,
-      () => ops.linear(ta, tw, tb, { act: "gelu_new" }),
+    const { out: [y, d], entries } = builtEntries(
+      "linear:",
+      () => withLinear(LINEAR_MODES.never, () => ops.linear(ta, tw, tb, { act: "gelu_new" })),
     );
-    const made = [...pipelines.keys()].filter((k) => k.startsWith("linear:"));
-    assert.deepEqual(made.map((k) => k.split(":")[1]).sort(), [...entries], `K ${K}`);
+    assert.deepEqual(entries, [...want], `K ${K}`);
     const ref = refMatmul(a, w, bias, M, K, N);
-    const gelu = (v: number) =>
-      0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
     assert.ok(relErr(await y.toArray(), ref) < 1e-5, `K ${K}`);
-    assert.ok(relErr(await d!.toArray(), ref.map(gelu)) < 1e-5, `K ${K} act`);
+    assert.ok(relErr(await d!.toArray(), ref.map(refGelu)) < 1e-5, `K ${K} act`);
     y.dispose();
     d!.dispose();
   }
@@ -616,17 +623,15 @@ Deno.test("by default the tiled GPU kernels split only deep sums over K (as an S
 Deno.test("the tiled GPU kernel takes 128x128 tiles only for outputs that fill bigTileMinTiles of them", async () => {
   // Fewer tiles leave a large GPU's compute units idle (see ops.linearConfig): [300, 768] is 18
   // such tiles, [1024, 2560] 160.
-  const { pipelines } = runtime();
-  for (const [M, N, entry] of [[300, 768, "main64"], [1024, 2560, "main"]] as const) {
+  for (const [M, N, entry] of [[300, 768, "linear:main64"], [1024, 2560, "linear:main"]] as const) {
     const K = 8;
     const a = randArray(M * K, seed++), w = randArray(K * N, seed++);
     using ta = Tensor.from(a, [M, K]);
     using tw = Tensor.from(w, [K, N]);
-    for (const k of [...pipelines.keys()]) if (k.startsWith("linear:")) pipelines.delete(k);
     poisonPool(M * N * 4);
-    const [y] = withLinear(LINEAR_MODES.never, () => ops.linear(ta, tw));
-    const made = [...pipelines.keys()].filter((k) => k.startsWith("linear:"));
-    assert.deepEqual(made.map((k) => k.split(":")[1]), [entry], `[${M}, ${N}]`);
+    const { out: [y], entries } = builtEntries("linear:", () =>
+      withLinear(LINEAR_MODES.never, () => ops.linear(ta, tw)));
+    assert.deepEqual(entries, [entry], `[${M}, ${N}]`);
     assert.ok(relErr(await y.toArray(), refMatmul(a, w, null, M, K, N)) < 1e-5);
     y.dispose();
   }

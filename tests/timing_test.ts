@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { initGpu, Tensor } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
+import { runtime } from "../src/gpu/runtime.ts";
 import { profileDispatches, summarizeProfile } from "../src/gpu/timing.ts";
 import { poisonPool, randArray, relErr } from "./_util.ts";
 
@@ -64,7 +65,8 @@ Deno.test({
   assert.ok(relErr(await y!.toArray(), ref) < 1e-5, "untimed dispatches still ran");
   y!.dispose();
 
-  // And recording is back to normal afterwards (one pass, no timestamps).
+  // And recording is back to normal afterwards (no per-dispatch passes or timestamps).
+  assert.equal(runtime().profile, null, "profiling left on");
   using after = run();
   assert.ok(relErr(await after.toArray(), ref) < 1e-5);
 
