@@ -9,6 +9,7 @@ import type { StateDict } from "../src/model/weights.ts";
 import { HookedSAETransformer } from "../src/sae/hooked_sae_transformer.ts";
 import { SAE } from "../src/sae/sae.ts";
 import { readBuffers } from "../src/gpu/runtime.ts";
+import * as ops from "../src/gpu/ops.ts";
 import { seededUniform } from "../src/model/random.ts";
 
 export const info = await initGpu();
@@ -26,6 +27,26 @@ export async function warmGpu(ms = 1500): Promise<void> {
   }
   a.dispose();
 }
+/**
+ * Runs `fn` with dense-layer choices (ops.linearConfig) and ops.cpuVariants.subgroups set,
+ * restoring them afterwards, also when it throws.
+ */
+export async function withLinearConfig<T>(
+  cfg: Partial<typeof ops.linearConfig> & { subgroups?: "auto" | "never" },
+  fn: () => T | Promise<T>,
+): Promise<T> {
+  const saved = { ...ops.linearConfig }, savedSubgroups = ops.cpuVariants.subgroups;
+  const { subgroups, ...lin } = cfg;
+  Object.assign(ops.linearConfig, lin);
+  if (subgroups) ops.cpuVariants.subgroups = subgroups;
+  try {
+    return await fn();
+  } finally {
+    Object.assign(ops.linearConfig, saved);
+    ops.cpuVariants.subgroups = savedSubgroups;
+  }
+}
+
 /** Full sizes (GPT-2 small) on a real GPU; scaled down on a software adapter (lavapipe). */
 export const FULL = Deno.env.get("HOOKLENS_BENCH") === "full" ||
   (Deno.env.get("HOOKLENS_BENCH") !== "small" && !info.fallback);

@@ -3,7 +3,16 @@
 import { Tensor } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
 import { SPARSE_DECODE_MAX_ROWS } from "../src/sae/sae.ts";
-import { bench, FULL, info, randn, randomSae, suite, warmGpu } from "./_common.ts";
+import {
+  bench,
+  FULL,
+  info,
+  randn,
+  randomSae,
+  suite,
+  warmGpu,
+  withLinearConfig,
+} from "./_common.ts";
 
 suite("kernels");
 await warmGpu();
@@ -12,23 +21,6 @@ const T = 1024 / S; // tokens
 
 function mat(rows: number, cols: number, seed: number): Tensor {
   return Tensor.from(randn(rows * cols, 0.05, seed), [rows, cols]).keep();
-}
-
-/** Runs `fn` with dense-layer choices (ops.linearConfig) and `subgroups` (ops.cpuVariants) set. */
-function withConfig(
-  cfg: Partial<typeof ops.linearConfig> & { subgroups?: "auto" | "never" },
-  fn: () => void,
-): void {
-  const saved = { ...ops.linearConfig }, savedSubgroups = ops.cpuVariants.subgroups;
-  const { subgroups, ...lin } = cfg;
-  Object.assign(ops.linearConfig, lin);
-  if (subgroups) ops.cpuVariants.subgroups = subgroups;
-  try {
-    fn();
-  } finally {
-    Object.assign(ops.linearConfig, saved);
-    ops.cpuVariants.subgroups = savedSubgroups;
-  }
 }
 
 const shapes: [number, number, number][] = [[T, 768, 3072], [T, 3072, 768], [T, 768, 768], [
@@ -84,7 +76,7 @@ for (const [M, K, N] of shapes) {
   ] as const; // deno-fmt-ignore
   for (const [label, cfg] of variants) {
     bench(`linear ${M}x${K}x${N} (${label})`, work, () => {
-      withConfig(cfg, () => ops.linear(a, w, bias)[0].dispose());
+      withLinearConfig(cfg, () => ops.linear(a, w, bias)[0].dispose());
     }, { n: 8 });
   }
   if (M * K * N <= 1024 * 768 * 3072) {
@@ -108,7 +100,7 @@ if (!FULL) {
   ] as const;
   for (const [label, cfg] of modes) {
     bench(`linear ${M}x${K}x${N} full size (${label})`, work, () => {
-      withConfig(cfg, () => ops.linear(a, w, bias)[0].dispose());
+      withLinearConfig(cfg, () => ops.linear(a, w, bias)[0].dispose());
     }, { n: 5, pipelined: 2 });
   }
 }
@@ -175,12 +167,12 @@ for (const [B, P] of [[8 / (FULL ? 1 : 4), 128], [FULL ? 8 : 1, FULL ? 1024 : 25
     bench(
       `attention ${B}x${P}, 12 heads x 64 (scores, softmax, z), no subgroups`,
       flops,
-      () => withConfig({ subgroups: "never" }, unfused),
+      () => withLinearConfig({ subgroups: "never" }, unfused),
     );
   }
   bench(
     `attention ${B}x${P}, 12 heads x 64, fused (one pass)`,
-    { flops: 4 * B * H * P * P * E },
+    flops,
     () => {
       const s = { B, P, Pk: P, H, Hkv: H, E, kvStride: P * H * E, alpha: 0.125, offset: 0 };
       ops.flashAttention(q, k, v, s).dispose();
@@ -225,7 +217,7 @@ for (const [B, P] of [[8 / (FULL ? 1 : 4), 128], [FULL ? 8 : 1, FULL ? 1024 : 25
   bench(`SAE decode ${T}x${dSae}->768 ${how}`, decodeWork, () => sae.decodeFlat(acts).dispose());
   if (!sparse && !info.fallback) {
     bench(`SAE decode ${T}x${dSae}->768 ${how}, without split-K`, decodeWork, () => {
-      withConfig({ splitK: "off" }, () => sae.decodeFlat(acts).dispose());
+      withLinearConfig({ splitK: "off" }, () => sae.decodeFlat(acts).dispose());
     });
   }
   bench(

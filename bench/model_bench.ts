@@ -13,6 +13,7 @@ import {
   randomGpt2,
   suite,
   warmGpu,
+  withLinearConfig,
 } from "./_common.ts";
 import * as ops from "../src/gpu/ops.ts";
 
@@ -54,24 +55,17 @@ if (!info.fallback) {
   // takes its own kernels, so only a GPU has anything to compare): 128x128 tiles throughout (the
   // rule before bigTileMinTiles), and split-K of GPT-2's layers too (slices of >= 256 k) instead
   // of 64x64 tiles (by default only sums deeper than 4096 are split).
-  const withLinear = async (cfg: Partial<typeof ops.linearConfig>) => {
-    const saved = { ...ops.linearConfig };
-    Object.assign(ops.linearConfig, cfg);
-    try {
-      (await model.forward(t)).dispose();
-    } finally {
-      Object.assign(ops.linearConfig, saved);
-    }
-  };
+  const forwardWith = (cfg: Partial<typeof ops.linearConfig>) =>
+    withLinearConfig(cfg, async () => (await model.forward(t)).dispose());
   bench(
     `forward ${B}x${P} with 128x128 tiles throughout`,
     { flops: flops(B, P) },
-    () => withLinear({ bigTileMinTiles: 0 }),
+    () => forwardWith({ bigTileMinTiles: 0 }),
   );
   bench(
     `forward ${B}x${P} with split-K`,
     { flops: flops(B, P) },
-    () => withLinear({ splitK: "auto", splitKMinDepth: 256 }),
+    () => forwardWith({ splitK: "auto", splitKMinDepth: 256 }),
   );
 }
 bench(`runWithCache ${B}x${P}, all hooks`, { flops: flops(B, P) }, async () => {
@@ -92,25 +86,17 @@ bench(`runWithCache ${B}x${P} with the backward pass (mean loss, all hooks and t
   cache.dispose();
 });
 const sae = await benchSae(dims);
-bench(`runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae})`, {
-  flops: flops(B, P) + 4 * B * P * c.dModel * sae.cfg.dSae,
-}, async () => {
-  ((await model.runWithSaes(t, { saes: [sae] })) as Tensor).dispose();
-});
+const saeWork = { flops: flops(B, P) + 4 * B * P * c.dModel * sae.cfg.dSae };
+const runWithSaes = async () => ((await model.runWithSaes(t, { saes: [sae] })) as Tensor).dispose();
+bench(`runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae})`, saeWork, runWithSaes);
 if (!info.fallback) {
   // The SAE decode of many tokens is split over K by default (ops.linearConfig.splitK): the same
   // call without.
-  bench(`runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae}) without split-K`, {
-    flops: flops(B, P) + 4 * B * P * c.dModel * sae.cfg.dSae,
-  }, async () => {
-    const saved = ops.linearConfig.splitK;
-    ops.linearConfig.splitK = "off";
-    try {
-      ((await model.runWithSaes(t, { saes: [sae] })) as Tensor).dispose();
-    } finally {
-      ops.linearConfig.splitK = saved;
-    }
-  });
+  bench(
+    `runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae}) without split-K`,
+    saeWork,
+    () => withLinearConfig({ splitK: "off" }, runWithSaes),
+  );
 }
 if ((await import("../src/gpu/info.ts")).gpuInfo().f16) {
   const half = randomGpt2(dims, "float16");

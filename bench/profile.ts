@@ -4,9 +4,17 @@
 // per case and writes bench/results/profile.json. Run: deno run -A bench/profile.ts
 // (bench/gpu.sh runs it on the GPU machine).
 import type { Tensor } from "../mod.ts";
-import * as ops from "../src/gpu/ops.ts";
 import { profileDispatches, summarizeProfile } from "../src/gpu/timing.ts";
-import { benchSae, benchTokens, FULL, info, MODEL_DIMS, randomGpt2, warmGpu } from "./_common.ts";
+import {
+  benchSae,
+  benchTokens,
+  FULL,
+  info,
+  MODEL_DIMS,
+  randomGpt2,
+  warmGpu,
+  withLinearConfig,
+} from "./_common.ts";
 
 if (!info.timestamps) {
   console.log(`${info.adapter} has no timestamp-query: nothing to profile.`);
@@ -21,15 +29,10 @@ const sae = await benchSae(MODEL_DIMS);
 const cases: [string, () => Promise<void>][] = [
   [`forward ${B}x${P}`, async () => (await model.forward(t)).dispose()],
   // Split-K of GPT-2's layers too (slices of >= 256 k; ops.linearConfig, a GPU's choice only).
-  ...(info.fallback ? [] : [[`forward ${B}x${P} with split-K`, async () => {
-    const saved = ops.linearConfig.splitKMinDepth;
-    ops.linearConfig.splitKMinDepth = 256;
-    try {
-      (await model.forward(t)).dispose();
-    } finally {
-      ops.linearConfig.splitKMinDepth = saved;
-    }
-  }] as [string, () => Promise<void>]]),
+  ...(info.fallback ? [] : [[
+    `forward ${B}x${P} with split-K`,
+    () => withLinearConfig({ splitKMinDepth: 256 }, async () => (await model.forward(t)).dispose()),
+  ] as [string, () => Promise<void>]]),
   [`runWithCache ${B}x${P}, all hooks`, async () => {
     const [out, cache] = await model.runWithCache(t);
     (out as Tensor).dispose();
