@@ -19,46 +19,26 @@ for (const suite of ["kernels", "model"]) {
 }
 const find = (re: RegExp) => rows.filter((r) => re.test(r.name));
 
-/** Each choice: which cases are its candidates, and the name of the default case each is timed
- * against (the same case without the choice). */
-const candidates: [string, RegExp, (name: string) => string][] = [
-  [
-    "one-pass attention (attentionConfig.fused)",
-    / with fused attention$/,
-    (n) => n.replace(/ with fused attention$/, ""),
-  ],
-  [
-    "one-pass attention, kernel alone",
-    /, fused \(one pass\)$/,
-    (n) => n.replace(/, fused \(one pass\)$/, " (scores, softmax, z)"),
-  ],
-  [
-    "split-K of shallow sums too (splitKMinDepth 256)",
-    / with split-K$/,
-    (n) => n.replace(/ with split-K$/, ""),
-  ],
-  [
-    "no split-K (linearConfig.splitK off; the default splits deep sums)",
-    /,? without split-K$/,
-    (
-      n,
-    ) => n.replace(/,? without split-K$/, ""),
-  ],
-  [
-    "128x128 tiles throughout (bigTileMinTiles 0)",
-    / with 128x128 tiles throughout$/,
-    (n) => n.replace(/ with 128x128 tiles throughout$/, ""),
-  ],
+/** Each choice: the suffix that names its candidate cases, and what replaces that suffix in the
+ * name of the default case each is timed against (nothing: the same case without the choice). */
+const candidates: [label: string, suffix: RegExp, base?: string][] = [
+  ["one-pass attention (attentionConfig.fused)", / with fused attention$/],
+  ["one-pass attention, kernel alone", /, fused \(one pass\)$/, " (scores, softmax, z)"],
+  ["split-K of shallow sums too (splitKMinDepth 256)", / with split-K$/],
+  ["no split-K (splitK off; the default splits deep sums)", /,? without split-K$/],
+  ["128x128 tiles throughout (bigTileMinTiles 0)", / with 128x128 tiles throughout$/],
 ];
-for (const [label, re, baseName] of candidates) {
-  const pairs = find(re).map((c) => [rows.find((r) => r.name === baseName(c.name)), c] as const);
+for (const [label, suffix, base = ""] of candidates) {
+  const pairs = find(suffix).map((c) =>
+    [rows.find((r) => r.name === c.name.replace(suffix, base)), c] as const
+  );
   if (!pairs.length) continue;
   console.log(`\n${label}:`);
-  for (const [base, cand] of pairs) {
-    if (!base) continue;
-    const ratio = base.gpuMs / cand.gpuMs;
+  for (const [def, cand] of pairs) {
+    if (!def) continue;
+    const ratio = def.gpuMs / cand.gpuMs;
     console.log(
-      `  ${base.name.padEnd(52)} ${base.gpuMs.toFixed(3).padStart(9)} ms  candidate ${
+      `  ${def.name.padEnd(52)} ${def.gpuMs.toFixed(3).padStart(9)} ms  candidate ${
         cand.gpuMs.toFixed(3).padStart(9)
       } ms  ${ratio >= 1 ? `${ratio.toFixed(2)}x faster` : `${(1 / ratio).toFixed(2)}x slower`}`,
     );
