@@ -593,11 +593,11 @@ Deno.test({
   general.out.dispose();
 });
 
-Deno.test("by default the tiled GPU kernels split only deep sums over K (as an SAE decode's) of outputs with few tiles", async () => {
-  // [300, 40] is 3 tiles of 128x128: K 4160 is split in two slices of >= 2048 (splitKMinDepth),
-  // K 772 is not (64x64 tiles instead, see bigTileMinTiles).
+Deno.test("by default the tiled GPU kernels split sums over K of outputs with few tiles into slices of at least 256", async () => {
+  // [300, 40] is 3 tiles of 128x128: K 772 is split in three slices of >= 256 (splitKMinDepth),
+  // K 508 is not (64x64 tiles instead, see bigTileMinTiles).
   for (
-    const [K, want] of [[4160, ["linear:main", "linear:splitk_sum"]], [772, [
+    const [K, want] of [[772, ["linear:main", "linear:splitk_sum"]], [508, [
       "linear:main64",
     ]]] as const
   ) {

@@ -1002,7 +1002,9 @@ export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOp
  * ```
  */
 export const linearConfig: {
-  /** K step of the 128x128 tiles. */
+  /** K step of the 128x128 tiles: 16 beat 8 on every shape timed warm on the H100 (2026-11-28:
+   * 1024x768x50260 3.00 against 3.24 ms, 1024x768x2304 0.221 against 0.236, 4096³ 4.79 against
+   * 4.92). */
   bk: 8 | 16;
   /** Up to this many rows, the matrix-vector kernel (its `_cpu` variant on a software adapter). */
   matvecMaxRows: number;
@@ -1018,28 +1020,29 @@ export const linearConfig: {
   splitK: "off" | "auto" | number;
   /** Workgroups "auto" split-K aims at: about two a compute unit on the largest GPUs. */
   splitKTiles: number;
-  /** Least depth of an "auto" slice. 2048 splits only deep sums such as the SAE decode of many
-   * tokens ([1024, 768] over 24576 latents: 48 tiles, 8.9 ms on the H100 unsplit), whose partial
-   * products are negligible traffic beside the arithmetic on any GPU; GPT-2's layers (K <= 3072)
-   * split only with less (256 in the benchmarks' split-K lines, not yet timed on a GPU). */
+  /** Least depth of an "auto" slice. With 256, GPT-2 small's attention and MLP outputs ([1024,
+   * 768], 48 tiles) are split in 3 and 7 slices, and its q/k/v projection (144 tiles) in 3: its
+   * forward at 8x128 took 13.9 ms of H100 time against 15.6 with 2048, which splits only deep sums
+   * such as the SAE decode (2026-11-28, bench/RESULTS.md). */
   splitKMinDepth: number;
   /** The register-blocked kernels: "auto" takes them on a software adapter above `matvecMaxRows`
    * rows (2-4x the tiled kernels on lavapipe, where every buffer load is a loop over the SIMD
    * lanes), the "large" block for more than 32 rows and at least `cpuMinMacs` multiply-adds, else
-   * the "small" one; or one of them forced, or "never". */
+   * the "small" one; or one of them forced, or "never". (On the H100 the small block as the
+   * kernel for outputs of fewer than 160 tiles made GPT-2's forward 1.4x slower than split-K.) */
   cpuKernel: "auto" | "large" | "small" | "never";
   /** Multiply-adds (M·K·N) from which "auto" takes the large block, which LLVM takes seconds a
    * variant to compile (once per machine: Mesa caches it on disk); small layers would not win
    * that back. */
   cpuMinMacs: number;
 } = {
-  bk: 8,
+  bk: 16,
   matvecMaxRows: 4,
   smallTileMaxRows: 256,
   bigTileMinTiles: 160,
   splitK: "auto",
   splitKTiles: 320,
-  splitKMinDepth: 2048,
+  splitKMinDepth: 256,
   cpuKernel: "auto",
   cpuMinMacs: 2 ** 24,
 };
