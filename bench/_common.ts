@@ -15,14 +15,17 @@ import { seededUniform } from "../src/model/random.ts";
 export const info = await initGpu();
 
 /** Keeps the GPU busy for about `ms` so that its clocks are up before the first measurement. */
-export async function warmGpu(ms = 1500): Promise<void> {
+export async function warmGpu(ms = info.fallback ? 1500 : 10000): Promise<void> {
   const { Tensor } = await import("../src/gpu/tensor.ts");
   const { linear } = await import("../src/gpu/ops.ts");
   const n = info.fallback ? 128 : 2048;
   const a = Tensor.from(new Float32Array(n * n).fill(0.01), [n, n]);
   const t0 = performance.now();
   while (performance.now() - t0 < ms) {
-    for (let i = 0; i < 8; i++) linear(a, a)[0].dispose();
+    // On a GPU ~20 ms of work between syncs (each ~11 ms idle). On the H100 neither 1.5 s of 8
+    // products a sync nor 4 s of 32 kept the first cases of a suite from running up to 3x slow
+    // (bench/RESULTS.md, 2026-11-28); 10 s is the next try.
+    for (let i = 0; i < (info.fallback ? 8 : 32); i++) linear(a, a)[0].dispose();
     await sync();
   }
   a.dispose();

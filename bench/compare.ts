@@ -22,11 +22,20 @@ const find = (re: RegExp) => rows.filter((r) => re.test(r.name));
 /** Each choice: the suffix that names its candidate cases, and what replaces that suffix in the
  * name of the default case each is timed against (nothing: the same case without the choice). */
 const candidates: [label: string, suffix: RegExp, base?: string][] = [
-  ["one-pass attention (attentionConfig.fused)", / with fused attention$/],
+  ["one-pass attention (attentionConfig.fused)", / with fused attention$/, ", default choices"],
   ["one-pass attention, kernel alone", /, fused \(one pass\)$/, " (scores, softmax, z)"],
-  ["split-K of shallow sums too (splitKMinDepth 256)", / with split-K$/],
-  ["no split-K (splitK off; the default splits deep sums)", /,? without split-K$/],
-  ["128x128 tiles throughout (bigTileMinTiles 0)", / with 128x128 tiles throughout$/],
+  ["K step 8 of the 128x128 tiles (bk 8; the default is 16)", / with BK 8$/, ", default choices"],
+  [
+    "split-K of deep sums only (splitKMinDepth 2048; the default is 256)",
+    / with split-K of deep sums only$/,
+    ", default choices",
+  ],
+  [
+    "split-K of the MLP input too (bigTileMinTiles 264)",
+    / with split-K of the MLP input too$/,
+    ", default choices",
+  ],
+  ["no split-K (splitK off)", /,? without split-K$/],
 ];
 for (const [label, suffix, base = ""] of candidates) {
   const pairs = find(suffix).map((c) =>

@@ -13,7 +13,6 @@ import {
   MODEL_DIMS,
   randomGpt2,
   warmGpu,
-  withLinearConfig,
 } from "./_common.ts";
 
 if (!info.timestamps) {
@@ -28,11 +27,6 @@ const sae = await benchSae(MODEL_DIMS);
 
 const cases: [string, () => Promise<void>][] = [
   [`forward ${B}x${P}`, async () => (await model.forward(t)).dispose()],
-  // Split-K of GPT-2's layers too (slices of >= 256 k; ops.linearConfig, a GPU's choice only).
-  ...(info.fallback ? [] : [[
-    `forward ${B}x${P} with split-K`,
-    () => withLinearConfig({ splitKMinDepth: 256 }, async () => (await model.forward(t)).dispose()),
-  ] as [string, () => Promise<void>]]),
   [`runWithCache ${B}x${P}, all hooks`, async () => {
     const [out, cache] = await model.runWithCache(t);
     (out as Tensor).dispose();
