@@ -371,6 +371,9 @@ export function f32(x: number): { f32: number } {
   return { f32: x };
 }
 
+/** Bind groups kept for reuse (by pipeline, uniform block and buffers) before the cache is emptied. */
+const BIND_GROUP_CACHE = 16384;
+
 function uniformFor(params: readonly Param[]): GPUBuffer {
   const r = runtime();
   const n = Math.max(4, Math.ceil(params.length / 4) * 4);
@@ -466,7 +469,10 @@ export function dispatch(
       entries.push({ binding: i + 1, resource: { buffer: b, size: Math.min(b.size, maxBind) } });
     });
     bg = r.gpu.device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
-    if (r.bindGroups.size > 4096) r.bindGroups.clear();
+    // Generation makes ~1000 new bind groups a call (new uniform blocks per position, pooled
+    // buffers handed out in another order): with room for 4096 the cache emptied every 2-3 calls
+    // and the next call re-created all 2000+ (~75 us each on a 2-core CPU).
+    if (r.bindGroups.size > BIND_GROUP_CACHE) r.bindGroups.clear();
     r.bindGroups.set(key, bg);
   }
   const lim = r.gpu.limits.maxComputeWorkgroupsPerDimension;

@@ -987,7 +987,9 @@ export class HookedTransformer {
             topK: o.topK,
             topP: o.topP,
             temperature: o.temperature,
-            u: rand(),
+            // Greedy decoding reads no random number: a constant keeps the step's uniform block
+            // (and its bind group) the same from call to call.
+            u: o.doSample ?? true ? rand() : 0,
           });
         } finally {
           this.#kv = null;
