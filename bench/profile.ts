@@ -5,15 +5,7 @@
 // (bench/gpu.sh runs it on the GPU machine).
 import type { Tensor } from "../mod.ts";
 import { profileDispatches, summarizeProfile } from "../src/gpu/timing.ts";
-import {
-  benchSae,
-  benchTokens,
-  FULL,
-  info,
-  MODEL_DIMS,
-  randomGpt2,
-  warmGpu,
-} from "./_common.ts";
+import { benchSae, benchTokens, FULL, info, MODEL_DIMS, randomGpt2, warmGpu } from "./_common.ts";
 
 if (!info.timestamps) {
   console.log(`${info.adapter} has no timestamp-query: nothing to profile.`);
