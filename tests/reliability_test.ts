@@ -1,7 +1,8 @@
 // Concurrency, resources and determinism: overlapping calls give the sequential results, the
 // buffer pool stays flat over hundreds of cycles, and outputs are bit-identical across runs.
 import assert from "node:assert/strict";
-import { gpuInfo, HookedSAETransformer, SAE, type Tensor } from "../mod.ts";
+import { gpuInfo, HookedSAETransformer, SAE, Tensor } from "../mod.ts";
+import { runtime } from "../src/gpu/runtime.ts";
 
 const REF = new URL("./reference/gpt2_tiny/", import.meta.url).pathname;
 const model = await HookedSAETransformer.fromPretrained(`${REF}hf`);
@@ -95,3 +96,30 @@ Deno.test("the same inputs give bit-identical outputs across runs", async () => 
   const g2 = await model.generate(tokens, { maxNewTokens: 5, seed: 3, stopAtEos: false });
   assert.deepEqual(g1, g2);
 }); // deno-fmt-ignore
+
+Deno.test("a forward, runWithSaes or generate repeated on the same tokens gets the same buffers and makes no new bind groups", async () => {
+  // Creating a bind group costs the CPU ~50-75 us (Deno 2.9): a generate call records thousands of
+  // dispatches, so their bind groups must come from the cache when the call is repeated, which
+  // takes the pool handing each tensor the same buffer as before.
+  const device = runtime().gpu.device;
+  let made = 0;
+  const create = device.createBindGroup.bind(device);
+  device.createBindGroup = (d: GPUBindGroupDescriptor) => (made++, create(d));
+  using t = Tensor.from(new Int32Array(tokens.flat()), [2, 8], "int32");
+  const calls: [string, () => Promise<unknown>][] = [
+    ["forward", async () => (await model.forward(t)).dispose()],
+    ["runWithSaes", async () => ((await model.runWithSaes(t, { saes: [sae] })) as Tensor).dispose()],
+    ["generate", () => model.generate(t, { maxNewTokens: 12, doSample: false, stopAtEos: false })],
+  ];
+  try {
+    for (const [name, call] of calls) {
+      await call(); // makes its buffers and bind groups
+      await call(); // the pool's free buffers were freed in another order than they are taken
+      made = 0;
+      await call();
+      assert.equal(made, 0, `${name}: ${made} bind groups made again`);
+    }
+  } finally {
+    device.createBindGroup = create;
+  }
+});

@@ -169,7 +169,17 @@ export function acquireBuffer(bytes: number): GPUBuffer {
   if (list && list.length) {
     r.stats.poolFree--;
     r.stats.poolFreeBytes -= size;
-    return list.pop()!;
+    // The oldest free buffer of the size, not the last freed: which buffer a tensor gets then
+    // depends only on which are free, not on the order earlier calls freed them in, so a call
+    // repeated gets the same buffers and finds its bind groups cached.
+    let best = 0;
+    for (let i = 1; i < list.length; i++) {
+      if (idOf(r, list[i]) < idOf(r, list[best])) best = i;
+    }
+    const buf = list[best];
+    list[best] = list[list.length - 1];
+    list.pop();
+    return buf;
   }
   r.gpu.device.pushErrorScope("out-of-memory");
   const buf = r.gpu.device.createBuffer({ size, usage: STORAGE_USAGE, label: "pool" });
@@ -179,6 +189,7 @@ export function acquireBuffer(bytes: number): GPUBuffer {
   r.stats.poolBuffers++;
   r.stats.poolBytes += size;
   r.owned.add(buf);
+  idOf(r, buf); // ids in order of creation (see above)
   return buf;
 }
 
