@@ -169,17 +169,7 @@ export function acquireBuffer(bytes: number): GPUBuffer {
   if (list && list.length) {
     r.stats.poolFree--;
     r.stats.poolFreeBytes -= size;
-    // The oldest free buffer of the size, not the last freed: which buffer a tensor gets then
-    // depends only on which are free, not on the order earlier calls freed them in, so a call
-    // repeated gets the same buffers and finds its bind groups cached.
-    let best = 0;
-    for (let i = 1; i < list.length; i++) {
-      if (idOf(r, list[i]) < idOf(r, list[best])) best = i;
-    }
-    const buf = list[best];
-    list[best] = list[list.length - 1];
-    list.pop();
-    return buf;
+    return list.pop()!; // the oldest (see releaseBuffer)
   }
   r.gpu.device.pushErrorScope("out-of-memory");
   const buf = r.gpu.device.createBuffer({ size, usage: STORAGE_USAGE, label: "pool" });
@@ -189,7 +179,7 @@ export function acquireBuffer(bytes: number): GPUBuffer {
   r.stats.poolBuffers++;
   r.stats.poolBytes += size;
   r.owned.add(buf);
-  idOf(r, buf); // ids in order of creation (see above)
+  idOf(r, buf); // ids in order of creation (see releaseBuffer)
   return buf;
 }
 
@@ -197,9 +187,23 @@ export function acquireBuffer(bytes: number): GPUBuffer {
 export function releaseBuffer(buf: GPUBuffer): void {
   const r = rt;
   if (!r || r.gpu.lost || !r.owned.has(buf)) return; // its device is gone, and the buffer with it
+  // Each size's free list is kept newest first, so acquireBuffer takes the oldest free buffer, not
+  // the last freed: which buffer a tensor gets then depends only on which are free, not on the
+  // order earlier calls freed them in, so a call repeated gets the same buffers and finds its bind
+  // groups cached.
   const list = r.free.get(buf.size);
-  if (list) list.push(buf);
-  else r.free.set(buf.size, [buf]);
+  if (!list) {
+    r.free.set(buf.size, [buf]);
+  } else {
+    const id = idOf(r, buf);
+    let [lo, hi] = [0, list.length];
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (idOf(r, list[mid]) > id) lo = mid + 1;
+      else hi = mid;
+    }
+    list.splice(lo, 0, buf);
+  }
   r.stats.poolFree++;
   r.stats.poolFreeBytes += buf.size;
 }
