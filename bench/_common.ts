@@ -147,6 +147,39 @@ export function bench(
   });
 }
 
+/**
+ * Registers a Deno.bench case that times the CPU alone: `fn` records its GPU work as usual, but
+ * nothing is submitted (the queue's submit is stubbed for the call), so the figure is what
+ * hooklens and WebGPU cost the host per call (plus any readback's ~11 ms CPU sync) whatever the
+ * GPU. Recorded as wall ms, with no GPU ms.
+ */
+export function benchHost(name: string, fn: () => Promise<void> | void, n = 10): void {
+  const times: number[] = [];
+  Deno.bench({ name, n, warmup: 2, group: suiteName }, async () => {
+    const { runtime } = await import("../src/gpu/runtime.ts");
+    const queue = runtime().gpu.device.queue;
+    const submit = queue.submit;
+    queue.submit = () => {};
+    try {
+      const t0 = performance.now();
+      await fn();
+      times.push(performance.now() - t0);
+    } finally {
+      queue.submit = submit;
+    }
+    const old = rows.findIndex((r) => r.suite === suiteName && r.name === name);
+    if (old >= 0) rows.splice(old, 1);
+    rows.push({
+      suite: suiteName,
+      name,
+      gpuMs: NaN,
+      wallMs: median(times.slice(-n)),
+      gflops: null,
+      gbps: null,
+    });
+  });
+}
+
 globalThis.addEventListener("unload", () => {
   if (!rows.length) return;
   const pad = (s: string, n: number) => s.padEnd(n);
@@ -160,9 +193,9 @@ globalThis.addEventListener("unload", () => {
   ];
   for (const r of rows) {
     lines.push(
-      `${pad(`${r.suite}: ${r.name}`, 58)} ${r.gpuMs.toFixed(3).padStart(9)} ${
-        r.wallMs.toFixed(2).padStart(9)
-      } ` +
+      `${pad(`${r.suite}: ${r.name}`, 58)} ${
+        (isNaN(r.gpuMs) ? "" : r.gpuMs.toFixed(3)).padStart(9)
+      } ${r.wallMs.toFixed(2).padStart(9)} ` +
         `${r.gflops === null ? "".padStart(9) : r.gflops.toFixed(0).padStart(9)} ${
           r.gbps === null ? "".padStart(8) : r.gbps.toFixed(0).padStart(8)
         }`,

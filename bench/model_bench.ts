@@ -5,6 +5,7 @@
 import type { Tensor } from "../mod.ts";
 import {
   bench,
+  benchHost,
   benchSae,
   benchTokens,
   FULL,
@@ -102,3 +103,9 @@ const prompt = tokens(1, 8);
 bench("generate 32 tokens (greedy, KV cache, batch 1)", {}, async () => {
   await model.generate(prompt, { maxNewTokens: 32, doSample: false, stopAtEos: false });
 }, { n: 3, pipelined: 2 });
+// What the CPU costs per call, nothing submitted: generation is host-bound on a fast GPU (a token
+// is ~114 dispatches of tiny kernels), and so is a small forward.
+benchHost(`forward ${B}x${P}, host recording only`, async () => (await model.forward(t)).dispose());
+benchHost("generate 32 tokens, host recording only (and one readback)", async () => {
+  await model.generate(prompt, { maxNewTokens: 32, doSample: false, stopAtEos: false });
+}, 5);
