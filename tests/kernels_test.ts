@@ -403,7 +403,14 @@ const LINEAR_MODES = {
   matvec: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "never" },
   matvecCpu: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "always" },
   tile64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" },
-  tile128: { matvecMaxRows: 0, smallTileMaxRows: 0, bigTileMinTiles: 0, cpuKernel: "never" },
+  // K step 8 (16, the default, is tile128bk16 and the other tiled modes).
+  tile128: {
+    matvecMaxRows: 0,
+    smallTileMaxRows: 0,
+    bigTileMinTiles: 0,
+    cpuKernel: "never",
+    bk: 8,
+  },
   tile128bk16: {
     matvecMaxRows: 0,
     smallTileMaxRows: 0,
