@@ -1384,7 +1384,7 @@ function gpuTile(M: number, N: number, K: number): "main" | "main64" {
   if (M <= linearConfig.smallTileMaxRows) return "main64";
   const tiles = Math.ceil(M / 128) * Math.ceil(N / 128);
   if (tiles >= linearConfig.bigTileMinTiles) return "main";
-  return linearConfig.splitK !== "off" && splitFactor(tiles, K) > 1 ? "main" : "main64";
+  return splitFactor(tiles, K) > 1 ? "main" : "main64";
 }
 
 /** Which register-blocked kernel {@link linear} takes, if any (see {@link linearConfig}). */

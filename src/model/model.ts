@@ -961,6 +961,7 @@ export class HookedTransformer {
         }
         : null;
       const rand = seededUniform(o.seed ?? Math.floor(Math.random() * 2 ** 31));
+      const greedy = !(o.doSample ?? true);
       let done = P0;
       for (let step = 0; step < maxNew; step++) {
         const pos = P0 + step;
@@ -983,13 +984,13 @@ export class HookedTransformer {
           this.#kv = kv;
           const logits = await this.#forward(stepInput, {}) as Tensor;
           ops.sampleNext(logits, seq, pos, {
-            greedy: !(o.doSample ?? true),
+            greedy,
             topK: o.topK,
             topP: o.topP,
             temperature: o.temperature,
             // Greedy decoding reads no random number: a constant keeps the step's uniform block
             // (and its bind group) the same from call to call.
-            u: o.doSample ?? true ? rand() : 0,
+            u: greedy ? 0 : rand(),
           });
         } finally {
           this.#kv = null;
