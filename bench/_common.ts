@@ -1,14 +1,14 @@
 // Shared benchmark machinery: GPU time per case from timestamp queries (wall time around a
 // completed submission where the adapter has none), GFLOP/s and GB/s beside each time, a table on
 // exit and a JSON summary in bench/results/.
-import { gpuInfo, initGpu } from "../mod.ts";
+import { gpuInfo, initGpu, Tensor } from "../mod.ts";
 import { gpuTimeMs } from "../src/gpu/timing.ts";
 import { configFromHf, type HookedTransformerConfig } from "../src/model/config.ts";
 import { processWeights } from "../src/model/processing.ts";
 import type { StateDict } from "../src/model/weights.ts";
 import { HookedSAETransformer } from "../src/sae/hooked_sae_transformer.ts";
 import { SAE } from "../src/sae/sae.ts";
-import { readBuffers } from "../src/gpu/runtime.ts";
+import { readBuffers, runtime } from "../src/gpu/runtime.ts";
 import * as ops from "../src/gpu/ops.ts";
 import { seededUniform } from "../src/model/random.ts";
 
@@ -16,8 +16,6 @@ export const info = await initGpu();
 
 /** Keeps the GPU busy for about `ms` so that its clocks are up before the first measurement. */
 export async function warmGpu(ms = info.fallback ? 1500 : 10000): Promise<void> {
-  const { Tensor } = await import("../src/gpu/tensor.ts");
-  const { linear } = await import("../src/gpu/ops.ts");
   const n = info.fallback ? 128 : 2048;
   const a = Tensor.from(new Float32Array(n * n).fill(0.01), [n, n]);
   const t0 = performance.now();
@@ -25,7 +23,7 @@ export async function warmGpu(ms = info.fallback ? 1500 : 10000): Promise<void> 
     // On a GPU ~20 ms of work between syncs (each ~11 ms idle). On the H100 neither 1.5 s of 8
     // products a sync nor 4 s of 32 kept the first cases of a suite from running up to 3x slow
     // (bench/RESULTS.md, 2026-11-28); 10 s is the next try.
-    for (let i = 0; i < (info.fallback ? 8 : 32); i++) linear(a, a)[0].dispose();
+    for (let i = 0; i < (info.fallback ? 8 : 32); i++) ops.linear(a, a)[0].dispose();
     await sync();
   }
   a.dispose();
@@ -63,7 +61,23 @@ interface Row {
   gbps: number | null;
 }
 const rows: Row[] = [];
+/** A case's work per call, for GFLOP/s and GB/s. */
+type Work = { flops?: number; bytes?: number };
 let suiteName = "bench";
+
+/** Records (or replaces) the summary row of case `name` in the current suite. */
+function record(name: string, gpuMs: number, wallMs: number, work: Work = {}): void {
+  const old = rows.findIndex((r) => r.suite === suiteName && r.name === name);
+  if (old >= 0) rows.splice(old, 1);
+  rows.push({
+    suite: suiteName,
+    name,
+    gpuMs,
+    wallMs,
+    gflops: work.flops ? work.flops / gpuMs / 1e6 : null,
+    gbps: work.bytes ? work.bytes / gpuMs / 1e6 : null,
+  });
+}
 
 /** Names the suite (file) whose rows follow. */
 export function suite(name: string): void {
@@ -78,9 +92,7 @@ export function median(xs: number[]): number {
 
 /** Waits for all submitted GPU work (one tiny readback). */
 export async function sync(): Promise<void> {
-  const { runtime } = await import("../src/gpu/runtime.ts");
-  const r = runtime();
-  const b = r.gpu.device.createBuffer({
+  const b = runtime().gpu.device.createBuffer({
     size: 16,
     usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
   });
@@ -98,17 +110,16 @@ export const BUSY_MS = Number(Deno.env.get("HOOKLENS_BENCH_BUSY_MS") ?? (info.fa
  * Registers a Deno.bench case and records its GPU time: each iteration runs `fn` between GPU
  * timestamps (Deno's own figure is wall time including one CPU sync, ~11 ms in Deno 2.9). On a
  * real GPU a sample runs `fn` back to back as often as fills {@link BUSY_MS} (as measured by the
- * samples before it; the first is not kept) and records the time per call. Also measures pipelined wall time: `pipelined`
- * runs back to back, then one sync.
+ * samples before it; the first is not kept) and records the time per call. Also measures
+ * pipelined wall time: `pipelined` runs back to back, then one sync.
  */
 export function bench(
   name: string,
-  work: { flops?: number; bytes?: number },
+  work: Work,
   fn: () => Promise<void> | void,
   opts: { n?: number; pipelined?: number } = {},
 ): void {
   const times: number[] = [];
-  let wall = NaN;
   const n = opts.n ?? 10;
   let calls = 0; // per sample: grows until a sample fills BUSY_MS (the first, cold, is not kept)
   Deno.bench({ name, n, warmup: 2, group: suiteName }, async () => {
@@ -132,18 +143,8 @@ export function bench(
     const t0 = performance.now();
     for (let i = 0; i < k; i++) await fn();
     await sync();
-    wall = (performance.now() - t0) / k;
-    const gpu = times.length ? median(times.slice(-n)) : wall;
-    const old = rows.findIndex((r) => r.suite === suiteName && r.name === name);
-    if (old >= 0) rows.splice(old, 1);
-    rows.push({
-      suite: suiteName,
-      name,
-      gpuMs: gpu,
-      wallMs: wall,
-      gflops: work.flops ? work.flops / gpu / 1e6 : null,
-      gbps: work.bytes ? work.bytes / gpu / 1e6 : null,
-    });
+    const wall = (performance.now() - t0) / k;
+    record(name, times.length ? median(times.slice(-n)) : wall, wall, work);
   });
 }
 
@@ -156,7 +157,6 @@ export function bench(
 export function benchHost(name: string, fn: () => Promise<void> | void, n = 10): void {
   const times: number[] = [];
   Deno.bench({ name, n, warmup: 2, group: suiteName }, async () => {
-    const { runtime } = await import("../src/gpu/runtime.ts");
     const queue = runtime().gpu.device.queue;
     const submit = queue.submit;
     queue.submit = () => {};
@@ -167,16 +167,7 @@ export function benchHost(name: string, fn: () => Promise<void> | void, n = 10):
     } finally {
       queue.submit = submit;
     }
-    const old = rows.findIndex((r) => r.suite === suiteName && r.name === name);
-    if (old >= 0) rows.splice(old, 1);
-    rows.push({
-      suite: suiteName,
-      name,
-      gpuMs: NaN,
-      wallMs: median(times.slice(-n)),
-      gflops: null,
-      gbps: null,
-    });
+    record(name, NaN, median(times.slice(-n)));
   });
 }
 
@@ -244,6 +235,10 @@ export const MODEL_DIMS: {
 } = FULL
   ? { layers: 12, dModel: 768, heads: 12, vocab: 50257, nCtx: 1024 }
   : { layers: 2, dModel: 256, heads: 4, vocab: 4096, nCtx: 256 };
+
+/** The end-to-end suites' batch x sequence for the cases compared in detail (GPT-2 small's 8x128
+ * on a GPU, 4x64 on a software adapter). */
+export const E2E_SHAPE: [batch: number, pos: number] = FULL ? [8, 128] : [4, 64];
 
 /** Deterministic token ids [B][P] below `vocab`. */
 export function benchTokens(B: number, P: number, vocab: number): number[][] {

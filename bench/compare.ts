@@ -19,32 +19,37 @@ for (const suite of ["kernels", "model"]) {
 }
 const find = (re: RegExp) => rows.filter((r) => re.test(r.name));
 
+/** The model suite's row of the defaults, timed beside the choices (see model_bench.ts). */
+const DEFAULTS = ", default choices";
 /** Each choice: the suffix that names its candidate cases, and what replaces that suffix in the
  * name of the default case each is timed against (nothing: the same case without the choice). */
 const candidates: [label: string, suffix: RegExp, base?: string][] = [
-  ["one-pass attention (attentionConfig.fused)", / with fused attention$/, ", default choices"],
+  ["one-pass attention (attentionConfig.fused)", / with fused attention$/, DEFAULTS],
   ["one-pass attention, kernel alone", /, fused \(one pass\)$/, " (scores, softmax, z)"],
-  ["K step 8 of the 128x128 tiles (bk 8; the default is 16)", / with BK 8$/, ", default choices"],
+  ["K step 8 of the 128x128 tiles (bk 8; the default is 16)", / with BK 8$/, DEFAULTS],
   [
     "split-K of deep sums only (splitKMinDepth 2048; the default is 256)",
     / with split-K of deep sums only$/,
-    ", default choices",
+    DEFAULTS,
   ],
   [
     "split-K of the MLP input too (bigTileMinTiles 264)",
     / with split-K of the MLP input too$/,
-    ", default choices",
+    DEFAULTS,
   ],
   ["no split-K (splitK off)", /,? without split-K$/],
 ];
 for (const [label, suffix, base = ""] of candidates) {
-  const pairs = find(suffix).map((c) =>
-    [rows.find((r) => r.name === c.name.replace(suffix, base)), c] as const
-  );
-  if (!pairs.length) continue;
+  const found = find(suffix);
+  if (!found.length) continue;
   console.log(`\n${label}:`);
-  for (const [def, cand] of pairs) {
-    if (!def) continue;
+  for (const cand of found) {
+    const baseName = cand.name.replace(suffix, base);
+    const def = rows.find((r) => r.name === baseName);
+    if (!def) {
+      console.log(`  ${cand.name}: no "${baseName}" row to compare with (did its suite finish?)`);
+      continue;
+    }
     const ratio = def.gpuMs / cand.gpuMs;
     console.log(
       `  ${def.name.padEnd(52)} ${def.gpuMs.toFixed(3).padStart(9)} ms  candidate ${

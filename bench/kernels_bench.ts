@@ -29,6 +29,13 @@ const shapes: [number, number, number][] = [[T, 768, 3072], [T, 3072, 768], [T, 
   2304,
 ]];
 if (FULL) shapes.push([T, 768, 50260], [4096, 4096, 4096]);
+// 128x128 tiles whatever the shape (no matrix-vector, 64x64 or register-blocked kernel).
+const big = {
+  matvecMaxRows: 0,
+  smallTileMaxRows: 0,
+  bigTileMinTiles: 0,
+  cpuKernel: "never",
+} as const;
 for (const [M, K, N] of shapes) {
   const a = mat(M, K, 1), w = mat(K, N, 2), bias = mat(1, N, 3).reshape([N]).keep();
   const work = { flops: 2 * M * K * N, bytes: 4 * (M * K + K * N + M * N) };
@@ -36,35 +43,11 @@ for (const [M, K, N] of shapes) {
     n: 8,
   });
   const variants = [
-    ["128x128 tiles, BK 8", {
-      bk: 8,
-      matvecMaxRows: 0,
-      smallTileMaxRows: 0,
-      bigTileMinTiles: 0,
-      cpuKernel: "never",
-    }],
-    ["128x128 tiles, BK 16", {
-      bk: 16,
-      matvecMaxRows: 0,
-      smallTileMaxRows: 0,
-      bigTileMinTiles: 0,
-      cpuKernel: "never",
-    }],
+    ["128x128 tiles, BK 8", { ...big, bk: 8 }],
+    ["128x128 tiles, BK 16", { ...big, bk: 16 }],
     ["64x64 tiles", { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" }],
-    ["split-K auto below 264 tiles", {
-      matvecMaxRows: 0,
-      smallTileMaxRows: 0,
-      cpuKernel: "never",
-      splitK: "auto",
-      bigTileMinTiles: 264,
-    }],
-    ["128x128 tiles, split-K 4", {
-      matvecMaxRows: 0,
-      smallTileMaxRows: 0,
-      bigTileMinTiles: 0,
-      cpuKernel: "never",
-      splitK: 4,
-    }],
+    ["split-K auto below 264 tiles", { ...big, splitK: "auto", bigTileMinTiles: 264 }],
+    ["128x128 tiles, split-K 4", { ...big, splitK: 4 }],
     ["register-blocked CPU kernel", { matvecMaxRows: 0, cpuKernel: "large", subgroups: "never" }],
     ["small register-blocked CPU kernel", {
       matvecMaxRows: 0,

@@ -8,6 +8,7 @@ import {
   benchHost,
   benchSae,
   benchTokens,
+  E2E_SHAPE,
   FULL,
   info,
   MODEL_DIMS,
@@ -40,7 +41,7 @@ for (const [B, P] of sizes) {
     { n: B * P > 4096 ? 3 : 8 },
   );
 }
-const [B, P] = FULL ? [8, 128] : [4, 64];
+const [B, P] = E2E_SHAPE;
 const t = tokens(B, P);
 const forwardWith = (cfg: Partial<typeof ops.linearConfig>) =>
   withLinearConfig(cfg, async () => (await model.forward(t)).dispose());
@@ -90,7 +91,7 @@ const sae = await benchSae(dims);
 const saeWork = { flops: flops(B, P) + 4 * B * P * c.dModel * sae.cfg.dSae };
 const runWithSaes = async () => ((await model.runWithSaes(t, { saes: [sae] })) as Tensor).dispose();
 bench(`runWithSaes ${B}x${P} (d_sae ${sae.cfg.dSae})`, saeWork, runWithSaes);
-if ((await import("../src/gpu/info.ts")).gpuInfo().f16) {
+if (info.f16) {
   const half = randomGpt2(dims, "float16");
   const t16 = tokens(B, P);
   bench(
@@ -100,12 +101,11 @@ if ((await import("../src/gpu/info.ts")).gpuInfo().f16) {
   );
 }
 const prompt = tokens(1, 8);
-bench("generate 32 tokens (greedy, KV cache, batch 1)", {}, async () => {
+const generate32 = async () => {
   await model.generate(prompt, { maxNewTokens: 32, doSample: false, stopAtEos: false });
-}, { n: 3, pipelined: 2 });
+};
+bench("generate 32 tokens (greedy, KV cache, batch 1)", {}, generate32, { n: 3, pipelined: 2 });
 // What the CPU costs per call, nothing submitted: generation is host-bound on a fast GPU (a token
 // is ~114 dispatches of tiny kernels), and so is a small forward.
 benchHost(`forward ${B}x${P}, host recording only`, async () => (await model.forward(t)).dispose());
-benchHost("generate 32 tokens, host recording only (and one readback)", async () => {
-  await model.generate(prompt, { maxNewTokens: 32, doSample: false, stopAtEos: false });
-}, 5);
+benchHost("generate 32 tokens, host recording only (and one readback)", generate32, 5);

@@ -5,7 +5,16 @@
 // (bench/gpu.sh runs it on the GPU machine).
 import type { Tensor } from "../mod.ts";
 import { profileDispatches, summarizeProfile } from "../src/gpu/timing.ts";
-import { benchSae, benchTokens, FULL, info, MODEL_DIMS, randomGpt2, warmGpu } from "./_common.ts";
+import {
+  benchSae,
+  benchTokens,
+  E2E_SHAPE,
+  FULL,
+  info,
+  MODEL_DIMS,
+  randomGpt2,
+  warmGpu,
+} from "./_common.ts";
 
 if (!info.timestamps) {
   console.log(`${info.adapter} has no timestamp-query: nothing to profile.`);
@@ -13,7 +22,7 @@ if (!info.timestamps) {
 }
 await warmGpu();
 const model = randomGpt2(MODEL_DIMS);
-const [B, P] = FULL ? [8, 128] : [4, 64];
+const [B, P] = E2E_SHAPE;
 const t = benchTokens(B, P, MODEL_DIMS.vocab);
 const sae = await benchSae(MODEL_DIMS);
 
