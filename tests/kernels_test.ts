@@ -399,33 +399,22 @@ type LinearMode = Partial<typeof ops.linearConfig> & {
   variants?: "never" | "always";
   subgroups?: "auto" | "never";
 };
+/** 128x128 tiles whatever the shape (no matrix-vector, 64x64 or register-blocked kernel). */
+const TILE128 = {
+  matvecMaxRows: 0,
+  smallTileMaxRows: 0,
+  bigTileMinTiles: 0,
+  cpuKernel: "never",
+} as const;
 const LINEAR_MODES = {
   matvec: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "never" },
   matvecCpu: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "always" },
   tile64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" },
   // K step 8 (16, the default, is tile128bk16 and the other tiled modes).
-  tile128: {
-    matvecMaxRows: 0,
-    smallTileMaxRows: 0,
-    bigTileMinTiles: 0,
-    cpuKernel: "never",
-    bk: 8,
-  },
-  tile128bk16: {
-    matvecMaxRows: 0,
-    smallTileMaxRows: 0,
-    bigTileMinTiles: 0,
-    cpuKernel: "never",
-    bk: 16,
-  },
+  tile128: { ...TILE128, bk: 8 },
+  tile128bk16: { ...TILE128, bk: 16 },
   // Split-K: 3 slices of 128x128 tiles, 2 of 64x64, and as many as "auto" picks.
-  splitK3: {
-    matvecMaxRows: 0,
-    smallTileMaxRows: 0,
-    bigTileMinTiles: 0,
-    cpuKernel: "never",
-    splitK: 3,
-  },
+  splitK3: { ...TILE128, splitK: 3 },
   splitK64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never", splitK: 2 },
   splitAuto: {
     matvecMaxRows: 0,
