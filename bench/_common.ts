@@ -270,6 +270,8 @@ export function randomGpt2(
     n_head: dims.heads,
     vocab_size: dims.vocab,
     n_positions: dims.nCtx,
+    // As GPT-2's own config: the last token ends text, so generate checks for it by default.
+    eos_token_id: dims.vocab - 1,
   }, "random-gpt2/config.json");
   const { dModel: D, nHeads: H, dHead: E, dMlp: F, dVocab: V, nCtx } = cfg;
   const sd: StateDict = new Map();

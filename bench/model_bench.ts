@@ -105,6 +105,12 @@ const generate32 = async () => {
   await model.generate(prompt, { maxNewTokens: 32, doSample: false, stopAtEos: false });
 };
 bench("generate 32 tokens (greedy, KV cache, batch 1)", {}, generate32, { n: 3, pipelined: 2 });
+// As a user calls it (and TransformerLens's figure was taken): checking for EOS (the config's last
+// token, as GPT-2's), which reads the token ids back every few steps.
+bench("generate 32 tokens, checking for EOS (the default)", {}, async () => {
+  const [row] = await model.generate(prompt, { maxNewTokens: 32, doSample: false });
+  if (row.length !== prompt[0].length + 32) throw new Error(`EOS after ${row.length} tokens`);
+}, { n: 3, pipelined: 2 });
 // What the CPU costs per call, nothing submitted: generation is host-bound on a fast GPU (a token
 // is ~114 dispatches of tiny kernels), and so is a small forward.
 benchHost(`forward ${B}x${P}, host recording only`, async () => (await model.forward(t)).dispose());

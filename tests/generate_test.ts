@@ -1,7 +1,7 @@
 // Generation: greedy equals TransformerLens's for every reference model (with and without the KV
 // cache), sampling is seeded and respects top-k, and hooks/SAEs act at every step.
 import assert from "node:assert/strict";
-import { gpuInfo, HookedSAETransformer, InputError, SAE } from "../mod.ts";
+import { gpuInfo, HookedSAETransformer, InputError, SAE, Tensor } from "../mod.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
 
 for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
@@ -56,3 +56,46 @@ Deno.test("sampling: seeded, top-k 1 is greedy, batches, hooks and SAEs act at e
   }
   await assert.rejects(() => model.generate(prompt, { maxNewTokens: 62 }), InputError);
 });
+
+Deno.test("stopAtEos ends where TransformerLens does: at the latest row's EOS, rows padded with it", async () => {
+  const REF = new URL("./reference/neox_tiny/", import.meta.url).pathname;
+  using model = await HookedSAETransformer.fromPretrained(`${REF}hf`);
+  const eos = model.cfg.eosTokenId!;
+  const prompt = [[5, 6, 7], [8, 9, 10]];
+  const maxNewTokens = 50;
+  // A hook that makes row b's greedy token EOS at the steps in eosAt[b] (and counts the steps).
+  const generate = async (eosAt: number[][], stopAtEos: boolean) => {
+    let step = 0;
+    using _h = model.hooks([["unembed.hook_out", (logits) => {
+      const [B, P, V] = logits.shape;
+      const bias = new Float32Array(B * P * V);
+      for (let b = 0; b < B; b++) {
+        if (eosAt[b].includes(step)) bias[(b * P + P - 1) * V + eos] = 1e4;
+      }
+      step++;
+      return logits.add(Tensor.from(bias, [B, P, V]));
+    }]]);
+    const rows = await model.generate(prompt, { maxNewTokens, doSample: false, stopAtEos });
+    return { rows, steps: step };
+  };
+  // TransformerLens's rule, applied to the tokens made without stopping: a row that has made EOS
+  // makes only EOS after it, and generation stops after the step where the last row made its.
+  const stopped = (rows: number[][]) => {
+    const firsts = rows.map((r) => r.indexOf(eos, prompt[0].length));
+    const end = firsts.every((i) => i >= 0) ? Math.max(...firsts) + 1 : rows[0].length;
+    return rows.map((r, b) =>
+      r.slice(0, end).map((t, i) => (firsts[b] >= 0 && i > firsts[b] ? eos : t))
+    );
+  };
+  for (const eosAt of [[[2], [9]], [[9, 11], [0]], [[3], []], [[], []], [[49], [20]]]) {
+    const free = await generate(eosAt, false);
+    assert.equal(free.steps, maxNewTokens);
+    const want = stopped(free.rows);
+    const got = await generate(eosAt, true);
+    assert.deepEqual(got.rows, want, `EOS at steps ${JSON.stringify(eosAt)}`);
+    if (want[0].length < prompt[0].length + maxNewTokens) {
+      assert.ok(got.steps < maxNewTokens, `stops early (${got.steps} steps for ${eosAt})`);
+    }
+  }
+  assert.equal((await generate([[4], [6]], true)).rows[0].length, prompt[0].length + 7);
+}); // deno-fmt-ignore

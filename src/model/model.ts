@@ -908,8 +908,10 @@ export class HookedTransformer {
    * Generates tokens (TransformerLens's `generate`): greedy or sampled (temperature, topK, topP,
    * seeded), with a KV cache by default, with hooks and attached SAEs active at every step. The
    * choice of each token happens on the GPU, which writes it where the next step reads it; token
-   * ids are read back at the end (and every 8 steps while waiting for EOS). Returns the full
-   * sequences: text for text input, token ids otherwise.
+   * ids are read back at the end (and, with `stopAtEos`, every 4 steps without waiting, later
+   * steps going on meanwhile). Returns the full sequences, text for text input, token ids
+   * otherwise; with `stopAtEos` they end at the step where the last row made EOS, rows that made it
+   * earlier padded with it, as TransformerLens's.
    *
    * @example
    * ```ts
@@ -963,6 +965,14 @@ export class HookedTransformer {
       const rand = seededUniform(o.seed ?? Math.floor(Math.random() * 2 ** 31));
       const greedy = !(o.doSample ?? true);
       let done = P0;
+      // Checking for EOS reads the token ids back, and a readback costs ~11 ms in Deno whatever
+      // its size (bench/RESULTS.md). So a check starts every few steps without waiting: the ids
+      // of positions < check.done are looked at once EOS_CHECK_LAG_MS have passed, steps made in
+      // the meantime. When every row had ended by then, those steps are dropped: the output ends
+      // where TransformerLens's (which checks every step) does, at the latest row's EOS.
+      let check: { ids: Promise<Float32Array | Int32Array>; done: number; at: number } | null =
+        null;
+      let ended: { ids: Float32Array | Int32Array; end: number } | null = null;
       for (let step = 0; step < maxNew; step++) {
         const pos = P0 + step;
         const stepArena = openArena();
@@ -998,15 +1008,27 @@ export class HookedTransformer {
         }
         flush();
         done = pos + 1;
-        if (stopAtEos && ((step + 1) % 8 === 0 || step === maxNew - 1)) {
-          const ids = await seq.toArray();
-          if (finished(ids, B, total, P0, done, eos!)) break;
+        if (!stopAtEos || step === maxNew - 1) continue;
+        if (check && performance.now() - check.at >= EOS_CHECK_LAG_MS) {
+          const ids = await check.ids;
+          const end = eosEnd(ids, B, total, P0, check.done, eos!);
+          check = null;
+          if (end !== null) {
+            ended = { ids, end };
+            break;
+          }
+        }
+        if (!check && (step + 1) % EOS_CHECK_EVERY === 0) {
+          check = { ids: seq.toArray(), done, at: performance.now() };
+          // Left unread when generation ends first: never an unhandled rejection.
+          check.ids.catch(() => {});
         }
       }
-      const ids = await seq.toArray();
+      const ids = ended?.ids ?? await seq.toArray();
+      const end = ended?.end ?? (stopAtEos ? eosEnd(ids, B, total, P0, done, eos!) : null) ?? done;
       const rows = Array.from(
         { length: B },
-        (_, b) => Array.from(ids.subarray(b * total, b * total + done)),
+        (_, b) => Array.from(ids.subarray(b * total, b * total + end)),
       );
       if (stopAtEos) {
         for (const r of rows) {
@@ -1595,21 +1617,32 @@ export class HookedTransformer {
   }
 }
 
-/** Whether every row has an EOS token among its generated positions [from, to). */
-function finished(
+/** Steps between the EOS checks of `generate` (each waits for the GPU to finish its queue). */
+const EOS_CHECK_EVERY = 4;
+/** How long `generate` lets an EOS check's readback (~11 ms in Deno) run before reading it. */
+const EOS_CHECK_LAG_MS = 12;
+
+/**
+ * Where generation ends once every row has made an EOS token among its generated positions
+ * [from, to): just past the latest row's first EOS (TransformerLens stops at that step). Null
+ * while some row has none.
+ */
+function eosEnd(
   ids: Int32Array | Float32Array,
   B: number,
   total: number,
   from: number,
   to: number,
   eos: number,
-): boolean {
+): number | null {
+  let end = from;
   for (let b = 0; b < B; b++) {
-    let hit = false;
-    for (let i = from; i < to && !hit; i++) hit = ids[b * total + i] === eos;
-    if (!hit) return false;
+    let i = from;
+    while (i < to && ids[b * total + i] !== eos) i++;
+    if (i === to) return null;
+    end = Math.max(end, i + 1);
   }
-  return true;
+  return end;
 }
 
 /** Drops the leading batch dimension (of size 1) of every cached tensor. */
