@@ -14,19 +14,43 @@ import { seededUniform } from "../src/model/random.ts";
 
 export const info = await initGpu();
 
-/** Keeps the GPU busy for about `ms` so that its clocks are up before the first measurement. */
-export async function warmGpu(ms = info.fallback ? 1500 : 10000): Promise<void> {
+/**
+ * Keeps the GPU busy until its clocks are up, and says so. On the H100 neither 1.5 s of 8 products
+ * between ~11 ms syncs nor 4 s of 32 kept the first cases of a suite from running up to 3x slow
+ * (bench/RESULTS.md, 2026-11-28). So: rounds of ~100 ms of 2048³ products (the GPU idle only
+ * through each round's sync), each timed, until the time per product has settled (the last five
+ * rounds within 3% of each other) after at least `minMs`, or `maxMs` have passed. Without
+ * timestamps, `minMs` of rounds. A software adapter has no clocks to raise: a short loop.
+ */
+export async function warmGpu(minMs = 5000, maxMs = 20000): Promise<void> {
   const n = info.fallback ? 128 : 2048;
-  const a = Tensor.from(new Float32Array(n * n).fill(0.01), [n, n]);
+  const a = Tensor.from(randn(n * n, 0.02, 11), [n, n]);
+  const product = () => ops.linear(a, a)[0].dispose();
   const t0 = performance.now();
-  while (performance.now() - t0 < ms) {
-    // On a GPU ~20 ms of work between syncs (each ~11 ms idle). On the H100 neither 1.5 s of 8
-    // products a sync nor 4 s of 32 kept the first cases of a suite from running up to 3x slow
-    // (bench/RESULTS.md, 2026-11-28); 10 s is the next try.
-    for (let i = 0; i < (info.fallback ? 8 : 32); i++) ops.linear(a, a)[0].dispose();
-    await sync();
+  const per: number[] = [];
+  let k = info.fallback ? 8 : 32, settled = false;
+  while (performance.now() - t0 < (info.fallback ? 1500 : maxMs)) {
+    const ms = await gpuTimeMs(() => {
+      for (let i = 0; i < k; i++) product();
+    });
+    if (ms === null) {
+      await sync();
+      if (performance.now() - t0 >= minMs) break;
+      continue;
+    }
+    per.push(ms / k);
+    k = Math.min(1000, Math.max(8, Math.round(100 / (ms / k))));
+    const last = per.slice(-5);
+    settled = last.length === 5 && Math.max(...last) <= 1.03 * Math.min(...last);
+    if (settled && performance.now() - t0 >= minMs && !info.fallback) break;
   }
   a.dispose();
+  if (info.fallback || !per.length) return;
+  console.log(
+    `GPU warm-up: ${((performance.now() - t0) / 1000).toFixed(1)} s, a ${n}³ product took ` +
+      `${per[0].toFixed(3)} ms in the first round, ${median(per.slice(-5)).toFixed(3)} ms in the ` +
+      `last five (${settled ? "settled" : "still changing when time ran out"})`,
+  );
 }
 /**
  * Runs `fn` with dense-layer choices (ops.linearConfig) and ops.cpuVariants.subgroups set,

@@ -21,6 +21,7 @@ echo "bench: exit $?"
 timeout "${PROFILE_TIMEOUT:-90}" bash .gpu/run.sh deno run --no-lock --allow-read --allow-env --allow-write --no-prompt bench/profile.ts > "$out/profile.log" 2>&1
 echo "profile: exit $?"
 cp bench/results/*.json "$out/" 2>/dev/null
+grep -ah "GPU warm-up" "$out/bench.log" "$out/profile.log"
 grep -a -A200 "hooklens benchmarks on" "$out/bench.log" | grep -av "^\s*$" | head -80
 grep -a -A12 "dispatches," "$out/profile.log" | head -90
 # The kernel choices this run compares (bench/compare.ts), each against the defaults.
