@@ -123,3 +123,37 @@ Deno.test("a forward, runWithSaes or generate repeated on the same tokens gets t
     device.createBindGroup = create;
   }
 });
+
+Deno.test({
+  name:
+    "on Linux the GPU is taken through Vulkan alone: libEGL (its exit handler aborted ~1 process in 10) is never loaded",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const device = new URL("../src/gpu/device.ts", import.meta.url).href;
+    const code = `import { getDevice } from "${device}";
+      const gpu = await getDevice();
+      console.log(JSON.stringify({
+        adapter: gpu.adapterDescription,
+        egl: /libEGL/.test(Deno.readTextFileSync("/proc/self/maps")),
+        backend: Deno.env.get("DENO_WEBGPU_BACKEND"),
+      }));`;
+    // The child inherits no DENO_WEBGPU_BACKEND (this process has set it already).
+    const env: Record<string, string> = {};
+    for (const k of ["PATH", "HOME", "XDG_RUNTIME_DIR", "DENO_DIR"]) {
+      const v = Deno.env.get(k);
+      if (v !== undefined) env[k] = v;
+    }
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", code],
+      env,
+      clearEnv: true,
+    })
+      .output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const got = JSON.parse(text.trim().split("\n").at(-1)!);
+    assert.ok(got.adapter.length > 0);
+    assert.equal(got.backend, "vulkan");
+    assert.equal(got.egl, false, "libEGL is loaded");
+  },
+}); // deno-fmt-ignore
