@@ -91,3 +91,19 @@ fn crop_cols(@builtin(global_invocation_id) g: vec3u) {
   if (p.op == 1u) { v += b[col]; }
   out[row * p.inner + col] = v;
 }
+
+// A KV cache write: rows [0, pos) of batch b of a (keys) and c (values), both [batch, pos, inner],
+// to rows m + [0, pos) of batch b of out and out2 (the caches, [batch, dimn, inner]; m the offset).
+// Grid: x = column groups of 256, y = positions, z = batch (no integer division). One dispatch in
+// the open compute pass where two buffer copies per batch row would end it.
+@group(0) @binding(6) var<storage, read_write> out2: array<f32>;
+
+@compute @workgroup_size(256)
+fn kv_write(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let col = g.x;
+  if (col >= p.inner) { return; }
+  let src = (g.z * nw.y + g.y) * p.inner + col;
+  let dst = (g.z * p.dimn + p.m + g.y) * p.inner + col;
+  out[dst] = a[src];
+  out2[dst] = c[src];
+}

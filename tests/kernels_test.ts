@@ -782,6 +782,54 @@ for (const [vname, mode] of VARIANTS) {
   }));
 }
 
+Deno.test("kvWrite puts keys and values at the cache offset of every batch row and leaves the other rows", async () => {
+  for (
+    const [B, P, cap, H, E, off] of [[1, 1, 9, 2, 4, 5], [3, 4, 7, 2, 8, 2], [2, 3, 5, 3, 100, 2], [
+      2,
+      2,
+      6,
+      1,
+      4,
+      0,
+    ]]
+  ) {
+    const inner = H * E;
+    const k = randArray(B * P * inner, seed++), v = randArray(B * P * inner, seed++);
+    const oldK = randArray(B * cap * inner, seed++), oldV = randArray(B * cap * inner, seed++);
+    using tk = Tensor.from(k, [B, P, H, E]);
+    using tv = Tensor.from(v, [B, P, H, E]);
+    using ck = Tensor.from(oldK, [B, cap, H, E]);
+    using cv = Tensor.from(oldV, [B, cap, H, E]);
+    ops.kvWrite(tk, tv, ck, cv, off);
+    const [gk, gv] = [await ck.toArray(), await cv.toArray()];
+    for (let b = 0; b < B; b++) {
+      for (let r = 0; r < cap; r++) {
+        for (let i = 0; i < inner; i++) {
+          const at = (b * cap + r) * inner + i;
+          const src = (b * P + r - off) * inner + i;
+          const written = r >= off && r < off + P;
+          assert.equal(
+            gk[at],
+            written ? k[src] : oldK[at],
+            `k ${[B, P, cap, off]} batch ${b} row ${r}`,
+          );
+          assert.equal(
+            gv[at],
+            written ? v[src] : oldV[at],
+            `v ${[B, P, cap, off]} batch ${b} row ${r}`,
+          );
+        }
+      }
+    }
+  }
+  using k1 = Tensor.from(randArray(8, seed++), [1, 2, 1, 4]);
+  using c1 = Tensor.empty([1, 3, 1, 4]);
+  using c2 = Tensor.empty([1, 3, 1, 4]);
+  assert.throws(() => ops.kvWrite(k1, k1, c1, c2, 2), ShapeError);
+  using c3 = Tensor.empty([1, 3, 2, 4]);
+  assert.throws(() => ops.kvWrite(k1, k1, c1, c3, 0), ShapeError);
+}); // deno-fmt-ignore
+
 Deno.test("linearSplit: one product into three outputs equals float64 on each column block, every kernel", async () => {
   for (
     const [M, K, parts] of [[1, 16, [8, 4, 4]], [3, 68, [64, 32, 32]], [70, 132, [48, 16, 16]], [

@@ -670,6 +670,47 @@ export function embedPositions(table: Tensor, batch: number, pos: number, offset
 }
 
 /**
+ * Writes keys and values [batch, pos, ...] into KV caches [batch, cap, ...] at positions
+ * `offset..offset+pos` of each batch row: one dispatch for both, recorded in the open compute pass
+ * (buffer copies would end it, two per batch row).
+ *
+ * @example
+ * ```ts
+ * kvWrite(k, v, kCache, vCache, 7); // a one-token step after 7 positions
+ * ```
+ */
+export function kvWrite(
+  k: Tensor,
+  v: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+  offset: number,
+): void {
+  const [B, P] = k.shape;
+  const cap = kCache.shape[1];
+  const inner = k.size / (B * P);
+  const same = (a: readonly number[], b: readonly number[]) =>
+    a.length === b.length && a.every((d, i) => d === b[i]);
+  if (
+    !same(k.shape, v.shape) || !same(kCache.shape, vCache.shape) || kCache.shape[0] !== B ||
+    kCache.size !== B * cap * inner || !Number.isInteger(offset) || offset < 0 ||
+    offset + P > cap || [k, v, kCache, vCache].some((t) => t.dtype !== "float32")
+  ) {
+    throw new ShapeError(
+      `kvWrite: keys/values [${k.shape}] and [${v.shape}] do not fit caches [${kCache.shape}] and ` +
+        `[${vCache.shape}] at offset ${offset} (float32, same shapes, rows after the batch equal).`,
+    );
+  }
+  if (k.size === 0) return;
+  dispatch(
+    pipeline(SHADERS.elementwise, "kv_write"),
+    [B * P * inner, offset, 0, f32(0), f32(0), inner, cap, 0],
+    [k.buffer, undefined, kCache.buffer, undefined, v.buffer, vCache.buffer],
+    [Math.ceil(inner / 256), P, B],
+  );
+}
+
+/**
  * Next-token cross-entropy per position: logits [batch, pos, vocab], tokens int32 [batch, pos]
  * -> [batch, pos - 1].
  *

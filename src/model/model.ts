@@ -1391,12 +1391,7 @@ export class HookedTransformer {
     // With a KV cache, this step's keys/values are appended and attention reads the whole cache.
     let [kAll, vAll, Pk, kvStride] = [k, v, P, P * Hkv * E];
     if (kv) {
-      const row = P * Hkv * E * 4;
-      for (let b = 0; b < B; b++) {
-        const dst = (b * kv.cap + offset) * Hkv * E * 4;
-        copyBuffer(k.buffer, kv.k[l].buffer, row, b * row, dst);
-        copyBuffer(v.buffer, kv.v[l].buffer, row, b * row, dst);
-      }
+      ops.kvWrite(k, v, kv.k[l], kv.v[l], offset);
       [kAll, vAll, Pk, kvStride] = [kv.k[l], kv.v[l], offset + P, kv.cap * Hkv * E];
     }
     let scale = cfg.useAttnScale ? cfg.attnScale : 1;
