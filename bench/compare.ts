@@ -26,6 +26,7 @@ const DEFAULTS = ", default choices";
 const candidates: [label: string, suffix: RegExp, base?: string][] = [
   ["one-pass attention (attentionConfig.fused)", / with fused attention$/, DEFAULTS],
   ["one-pass attention, kernel alone", /, fused \(one pass\)$/, " (scores, softmax, z)"],
+  ["one-pass attention in generation", /, fused attention$/, " (greedy, KV cache, batch 1)"],
   ["K step 8 of the 128x128 tiles (bk 8; the default is 16)", / with BK 8$/, DEFAULTS],
   [
     "split-K of deep sums only (splitKMinDepth 2048; the default is 256)",
