@@ -310,6 +310,9 @@ export interface ShaderSource {
   readonly code: string;
 }
 
+/** Pipeline cache keys by the defines in the order a call site wrote them. */
+const canonicalKeys = new Map<string, string>();
+
 /**
  * Gets (or compiles) the pipeline for an entry point of a shader with `defines` prepended as WGSL
  * `const` declarations (the specialisation).
@@ -325,8 +328,16 @@ export function pipeline(
   defines: Record<string, number | boolean | string> = {},
 ): GPUComputePipeline {
   const r = runtime();
-  const defs = Object.entries(defines).sort(([a], [b]) => (a < b ? -1 : 1));
-  const key = `${shader.name}:${entry}:${defs.map(([k, v]) => `${k}=${v}`).join(",")}`;
+  // The cache key lists the defines sorted by name, so that call sites writing them in another
+  // order share a pipeline; the sort is done once per order written (this runs every dispatch).
+  let fast = shader.name + ":" + entry + ":";
+  for (const k in defines) fast += k + "=" + defines[k] + ",";
+  let key = canonicalKeys.get(fast);
+  if (key === undefined) {
+    const defs = Object.entries(defines).sort(([a], [b]) => (a < b ? -1 : 1));
+    key = `${shader.name}:${entry}:${defs.map(([k, v]) => `${k}=${v}`).join(",")}`;
+    canonicalKeys.set(fast, key);
+  }
   let p = r.pipelines.get(key);
   if (!p) {
     const code = shaderCode(shader, defines);
@@ -391,21 +402,30 @@ const BIND_GROUP_CACHE = 16384;
 
 function uniformFor(params: readonly Param[]): GPUBuffer {
   const r = runtime();
-  const n = Math.max(4, Math.ceil(params.length / 4) * 4);
-  const data = new ArrayBuffer(n * 4);
-  const u = new Uint32Array(data);
-  const f = new Float32Array(data);
-  const i32 = new Int32Array(data);
-  params.forEach((p, i) => {
-    if (typeof p === "number") {
-      if (p < 0) i32[i] = p;
-      else u[i] = p;
-    } else f[i] = p.f32;
-  });
+  // Keyed by the values as written (this runs every dispatch; the bytes are made only for a new
+  // block). f32 values by their f32 rounding, -0 apart from 0; values that differ here but not in
+  // bits (a negative integer and its u32 wrap) only get a block each.
   let key = "";
-  for (let i = 0; i < n; i++) key += u[i].toString(36) + ",";
+  for (const p of params) {
+    if (typeof p === "number") key += p + ",";
+    else {
+      const v = Math.fround(p.f32);
+      key += Object.is(v, -0) ? "f-0," : "f" + v + ",";
+    }
+  }
   let buf = r.uniforms.get(key);
   if (!buf) {
+    const n = Math.max(4, Math.ceil(params.length / 4) * 4);
+    const data = new ArrayBuffer(n * 4);
+    const u = new Uint32Array(data);
+    const f = new Float32Array(data);
+    const i32 = new Int32Array(data);
+    params.forEach((p, i) => {
+      if (typeof p === "number") {
+        if (p < 0) i32[i] = p;
+        else u[i] = p;
+      } else f[i] = p.f32;
+    });
     if (r.uniforms.size > 8192) {
       flush();
       for (const b of r.uniforms.values()) b.destroy();
