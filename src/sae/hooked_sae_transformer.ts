@@ -264,12 +264,13 @@ export class HookedSAETransformer extends HookedTransformer {
     return this.#saes.has(name) || super.hookMayReplace(name);
   }
 
-  /** A hook point: through the attached SAE if there is one, else the plain hook point. */
-  protected override async hook(name: string, act: Tensor): Promise<Tensor> {
+  /** A hook point: through the attached SAE if there is one, else the plain hook point. (Not an
+   * async function: every hook point of every forward passes here, and most have no SAE.) */
+  protected override hook(name: string, act: Tensor): Promise<Tensor> {
     const a = this.#saes.get(name);
-    if (!a) return await super.hook(name, act);
+    if (!a) return super.hook(name, act);
     const errorTerm = a.useErrorTerm ?? a.sae.useErrorTerm;
     const hooked = SAE_HOOKS.some((h) => this.registry.at(`${name}.${h}`).length > 0);
-    return await a.sae.run(act, (n, t) => super.hook(`${name}.${n}`, t), errorTerm, hooked);
+    return a.sae.run(act, (n, t) => super.hook(`${name}.${n}`, t), errorTerm, hooked);
   }
 }
