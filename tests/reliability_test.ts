@@ -2,7 +2,7 @@
 // buffer pool stays flat over hundreds of cycles, and outputs are bit-identical across runs.
 import assert from "node:assert/strict";
 import { gpuInfo, HookedSAETransformer, SAE, Tensor } from "../mod.ts";
-import { runtime } from "../src/gpu/runtime.ts";
+import { poolConfig, runtime } from "../src/gpu/runtime.ts";
 
 const REF = new URL("./reference/gpt2_tiny/", import.meta.url).pathname;
 const model = await HookedSAETransformer.fromPretrained(`${REF}hf`);
@@ -124,6 +124,52 @@ Deno.test("a forward, runWithSaes or generate repeated on the same tokens gets t
   }
 });
 
+Deno.test("the pool keeps the buffers of calls that alternate, and gives back a one-off large call's within keepCalls calls", async () => {
+  // Above poolConfig.freeLimitBytes of free buffers the pool trims at the end of a call: with a
+  // limit of 0 it does so after every call here. runWithCache (all hooks) and a forward alternate,
+  // as in an interpretability session: they must keep their buffers (and so their bind groups).
+  const r = runtime();
+  const device = r.gpu.device;
+  let created = 0;
+  const create = device.createBuffer.bind(device);
+  device.createBuffer = (d: GPUBufferDescriptor) => (d.label === "pool" && created++, create(d));
+  const saved = { ...poolConfig };
+  poolConfig.freeLimitBytes = 0;
+  const rwc = async (toks: number[][]) => {
+    const [out, cache] = await model.runWithCache(toks);
+    (out as Tensor).dispose();
+    cache.dispose();
+  };
+  try {
+    for (let i = 0; i < 3; i++) {
+      await rwc(tokens);
+      (await model.forward(tokens)).dispose();
+    }
+    created = 0;
+    for (let i = 0; i < 3; i++) {
+      await rwc(tokens);
+      (await model.forward(tokens)).dispose();
+    }
+    assert.equal(created, 0, `${created} pool buffers made again by alternating calls`);
+    const before = r.stats.poolBytes;
+    await rwc(
+      Array.from(
+        { length: 6 },
+        (_, b) => Array.from({ length: 40 }, (_, p) => (b * 31 + p * 7) % 1000),
+      ),
+    );
+    assert.ok(r.stats.poolBytes > before, "the large call takes more memory");
+    for (let i = 0; i < poolConfig.keepCalls; i++) (await model.forward(tokens)).dispose();
+    assert.ok(
+      r.stats.poolBytes <= before,
+      `the large call's buffers are given back (${r.stats.poolBytes} > ${before} bytes)`,
+    );
+  } finally {
+    Object.assign(poolConfig, saved);
+    device.createBuffer = create;
+  }
+}); // deno-fmt-ignore
+
 Deno.test({
   name:
     "on Linux the GPU is taken through Vulkan alone: libEGL (its exit handler aborted ~1 process in 10) is never loaded",
@@ -156,4 +202,4 @@ Deno.test({
     assert.equal(got.backend, "vulkan");
     assert.equal(got.egl, false, "libEGL is loaded");
   },
-}); // deno-fmt-ignore
+});

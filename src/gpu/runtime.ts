@@ -63,6 +63,10 @@ export interface Runtime {
   readonly deferred: GPUBuffer[];
   /** Pooled buffers this device's pool created (a buffer of a lost device never re-enters). */
   readonly owned: WeakSet<GPUBuffer>;
+  /** Pooled buffers by the call ({@link trimPoolIfLarge} count) that last took them. */
+  readonly lastUse: WeakMap<GPUBuffer, number>;
+  /** Calls ended so far (each ends with {@link trimPoolIfLarge}). */
+  calls: number;
   /** Live non-pooled buffers (counted in stats.dataBytes until destroyed). */
   readonly data: WeakSet<GPUBuffer>;
   /** While timing.ts's profileDispatches records: each dispatch's pipeline label, and the query
@@ -105,6 +109,8 @@ export async function initRuntime(): Promise<Runtime> {
       ids: new WeakMap(),
       deferred: [],
       owned: new WeakSet(),
+      lastUse: new WeakMap(),
+      calls: 0,
       data: new WeakSet(),
       profile: null,
     };
@@ -169,7 +175,9 @@ export function acquireBuffer(bytes: number): GPUBuffer {
   if (list && list.length) {
     r.stats.poolFree--;
     r.stats.poolFreeBytes -= size;
-    return list.pop()!; // the oldest (see releaseBuffer)
+    const buf = list.pop()!; // the oldest (see releaseBuffer)
+    r.lastUse.set(buf, r.calls);
+    return buf;
   }
   r.gpu.device.pushErrorScope("out-of-memory");
   const buf = r.gpu.device.createBuffer({ size, usage: STORAGE_USAGE, label: "pool" });
@@ -179,6 +187,7 @@ export function acquireBuffer(bytes: number): GPUBuffer {
   r.stats.poolBuffers++;
   r.stats.poolBytes += size;
   r.owned.add(buf);
+  r.lastUse.set(buf, r.calls);
   idOf(r, buf); // ids in order of creation (see releaseBuffer)
   return buf;
 }
@@ -208,12 +217,28 @@ export function releaseBuffer(buf: GPUBuffer): void {
   r.stats.poolFreeBytes += buf.size;
 }
 
-/** Free pooled memory kept for reuse before {@link trimPoolIfLarge} gives it back. */
-export const POOL_FREE_LIMIT_BYTES = 1 << 30;
+/**
+ * When the pool gives free memory back. Above `freeLimitBytes` of free buffers at the end of a
+ * call, {@link trimPoolIfLarge} destroys those no call among the last `keepCalls` took: a one-off
+ * large call's buffers go, while workloads that alternate (runWithCache, then a forward with
+ * hooks, and again) keep theirs. (Trimming every free buffer, as before, made GPT-2 small's
+ * alternating runWithCache and forward at 8x128 re-create their buffers and ~180 bind groups
+ * each round.)
+ *
+ * @example
+ * ```ts
+ * poolConfig.freeLimitBytes = 4 * 2 ** 30; // keep up to 4 GiB of unused buffers
+ * ```
+ */
+export const poolConfig: { freeLimitBytes: number; keepCalls: number } = {
+  freeLimitBytes: 2 ** 30,
+  keepCalls: 4,
+};
 
 /**
- * Gives the pool's free buffers back to the driver when they hold more than
- * {@link POOL_FREE_LIMIT_BYTES} (after a call with unusually large activations, say).
+ * Ends a call for the pool: when its free buffers hold more than
+ * {@link poolConfig}.freeLimitBytes, gives back those not taken in the last `keepCalls` calls
+ * (after a call with unusually large activations, say).
  *
  * @example
  * ```ts
@@ -221,31 +246,44 @@ export const POOL_FREE_LIMIT_BYTES = 1 << 30;
  * ```
  */
 export function trimPoolIfLarge(): void {
-  if (rt && !rt.gpu.lost && rt.stats.poolFreeBytes > POOL_FREE_LIMIT_BYTES) trimPool();
+  if (!rt || rt.gpu.lost) return;
+  rt.calls++;
+  if (rt.stats.poolFreeBytes > poolConfig.freeLimitBytes) {
+    trimPool(rt.calls - poolConfig.keepCalls);
+  }
 }
 
 /**
- * Destroys every free pooled buffer (returns memory to the driver).
+ * Destroys the pool's free buffers (returns memory to the driver): all of them, or those last
+ * taken before call number `usedBefore`.
  *
  * @example
  * ```ts
  * trimPool();
  * ```
  */
-export function trimPool(): void {
+export function trimPool(usedBefore = Infinity): void {
   const r = runtime();
-  flush();
-  r.bindGroups.clear();
-  for (const list of r.free.values()) {
+  let destroyed = false;
+  for (const [size, list] of r.free) {
+    const keep = list.filter((b) => (r.lastUse.get(b) ?? -1) >= usedBefore);
+    if (keep.length === list.length) continue;
+    if (!destroyed) flush(); // recorded commands may still use them
+    destroyed = true;
+    const kept = new Set(keep);
     for (const b of list) {
+      if (kept.has(b)) continue;
       r.stats.poolBytes -= b.size;
       r.stats.poolBuffers--;
+      r.stats.poolFree--;
+      r.stats.poolFreeBytes -= b.size;
       b.destroy();
     }
+    if (keep.length) r.free.set(size, keep);
+    else r.free.delete(size);
   }
-  r.free.clear();
-  r.stats.poolFree = 0;
-  r.stats.poolFreeBytes = 0;
+  // Cached bind groups may name a destroyed buffer.
+  if (destroyed) r.bindGroups.clear();
 }
 
 /**
