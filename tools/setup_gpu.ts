@@ -2,7 +2,7 @@
 // this is Debian/Ubuntu as root, installs Mesa's lavapipe (a CPU Vulkan driver), saying so in one
 // line; otherwise stops with one sentence saying what to install.
 //   deno run --allow-read --allow-env --allow-run --allow-write tools/setup_gpu.ts
-import { quietVulkanLoader } from "../src/gpu/device.ts";
+import { preferVulkan, quietVulkanLoader } from "../src/gpu/device.ts";
 
 /** Whether a Vulkan driver manifest for Mesa's lavapipe is installed. */
 function hasLavapipe(): boolean {
@@ -25,6 +25,7 @@ function hasLavapipe(): boolean {
  */
 async function hasAdapter(): Promise<boolean> {
   quietVulkanLoader();
+  preferVulkan(); // the backends hooklens itself will ask for
   const a = await navigator.gpu?.requestAdapter();
   if (!a) return false;
   const glFallback = Deno.build.os === "linux" && /llvmpipe/i.test(a.info.description) &&
