@@ -52,11 +52,23 @@ export const gpuErrors: string[] = [];
 /** Sets XDG_RUNTIME_DIR to a private temp dir if unset, silencing the Vulkan loader's complaint. */
 export function quietVulkanLoader(): void {
   try {
+    // Never a permission prompt from a library: only with env and write access already granted.
+    if (!granted("XDG_RUNTIME_DIR")) return;
+    if (Deno.permissions.querySync({ name: "write" }).state !== "granted") return;
     if (!Deno.env.get("XDG_RUNTIME_DIR")) {
       Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync({ prefix: "hooklens-xdg-" }));
     }
   } catch {
     // Without env/write permission the loader may print a warning; it is harmless.
+  }
+}
+
+/** Whether access to the environment variable is granted (asking would prompt the user). */
+function granted(variable: string): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "env", variable }).state === "granted";
+  } catch {
+    return false;
   }
 }
 
@@ -80,7 +92,8 @@ let askedVulkan = false;
 export function preferVulkan(): boolean {
   try {
     if (askedVulkan) return true;
-    if (Deno.build.os !== "linux" || Deno.env.get("DENO_WEBGPU_BACKEND") !== undefined) {
+    if (Deno.build.os !== "linux" || !granted("DENO_WEBGPU_BACKEND")) return false;
+    if (Deno.env.get("DENO_WEBGPU_BACKEND") !== undefined) {
       return false;
     }
     Deno.env.set("DENO_WEBGPU_BACKEND", "vulkan");
