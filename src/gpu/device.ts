@@ -90,17 +90,12 @@ let askedVulkan = false;
  * ```
  */
 export function preferVulkan(): boolean {
-  try {
-    if (askedVulkan) return true;
-    if (Deno.build.os !== "linux" || !granted("DENO_WEBGPU_BACKEND")) return false;
-    if (Deno.env.get("DENO_WEBGPU_BACKEND") !== undefined) {
-      return false;
-    }
-    Deno.env.set("DENO_WEBGPU_BACKEND", "vulkan");
-    return askedVulkan = true;
-  } catch {
-    return false; // no env permission: wgpu keeps its default backends
-  }
+  if (askedVulkan) return true;
+  // Without env access (never asked for: a prompt) wgpu keeps its default backends.
+  if (Deno.build.os !== "linux" || !granted("DENO_WEBGPU_BACKEND")) return false;
+  if (Deno.env.get("DENO_WEBGPU_BACKEND") !== undefined) return false; // the user's choice
+  Deno.env.set("DENO_WEBGPU_BACKEND", "vulkan");
+  return askedVulkan = true;
 }
 
 const LIMIT_NAMES = [

@@ -688,20 +688,21 @@ export function kvWrite(
 ): void {
   const [B, P] = k.shape;
   const cap = kCache.shape[1];
-  const inner = k.size / (B * P);
-  const same = (a: readonly number[], b: readonly number[]) =>
-    a.length === b.length && a.every((d, i) => d === b[i]);
+  // Same rows after [batch, pos] in all four, same shapes in each pair, room at the offset.
+  const tail = (t: Tensor) => `${t.shape.slice(2)}`;
   if (
-    !same(k.shape, v.shape) || !same(kCache.shape, vCache.shape) || kCache.shape[0] !== B ||
-    kCache.size !== B * cap * inner || !Number.isInteger(offset) || offset < 0 ||
-    offset + P > cap || [k, v, kCache, vCache].some((t) => t.dtype !== "float32")
+    `${k.shape}` !== `${v.shape}` || `${kCache.shape}` !== `${vCache.shape}` ||
+    kCache.shape[0] !== B || tail(k) !== tail(kCache) || !Number.isInteger(offset) ||
+    offset < 0 || offset + P > cap || [k, v, kCache, vCache].some((t) => t.dtype !== "float32")
   ) {
     throw new ShapeError(
       `kvWrite: keys/values [${k.shape}] and [${v.shape}] do not fit caches [${kCache.shape}] and ` +
-        `[${vCache.shape}] at offset ${offset} (float32, same shapes, rows after the batch equal).`,
+        `[${vCache.shape}] at offset ${offset}: they need float32, equal shapes per pair, the ` +
+        `same dims after [batch, pos], and room for pos rows at the offset.`,
     );
   }
   if (k.size === 0) return;
+  const inner = k.size / (B * P);
   dispatch(
     pipeline(SHADERS.elementwise, "kv_write"),
     [B * P * inner, offset, 0, f32(0), f32(0), inner, cap, 0],

@@ -266,13 +266,14 @@ export function trimPool(usedBefore = Infinity): void {
   const r = runtime();
   let destroyed = false;
   for (const [size, list] of r.free) {
-    const keep = list.filter((b) => (r.lastUse.get(b) ?? -1) >= usedBefore);
-    if (keep.length === list.length) continue;
-    if (!destroyed) flush(); // recorded commands may still use them
-    destroyed = true;
-    const kept = new Set(keep);
+    const keep: GPUBuffer[] = [];
     for (const b of list) {
-      if (kept.has(b)) continue;
+      if ((r.lastUse.get(b) ?? -1) >= usedBefore) {
+        keep.push(b);
+        continue;
+      }
+      if (!destroyed) flush(); // recorded commands may still use it
+      destroyed = true;
       r.stats.poolBytes -= b.size;
       r.stats.poolBuffers--;
       r.stats.poolFree--;
