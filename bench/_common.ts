@@ -23,26 +23,26 @@ export const info = await initGpu();
  * timestamps, `minMs` of rounds. A software adapter has no clocks to raise: a short loop.
  */
 export async function warmGpu(minMs = 5000, maxMs = 20000): Promise<void> {
+  if (info.fallback) minMs = maxMs = 1500;
   const n = info.fallback ? 128 : 2048;
   const a = Tensor.from(randn(n * n, 0.02, 11), [n, n]);
-  const product = () => ops.linear(a, a)[0].dispose();
   const t0 = performance.now();
+  const elapsed = () => performance.now() - t0;
   const per: number[] = [];
-  let k = info.fallback ? 8 : 32, settled = false;
-  while (performance.now() - t0 < (info.fallback ? 1500 : maxMs)) {
+  let k = 8, settled = false;
+  while (elapsed() < maxMs && !(settled && elapsed() >= minMs)) {
     const ms = await gpuTimeMs(() => {
-      for (let i = 0; i < k; i++) product();
+      for (let i = 0; i < k; i++) ops.linear(a, a)[0].dispose();
     });
-    if (ms === null) {
+    if (ms === null) { // no timestamps: nothing to settle, minMs of rounds
       await sync();
-      if (performance.now() - t0 >= minMs) break;
+      settled = true;
       continue;
     }
     per.push(ms / k);
     k = Math.min(1000, Math.max(8, Math.round(100 / (ms / k))));
     const last = per.slice(-5);
     settled = last.length === 5 && Math.max(...last) <= 1.03 * Math.min(...last);
-    if (settled && performance.now() - t0 >= minMs && !info.fallback) break;
   }
   a.dispose();
   if (info.fallback || !per.length) return;

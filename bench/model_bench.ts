@@ -49,15 +49,21 @@ const forwardWith = (cfg: Partial<typeof ops.linearConfig>) =>
 // H100 the first cases of a suite ran at low clocks (bench/RESULTS.md, 2026-11-28), so the forward
 // above, timed early, is no fair base for them.
 bench(`forward ${B}x${P}, default choices`, { flops: flops(B, P) }, () => forwardWith({}));
-// The one-pass attention (off by default: 10x slower than three dispatches on the H100 alone).
-bench(`forward ${B}x${P} with fused attention`, { flops: flops(B, P) }, async () => {
+/** `fn` with the one-pass attention (off by default: 10x slower than three dispatches on the H100
+ * alone). */
+const withFusedAttention = async (fn: () => Promise<unknown>): Promise<void> => {
   ops.attentionConfig.fused = true;
   try {
-    (await model.forward(t)).dispose();
+    await fn();
   } finally {
     ops.attentionConfig.fused = false;
   }
-});
+};
+bench(
+  `forward ${B}x${P} with fused attention`,
+  { flops: flops(B, P) },
+  () => withFusedAttention(async () => (await model.forward(t)).dispose()),
+);
 // Dense-layer choices (ops.linearConfig; a software adapter takes its own kernels, so only a GPU
 // has anything to compare): the 128x128 tiles' K step of 8 (the default before 2026-11-28),
 // split-K of deep sums only (slices of >= 2048, likewise), and split-K of the MLP input too (192
@@ -111,19 +117,15 @@ bench("generate 32 tokens, checking for EOS (the default)", {}, async () => {
   const [row] = await model.generate(prompt, { maxNewTokens: 32, doSample: false });
   if (row.length !== prompt[0].length + 32) throw new Error(`EOS after ${row.length} tokens`);
 }, { n: 3, pipelined: 2 });
-// One-pass attention for the one-token steps only (a choice for GPUs: on lavapipe 32 tokens took
-// 313 against 203 ms; its host time is ~5 ms less, 24 fewer dispatches a token).
+// One-pass attention in generation (a choice for GPUs: on lavapipe 32 tokens took 313 against 203
+// ms; its host time is ~5 ms less, 24 fewer dispatches a token).
 if (!info.fallback) {
-  bench("generate 32 tokens, fused attention", {}, async () => {
-    ops.attentionConfig.fused = true;
-    try {
-      await generate32();
-    } finally {
-      ops.attentionConfig.fused = false;
-    }
-  }, { n: 3, pipelined: 2 });
+  bench("generate 32 tokens, fused attention", {}, () => withFusedAttention(generate32), {
+    n: 3,
+    pipelined: 2,
+  });
 }
 // What the CPU costs per call, nothing submitted: generation is host-bound on a fast GPU (a token
-// is ~114 dispatches of tiny kernels), and so is a small forward.
+// is ~126 dispatches of tiny kernels on GPT-2 small), and so is a small forward.
 benchHost(`forward ${B}x${P}, host recording only`, async () => (await model.forward(t)).dispose());
 benchHost("generate 32 tokens, host recording only (and one readback)", generate32, 5);

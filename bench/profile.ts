@@ -42,7 +42,7 @@ const cases: [string, () => Promise<void>][] = [
     cache.dispose();
   }],
   // Generation's kernels: the prompt's forward, then three one-token steps with the KV cache
-  // (~114 dispatches each on GPT-2 small; a 32-token call has more than the profile's 2048).
+  // (~126 dispatches each on GPT-2 small; a 32-token call has more than the profile's 2048).
   ["generate 4 tokens after 8 (greedy)", async () => {
     await model.generate(benchTokens(1, 8, MODEL_DIMS.vocab), {
       maxNewTokens: 4,
