@@ -61,3 +61,21 @@ export function exists(path: string): boolean {
     return false;
   }
 }
+
+/**
+ * Counts the calls of a device method (those `which` accepts) until disposed, when the method is
+ * restored: `using made = countDeviceCalls(device, "createBindGroup"); ...; made.count`.
+ */
+export function countDeviceCalls<M extends "createBindGroup" | "createBuffer">(
+  device: GPUDevice,
+  method: M,
+  which: (desc: Parameters<GPUDevice[M]>[0]) => boolean = () => true,
+): { count: number } & Disposable {
+  const orig = device[method];
+  const counter = { count: 0, [Symbol.dispose]: () => void (device[method] = orig) };
+  device[method] = ((desc: Parameters<GPUDevice[M]>[0]) => {
+    if (which(desc)) counter.count++;
+    return (orig as (d: typeof desc) => unknown).call(device, desc);
+  }) as GPUDevice[M];
+  return counter;
+}

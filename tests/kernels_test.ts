@@ -543,11 +543,8 @@ Deno.test("split-K: the SAE encode's gates (JumpReLU threshold, gated) apply to 
   // "auto" with slices of >= 256 k: [130, 72] is 2 tiles of 128x128, so it is split (3 slices,
   // one dispatch of partials and one sum); with bigTileMinTiles 2 it has enough tiles to run
   // unsplit.
-  for (
-    const [minTiles, want] of [[160, ["linear:main", "linear:splitk_sum"]], [2, [
-      "linear:main",
-    ]]] as const
-  ) {
+  const SPLIT = ["linear:main", "linear:splitk_sum"], UNSPLIT = ["linear:main"];
+  for (const [minTiles, want] of [[160, SPLIT], [2, UNSPLIT]] as const) {
     poisonPool(M * N * 4);
     const { out: [y], entries } = builtEntries(
       "linear:",
@@ -592,11 +589,8 @@ Deno.test({
 Deno.test("by default the tiled GPU kernels split sums over K of outputs with few tiles into slices of at least 256", async () => {
   // [300, 40] is 3 tiles of 128x128: K 772 is split in three slices of >= 256 (splitKMinDepth),
   // K 508 is not (64x64 tiles instead, see bigTileMinTiles).
-  for (
-    const [K, want] of [[772, ["linear:main", "linear:splitk_sum"]], [508, [
-      "linear:main64",
-    ]]] as const
-  ) {
+  const SPLIT = ["linear:main", "linear:splitk_sum"], TILE64 = ["linear:main64"];
+  for (const [K, want] of [[772, SPLIT], [508, TILE64]] as const) {
     const [M, N] = [300, 40];
     const a = randArray(M * K, seed++), w = randArray(K * N, seed++), bias = randArray(N, seed++);
     using ta = Tensor.from(a, [M, K]);
@@ -783,16 +777,10 @@ for (const [vname, mode] of VARIANTS) {
 }
 
 Deno.test("kvWrite puts keys and values at the cache offset of every batch row and leaves the other rows", async () => {
-  for (
-    const [B, P, cap, H, E, off] of [[1, 1, 9, 2, 4, 5], [3, 4, 7, 2, 8, 2], [2, 3, 5, 3, 100, 2], [
-      2,
-      2,
-      6,
-      1,
-      4,
-      0,
-    ]]
-  ) {
+  // [batch, pos, cap, heads, d_head, offset]: one token, a few in a batch, rows of more than 256
+  // elements (two workgroups across), the first positions.
+  const cases = [[1, 1, 9, 2, 4, 5], [3, 4, 7, 2, 8, 2], [2, 3, 5, 3, 100, 2], [2, 2, 6, 1, 4, 0]];
+  for (const [B, P, cap, H, E, off] of cases) {
     const inner = H * E;
     const k = randArray(B * P * inner, seed++), v = randArray(B * P * inner, seed++);
     const oldK = randArray(B * cap * inner, seed++), oldV = randArray(B * cap * inner, seed++);
@@ -804,20 +792,12 @@ Deno.test("kvWrite puts keys and values at the cache offset of every batch row a
     const [gk, gv] = [await ck.toArray(), await cv.toArray()];
     for (let b = 0; b < B; b++) {
       for (let r = 0; r < cap; r++) {
+        const written = r >= off && r < off + P;
         for (let i = 0; i < inner; i++) {
-          const at = (b * cap + r) * inner + i;
-          const src = (b * P + r - off) * inner + i;
-          const written = r >= off && r < off + P;
-          assert.equal(
-            gk[at],
-            written ? k[src] : oldK[at],
-            `k ${[B, P, cap, off]} batch ${b} row ${r}`,
-          );
-          assert.equal(
-            gv[at],
-            written ? v[src] : oldV[at],
-            `v ${[B, P, cap, off]} batch ${b} row ${r}`,
-          );
+          const at = (b * cap + r) * inner + i, src = (b * P + r - off) * inner + i;
+          const where = `${[B, P, cap, off]} batch ${b} row ${r}`;
+          assert.equal(gk[at], written ? k[src] : oldK[at], `k ${where}`);
+          assert.equal(gv[at], written ? v[src] : oldV[at], `v ${where}`);
         }
       }
     }
@@ -825,9 +805,9 @@ Deno.test("kvWrite puts keys and values at the cache offset of every batch row a
   using k1 = Tensor.from(randArray(8, seed++), [1, 2, 1, 4]);
   using c1 = Tensor.empty([1, 3, 1, 4]);
   using c2 = Tensor.empty([1, 3, 1, 4]);
-  assert.throws(() => ops.kvWrite(k1, k1, c1, c2, 2), ShapeError);
+  assert.throws(() => ops.kvWrite(k1, k1, c1, c2, 2), ShapeError); // no room at offset 2
   using c3 = Tensor.empty([1, 3, 2, 4]);
-  assert.throws(() => ops.kvWrite(k1, k1, c1, c3, 0), ShapeError);
+  assert.throws(() => ops.kvWrite(k1, k1, c1, c3, 0), ShapeError); // caches of two shapes
 }); // deno-fmt-ignore
 
 Deno.test("linearSplit: one product into three outputs equals float64 on each column block, every kernel", async () => {

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { gpuInfo, HookedSAETransformer, SAE, Tensor } from "../mod.ts";
 import { poolConfig, runtime } from "../src/gpu/runtime.ts";
+import { countDeviceCalls } from "./_util.ts";
 
 const REF = new URL("./reference/gpt2_tiny/", import.meta.url).pathname;
 const model = await HookedSAETransformer.fromPretrained(`${REF}hf`);
@@ -101,26 +102,19 @@ Deno.test("a forward, runWithSaes or generate repeated on the same tokens gets t
   // Creating a bind group costs the CPU ~50-75 us (Deno 2.9): a generate call records thousands of
   // dispatches, so their bind groups must come from the cache when the call is repeated, which
   // takes the pool handing each tensor the same buffer as before.
-  const device = runtime().gpu.device;
-  let made = 0;
-  const create = device.createBindGroup.bind(device);
-  device.createBindGroup = (d: GPUBindGroupDescriptor) => (made++, create(d));
+  using made = countDeviceCalls(runtime().gpu.device, "createBindGroup");
   using t = Tensor.from(new Int32Array(tokens.flat()), [2, 8], "int32");
   const calls: [string, () => Promise<unknown>][] = [
     ["forward", async () => (await model.forward(t)).dispose()],
     ["runWithSaes", async () => ((await model.runWithSaes(t, { saes: [sae] })) as Tensor).dispose()],
     ["generate", () => model.generate(t, { maxNewTokens: 12, doSample: false, stopAtEos: false })],
   ];
-  try {
-    for (const [name, call] of calls) {
-      await call(); // makes its buffers and bind groups
-      await call(); // the pool's free buffers were freed in another order than they are taken
-      made = 0;
-      await call();
-      assert.equal(made, 0, `${name}: ${made} bind groups made again`);
-    }
-  } finally {
-    device.createBindGroup = create;
+  for (const [name, call] of calls) {
+    await call(); // makes its buffers and bind groups
+    await call(); // the pool's free buffers were freed in another order than they are taken
+    made.count = 0;
+    await call();
+    assert.equal(made.count, 0, `${name}: ${made.count} bind groups made again`);
   }
 });
 
@@ -129,10 +123,7 @@ Deno.test("the pool keeps the buffers of calls that alternate, and gives back a 
   // limit of 0 it does so after every call here. runWithCache (all hooks) and a forward alternate,
   // as in an interpretability session: they must keep their buffers (and so their bind groups).
   const r = runtime();
-  const device = r.gpu.device;
-  let created = 0;
-  const create = device.createBuffer.bind(device);
-  device.createBuffer = (d: GPUBufferDescriptor) => (d.label === "pool" && created++, create(d));
+  using created = countDeviceCalls(r.gpu.device, "createBuffer", (d) => d.label === "pool");
   const saved = { ...poolConfig };
   poolConfig.freeLimitBytes = 0;
   const rwc = async (toks: number[][]) => {
@@ -145,12 +136,12 @@ Deno.test("the pool keeps the buffers of calls that alternate, and gives back a 
       await rwc(tokens);
       (await model.forward(tokens)).dispose();
     }
-    created = 0;
+    created.count = 0;
     for (let i = 0; i < 3; i++) {
       await rwc(tokens);
       (await model.forward(tokens)).dispose();
     }
-    assert.equal(created, 0, `${created} pool buffers made again by alternating calls`);
+    assert.equal(created.count, 0, `${created.count} pool buffers made again by alternating calls`);
     const before = r.stats.poolBytes;
     await rwc(
       Array.from(
@@ -166,7 +157,6 @@ Deno.test("the pool keeps the buffers of calls that alternate, and gives back a 
     );
   } finally {
     Object.assign(poolConfig, saved);
-    device.createBuffer = create;
   }
 }); // deno-fmt-ignore
 
