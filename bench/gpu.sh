@@ -3,7 +3,7 @@
 # ../shared/gpu/README.md describes (bash ../shared/gpu/prepare.sh, then the npm cache in
 # .gpu/deno_dir: DENO_DIR=$PWD/.gpu/deno_dir deno cache mod.ts bench/*.ts tests/*.ts), e.g. with
 # the device tool: command "bash bench/gpu.sh", carry [".gpu"]. Logs and JSON go to $OUT
-# (or bench/results). The default timeouts (tests 150 s, benches 340 s, profile 90 s) keep one call
+# (or bench/results). The default timeouts (tests 150 s, each bench suite 170 s, profile 90 s) keep one call
 # under the device tool's 600 s limit; SKIP_TESTS=1 leaves the tests out.
 # The explorer test is left out: it drives a browser, which a GPU machine has not.
 set -u
@@ -12,11 +12,16 @@ out=${OUT:-bench/results}
 mkdir -p "$out" bench/results
 export DENO_DIR="$PWD/.gpu/deno_dir" HOOKLENS_BENCH=full DENO_NO_UPDATE_CHECK=1
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  timeout "${TEST_TIMEOUT:-150}" bash .gpu/run.sh deno test --no-lock --allow-read --allow-write --allow-env --allow-net=127.0.0.1 --no-prompt --ignore=tests/explorer_test.ts > "$out/test.log" 2>&1
+  # TESTS names test files to run (default: all but the explorer's).
+  timeout "${TEST_TIMEOUT:-150}" bash .gpu/run.sh deno test --no-lock --allow-read --allow-write --allow-env --allow-net=127.0.0.1 --no-prompt --ignore=tests/explorer_test.ts ${TESTS:-} > "$out/test.log" 2>&1
   echo "tests: exit $? ($(sed 's/\x1b\[[0-9;]*m//g' "$out/test.log" | grep -aE '^(ok|FAILED) \|' | tail -1))"
 fi
-timeout "${BENCH_TIMEOUT:-340}" bash .gpu/run.sh deno bench --no-lock --allow-read --allow-env --allow-write --no-prompt bench/ > "$out/bench.log" 2>&1
-echo "bench: exit $?"
+# The model suite first: it holds the model targets, so a kernel suite cut short costs less.
+: > "$out/bench.log"
+for suite in model kernels; do
+  timeout "${BENCH_TIMEOUT:-170}" bash .gpu/run.sh deno bench --no-lock --allow-read --allow-env --allow-write --no-prompt "bench/${suite}_bench.ts" >> "$out/bench.log" 2>&1
+  echo "bench $suite: exit $?"
+done
 # Where the time goes, kernel by kernel (per-dispatch timestamps), for the end-to-end cases.
 timeout "${PROFILE_TIMEOUT:-90}" bash .gpu/run.sh deno run --no-lock --allow-read --allow-env --allow-write --no-prompt bench/profile.ts > "$out/profile.log" 2>&1
 echo "profile: exit $?"
