@@ -13,7 +13,7 @@ mkdir -p "$out" bench/results
 export DENO_DIR="$PWD/.gpu/deno_dir" HOOKLENS_BENCH=full DENO_NO_UPDATE_CHECK=1
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   # TESTS names test files to run (default: all but the explorer's).
-  timeout "${TEST_TIMEOUT:-150}" bash .gpu/run.sh deno test --no-lock --allow-read --allow-write --allow-env --allow-net=127.0.0.1 --no-prompt --ignore=tests/explorer_test.ts ${TESTS:-} > "$out/test.log" 2>&1
+  timeout "${TEST_TIMEOUT:-150}" bash .gpu/run.sh deno test --no-lock --allow-read --allow-write --allow-env --allow-run --allow-net=127.0.0.1 --no-prompt --ignore=tests/explorer_test.ts ${TESTS:-} > "$out/test.log" 2>&1
   echo "tests: exit $? ($(sed 's/\x1b\[[0-9;]*m//g' "$out/test.log" | grep -aE '^(ok|FAILED) \|' | tail -1))"
 fi
 # The model suite first: it holds the model targets, so a kernel suite cut short costs less.

@@ -3,19 +3,9 @@
 import { Tensor } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
 import { SPARSE_DECODE_MAX_ROWS } from "../src/sae/sae.ts";
-import {
-  bench,
-  FULL,
-  info,
-  randn,
-  randomSae,
-  suite,
-  warmGpu,
-  withLinearConfig,
-} from "./_common.ts";
+import { bench, FULL, info, randn, randomSae, suite, withLinearConfig } from "./_common.ts";
 
 suite("kernels");
-await warmGpu();
 const S = FULL ? 1 : 8; // shape divisor on a software adapter
 const T = 1024 / S; // tokens
 

@@ -14,13 +14,11 @@ import {
   MODEL_DIMS,
   randomGpt2,
   suite,
-  warmGpu,
   withLinearConfig,
 } from "./_common.ts";
 import * as ops from "../src/gpu/ops.ts";
 
 suite("model");
-await warmGpu();
 const dims = MODEL_DIMS;
 const model = randomGpt2(dims);
 const c = model.cfg;
