@@ -152,7 +152,8 @@ export function bench(
   Deno.bench({ name, n, warmup: 2, group: suiteName }, async () => {
     // Warm up right before the first timed case, not at the top of a bench file: the file's setup
     // (random GPT-2 weights, the SAE) runs before any case and idles the GPU for seconds, and on
-    // the H100 the first cases then ran up to 1.5x slow after a warm-up that had settled.
+    // the H100 the first case then ran 4-5x slow after a warm-up that had settled (forward 1x128:
+    // 15-18 ms, 3.6 ms once warmed here; bench/RESULTS.md, 2026-11-28 "later").
     if (!warmed) await warmGpu();
     const k = calls || 1;
     const ms = await gpuTimeMs(async () => {
