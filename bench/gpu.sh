@@ -1,10 +1,12 @@
 #!/bin/bash
 # Runs the test suite and the benchmark suites in one call on a GPU machine prepared as
 # ../shared/gpu/README.md describes (bash ../shared/gpu/prepare.sh, then the npm cache in
-# .gpu/deno_dir: DENO_DIR=$PWD/.gpu/deno_dir deno cache mod.ts bench/*.ts tests/*.ts), e.g. with
+# .gpu/deno_dir: DENO_DIR=$PWD/.gpu/deno_dir deno cache --no-lock mod.ts bench/*.ts, which is all
+# the tests need too; the explorer test's browser driver would not fit the 64 MiB carry), e.g. with
 # the device tool: command "bash bench/gpu.sh", carry [".gpu"]. Logs and JSON go to $OUT
-# (or bench/results). The default timeouts (tests 150 s, each bench suite 170 s, profile 90 s) keep one call
-# under the device tool's 600 s limit; SKIP_TESTS=1 leaves the tests out.
+# (or bench/results). The default timeouts (tests 150 s, each bench suite 170 s, profile 90 s)
+# keep one call under the device tool's 600 s limit; SKIP_TESTS=1 leaves the tests out, TESTS
+# names the test files to run (default: all but the explorer's).
 # The explorer test is left out: it drives a browser, which a GPU machine has not.
 set -u
 cd "$(dirname "$0")/.."
@@ -12,7 +14,6 @@ out=${OUT:-bench/results}
 mkdir -p "$out" bench/results
 export DENO_DIR="$PWD/.gpu/deno_dir" HOOKLENS_BENCH=full DENO_NO_UPDATE_CHECK=1
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  # TESTS names test files to run (default: all but the explorer's).
   timeout "${TEST_TIMEOUT:-150}" bash .gpu/run.sh deno test --no-lock --allow-read --allow-write --allow-env --allow-run --allow-net=127.0.0.1 --no-prompt --ignore=tests/explorer_test.ts ${TESTS:-} > "$out/test.log" 2>&1
   echo "tests: exit $? ($(sed 's/\x1b\[[0-9;]*m//g' "$out/test.log" | grep -aE '^(ok|FAILED) \|' | tail -1))"
 fi
