@@ -44,8 +44,8 @@ const t = tokens(B, P);
 const forwardWith = (cfg: Partial<typeof ops.linearConfig>) =>
   withLinearConfig(cfg, async () => (await model.forward(t)).dispose());
 // Kernel choices, each timed against the same call with the defaults made here beside them: on the
-// H100 the first cases of a suite ran at low clocks (bench/RESULTS.md, 2026-11-28), so the forward
-// above, timed early, is no fair base for them.
+// H100 the early rows of a suite read high (the forward 8x128 above 17-20 ms by timestamps, this
+// row 13.2-13.3; bench/RESULTS.md, 2026-11-28 "later"), so the forward above is no fair base.
 bench(`forward ${B}x${P}, default choices`, { flops: flops(B, P) }, () => forwardWith({}));
 /** `fn` with the one-pass attention (off by default: 10x slower than three dispatches on the H100
  * alone). */
