@@ -12,7 +12,7 @@
  * @module
  */
 import type { HookedTransformerConfig } from "./config.ts";
-import type { CpuTensor, StateDict } from "./weights.ts";
+import type { CpuTensor, StateDict } from "./checkpoint.ts";
 
 /** Which processing steps to apply (TransformerLens's defaults are all true). */
 export interface ProcessingOptions {

@@ -1,0 +1,49 @@
+/**
+ * Weight conversion per model family: an HF checkpoint to TransformerLens's state dict layout
+ * (W_Q [heads, d_model, d_head], W_O [heads, d_head, d_model], W_in [d_model, d_mlp], ...). A new
+ * family is one new file here and one entry in {@link CONVERTERS}.
+ *
+ * @example
+ * ```ts
+ * import { converterFor } from "./index.ts";
+ * const sd = await converterFor(cfg.originalArchitecture)(ck, cfg);
+ * ```
+ * @module
+ */
+import type { Checkpoint, StateDict } from "../checkpoint.ts";
+import type { HookedTransformerConfig } from "../config.ts";
+import { convertGpt2 } from "./gpt2.ts";
+import { convertLlama } from "./llama.ts";
+import { convertNeox } from "./neox.ts";
+
+/** Reads a checkpoint of one family into a TransformerLens-layout state dict. */
+export type Converter = (ck: Checkpoint, cfg: HookedTransformerConfig) => Promise<StateDict>;
+
+/**
+ * The converter of each supported HF architecture.
+ *
+ * @example
+ * ```ts
+ * CONVERTERS["GPT2LMHeadModel"] === convertGpt2; // true
+ * ```
+ */
+export const CONVERTERS: Readonly<Record<string, Converter>> = {
+  GPT2LMHeadModel: convertGpt2,
+  LlamaForCausalLM: convertLlama,
+  MistralForCausalLM: convertLlama,
+  Qwen2ForCausalLM: convertLlama,
+  GPTNeoXForCausalLM: convertNeox,
+};
+
+/**
+ * The converter for an architecture. (The config check has already refused unsupported ones;
+ * anything else is read as Llama-style, as before the split.)
+ *
+ * @example
+ * ```ts
+ * const convert = converterFor("LlamaForCausalLM");
+ * ```
+ */
+export function converterFor(architecture: string): Converter {
+  return CONVERTERS[architecture] ?? convertLlama;
+}
