@@ -435,3 +435,48 @@ export class ActivationCache implements Disposable {
     this.dispose();
   }
 }
+
+/**
+ * A `namesFilter` option as a predicate: a name, a list of names, or a predicate (default: all).
+ *
+ * @example
+ * ```ts
+ * namesFilterFn(["hook_embed"])("hook_embed"); // true
+ * ```
+ */
+export function namesFilterFn(
+  f: string | string[] | ((name: string) => boolean) | undefined,
+): (name: string) => boolean {
+  return f === undefined
+    ? () => true
+    : typeof f === "string"
+    ? (n: string) => n === f
+    : Array.isArray(f)
+    ? (n: string) => f.includes(n)
+    : f;
+}
+
+/**
+ * Drops the leading batch dimension (of size 1) of every cached tensor: a new cache; `cache` is
+ * disposed (also when it throws).
+ *
+ * @example
+ * ```ts
+ * const single = removeBatchDim(cache);
+ * ```
+ */
+export function removeBatchDim(cache: ActivationCache): ActivationCache {
+  const out = new Map<string, Tensor>();
+  for (const k of cache.keys()) {
+    const t = cache.get(k);
+    if (t.shape[0] !== 1) {
+      cache.dispose();
+      throw new InputError(
+        `removeBatchDim needs batch size 1; ${k} has shape [${t.shape.join(", ")}].`,
+      );
+    }
+    out.set(k, t.clone().moveTo(t.shape.slice(1)).keep());
+  }
+  cache.dispose();
+  return new ActivationCache(out, cache.model, false);
+}

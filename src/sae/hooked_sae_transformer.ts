@@ -29,6 +29,7 @@ import {
   type ForwardOptions,
   type ForwardOutput,
   HookedTransformer,
+  type HookLayer,
   type Input,
   type LoadOptions,
   type RunWithCacheOptions,
@@ -54,6 +55,24 @@ export interface WithSaesOptions extends AddSaeOptions {
 interface Attachment {
   readonly sae: SAE;
   readonly useErrorTerm?: boolean;
+}
+
+/**
+ * SAEs spliced into hook points: at an SAE's hook point `H` the activation goes through the SAE,
+ * whose own hook points `H.hook_sae_*` fire through the hook points beneath. (Not an async
+ * function: every hook point of every forward passes here, and most have no SAE.)
+ */
+function saeLayer(saes: ReadonlyMap<string, Attachment>): HookLayer {
+  return (inner) => ({
+    mayReplace: (name) => saes.has(name) || inner.mayReplace(name),
+    hook(name: string, act: Tensor): Promise<Tensor> {
+      const a = saes.get(name);
+      if (!a) return inner.hook(name, act);
+      const errorTerm = a.useErrorTerm ?? a.sae.useErrorTerm;
+      const hooked = SAE_HOOKS.some((h) => inner.mayReplace(`${name}.${h}`));
+      return a.sae.run(act, (n, t) => inner.hook(`${name}.${n}`, t), errorTerm, hooked);
+    },
+  });
 }
 
 /** Width of the activation an SAE sees at a hook point, or null for hooks no SAE can read. */
@@ -259,18 +278,12 @@ export class HookedSAETransformer extends HookedTransformer {
     });
   }
 
-  /** An attached SAE replaces its hook point's activation too. */
-  protected override hookMayReplace(name: string): boolean {
-    return this.#saes.has(name) || super.hookMayReplace(name);
-  }
-
-  /** A hook point: through the attached SAE if there is one, else the plain hook point. (Not an
-   * async function: every hook point of every forward passes here, and most have no SAE.) */
-  protected override hook(name: string, act: Tensor): Promise<Tensor> {
-    const a = this.#saes.get(name);
-    if (!a) return super.hook(name, act);
-    const errorTerm = a.useErrorTerm ?? a.sae.useErrorTerm;
-    const hooked = SAE_HOOKS.some((h) => this.registry.at(`${name}.${h}`).length > 0);
-    return a.sae.run(act, (n, t) => super.hook(`${name}.${n}`, t), errorTerm, hooked);
+  /**
+   * The attached SAEs as a layer over the hook points, read once as a call starts: an SAE's hook
+   * point runs the SAE (its own hook points through the hooks beneath) and may replace the
+   * activation.
+   */
+  protected override hookLayer(): HookLayer | null {
+    return this.#saes.size ? saeLayer(new Map(this.#saes)) : null;
   }
 }

@@ -1,0 +1,138 @@
+/**
+ * The backward pass of `runWithCache(.., { inclBwd: true })`: a forward pass with the tape
+ * recording, then the metric's gradient walked back through the tape, firing "bwd" hooks and
+ * caching `<hook>_grad` at every cached hook point. Each component records its own backward rule
+ * as it runs (see `components/`); this module seeds and walks the tape.
+ *
+ * @example
+ * ```ts
+ * import { runWithBackward } from "./backward.ts";
+ * const loss = await runWithBackward(host, tokens, { returnType: "loss" }, target);
+ * ```
+ * @module
+ */
+import { InputError } from "../errors.ts";
+import * as ops from "../gpu/ops.ts";
+import { flush } from "../gpu/runtime.ts";
+import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
+import type { CacheTarget } from "./components/index.ts";
+import type { HookEntry } from "./hooks.ts";
+import type {
+  BackwardMetric,
+  ForwardOptions,
+  ForwardOutput,
+  Input,
+  LogitsAndLoss,
+  RunWithCacheOptions,
+} from "./options.ts";
+import { Tape } from "./tape.ts";
+
+/** What the backward pass needs of the model. */
+export interface BackwardHost {
+  /** Storage type of the weights (the backward pass needs float32). */
+  readonly dtype: "float32" | "float16";
+  /** The input's tokens as int32 [B, P]. */
+  tokens(input: Input): Tensor;
+  /** A forward pass caching into `target`. */
+  forward(input: Input, o: ForwardOptions, target: CacheTarget): Promise<ForwardOutput>;
+  /** The "bwd" hooks at a hook point, in firing order. */
+  bwdHooks(name: string): readonly HookEntry[];
+}
+
+/**
+ * The metric's value and its gradient with respect to the logits [B, P, V].
+ */
+async function seedOf(
+  host: BackwardHost,
+  metric: BackwardMetric,
+  input: Input,
+  out: ForwardOutput,
+  logits: Tensor,
+): Promise<[value: Tensor, seed: Tensor]> {
+  if (metric === "loss") {
+    const tokens = host.tokens(input);
+    const [B, P] = tokens.shape;
+    return [(out as LogitsAndLoss).loss, ops.lossGrad(logits, tokens, 1 / (B * (P - 1)))];
+  }
+  if ("logitDiff" in metric) {
+    const [B, P, V] = logits.shape;
+    const { correct, incorrect } = metric.logitDiff;
+    const at = metric.logitDiff.pos ?? -1;
+    const pos = at < 0 ? P + at : at;
+    if (correct.length !== B || (incorrect && incorrect.length !== B) || pos < 0 || pos >= P) {
+      throw new InputError(
+        `logitDiff needs one token per batch row (${B}) and a position in 0..${P - 1}.`,
+      );
+    }
+    const g = new Float32Array(B * P * V);
+    for (let b = 0; b < B; b++) {
+      g[(b * P + pos) * V + correct[b]] += 1;
+      if (incorrect) g[(b * P + pos) * V + incorrect[b]] -= 1;
+    }
+    const seed = Tensor.from(g, [B, P, V]);
+    const all = await logits.toArray();
+    let v = 0;
+    for (let b = 0; b < B; b++) {
+      v += all[(b * P + pos) * V + correct[b]] -
+        (incorrect ? all[(b * P + pos) * V + incorrect[b]] : 0);
+    }
+    return [Tensor.from([v], []), seed];
+  }
+  return [logits, await metric.gradient(logits)];
+}
+
+/**
+ * Forward with the tape recording, then backward from the metric (`opts.returnType`, default the
+ * mean loss), in one arena. Returns the metric's value (kept); the gradients go into
+ * `target.cache`. The caller holds the model lock.
+ *
+ * @example
+ * ```ts
+ * const value = await runWithBackward(host, tokens, { inclBwd: true }, target);
+ * ```
+ */
+export async function runWithBackward(
+  host: BackwardHost,
+  input: Input,
+  opts: RunWithCacheOptions,
+  target: CacheTarget,
+): Promise<Tensor> {
+  if (host.dtype !== "float32") {
+    throw new InputError(
+      'The backward pass needs float32 weights: load the model with dtype "float32".',
+    );
+  }
+  const metric: BackwardMetric = typeof opts.returnType === "object" || opts.returnType === "loss"
+    ? opts.returnType
+    : "loss";
+  const arena = openArena();
+  const tape = Tape.begin();
+  let value: Tensor | null = null;
+  try {
+    const { startAtLayer: _s, stopAtLayer: _e, ...rest } = opts;
+    const out = await host.forward(input, {
+      ...rest,
+      returnType: metric === "loss" ? "both" : "logits",
+    }, target);
+    Tape.end(tape);
+    const logits = out instanceof Tensor ? out : out.logits;
+    const [v, seed] = await seedOf(host, metric, input, out, logits);
+    value = v;
+    await tape.backward(logits, seed, async (name, g) => {
+      let grad = g;
+      for (const e of host.bwdHooks(name)) {
+        const r = await e.fn(grad, { name });
+        if (r instanceof Tensor) grad = r;
+      }
+      if (target.cacheFilter(name)) target.cache.set(`${name}_grad`, grad.clone().keep());
+      return grad;
+    });
+    if (value.isView) value = value.clone();
+    return value;
+  } finally {
+    Tape.end(tape);
+    closeArena(arena, value ? [value] : []);
+    value?.keep();
+    flush();
+  }
+}

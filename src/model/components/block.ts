@@ -1,0 +1,139 @@
+/**
+ * A transformer block: ln1, attention, ln2, MLP, each added to the residual stream (in parallel
+ * for NeoX). Hook points under `blocks.L.`, in firing order: `hook_resid_pre`, ln1's, attention's,
+ * `hook_attn_out`, `hook_resid_mid` (not with parallel attention and MLP), ln2's, the MLP's,
+ * `hook_mlp_out`, `hook_resid_post`.
+ *
+ * @example
+ * ```ts
+ * import { blockForward } from "./block.ts";
+ * const residOut = await blockForward(ctx, 0, weights, rot, residIn);
+ * ```
+ * @module
+ */
+import type { Tensor } from "../../gpu/tensor.ts";
+import type { HookedTransformerConfig } from "../config.ts";
+import { Tape } from "../tape.ts";
+import { attentionForward, attentionHookNames, type AttentionWeights } from "./attention.ts";
+import { addResidual, type RunContext } from "./context.ts";
+import { mlpForward, mlpHookNames, type MlpWeights } from "./mlp.ts";
+import {
+  normForward,
+  normHookNames,
+  type NormResult,
+  normTapedCopy,
+  type NormWeights,
+} from "./norm.ts";
+
+/** The GPU weights of one block. */
+export interface BlockWeights {
+  /** The norm before attention. */
+  ln1: NormWeights;
+  /** Attention. */
+  attn: AttentionWeights;
+  /** The norm before the MLP. */
+  ln2: NormWeights;
+  /** The MLP. */
+  mlp: MlpWeights;
+}
+
+/**
+ * Every tensor a block holds (for freeing).
+ *
+ * @example
+ * ```ts
+ * for (const t of blockTensors(w)) t.dispose();
+ * ```
+ */
+export function blockTensors(w: BlockWeights): Tensor[] {
+  return [w.ln1, w.attn, w.ln2, w.mlp].flatMap((part) =>
+    Object.values(part).filter((t): t is Tensor => t !== undefined)
+  );
+}
+
+/**
+ * Block `l`'s hook points, in firing order.
+ *
+ * @example
+ * ```ts
+ * blockHookNames(cfg, 0)[0]; // "blocks.0.hook_resid_pre"
+ * ```
+ */
+export function blockHookNames(cfg: HookedTransformerConfig, l: number): string[] {
+  const b = `blocks.${l}.`;
+  return [
+    b + "hook_resid_pre",
+    ...normHookNames(b + "ln1"),
+    ...attentionHookNames(cfg, b + "attn"),
+    b + "hook_attn_out",
+    ...(cfg.parallelAttnMlp ? [] : [b + "hook_resid_mid"]),
+    ...normHookNames(b + "ln2"),
+    ...mlpHookNames(cfg, b + "mlp"),
+    b + "hook_mlp_out",
+    b + "hook_resid_post",
+  ];
+}
+
+/**
+ * The inputs of q, k and v from ln1's output. TransformerLens runs ln1 once per input; its
+ * backward hooks fire for each call in reverse order, so the gradient it keeps at ln1's hooks is
+ * the q input's. While recording a backward pass, k and v get their own copies of the norm in
+ * the tape (same values, no recomputation) to match.
+ */
+function attentionInputs(
+  ctx: RunContext,
+  ln: NormResult,
+  w: NormWeights,
+): [Tensor, Tensor, Tensor] {
+  const x = ln.y;
+  if (!ctx.taping || ln.scale !== ln.scale0 || ln.normalized !== ln.n0) return [x, x, x];
+  return [x, normTapedCopy(ln, w), normTapedCopy(ln, w)];
+}
+
+/**
+ * Block `l` on the residual stream [B, P, E]. The residual adds are fused into the output
+ * projections; a hook that replaces hook_attn_out or hook_mlp_out gets its own add.
+ *
+ * @example
+ * ```ts
+ * resid = await blockForward(ctx, l, weights.blocks[l], weights.rot, resid);
+ * ```
+ */
+export async function blockForward(
+  ctx: RunContext,
+  l: number,
+  w: BlockWeights,
+  rot: Tensor | undefined,
+  residIn: Tensor,
+): Promise<Tensor> {
+  const b = `blocks.${l}.`;
+  const resid = await ctx.hook(b + "hook_resid_pre", residIn);
+  const ln1 = await normForward(ctx, b + "ln1", resid, w.ln1);
+  const parallel = ctx.cfg.parallelAttnMlp;
+  const qkv = attentionInputs(ctx, ln1, w.ln1);
+  const [attnRaw, midFused] = await attentionForward(
+    ctx,
+    l,
+    w.attn,
+    rot,
+    qkv,
+    parallel ? undefined : resid,
+  );
+  const attnOut = await ctx.hook(b + "hook_attn_out", attnRaw);
+  if (parallel) {
+    const { y: x2 } = await normForward(ctx, b + "ln2", resid, w.ln2);
+    const [mlpOut0] = await mlpForward(ctx, l, w.mlp, x2);
+    const mlpOut = await ctx.hook(b + "hook_mlp_out", mlpOut0);
+    const sum = addResidual(addResidual(resid, attnOut), mlpOut);
+    return await ctx.hook(b + "hook_resid_post", sum);
+  }
+  const fusedMid = attnOut === attnRaw && midFused ? midFused : null;
+  if (fusedMid) Tape.record([fusedMid], [resid, attnOut], ([g]) => [g, g]);
+  const mid = await ctx.hook(b + "hook_resid_mid", fusedMid ?? addResidual(resid, attnOut));
+  const { y: x2 } = await normForward(ctx, b + "ln2", mid, w.ln2);
+  const [mlpRaw, postFused] = await mlpForward(ctx, l, w.mlp, x2, mid);
+  const mlpOut = await ctx.hook(b + "hook_mlp_out", mlpRaw);
+  const fusedPost = mlpOut === mlpRaw && postFused ? postFused : null;
+  if (fusedPost) Tape.record([fusedPost], [mid, mlpOut], ([g]) => [g, g]);
+  return await ctx.hook(b + "hook_resid_post", fusedPost ?? addResidual(mid, mlpOut));
+}

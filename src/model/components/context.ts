@@ -1,0 +1,174 @@
+/**
+ * The run context: what a component sees of the call it is part of. It is made once per call (a
+ * forward pass, a generation step, a backward pass) and carries the hook function in effect
+ * (plain hooks, or with SAEs spliced in by a {@link HookLayer}), whether a hook point may replace
+ * its activation, the KV cache of a generation step, and whether the backward tape is recording.
+ * Components read nothing else of the model's mutable state.
+ *
+ * @example
+ * ```ts
+ * import { contextFor, plainHookPoints } from "./context.ts";
+ * const ctx = contextFor(cfg, plainHookPoints(registry, null), null, null);
+ * const resid = await ctx.hook("blocks.0.hook_resid_pre", x);
+ * ```
+ * @module
+ */
+import { ShapeError } from "../../errors.ts";
+import * as ops from "../../gpu/ops.ts";
+import { Tensor } from "../../gpu/tensor.ts";
+import type { ActivationCache } from "../cache.ts";
+import type { HookedTransformerConfig } from "../config.ts";
+import type { HookRegistry } from "../hooks.ts";
+import { Tape } from "../tape.ts";
+
+/** Which hooks a run caches and where (runWithCache). */
+export interface CacheTarget {
+  /** Where the cached activations go. */
+  cache: ActivationCache;
+  /** Which hook names are cached. */
+  cacheFilter: (name: string) => boolean;
+}
+
+/** A KV cache: per layer keys (after rotary) and values [B, cap, Hkv, D]. */
+export interface KvState {
+  /** Keys per layer. */
+  k: Tensor[];
+  /** Values per layer. */
+  v: Tensor[];
+  /** Position of the first token of the current step. */
+  offset: number;
+  /** Positions the cache holds. */
+  cap: number;
+}
+
+/** What firing hook points does: the hook function and whether it may replace an activation. */
+export interface HookPoints {
+  /** Fires the hook point `name` on `act`; resolves to the activation that goes on. */
+  hook(name: string, act: Tensor): Promise<Tensor>;
+  /** Whether `hook(name, ..)` may return another tensor than it is given. */
+  mayReplace(name: string): boolean;
+}
+
+/**
+ * A layer over the hook points (e.g. SAEs spliced in at some of them): given the hook points
+ * beneath, returns the hook points the components fire.
+ *
+ * @example
+ * ```ts
+ * const double: HookLayer = (inner) => ({
+ *   hook: (n, t) => inner.hook(n, n === "hook_embed" ? t.scale(2) : t),
+ *   mayReplace: (n) => n === "hook_embed" || inner.mayReplace(n),
+ * });
+ * ```
+ */
+export type HookLayer = (inner: HookPoints) => HookPoints;
+
+/** What a component sees of the call in progress. */
+export interface RunContext extends HookPoints {
+  /** The model's configuration. */
+  readonly cfg: HookedTransformerConfig;
+  /** The KV cache of a generation step, or null. */
+  readonly kv: KvState | null;
+  /** Whether the backward tape records (a run with `inclBwd`, outside an untaped section). */
+  readonly taping: boolean;
+  /** Whether nothing reads the activation at `name`: no hook, no cache entry, no backward pass. */
+  inert(name: string): boolean;
+}
+
+/**
+ * The hook points of the bare model: the registry's forward hooks in order (a returned Tensor
+ * replaces the activation), then caching, then the tape's mark. Every hook point of a call passes
+ * through the one `hook` made here.
+ *
+ * @example
+ * ```ts
+ * const points = plainHookPoints(registry, { cache, cacheFilter: () => true });
+ * ```
+ */
+export function plainHookPoints(registry: HookRegistry, target: CacheTarget | null): HookPoints {
+  return {
+    mayReplace: (name) => registry.at(name).length > 0,
+    async hook(name: string, act: Tensor): Promise<Tensor> {
+      for (const e of registry.at(name)) {
+        const r = await e.fn(act, { name });
+        if (r !== undefined && r !== null) {
+          if (!(r instanceof Tensor)) {
+            throw new ShapeError(
+              `Hook at ${name} returned ${typeof r}; return a Tensor or nothing.`,
+            );
+          }
+          if (r.shape.length !== act.shape.length || r.shape.some((d, i) => d !== act.shape[i])) {
+            throw new ShapeError(
+              `Hook at ${name} returned shape [${r.shape.join(", ")}]; the activation is ` +
+                `[${act.shape.join(", ")}].`,
+            );
+          }
+          act = r;
+        }
+      }
+      if (target && target.cacheFilter(name)) target.cache.set(name, act.clone().keep());
+      Tape.hook(name, act);
+      return act;
+    },
+  };
+}
+
+/**
+ * The run context of one call: the hook points (with `layer` over them when given), the cache
+ * target and the KV state.
+ *
+ * @example
+ * ```ts
+ * const ctx = contextFor(model.cfg, plainHookPoints(registry, null), null, null);
+ * ```
+ */
+export function contextFor(
+  cfg: HookedTransformerConfig,
+  points: HookPoints,
+  target: CacheTarget | null,
+  kv: KvState | null,
+): RunContext {
+  return {
+    cfg,
+    kv,
+    hook: points.hook,
+    mayReplace: points.mayReplace,
+    get taping(): boolean {
+      return Tape.active !== null;
+    },
+    inert(name: string): boolean {
+      return !points.mayReplace(name) && !(target && target.cacheFilter(name)) && !Tape.active;
+    },
+  };
+}
+
+/**
+ * x [.., K] · W [K, N] + b into a tensor of `shape`, with its backward rule.
+ *
+ * @example
+ * ```ts
+ * const y = linear(x, w, undefined, [B, P, F]);
+ * ```
+ */
+export function linear(x: Tensor, w: Tensor, b: Tensor | undefined, shape: number[]): Tensor {
+  const [y0] = ops.linear(x, w, b);
+  const y = y0.moveTo(shape);
+  Tape.record([y], [x], ([g]) => [
+    ops.linearBack(g!.reshape([...x.shape.slice(0, -1), w.shape[1]]), w).moveTo([...x.shape]),
+  ]);
+  return y;
+}
+
+/**
+ * A residual add a + b, with its backward rule (the gradient passes to both).
+ *
+ * @example
+ * ```ts
+ * const mid = addResidual(resid, attnOut);
+ * ```
+ */
+export function addResidual(a: Tensor, b: Tensor): Tensor {
+  const y = a.add(b);
+  Tape.record([y], [a, b], ([g]) => [g, g]);
+  return y;
+}

@@ -1,0 +1,124 @@
+/**
+ * The option and result types of HookedTransformer's calls (re-exported by `model.ts`).
+ *
+ * @example
+ * ```ts
+ * import type { ForwardOptions } from "./options.ts";
+ * const opts: ForwardOptions = { returnType: "loss" };
+ * ```
+ * @module
+ */
+import type { Tensor } from "../gpu/tensor.ts";
+import type { HookSpec } from "./hooks.ts";
+import type { ProcessingOptions } from "./processing.ts";
+
+/**
+ * What a model can be run on: text (tokenized with BOS prepended, as TransformerLens does), token
+ * ids ([batch][pos] or one sequence), or an int32 [batch, pos] Tensor.
+ */
+export type Input = string | string[] | number[][] | number[] | Tensor;
+
+/** Options of `toTokens`. */
+export interface ToTokensOptions {
+  /** Prepend the BOS token (default: the model's default, true for the supported models). */
+  prependBos?: boolean;
+  /** Where shorter texts of a batch are padded (default "right"). */
+  paddingSide?: "left" | "right";
+}
+
+/** Options of `fromPretrained`. */
+export interface LoadOptions extends Partial<ProcessingOptions> {
+  /** Hub revision (branch, tag or commit) when `source` is a hub id; default "main". */
+  revision?: string;
+  /** The model's name, checked against SAEs' `model_name` (default: the hub id, if loaded by id). */
+  modelName?: string;
+  /**
+   * "float32" (default), or "float16": dense-layer weights and the token embedding stored as f16
+   * (half the memory and bandwidth; needs `shader-f16`), read into f32 arithmetic. The backward
+   * pass needs float32. Also lets GPT-2's 147 MiB embedding fit an adapter that binds at most 128
+   * MiB at once (lavapipe).
+   */
+  dtype?: "float32" | "float16";
+  /** Progress callback: a message per loading stage. */
+  onProgress?: (message: string) => void;
+}
+
+/** Options of a forward pass. */
+export interface ForwardOptions {
+  /** "logits" (default), "loss", or "both" ({ logits, loss }). */
+  returnType?: "logits" | "loss" | "both";
+  /** With returnType "loss"/"both": the per-token loss [batch, pos - 1] instead of the mean. */
+  lossPerToken?: boolean;
+  /** Stop before this block and return the residual stream (blocks.N.hook_resid_pre's input). */
+  stopAtLayer?: number;
+  /** Start at this block; the input is then the residual stream [batch, pos, d_model]. */
+  startAtLayer?: number;
+  /** Tokens for the loss when starting from a residual stream. */
+  tokens?: Input;
+}
+
+/**
+ * What a backward pass differentiates: the mean next-token loss, or the logit difference of two
+ * tokens at a position (per batch row), or any metric given by its gradient with respect to the
+ * logits.
+ */
+export type BackwardMetric =
+  | "loss"
+  | { logitDiff: { pos?: number; correct: number[]; incorrect?: number[] } }
+  | { gradient: (logits: Tensor) => Tensor | Promise<Tensor> };
+
+/** Options of `runWithCache`. */
+export interface RunWithCacheOptions extends Omit<ForwardOptions, "returnType"> {
+  /** "logits" (default), "loss", "both", or with `inclBwd` the metric to differentiate. */
+  returnType?: ForwardOptions["returnType"] | BackwardMetric;
+  /**
+   * Also run the backward pass: the cache gets `<hook>_grad` entries, the gradient of the metric
+   * (`returnType`, default the mean loss) at every cached hook point, and "bwd" hooks fire.
+   */
+  inclBwd?: boolean;
+  /** Hooks attached for this run only (before the caching, as with `hooks()`). */
+  fwdHooks?: HookSpec[];
+  /** Which hooks to cache: a name, a list of names, or a predicate (default: all). */
+  namesFilter?: string | string[] | ((name: string) => boolean);
+  /** Drop the batch dimension of every cached tensor (batch must be 1). */
+  removeBatchDim?: boolean;
+}
+
+/** Options of `runWithHooks`. */
+export interface RunWithHooksOptions extends ForwardOptions {
+  /** Hooks attached for this run only. */
+  fwdHooks?: HookSpec[];
+}
+
+/** Result of a forward pass with returnType "both". */
+export interface LogitsAndLoss {
+  /** [batch, pos, d_vocab]. */
+  logits: Tensor;
+  /** Scalar mean loss, or [batch, pos - 1] per token. */
+  loss: Tensor;
+}
+
+/** What a forward returns, by return type. */
+export type ForwardOutput = Tensor | LogitsAndLoss;
+
+/** Options of `generate`. */
+export interface GenerateOptions {
+  /** Tokens to add (default 10). */
+  maxNewTokens?: number;
+  /** Sample (default) or take the most likely token. */
+  doSample?: boolean;
+  /** Softmax temperature for sampling (default 1). */
+  temperature?: number;
+  /** Sample among the k most likely tokens only. */
+  topK?: number;
+  /** Sample among the most likely tokens holding this much probability. */
+  topP?: number;
+  /** Stop a sequence at the EOS token (default true): later positions are filled with EOS. */
+  stopAtEos?: boolean;
+  /** Reuse keys and values of earlier positions (default true). */
+  useKvCache?: boolean;
+  /** Seed of the sampler (default: random). */
+  seed?: number;
+  /** Text input: prepend BOS (default: the model's default). */
+  prependBos?: boolean;
+}

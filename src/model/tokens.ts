@@ -1,0 +1,190 @@
+/**
+ * Tokens: text to token ids as TransformerLens's `to_tokens` (BOS, padding), token ids to text
+ * and string pieces, and the validation and upload of a model input as int32 [B, P].
+ *
+ * @example
+ * ```ts
+ * import { encodeTexts } from "./tokens.ts";
+ * const rows = encodeTexts(model.cfg, model.tokenizer, "def f(x):", {});
+ * ```
+ * @module
+ */
+import { InputError } from "../errors.ts";
+import { Tensor } from "../gpu/tensor.ts";
+import type { HfTokenizer } from "../io/tokenizer.ts";
+import type { HookedTransformerConfig } from "./config.ts";
+import type { Input, ToTokensOptions } from "./options.ts";
+
+/**
+ * The tokenizer, or a typed error saying to pass token ids.
+ *
+ * @example
+ * ```ts
+ * const tok = requireTokenizer(model.tokenizer);
+ * ```
+ */
+export function requireTokenizer(tok: HfTokenizer | null): HfTokenizer {
+  if (!tok) {
+    throw new InputError(
+      "This model has no tokenizer (no tokenizer.json in its directory): pass token ids instead of text.",
+    );
+  }
+  return tok;
+}
+
+/**
+ * Token ids of texts, BOS-prefixed and padded as TransformerLens's `to_tokens`.
+ *
+ * @example
+ * ```ts
+ * const [ids] = encodeTexts(cfg, tokenizer, "def f", { prependBos: true });
+ * ```
+ */
+export function encodeTexts(
+  cfg: HookedTransformerConfig,
+  tokenizer: HfTokenizer | null,
+  text: string | string[],
+  o: ToTokensOptions,
+): number[][] {
+  const tok = requireTokenizer(tokenizer);
+  const texts = typeof text === "string" ? [text] : text;
+  if (!texts.length) throw new InputError("Empty input: pass at least one text.");
+  const bos = o.prependBos ?? cfg.defaultPrependBos;
+  const rows = texts.map((t) => {
+    const ids = tok.encode(t);
+    if (bos) {
+      if (tok.bosTokenId === null) {
+        throw new InputError("prependBos: this tokenizer has no BOS token.");
+      }
+      ids.unshift(tok.bosTokenId);
+    }
+    return ids;
+  });
+  const P = Math.max(...rows.map((r) => r.length));
+  if (P === 0) throw new InputError("Empty input: the text has no tokens.");
+  const pad = tok.padTokenId ?? 0;
+  return rows.map((r) => {
+    const fill = new Array(P - r.length).fill(pad);
+    return o.paddingSide === "left" ? [...fill, ...r] : [...r, ...fill];
+  });
+}
+
+/** Throws unless 1 <= P <= n_ctx. */
+function checkLength(cfg: HookedTransformerConfig, P: number): void {
+  if (P > cfg.nCtx) {
+    throw new InputError(
+      `Sequence of ${P} tokens is longer than the model's context n_ctx = ${cfg.nCtx}.`,
+    );
+  }
+  if (P < 1) throw new InputError("Empty input: pass at least one token.");
+}
+
+/**
+ * Validates and uploads a model input as token ids: int32 [B, P] (text is tokenized with the
+ * model's defaults).
+ *
+ * @example
+ * ```ts
+ * const tokens = tokensTensor(cfg, tokenizer, [[1, 2, 3]]);
+ * ```
+ */
+export function tokensTensor(
+  cfg: HookedTransformerConfig,
+  tokenizer: HfTokenizer | null,
+  input: Input,
+): Tensor {
+  if (input instanceof Tensor) {
+    if (input.dtype !== "int32" || input.shape.length !== 2) {
+      throw new InputError(
+        `Token tensor must be int32 [batch, pos], got ${input.dtype} [${input.shape.join(", ")}].`,
+      );
+    }
+    checkLength(cfg, input.shape[1]);
+    return input;
+  }
+  const rows = typeof input === "string" || (Array.isArray(input) && typeof input[0] === "string")
+    ? encodeTexts(cfg, tokenizer, input as string | string[], {})
+    : (Array.isArray(input[0]) ? input : [input]) as number[][];
+  if (!rows.length || !rows[0].length) {
+    throw new InputError("Empty input: pass at least one token.");
+  }
+  const P = rows[0].length;
+  checkLength(cfg, P);
+  const data = new Int32Array(rows.length * P);
+  rows.forEach((r, b) => {
+    if (!Array.isArray(r) || r.length !== P) {
+      throw new InputError(
+        `Input row ${b} has ${r?.length} tokens, row 0 has ${P}: pad them to one length.`,
+      );
+    }
+    r.forEach((id, p) => {
+      if (!Number.isInteger(id) || id < 0 || id >= cfg.dVocab) {
+        throw new InputError(
+          `Token id ${id} at [${b}, ${p}] is outside the vocabulary (0..${cfg.dVocab - 1}).`,
+        );
+      }
+      data[b * P + p] = id;
+    });
+  });
+  return Tensor.from(data, [rows.length, P], "int32");
+}
+
+/**
+ * Text of token ids (TransformerLens's `to_string`): one string per row.
+ *
+ * @example
+ * ```ts
+ * decodeTokens(tokenizer, [50256, 4299]); // "<|endoftext|>def"
+ * ```
+ */
+export function decodeTokens(
+  tokenizer: HfTokenizer | null,
+  tokens: number[] | number[][],
+): string | string[] {
+  const tok = requireTokenizer(tokenizer);
+  if (Array.isArray(tokens[0])) return (tokens as number[][]).map((r) => tok.decode(r));
+  return tok.decode(tokens as number[]);
+}
+
+/**
+ * Each token as a string (TransformerLens's `to_str_tokens`); text is tokenized first.
+ *
+ * @example
+ * ```ts
+ * strTokens(cfg, tokenizer, "def f", {}); // ["<|endoftext|>", "def", " f"]
+ * ```
+ */
+export function strTokens(
+  cfg: HookedTransformerConfig,
+  tokenizer: HfTokenizer | null,
+  input: string | string[] | number[] | number[][],
+  opts: ToTokensOptions,
+): string[] | string[][] {
+  const tok = requireTokenizer(tokenizer);
+  const encode = (t: string) => encodeTexts(cfg, tok, t, opts)[0].map((i) => tok.piece(i));
+  if (typeof input === "string") return encode(input);
+  if (Array.isArray(input) && typeof input[0] === "string") {
+    return (input as string[]).map(encode);
+  }
+  if (Array.isArray(input[0])) {
+    return (input as number[][]).map((r) => r.map((i) => tok.piece(i)));
+  }
+  return (input as number[]).map((i) => tok.piece(i));
+}
+
+/**
+ * The id of a string that is exactly one token (TransformerLens's `to_single_token`).
+ *
+ * @example
+ * ```ts
+ * singleToken(tokenizer, " return");
+ * ```
+ */
+export function singleToken(tokenizer: HfTokenizer | null, text: string): number {
+  const ids = requireTokenizer(tokenizer).encode(text);
+  if (ids.length !== 1) {
+    const pieces = ids.map((i) => tokenizer!.piece(i));
+    throw new InputError(`"${text}" is ${ids.length} tokens, not one: ${JSON.stringify(pieces)}.`);
+  }
+  return ids[0];
+}
