@@ -267,6 +267,8 @@ export class HookedTransformer {
    * The layer over the hook points for a call starting now (null: the plain hook points). Read
    * once when a call starts; a subclass that splices things into hook points (SAEs) returns its
    * layer here.
+   *
+   * @ignore An extension point between this class and its subclass, not user API.
    */
   protected hookLayer(): HookLayer | null {
     return null;
@@ -397,7 +399,12 @@ export class HookedTransformer {
     return serial(() => this.runWithHooksLocked(input, opts));
   }
 
-  /** {@link HookedTransformer.runWithHooks} while holding the model lock. */
+  /**
+   * {@link HookedTransformer.runWithHooks} while holding the model lock; `layer` (default: the
+   * model's, read now) goes over the hook points for the whole call.
+   *
+   * @ignore For this class and its subclasses (the caller holds the model lock), not user API.
+   */
   protected async runWithHooksLocked(
     input: Input,
     opts: RunWithHooksOptions,
@@ -423,7 +430,12 @@ export class HookedTransformer {
     return serial(() => this.runWithCacheLocked(input, opts));
   }
 
-  /** {@link HookedTransformer.runWithCache} while holding the model lock. */
+  /**
+   * {@link HookedTransformer.runWithCache} while holding the model lock; `layer` (default: the
+   * model's, read now) goes over the hook points for the whole call.
+   *
+   * @ignore For this class and its subclasses (the caller holds the model lock), not user API.
+   */
   protected async runWithCacheLocked(
     input: Input,
     opts: RunWithCacheOptions,
@@ -497,6 +509,8 @@ export class HookedTransformer {
    * One forward pass while holding the model lock: arena, run context, outputs kept. `target`
    * receives the cached activations; `layer` (default: the model's, read now) goes over the hook
    * points for the whole call.
+   *
+   * @ignore For this class and its subclasses (the caller holds the model lock), not user API.
    */
   protected async runLocked(
     input: Input,

@@ -282,6 +282,8 @@ export class HookedSAETransformer extends HookedTransformer {
    * The attached SAEs as a layer over the hook points, read once as a call starts: an SAE's hook
    * point runs the SAE (its own hook points through the hooks beneath) and may replace the
    * activation.
+   *
+   * @ignore An extension point between this class and its subclass, not user API.
    */
   protected override hookLayer(): HookLayer | null {
     return this.#saes.size ? saeLayer(new Map(this.#saes)) : null;
