@@ -30,11 +30,13 @@ export interface NormResult {
   y: Tensor;
   /** The input. */
   x: Tensor;
-  /** The scale as computed [.., 1], and as the hook left it. */
+  /** The scale [.., 1] as computed. */
   scale0: Tensor;
+  /** The scale as hook_scale left it. */
   scale: Tensor;
-  /** The normalised input as computed, and as the hook left it. */
+  /** The normalised input as computed. */
   n0: Tensor;
+  /** The normalised input as hook_normalized left it. */
   normalized: Tensor;
   /** "LN" (centred) or "RMS". */
   kind: "LN" | "RMS";
