@@ -21,10 +21,13 @@ export { gpuInfo, initGpu } from "./src/gpu/info.ts";
 export type { GpuInfo } from "./src/gpu/info.ts";
 export type { RuntimeStats } from "./src/gpu/runtime.ts";
 export * from "./src/errors.ts";
-export { HookedTransformer } from "./src/model/model.ts";
+export { HookedTransformer, ModelView } from "./src/model/model.ts";
+export { provenanceOf } from "./src/model/provenance.ts";
+export type { Provenance, SaeAttachment, SaeInfo, SaeProvenance } from "./src/model/provenance.ts";
 export type {
   ForwardOptions,
   ForwardOutput,
+  GenerateOptions,
   Input,
   LoadOptions,
   LogitsAndLoss,
@@ -40,7 +43,7 @@ export { SAE } from "./src/sae/sae.ts";
 export type { SaeLoadOptions } from "./src/sae/sae.ts";
 export type { SaeConfig } from "./src/sae/config.ts";
 export { HookedSAETransformer } from "./src/sae/hooked_sae_transformer.ts";
-export type { AddSaeOptions, WithSaesOptions } from "./src/sae/hooked_sae_transformer.ts";
+export type { AddSaeOptions, SaeScope, WithSaesOptions } from "./src/sae/hooked_sae_transformer.ts";
 export { nextTokens, topIndices, topLatentsPerToken } from "./src/sae/features.ts";
 export type { LatentActivation, NextToken, TokenLatents } from "./src/sae/features.ts";
 export type { BackwardMetric } from "./src/model/model.ts";

@@ -69,3 +69,6 @@ export class DisposedError extends HooklensError {}
 
 /** An SAE does not fit the model or hook it is attached to. */
 export class SaeAttachError extends HooklensError {}
+
+/** A model call ended early through its `signal` (`AbortSignal`); the model stays usable. */
+export class CallAbortedError extends HooklensError {}

@@ -24,6 +24,7 @@ import {
   runtime,
 } from "./runtime.ts";
 import * as ops from "./ops.ts";
+import { currentCall } from "./call.ts";
 
 /** Element types a tensor can hold. */
 export type DType = "float32" | "float16" | "int32";
@@ -33,8 +34,27 @@ export function dtypeBytes(d: DType): number {
   return d === "float16" ? 2 : 4;
 }
 
-/** Tensors created while an arena is open are disposed when it closes, unless kept. */
-const arenas: Set<Tensor>[] = [];
+/**
+ * Tensors created while an arena is open are disposed when it closes, unless kept. Each model call
+ * has its own stack of arenas (its {@link CallRecord}), so a tensor that code outside the call
+ * makes meanwhile (another task) is never the call's to free; code outside every call uses this
+ * module's own stack.
+ */
+const outsideCalls: Set<Tensor>[] = [];
+
+/** The arena stack of the running call, or of code outside every call. */
+function arenaStack(): Set<Tensor>[] {
+  return (currentCall()?.arenas as Set<Tensor>[] | undefined) ?? outsideCalls;
+}
+
+/** The arena each tensor is in (whichever call's stack holds it). */
+const arenaOf = new WeakMap<Tensor, Set<Tensor>>();
+
+/** Takes `t` out of its arena: it is no longer freed when that arena closes. */
+function leaveArena(t: Tensor): void {
+  arenaOf.get(t)?.delete(t);
+  arenaOf.delete(t);
+}
 
 /**
  * Opens an arena: tensors created until {@link closeArena} are freed then.
@@ -48,7 +68,7 @@ const arenas: Set<Tensor>[] = [];
  */
 export function openArena(): Set<Tensor> {
   const a = new Set<Tensor>();
-  arenas.push(a);
+  arenaStack().push(a);
   return a;
 }
 
@@ -57,13 +77,18 @@ export function openArena(): Set<Tensor> {
  * move to the enclosing arena (if any).
  */
 export function closeArena(arena: Set<Tensor>, keep: Iterable<Tensor> = []): void {
+  const arenas = arenaStack();
   const i = arenas.lastIndexOf(arena);
   if (i >= 0) arenas.splice(i, 1);
   const kept = new Set(keep);
   const parent = arenas.at(-1);
   for (const t of arena) {
+    arenaOf.delete(t);
     if (!kept.has(t)) t.dispose();
-    else parent?.add(t); // a kept tensor now belongs to the enclosing arena
+    else if (parent) { // a kept tensor now belongs to the enclosing arena
+      parent.add(t);
+      arenaOf.set(t, parent);
+    }
   }
 }
 
@@ -112,7 +137,11 @@ export class Tensor implements Disposable {
     this.dtype = dtype;
     this.#pooled = pooled;
     this.#base = base;
-    arenas.at(-1)?.add(this);
+    const arena = arenaStack().at(-1);
+    if (arena) {
+      arena.add(this);
+      arenaOf.set(this, arena);
+    }
   }
 
   /**
@@ -264,13 +293,13 @@ export class Tensor implements Disposable {
     const b = this.buffer;
     const t = new Tensor(b, shape, this.dtype, this.#pooled);
     this.#buffer = null;
-    for (const a of arenas) a.delete(this);
+    leaveArena(this);
     return t;
   }
 
   /** Removes this tensor from the enclosing forward pass's arena so it outlives the pass. */
   keep(): this {
-    for (const a of arenas) a.delete(this);
+    leaveArena(this);
     return this;
   }
 
@@ -279,7 +308,7 @@ export class Tensor implements Disposable {
     const b = this.#buffer;
     if (!b) return;
     this.#buffer = null;
-    for (let i = arenas.length - 1; i >= 0; i--) arenas[i].delete(this);
+    leaveArena(this);
     if (this.#base) return;
     if (this.#pooled) releaseBuffer(b);
     else deferDestroy(b);

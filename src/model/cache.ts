@@ -10,6 +10,7 @@
  * ```
  * @module
  */
+import { type Provenance, provenanceOf } from "./provenance.ts";
 import { HookNameError, InputError } from "../errors.ts";
 import { Tensor } from "../gpu/tensor.ts";
 
@@ -136,6 +137,20 @@ export class ActivationCache implements Disposable {
     this.#store = store;
     this.model = model;
     this.hasBatchDim = hasBatchDim;
+  }
+
+  /**
+   * What ran to fill this cache (the SAEs by hook and the user hooks), for a cache a model call
+   * returned; undefined for one built by hand.
+   *
+   * @example
+   * ```ts
+   * const [, cache] = await view.runWithCache(tokens);
+   * console.log(cache.provenance?.saes.map((s) => s.hookName));
+   * ```
+   */
+  get provenance(): Provenance | undefined {
+    return provenanceOf(this);
   }
 
   #model(): CacheModel {

@@ -44,6 +44,14 @@ export interface HookEntry {
   readonly permanent: boolean;
   /** Forward or backward. */
   readonly dir: "fwd" | "bwd";
+  /** Added with `prepend`: fires before the hooks of earlier layers too. */
+  readonly prepend: boolean;
+}
+
+/** Hooks by hook name, as a call sees them (one registry, or several layered). */
+export interface HookLookup {
+  /** Hooks at `name` (forward, or backward with dir "bwd"), in firing order. */
+  at(name: string, dir?: "fwd" | "bwd"): readonly HookEntry[];
 }
 
 /** Hooks by hook name, in firing order. */
@@ -53,7 +61,13 @@ export class HookRegistry {
   /** Attaches `fn` at `name`; returns the entry (for removal). */
   add(name: string, fn: HookFn, o: AddHookOptions): HookEntry {
     const dir = o.dir ?? "fwd";
-    const entry: HookEntry = { name, fn, permanent: Boolean(o.isPermanent), dir };
+    const entry: HookEntry = {
+      name,
+      fn,
+      permanent: Boolean(o.isPermanent),
+      dir,
+      prepend: Boolean(o.prepend),
+    };
     const key = dir === "fwd" ? name : `${name}\u0000bwd`;
     const list = this.#byName.get(key) ?? [];
     if (o.prepend) list.unshift(entry);
@@ -104,4 +118,34 @@ export class HookRegistry {
     for (const l of this.#byName.values()) n += l.length;
     return n;
   }
+}
+
+/**
+ * Several registries seen as one, earliest first: at each hook point the hooks of every layer fire
+ * in layer order, except that a layer's `prepend` hooks go before those of the earlier layers (as
+ * they would had they been added to one registry).
+ *
+ * @example
+ * ```ts
+ * const persistent = new HookRegistry();
+ * const scoped = new HookRegistry();
+ * const all = layeredHooks([persistent, scoped]);
+ * all.at("blocks.0.hook_resid_pre");
+ * ```
+ */
+export function layeredHooks(layers: readonly HookRegistry[]): HookLookup {
+  const used = layers.filter((l) => l.size > 0);
+  if (used.length <= 1) return used[0] ?? layers[0] ?? new HookRegistry();
+  return {
+    at(name: string, dir: "fwd" | "bwd" = "fwd"): readonly HookEntry[] {
+      let out: HookEntry[] = [];
+      for (const l of used) {
+        const here = l.at(name, dir);
+        if (!here.length) continue;
+        const first = here.filter((e) => e.prepend);
+        out = [...first, ...out, ...here.filter((e) => !e.prepend)];
+      }
+      return out;
+    },
+  };
 }

@@ -27,15 +27,26 @@ import {
   type AddHookOptions,
   type HookEntry,
   type HookFn,
+  type HookLookup,
   HookRegistry,
   type HookSpec,
+  layeredHooks,
 } from "./hooks.ts";
 import {
+  describeProvenance,
+  type Provenance,
+  provenanceFor,
+  type SaeAttachment,
+  tagOutput,
+} from "./provenance.ts";
+import { ModelView, type ScopeLayer } from "./view.ts";
+import { currentCall, newCallRecord, runInCall } from "../gpu/call.ts";
+import {
+  abortedError,
   type CacheTarget,
   contextFor,
   type HookLayer,
   hookNamesFor,
-  type HookPoints,
   type KvState,
   modelTensors,
   type ModelWeights,
@@ -75,22 +86,29 @@ export type {
 export { hookNamesFor } from "./components/index.ts";
 export { resolveSource } from "./load.ts";
 export type { CacheTarget, HookLayer, HookPoints } from "./components/index.ts";
-
-/** One model call at a time per process: GPU state, arenas and hooks are shared. */
-let queue: Promise<unknown> = Promise.resolve();
+export { ModelView } from "./view.ts";
+export type { ScopeLayer } from "./view.ts";
 
 /**
- * Runs `fn` after every model call queued before it (model calls never overlap).
- *
- * @example
- * ```ts
- * const out = await serial(() => model.runLocked(input, {}, null));
- * ```
+ * What one call runs with, fixed when it starts: the hooks (persistent, the scopes' and the
+ * call's own), the layer that splices SAEs in, and the provenance its outputs carry.
  */
-export function serial<T>(fn: () => Promise<T>): Promise<T> {
-  const run = queue.then(fn, fn);
-  queue = run.catch(() => {});
-  return run;
+export interface CallSpec {
+  /** Hooks by name, every layer merged. */
+  readonly hooks: HookLookup;
+  /** The layer over the hook points (SAEs), or null. */
+  readonly layer: HookLayer | null;
+  /** What ran, for the outputs. */
+  readonly provenance: Provenance;
+}
+
+/** Rejects when `signal` aborts, else settles as `run` does. */
+function abortable<T>(run: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortedError(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+    run.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 /**
@@ -106,10 +124,16 @@ export class HookedTransformer {
   readonly #w: ModelWeights;
   readonly #baseHookNames: readonly string[];
   readonly #baseHookSet: ReadonlySet<string>;
-  /** Attached hooks. */
+  /** Persistent hooks (addHook); scoped hooks live in their scope's layer. */
   protected readonly registry: HookRegistry = new HookRegistry();
   #disposed = false;
   readonly #rt: Runtime;
+  /** Open scopes, in opening order. */
+  #open: ScopeLayer[] = [];
+  /** The layers of the view whose call is starting (see withChain), else null: every open one. */
+  #chainOverride: readonly ScopeLayer[] | null = null;
+  /** This model's calls run one after another (a call from inside a hook runs nested). */
+  #queue: Promise<unknown> = Promise.resolve();
 
   /**
    * Use {@link HookedTransformer.fromPretrained}; this wraps already-uploaded weights.
@@ -178,6 +202,149 @@ export class HookedTransformer {
     return [...this.#baseHookNames];
   }
 
+  // ---------------------------------------------------------------- layers and calls
+
+  /**
+   * Runs `fn` synchronously as if the model's open scopes were `chain` (how a view's call sees
+   * its own layers: a call reads them when it starts, before it awaits anything).
+   *
+   * @ignore Used by ModelView, not user API.
+   */
+  withChain<T>(chain: readonly ScopeLayer[], fn: () => T): T {
+    const prev = this.#chainOverride;
+    this.#chainOverride = chain;
+    try {
+      return fn();
+    } finally {
+      this.#chainOverride = prev;
+    }
+  }
+
+  /**
+   * The scope layers a call starting now runs with (a view's, or every open one).
+   *
+   * @ignore For this class and its subclasses, not user API.
+   */
+  protected chain(): readonly ScopeLayer[] {
+    return this.#chainOverride ?? this.#open;
+  }
+
+  /**
+   * Opens a scope with `layer` (over the parent view's layers when a view opens it); `register`
+   * makes plain model calls see it too until it closes (runWithSaes's private views do not).
+   *
+   * @ignore For this class and its subclasses, not user API.
+   */
+  protected openScope(layer: ScopeLayer, register = true): ModelView {
+    // Opened from the model: the view has its own layer only (other open scopes are not its);
+    // opened from a view (withChain): the parent's layers, then its own.
+    const view = new ModelView(this, [...(this.#chainOverride ?? []), layer]);
+    if (register) this.#open = [...this.#open, layer];
+    return view;
+  }
+
+  /**
+   * Removes `layer` from the open scopes (nothing if it is not open).
+   *
+   * @ignore Used by ModelView, not user API.
+   */
+  closeScope(layer: ScopeLayer): void {
+    this.#open = this.#open.filter((l) => l !== layer);
+  }
+
+  /**
+   * The persistent SAEs (HookedSAETransformer's addSae); none for a plain model.
+   *
+   * @ignore For this class and its subclasses, not user API.
+   */
+  protected persistentSaes(): ReadonlyMap<string, SaeAttachment> {
+    return new Map();
+  }
+
+  /**
+   * The SAEs a call with these scope layers runs with: the persistent ones, then each layer's
+   * (a later layer's SAE at the same hook wins).
+   *
+   * @ignore Used by ModelView and subclasses, not user API.
+   */
+  effectiveSaes(chain: readonly ScopeLayer[] = this.chain()): ReadonlyMap<string, SaeAttachment> {
+    const out = new Map(this.persistentSaes());
+    for (const l of chain) for (const [h, a] of l.saes ?? []) out.set(h, a);
+    return out;
+  }
+
+  /**
+   * The hook registries a call with these scope layers runs with, persistent first.
+   *
+   * @ignore Used by ModelView, not user API.
+   */
+  hookLayers(chain: readonly ScopeLayer[] = this.chain()): HookRegistry[] {
+    return [this.registry, ...chain.flatMap((l) => l.hooks ? [l.hooks] : [])];
+  }
+
+  /**
+   * The layer that splices these SAEs into the hook points (null: none). Throws a typed error for
+   * an SAE that cannot run (disposed).
+   *
+   * @ignore An extension point between this class and its subclass, not user API.
+   */
+  protected saeLayer(_saes: ReadonlyMap<string, SaeAttachment>): HookLayer | null {
+    return null;
+  }
+
+  /** What a call starting now runs with, plus `own` hooks for this call only. */
+  #spec(own: HookRegistry | null = null): CallSpec {
+    this.#checkUsable();
+    const chain = this.chain();
+    const regs = this.hookLayers(chain);
+    if (own) regs.push(own);
+    const saes = this.effectiveSaes(chain);
+    return {
+      hooks: layeredHooks(regs),
+      layer: saes.size ? this.saeLayer(saes) : null,
+      provenance: provenanceFor(saes, regs),
+    };
+  }
+
+  /**
+   * Starts a call: its spec now (so a view's or scope's state is what it is at the call), its body
+   * after this model's earlier calls, or at once, nested, when made from inside one of this model's
+   * calls (a hook calling its own model). `signal` ends it early with a CallAbortedError.
+   */
+  #call<T>(
+    signal: AbortSignal | undefined,
+    own: HookRegistry | null,
+    body: (spec: CallSpec) => Promise<T>,
+  ): Promise<T> {
+    let spec: CallSpec;
+    try {
+      if (signal?.aborted) throw abortedError(signal);
+      spec = this.#spec(own);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const outer = currentCall();
+    const nested = outer !== undefined && outer.owner === this && !outer.done;
+    const rec = newCallRecord(this, signal);
+    const start = () =>
+      runInCall(rec, () => {
+        if (signal?.aborted) throw abortedError(signal);
+        return body(spec);
+      });
+    const run = nested ? start() : this.#queue.then(start, start);
+    const out = signal ? abortable(run, signal) : run;
+    if (!nested) this.#queue = out.catch(() => {});
+    return out.then((r) => tagOutput(r, spec.provenance));
+  }
+
+  /** Hooks for one call (runWithHooks' fwdHooks), validated like `hooks()`. */
+  #ownHooks(specs: readonly HookSpec[] | undefined): HookRegistry | null {
+    if (!specs || !specs.length) return null;
+    const reg = new HookRegistry();
+    this.#attach(specs, {}, reg);
+    return reg;
+  }
+
   /** Whether `name` is a hook point of the model as it is now (SAEs included). */
   hasHook(name: string): boolean {
     return this.hookNames().includes(name);
@@ -209,10 +376,10 @@ export class HookedTransformer {
    * ```
    */
   addHook(name: string | ((name: string) => boolean), fn: HookFn, opts: AddHookOptions = {}): void {
-    this.#attach([[name, fn]], opts);
+    this.#attach([[name, fn]], opts, this.registry);
   }
 
-  #attach(specs: readonly HookSpec[], opts: AddHookOptions = {}): HookEntry[] {
+  #attach(specs: readonly HookSpec[], opts: AddHookOptions, into: HookRegistry): HookEntry[] {
     if (opts.dir && opts.dir !== "fwd" && opts.dir !== "bwd") {
       throw new HookNameError(`Hook direction "${opts.dir}" is not supported; use "fwd" or "bwd".`);
     }
@@ -226,7 +393,7 @@ export class HookedTransformer {
         resolved.push([name, fn]);
       }
     }
-    return resolved.map(([n, fn]) => this.registry.add(n, fn, opts));
+    return resolved.map(([n, fn]) => into.add(n, fn, opts));
   }
 
   /**
@@ -242,49 +409,36 @@ export class HookedTransformer {
   }
 
   /**
-   * Attaches hooks for a scope: `using _ = model.hooks([...])` removes exactly these hooks when
-   * the scope ends, also when it throws.
+   * Attaches hooks for a scope and returns it as a view (see {@link ModelView}): plain model
+   * calls see the hooks until the scope closes; the view's calls always do. `using` closes it at
+   * the block's end, also when it throws; closing removes exactly these hooks.
    *
    * @example
    * ```ts
    * {
-   *   using _h = model.hooks([["blocks.0.hook_resid_pre", (act) => act.scale(0)]]);
-   *   await model.forward(tokens);
+   *   using scope = model.hooks([["blocks.0.hook_resid_pre", (act) => act.scale(0)]]);
+   *   await scope.forward(tokens); // or model.forward(tokens) while the scope is open
    * }
    * ```
    */
-  hooks(specs: HookSpec[], opts: AddHookOptions = {}): Disposable {
-    const entries = this.#attach(specs, opts);
-    return { [Symbol.dispose]: () => this.registry.remove(entries) };
+  hooks(specs: HookSpec[], opts: AddHookOptions = {}): ModelView {
+    const reg = new HookRegistry();
+    this.#attach(specs, opts, reg);
+    return this.openScope({ hooks: reg, saes: null });
   }
 
-  /** Number of attached hooks. */
+  /** Number of hooks plain calls run with (persistent and open scopes'). */
   get hookCount(): number {
-    return this.registry.size;
+    return this.hookLayers(this.#open).reduce((n, r) => n + r.size, 0);
   }
 
   /**
-   * The layer over the hook points for a call starting now (null: the plain hook points). Read
-   * once when a call starts; a subclass that splices things into hook points (SAEs) returns its
-   * layer here.
-   *
-   * @ignore An extension point between this class and its subclass, not user API.
+   * The run context of a call: its hooks (caching into `target`), under its SAE layer, with the
+   * KV state of a generation step.
    */
-  protected hookLayer(): HookLayer | null {
-    return null;
-  }
-
-  /**
-   * The run context of a call: the registry's hooks (caching into `target`), under `layer`, with
-   * the KV state of a generation step.
-   */
-  #context(target: CacheTarget | null, layer: HookLayer | null, kv: KvState | null): RunContext {
-    return contextFor(this.cfg, this.#points(target, layer), target, kv);
-  }
-
-  #points(target: CacheTarget | null, layer: HookLayer | null): HookPoints {
-    const plain = plainHookPoints(this.registry, target);
-    return layer ? layer(plain) : plain;
+  #context(target: CacheTarget | null, spec: CallSpec, kv: KvState | null): RunContext {
+    const plain = plainHookPoints(spec.hooks, target, currentCall()?.signal);
+    return contextFor(this.cfg, spec.layer ? spec.layer(plain) : plain, target, kv);
   }
 
   // ---------------------------------------------------------------- inputs
@@ -337,8 +491,26 @@ export class HookedTransformer {
    * model.toString([50256, 4299]); // "<|endoftext|>def"
    * ```
    */
-  toString(tokens: number[] | number[][]): string | string[] {
+  toString(): string;
+  toString(tokens: number[]): string;
+  toString(tokens: number[][]): string[];
+  toString(tokens?: number[] | number[][]): string | string[] {
+    if (tokens === undefined) return this.#describe();
     return decodeTokens(this.tokenizer, tokens);
+  }
+
+  /** The model, and what its plain calls run with now (SAEs by hook, hooks). */
+  #describe(): string {
+    const c = this.cfg;
+    const head = `${this.constructor.name} ${c.modelName || c.originalArchitecture} ` +
+      `(${c.nLayers} layers, d_model ${c.dModel}${this.#disposed ? ", disposed" : ""})`;
+    const p = provenanceFor(this.effectiveSaes(this.#open), this.hookLayers(this.#open));
+    return `${head}\n${describeProvenance(p)}`;
+  }
+
+  /** What `Deno.inspect` and `console.log` print: the model and its attached SAEs and hooks. */
+  [Symbol.for("Deno.customInspect")](): string {
+    return this.#describe();
   }
 
   /**
@@ -384,7 +556,7 @@ export class HookedTransformer {
   forward(input: Input, opts: ForwardOptions & { returnType: "both" }): Promise<LogitsAndLoss>;
   forward(input: Input, opts?: ForwardOptions): Promise<Tensor>;
   forward(input: Input, opts: ForwardOptions = {}): Promise<ForwardOutput> {
-    return serial(() => this.runLocked(input, opts, null));
+    return this.#call(opts.signal, null, (spec) => this.#run(input, opts, null, spec));
   }
 
   /**
@@ -396,22 +568,13 @@ export class HookedTransformer {
    * ```
    */
   runWithHooks(input: Input, opts: RunWithHooksOptions = {}): Promise<ForwardOutput> {
-    return serial(() => this.runWithHooksLocked(input, opts));
-  }
-
-  /**
-   * {@link HookedTransformer.runWithHooks} while holding the model lock; `layer` (default: the
-   * model's, read now) goes over the hook points for the whole call.
-   *
-   * @ignore For this class and its subclasses (the caller holds the model lock), not user API.
-   */
-  protected async runWithHooksLocked(
-    input: Input,
-    opts: RunWithHooksOptions,
-    layer: HookLayer | null = this.hookLayer(),
-  ): Promise<ForwardOutput> {
-    using _h = this.hooks(opts.fwdHooks ?? []);
-    return await this.runLocked(input, opts, null, layer);
+    let own: HookRegistry | null;
+    try {
+      own = this.#ownHooks(opts.fwdHooks);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#call(opts.signal, own, (spec) => this.#run(input, opts, null, spec));
   }
 
   /**
@@ -427,24 +590,28 @@ export class HookedTransformer {
     input: Input,
     opts: RunWithCacheOptions = {},
   ): Promise<[ForwardOutput, ActivationCache]> {
-    return serial(() => this.runWithCacheLocked(input, opts));
+    let own: HookRegistry | null;
+    try {
+      own = this.#ownHooks(opts.fwdHooks);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#call(opts.signal, own, async (spec) => {
+      const [out, cache] = await this.#runWithCache(input, opts, spec);
+      tagOutput(cache, spec.provenance);
+      return [out, cache];
+    });
   }
 
-  /**
-   * {@link HookedTransformer.runWithCache} while holding the model lock; `layer` (default: the
-   * model's, read now) goes over the hook points for the whole call.
-   *
-   * @ignore For this class and its subclasses (the caller holds the model lock), not user API.
-   */
-  protected async runWithCacheLocked(
+  /** runWithCache's body, inside its call. */
+  async #runWithCache(
     input: Input,
     opts: RunWithCacheOptions,
-    layer: HookLayer | null = this.hookLayer(),
+    spec: CallSpec,
   ): Promise<[ForwardOutput, ActivationCache]> {
     const cache = new ActivationCache(new Map(), this);
     const filter = namesFilterFn(opts.namesFilter);
     try {
-      using _h = this.hooks(opts.fwdHooks ?? []);
       const target: CacheTarget = { cache, cacheFilter: filter };
       if (opts.inclBwd) {
         this.#checkUsable();
@@ -452,8 +619,8 @@ export class HookedTransformer {
           {
             dtype: this.dtype,
             tokens: (i) => this.tokensTensor(i),
-            forward: (i, o, t) => this.#forward(this.#context(t, layer, null), i, o),
-            bwdHooks: (name) => this.registry.at(name, "bwd"),
+            forward: (i, o, t) => this.#forward(this.#context(t, spec, null), i, o),
+            bwdHooks: (name) => spec.hooks.at(name, "bwd"),
           },
           input,
           opts,
@@ -462,7 +629,7 @@ export class HookedTransformer {
         if (opts.removeBatchDim) return [out, removeBatchDim(cache)];
         return [out, cache];
       }
-      const out = await this.runLocked(input, opts as ForwardOptions, target, layer);
+      const out = await this.#run(input, opts as ForwardOptions, target, spec);
       if (opts.removeBatchDim) return [out, removeBatchDim(cache)];
       return [out, cache];
     } catch (e) {
@@ -489,15 +656,14 @@ export class HookedTransformer {
   generate(input: string[], opts?: GenerateOptions): Promise<string[]>;
   generate(input: number[][] | number[] | Tensor, opts?: GenerateOptions): Promise<number[][]>;
   generate(input: Input, opts: GenerateOptions = {}): Promise<string | string[] | number[][]> {
-    return serial(() => {
+    return this.#call(opts.signal, null, (spec) => {
       this.#checkUsable();
-      const layer = this.hookLayer();
       return generateTokens(
         {
           cfg: this.cfg,
           tokenizer: this.tokenizer,
           step: (tokens, kv) =>
-            this.#forward(this.#context(null, layer, kv), tokens, {}) as Promise<Tensor>,
+            this.#forward(this.#context(null, spec, kv), tokens, {}) as Promise<Tensor>,
         },
         input,
         opts,
@@ -506,23 +672,20 @@ export class HookedTransformer {
   }
 
   /**
-   * One forward pass while holding the model lock: arena, run context, outputs kept. `target`
-   * receives the cached activations; `layer` (default: the model's, read now) goes over the hook
-   * points for the whole call.
-   *
-   * @ignore For this class and its subclasses (the caller holds the model lock), not user API.
+   * One forward pass inside its call: arena, run context, outputs kept. `target` receives the
+   * cached activations.
    */
-  protected async runLocked(
+  async #run(
     input: Input,
     opts: ForwardOptions,
     target: CacheTarget | null,
-    layer: HookLayer | null = this.hookLayer(),
+    spec: CallSpec,
   ): Promise<ForwardOutput> {
     this.#checkUsable();
     const arena = openArena();
     let keep: Tensor[] = [];
     try {
-      let out = await this.#forward(this.#context(target, layer, null), input, opts);
+      let out = await this.#forward(this.#context(target, spec, null), input, opts);
       // A view's buffer belongs to a tensor of this pass: return a copy that owns its buffer.
       if (out instanceof Tensor && out.isView) out = out.clone();
       keep = out instanceof Tensor ? [out] : [out.logits, out.loss];

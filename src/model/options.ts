@@ -45,6 +45,11 @@ export interface LoadOptions extends Partial<ProcessingOptions> {
 
 /** Options of a forward pass. */
 export interface ForwardOptions {
+  /**
+   * Ends the call early: when it aborts, the call rejects with a CallAbortedError at once (also
+   * while a hook has not settled), its remaining hook points throw, and the model's next call runs.
+   */
+  signal?: AbortSignal;
   /** "logits" (default), "loss", or "both" ({ logits, loss }). */
   returnType?: "logits" | "loss" | "both";
   /** With returnType "loss"/"both": the per-token loss [batch, pos - 1] instead of the mean. */
@@ -103,6 +108,11 @@ export type ForwardOutput = Tensor | LogitsAndLoss;
 
 /** Options of `generate`. */
 export interface GenerateOptions {
+  /**
+   * Ends the call early: when it aborts, the call rejects with a CallAbortedError at once (also
+   * while a hook has not settled), its remaining hook points throw, and the model's next call runs.
+   */
+  signal?: AbortSignal;
   /** Tokens to add (default 10). */
   maxNewTokens?: number;
   /** Sample (default) or take the most likely token. */

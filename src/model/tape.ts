@@ -14,6 +14,7 @@
  * ```
  * @module
  */
+import { currentCall } from "../gpu/call.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
 /** One recorded step. `back` maps output gradients (null: none) to input gradients. */
@@ -24,7 +25,21 @@ interface Entry {
   hook?: string;
 }
 
-let active: Tape | null = null;
+/** The tape of code outside every model call (tests, direct use). */
+let outsideCalls: Tape | null = null;
+
+/** The tape the running call records into: each model call has its own (see src/gpu/call.ts). */
+function current(): Tape | null {
+  const call = currentCall();
+  return call ? call.tape as Tape | null : outsideCalls;
+}
+
+/** Makes `t` the running call's tape. */
+function setCurrent(t: Tape | null): void {
+  const call = currentCall();
+  if (call) call.tape = t;
+  else outsideCalls = t;
+}
 
 /** A backward tape. See the module docs. */
 export class Tape {
@@ -34,25 +49,27 @@ export class Tape {
 
   /** The tape being recorded, if any. */
   static get active(): Tape | null {
+    const active = current();
     return active && active.#paused === 0 ? active : null;
   }
 
   /** Starts recording into a new tape. */
   static begin(): Tape {
-    active = new Tape();
-    return active;
+    const t = new Tape();
+    setCurrent(t);
+    return t;
   }
 
   /** Stops recording. */
   static end(t: Tape): void {
-    if (active === t) active = null;
+    if (current() === t) setCurrent(null);
   }
 
   /**
    * Runs `fn` without recording (e.g. SAELens's clean pass for the error term, under no_grad).
    */
   static async untaped<T>(fn: () => Promise<T>): Promise<T> {
-    const t = active;
+    const t = current();
     if (t) t.#paused++;
     try {
       return await fn();

@@ -4,11 +4,14 @@
  * `H.hook_sae_acts_pre`, `H.hook_sae_acts_post`, `H.hook_sae_recons`, `H.hook_sae_output` (and
  * `H.hook_sae_error` with the error term) exist and `H` itself does not.
  *
- * Stateful (`addSae` / `resetSaes`) or scoped by the language:
+ * SAEs are layered: the persistent ones (`addSae` / `resetSaes`, as SAELens), then the scopes
+ * open now, in opening order. `withSaes` opens a scope and returns it as a view of the model
+ * ({@link ModelView}): the view's calls run with the persistent SAEs plus its own, whatever other
+ * tasks do; plain model calls see every open scope. Closing removes exactly that scope's layer.
  * ```ts
  * {
- *   using _ctx = model.withSaes([sae]);
- *   await model.forward(tokens);   // with the SAE
+ *   using withSae = model.withSaes([sae]);
+ *   await withSae.forward(tokens); // with the SAE; so is model.forward while the scope is open
  * }                                // detached here, also when the block throws
  * ```
  *
@@ -22,7 +25,7 @@
  * ```
  * @module
  */
-import { SaeAttachError } from "../errors.ts";
+import { DisposedError, SaeAttachError } from "../errors.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import type { ActivationCache } from "../model/cache.ts";
 import {
@@ -32,10 +35,12 @@ import {
   type HookLayer,
   type Input,
   type LoadOptions,
+  type ModelView,
   type RunWithCacheOptions,
   type RunWithHooksOptions,
-  serial,
+  type ScopeLayer,
 } from "../model/model.ts";
+import type { SaeAttachment } from "../model/provenance.ts";
 import { type SAE, SAE_HOOKS } from "./sae.ts";
 
 /** Options of `addSae` / `withSaes`. */
@@ -52,15 +57,14 @@ export interface WithSaesOptions extends AddSaeOptions {
   saes: SAE[];
 }
 
-interface Attachment {
-  readonly sae: SAE;
-  readonly useErrorTerm?: boolean;
-}
+/** A scope of SAEs (and hooks) that is also a view of the model: see {@link ModelView}. */
+export type SaeScope = ModelView;
+
+type Attachment = SaeAttachment<SAE>;
 
 /**
- * SAEs spliced into hook points: at an SAE's hook point `H` the activation goes through the SAE,
- * whose own hook points `H.hook_sae_*` fire through the hook points beneath. (Not an async
- * function: every hook point of every forward passes here, and most have no SAE.)
+ * The layer that splices `saes` into the hook points: at an SAE's hook, the SAE runs with its
+ * own hook points passed to the layer beneath.
  */
 function saeLayer(saes: ReadonlyMap<string, Attachment>): HookLayer {
   return (inner) => ({
@@ -88,6 +92,7 @@ function hookWidth(model: HookedTransformer, name: string, reshapeZ: boolean): n
 
 /** A HookedTransformer that SAEs attach to. See the module docs. */
 export class HookedSAETransformer extends HookedTransformer {
+  /** The persistent SAEs (addSae / resetSaes). */
   #saes = new Map<string, Attachment>();
 
   /**
@@ -120,16 +125,24 @@ export class HookedSAETransformer extends HookedTransformer {
     return (await super.fromPretrainedNoProcessing(source, opts)) as HookedSAETransformer;
   }
 
-  /** The attached SAEs by hook name. */
+  /**
+   * The SAEs plain calls run with now (persistent and every open scope's), by hook name.
+   *
+   * @example
+   * ```ts
+   * console.log([...model.attachedSaes.keys()]);
+   * ```
+   */
   get attachedSaes(): ReadonlyMap<string, SAE> {
-    return new Map([...this.#saes].map(([k, a]) => [k, a.sae]));
+    return new Map([...this.effectiveSaes()].map(([k, a]) => [k, a.sae as SAE]));
   }
 
   /** Every hook point, in firing order; an attached SAE's hooks replace its hook name. */
   override hookNames(): string[] {
+    const saes = this.effectiveSaes();
     const out: string[] = [];
     for (const n of super.hookNames()) {
-      const a = this.#saes?.get(n);
+      const a = saes.get(n);
       if (!a) {
         out.push(n);
         continue;
@@ -146,6 +159,11 @@ export class HookedSAETransformer extends HookedTransformer {
     const base = (n: string) => n.toLowerCase().split("/").at(-1)!;
     for (const sae of saes) {
       const h = sae.cfg.hookName;
+      if (sae.disposed) {
+        throw new DisposedError(
+          `SAE ${sae.source} (${h}) was disposed: load it again with SAE.load before attaching it.`,
+        );
+      }
       const [mine, theirs] = [this.cfg.modelName, sae.cfg.modelName];
       if (!opts.allowOtherModel && mine && theirs && base(mine) !== base(theirs)) {
         throw new SaeAttachError(
@@ -177,9 +195,29 @@ export class HookedSAETransformer extends HookedTransformer {
     }
   }
 
+  /** @ignore The persistent layer, for the model's call machinery. */
+  protected override persistentSaes(): ReadonlyMap<string, SaeAttachment> {
+    return this.#saes;
+  }
+
+  /** @ignore Splices the SAEs of a call in; a disposed one is a typed error before anything runs. */
+  protected override saeLayer(saes: ReadonlyMap<string, SaeAttachment>): HookLayer | null {
+    for (const [h, a] of saes) {
+      if ((a.sae as SAE).disposed) {
+        throw new DisposedError(
+          `SAE ${a.sae.source} attached at ${h} was disposed: detach it (resetSaes, or close its ` +
+            "scope) or load it again with SAE.load.",
+        );
+      }
+    }
+    return saeLayer(saes as ReadonlyMap<string, Attachment>);
+  }
+
   /**
-   * Attaches an SAE at its hook until `resetSaes` (replacing one already there), like SAELens's
-   * `add_sae`. A bad SAE throws and leaves the model unchanged.
+   * Attaches an SAE at its hook until `resetSaes` (replacing a persistent one there), like
+   * SAELens's `add_sae`. It goes to the persistent layer, also when called inside a scope (it
+   * stays after the scope closes; an open scope's SAE at the same hook wins while it is open).
+   * A bad SAE throws and leaves the model unchanged.
    *
    * @example
    * ```ts
@@ -192,7 +230,7 @@ export class HookedSAETransformer extends HookedTransformer {
   }
 
   /**
-   * Detaches the SAEs at these hook names (all when omitted).
+   * Detaches the persistent SAEs at these hook names (all when omitted). Open scopes keep theirs.
    *
    * @example
    * ```ts
@@ -205,25 +243,34 @@ export class HookedSAETransformer extends HookedTransformer {
   }
 
   /**
-   * Attaches SAEs for a scope: `using ctx = model.withSaes([...])`. When the scope ends (also by
-   * a throw) the previous attachments and their error-term settings come back exactly.
+   * Opens a scope with these SAEs and returns it as a view of the model: `using v =
+   * model.withSaes([sae])`. The view's calls run with the persistent SAEs plus these, whatever
+   * other tasks do; plain model calls see them until the scope closes (at the block's end, also
+   * on a throw). Closing removes exactly this scope's SAEs, in any order, once.
    *
    * @example
    * ```ts
-   * { using _ctx = model.withSaes([sae], { useErrorTerm: true }); await model.forward(tokens); }
+   * {
+   *   using v = model.withSaes([sae], { useErrorTerm: true });
+   *   await v.forward(tokens);
+   * }
    * ```
    */
-  withSaes(saes: SAE[], opts: AddSaeOptions = {}): Disposable {
+  withSaes(saes: SAE[], opts: AddSaeOptions = {}): SaeScope {
     this.#validate(saes, opts);
-    const before = new Map(this.#saes);
-    for (const sae of saes) {
-      this.#saes.set(sae.cfg.hookName, { sae, useErrorTerm: opts.useErrorTerm });
-    }
-    return {
-      [Symbol.dispose]: () => {
-        this.#saes = before;
-      },
-    };
+    return this.openScope(this.#layer(saes, opts));
+  }
+
+  #layer(saes: SAE[], opts: AddSaeOptions): ScopeLayer {
+    const map = new Map<string, Attachment>();
+    for (const sae of saes) map.set(sae.cfg.hookName, { sae, useErrorTerm: opts.useErrorTerm });
+    return { hooks: null, saes: map };
+  }
+
+  /** A private view with these SAEs (plain calls and other tasks never see it). */
+  #private(opts: WithSaesOptions): ModelView {
+    this.#validate(opts.saes, opts);
+    return this.openScope(this.#layer(opts.saes, opts), false);
   }
 
   /**
@@ -234,11 +281,9 @@ export class HookedSAETransformer extends HookedTransformer {
    * const logits = await model.runWithSaes(tokens, { saes: [sae] });
    * ```
    */
-  runWithSaes(input: Input, opts: WithSaesOptions & ForwardOptions): Promise<ForwardOutput> {
-    return serial(async () => {
-      using _s = this.withSaes(opts.saes, opts);
-      return await this.runLocked(input, opts, null);
-    });
+  async runWithSaes(input: Input, opts: WithSaesOptions & ForwardOptions): Promise<ForwardOutput> {
+    using v = this.#private(opts);
+    return await v.forward(input, opts);
   }
 
   /**
@@ -249,14 +294,12 @@ export class HookedSAETransformer extends HookedTransformer {
    * const [logits, cache] = await model.runWithCacheWithSaes(tokens, { saes: [sae] });
    * ```
    */
-  runWithCacheWithSaes(
+  async runWithCacheWithSaes(
     input: Input,
     opts: WithSaesOptions & RunWithCacheOptions,
   ): Promise<[ForwardOutput, ActivationCache]> {
-    return serial(async () => {
-      using _s = this.withSaes(opts.saes, opts);
-      return await this.runWithCacheLocked(input, opts);
-    });
+    using v = this.#private(opts);
+    return await v.runWithCache(input, opts);
   }
 
   /**
@@ -268,24 +311,11 @@ export class HookedSAETransformer extends HookedTransformer {
    *   fwdHooks: [[`${sae.cfg.hookName}.hook_sae_acts_post`, (a) => a.fillAt(-1, [3], 0)]] });
    * ```
    */
-  runWithHooksWithSaes(
+  async runWithHooksWithSaes(
     input: Input,
     opts: WithSaesOptions & RunWithHooksOptions,
   ): Promise<ForwardOutput> {
-    return serial(async () => {
-      using _s = this.withSaes(opts.saes, opts);
-      return await this.runWithHooksLocked(input, opts);
-    });
-  }
-
-  /**
-   * The attached SAEs as a layer over the hook points, read once as a call starts: an SAE's hook
-   * point runs the SAE (its own hook points through the hooks beneath) and may replace the
-   * activation.
-   *
-   * @ignore An extension point between this class and its subclass, not user API.
-   */
-  protected override hookLayer(): HookLayer | null {
-    return this.#saes.size ? saeLayer(new Map(this.#saes)) : null;
+    using v = this.#private(opts);
+    return await v.runWithHooks(input, opts);
   }
 }

@@ -14,7 +14,7 @@
  * @module
  */
 import { join } from "node:path";
-import { ConfigError, ShapeError, WeightsError } from "../errors.ts";
+import { ConfigError, DisposedError, ShapeError, WeightsError } from "../errors.ts";
 import { Tape } from "../model/tape.ts";
 import { readJsonFile } from "../io/json.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
@@ -65,6 +65,7 @@ export class SAE {
   readonly source: string;
   readonly #w: Map<string, Tensor>;
   readonly #cap: number;
+  #disposed = false;
 
   private constructor(cfg: SaeConfig, source: string, w: Map<string, Tensor>, cap: number) {
     this.cfg = Object.freeze({ ...cfg });
@@ -253,6 +254,7 @@ export class SAE {
     errorTerm: boolean,
     hooksMayChange: boolean,
   ): Promise<Tensor> {
+    this.#checkUsable();
     const recons = await this.#reconstruct(x, hook);
     if (!errorTerm) return await hook("hook_sae_output", recons);
     // The error is a constant for gradients (SAELens computes it under no_grad).
@@ -430,6 +432,7 @@ export class SAE {
   }
 
   async #standalone(fn: (id: SaeHookRunner) => Promise<Tensor>): Promise<Tensor> {
+    this.#checkUsable();
     const arena = openArena();
     let out: Tensor | null = null;
     try {
@@ -442,10 +445,25 @@ export class SAE {
     }
   }
 
-  /** Frees the SAE's GPU weights. */
+  /** Frees the SAE's GPU weights. Attaching or running it afterwards is a DisposedError. */
   dispose(): void {
+    this.#disposed = true;
     for (const t of this.#w.values()) t.dispose();
     this.#w.clear();
+  }
+
+  /** Whether {@link SAE.dispose} was called. */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** Throws a DisposedError naming this SAE if it was disposed. */
+  #checkUsable(): void {
+    if (this.#disposed) {
+      throw new DisposedError(
+        `SAE ${this.source} (${this.cfg.hookName}) was disposed: load it again with SAE.load.`,
+      );
+    }
   }
 
   /** Same as {@link SAE.dispose}. */

@@ -13,12 +13,12 @@
  * ```
  * @module
  */
-import { ShapeError } from "../../errors.ts";
+import { CallAbortedError, ShapeError } from "../../errors.ts";
 import * as ops from "../../gpu/ops.ts";
 import { Tensor } from "../../gpu/tensor.ts";
 import type { ActivationCache } from "../cache.ts";
 import type { HookedTransformerConfig } from "../config.ts";
-import type { HookRegistry } from "../hooks.ts";
+import type { HookLookup } from "../hooks.ts";
 import { Tape } from "../tape.ts";
 
 /** Which hooks a run caches and where (runWithCache). */
@@ -85,10 +85,15 @@ export interface RunContext extends HookPoints {
  * const points = plainHookPoints(registry, { cache, cacheFilter: () => true });
  * ```
  */
-export function plainHookPoints(registry: HookRegistry, target: CacheTarget | null): HookPoints {
+export function plainHookPoints(
+  registry: HookLookup,
+  target: CacheTarget | null,
+  signal?: AbortSignal,
+): HookPoints {
   return {
     mayReplace: (name) => registry.at(name).length > 0,
     async hook(name: string, act: Tensor): Promise<Tensor> {
+      if (signal?.aborted) throw abortedError(signal, name);
       for (const e of registry.at(name)) {
         const r = await e.fn(act, { name });
         if (r !== undefined && r !== null) {
@@ -111,6 +116,23 @@ export function plainHookPoints(registry: HookRegistry, target: CacheTarget | nu
       return act;
     },
   };
+}
+
+/**
+ * The typed error of a call ended through its `signal` (at hook point `where`, if known).
+ *
+ * @example
+ * ```ts
+ * if (signal.aborted) throw abortedError(signal, "blocks.0.hook_resid_pre");
+ * ```
+ */
+export function abortedError(signal: AbortSignal, where?: string): CallAbortedError {
+  const r = signal.reason;
+  const why = r instanceof Error ? r.message : r === undefined ? "aborted" : String(r);
+  return new CallAbortedError(
+    `The model call was aborted through its signal (${why})${where ? ` at ${where}` : ""}: ` +
+      "its hooks no longer run and its outputs are not returned; the model's next call runs.",
+  );
 }
 
 /**

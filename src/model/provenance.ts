@@ -1,0 +1,142 @@
+/**
+ * Provenance: what ran to make a model call's output. Every output of a call (the logits or loss
+ * tensor, the `ActivationCache`, the generated tokens) is tagged with the SAEs spliced in (by hook
+ * name, with their source, width, architecture and error-term setting) and the user hooks in
+ * effect, fixed when the call started. Nobody has to guess whether an SAE was applied.
+ *
+ * @example
+ * ```ts
+ * import { provenanceOf } from "./provenance.ts";
+ * const logits = await model.forward(tokens);
+ * console.log(provenanceOf(logits)?.saes.map((s) => s.hookName));
+ * ```
+ * @module
+ */
+import type { HookRegistry } from "./hooks.ts";
+
+/** The parts of an SAE provenance names (structural: the SAE class is in src/sae). */
+export interface SaeInfo {
+  /** Where the SAE was loaded from. */
+  readonly source: string;
+  /** Its configuration. */
+  readonly cfg: {
+    readonly hookName: string;
+    readonly dSae: number;
+    readonly architecture: string;
+    readonly dIn: number;
+  };
+  /** Whether the SAE adds its reconstruction error back by default. */
+  readonly useErrorTerm: boolean;
+}
+
+/** An SAE attached at a hook, with the attachment's error-term setting (undefined: the SAE's). */
+export interface SaeAttachment<S extends SaeInfo = SaeInfo> {
+  /** The SAE. */
+  readonly sae: S;
+  /** Overrides `sae.useErrorTerm` while attached. */
+  readonly useErrorTerm?: boolean;
+}
+
+/** One SAE that ran. */
+export interface SaeProvenance {
+  /** The hook point it replaced. */
+  readonly hookName: string;
+  /** Where it was loaded from. */
+  readonly source: string;
+  /** Its architecture ("standard", "topk", "jumprelu", "gated", ...). */
+  readonly architecture: string;
+  /** Its number of latents. */
+  readonly dSae: number;
+  /** Whether its reconstruction error was added back. */
+  readonly useErrorTerm: boolean;
+}
+
+/** What ran in a call: the SAEs and the user hooks. */
+export interface Provenance {
+  /** The SAEs spliced in, in hook order. */
+  readonly saes: readonly SaeProvenance[];
+  /** The user hooks in effect (forward and backward), by hook name. */
+  readonly hooks: readonly { readonly name: string; readonly dir: "fwd" | "bwd" }[];
+}
+
+const tags = new WeakMap<object, Provenance>();
+
+/**
+ * The provenance of a call's output (a tensor, an `ActivationCache`, a `{ logits, loss }` pair or
+ * generated tokens as an array), or undefined for anything no model call made. A string is a
+ * primitive and carries none: generate from `[text]` to get a tagged `string[]`.
+ *
+ * @example
+ * ```ts
+ * const p = provenanceOf(await model.forward(tokens));
+ * console.log(p?.saes.length, p?.hooks.length);
+ * ```
+ */
+export function provenanceOf(output: unknown): Provenance | undefined {
+  return typeof output === "object" && output !== null ? tags.get(output) : undefined;
+}
+
+/**
+ * Tags `output` (and the tensors of a `{ logits, loss }` pair) with `p`; returns `output`.
+ *
+ * @example
+ * ```ts
+ * return tagOutput(logits, spec.provenance);
+ * ```
+ */
+export function tagOutput<T>(output: T, p: Provenance): T {
+  if (typeof output !== "object" || output === null) return output;
+  tags.set(output, p);
+  const pair = output as { logits?: unknown; loss?: unknown };
+  for (const part of [pair.logits, pair.loss]) {
+    if (typeof part === "object" && part !== null) tags.set(part, p);
+  }
+  return output;
+}
+
+/**
+ * The provenance of a call that runs with these SAEs and hook registries.
+ *
+ * @example
+ * ```ts
+ * const p = provenanceFor(new Map(), [registry]);
+ * ```
+ */
+export function provenanceFor(
+  saes: ReadonlyMap<string, SaeAttachment>,
+  hooks: readonly HookRegistry[],
+): Provenance {
+  const out: SaeProvenance[] = [];
+  for (const [hookName, a] of saes) {
+    out.push(Object.freeze({
+      hookName,
+      source: a.sae.source,
+      architecture: a.sae.cfg.architecture,
+      dSae: a.sae.cfg.dSae,
+      useErrorTerm: a.useErrorTerm ?? a.sae.useErrorTerm,
+    }));
+  }
+  const hookList = hooks.flatMap((r) =>
+    r.entries().map((e) => Object.freeze({ name: e.name, dir: e.dir }))
+  );
+  return Object.freeze({ saes: Object.freeze(out), hooks: Object.freeze(hookList) });
+}
+
+/**
+ * One line per SAE and a count of hooks, for printing a model, a view or an output.
+ *
+ * @example
+ * ```ts
+ * console.log(describeProvenance(provenanceOf(logits)!));
+ * ```
+ */
+export function describeProvenance(p: Provenance): string {
+  const lines = p.saes.map((s) =>
+    `  ${s.hookName} <- SAE ${s.source} (${s.architecture}, d_sae ${s.dSae}, error term ` +
+    `${s.useErrorTerm ? "on" : "off"})`
+  );
+  if (!lines.length) lines.push("  no SAEs");
+  const names = [...new Set(p.hooks.map((h) => h.dir === "fwd" ? h.name : `${h.name} (bwd)`))];
+  lines.push(names.length ? `  hooks at: ${names.join(", ")}` : "  no hooks");
+  return lines.join("\n");
+}
