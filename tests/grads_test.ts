@@ -209,10 +209,9 @@ Deno.test("gradients through SAEs with layer_norm and constant_norm_rescale inpu
     using _c = cache;
     (loss as Tensor).dispose();
     const gIn = await cache.get(`${h}.hook_sae_input_grad`).toArray();
+    const input = `${h}.hook_sae_input`;
     for (const index of [256, 257, 258, 260, 4 * 256 + 140, 6 * 256 + 255]) {
-      const fd = await finiteDiff(model, tokens, `${h}.hook_sae_input`, index, FD_EPS, lossOf, [
-        sae,
-      ]);
+      const fd = await finiteDiff(model, tokens, input, index, FD_EPS, lossOf, [sae]);
       assert.ok(
         Math.abs(fd - gIn[index]) <= FD_FLOOR.loss + FD_REL * Math.abs(fd),
         `${norm}, element ${index}: finite difference ${fd}, gradient ${gIn[index]}`,
