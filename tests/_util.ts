@@ -79,3 +79,79 @@ export function countDeviceCalls<M extends "createBindGroup" | "createBuffer">(
   }) as GPUDevice[M];
   return counter;
 }
+
+/** One dispatch as {@link recordDispatches} saw it. */
+export interface RecordedDispatch {
+  /** The pipeline's label: "shader:entry:defines" (see runtime.ts's pipeline()). */
+  kernel: string;
+  /** The 32-bit words of its uniform block (binding 0), when that block was made while recording. */
+  params: Uint32Array | null;
+}
+
+/**
+ * Records every compute dispatch until disposed (`using rec = recordDispatches(device)`;
+ * `rec.dispatches`): its pipeline label and, for uniform blocks made while recording, their words
+ * (uniform blocks are cached by value, so record from before the first call that makes them). The
+ * device's and compute passes' methods are wrapped, and restored at disposal.
+ */
+export function recordDispatches(
+  device: GPUDevice,
+): { dispatches: RecordedDispatch[] } & Disposable {
+  const dispatches: RecordedDispatch[] = [];
+  const words = new WeakMap<GPUBuffer, Uint32Array>();
+  const uniformOf = new WeakMap<GPUBindGroup, GPUBuffer>();
+  const pass = GPUComputePassEncoder.prototype;
+  const orig = {
+    createBuffer: device.createBuffer,
+    createBindGroup: device.createBindGroup,
+    setPipeline: pass.setPipeline,
+    setBindGroup: pass.setBindGroup,
+  };
+  let current: RecordedDispatch | null = null;
+  device.createBuffer = (desc) => {
+    const buf = orig.createBuffer.call(device, desc);
+    if (desc.mappedAtCreation && (desc.usage & GPUBufferUsage.UNIFORM)) {
+      // The bytes written into the mapped range, read just before unmap.
+      const getMappedRange = buf.getMappedRange.bind(buf), unmap = buf.unmap.bind(buf);
+      let range: ArrayBuffer | null = null;
+      buf.getMappedRange = (...a) => (range = getMappedRange(...a));
+      buf.unmap = () => {
+        if (range) words.set(buf, new Uint32Array(range.slice(0)));
+        unmap();
+      };
+    }
+    return buf;
+  };
+  device.createBindGroup = (desc) => {
+    const bg = orig.createBindGroup.call(device, desc);
+    for (const e of desc.entries) {
+      const res = e.resource as GPUBufferBinding;
+      if (e.binding === 0 && res.buffer) uniformOf.set(bg, res.buffer);
+    }
+    return bg;
+  };
+  pass.setPipeline = function (this: GPUComputePassEncoder, p: GPUComputePipeline) {
+    current = { kernel: p.label, params: null };
+    dispatches.push(current);
+    return orig.setPipeline.call(this, p);
+  };
+  pass.setBindGroup = function (
+    this: GPUComputePassEncoder,
+    i: number,
+    bg: GPUBindGroup | null,
+    ...rest: unknown[]
+  ) {
+    const u = bg && uniformOf.get(bg);
+    if (current && i === 0 && u) current.params = words.get(u) ?? null;
+    return (orig.setBindGroup as (...a: unknown[]) => void).call(this, i, bg, ...rest);
+  } as typeof pass.setBindGroup;
+  return {
+    dispatches,
+    [Symbol.dispose]: () => {
+      device.createBuffer = orig.createBuffer;
+      device.createBindGroup = orig.createBindGroup;
+      pass.setPipeline = orig.setPipeline;
+      pass.setBindGroup = orig.setBindGroup;
+    },
+  };
+}

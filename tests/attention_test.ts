@@ -1,9 +1,12 @@
 // The one-pass attention (ops.attentionConfig.fused) against the three-dispatch path on every
-// reference model: logits of a forward, and greedy generation with the KV cache.
+// reference model: logits of a forward, and greedy generation with the KV cache; and that the
+// one-pass kernel is what ran (both paths give the same numbers, so only the dispatches tell).
 import assert from "node:assert/strict";
 import { HookedTransformer, type Tensor } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
-import { maxRelErr } from "./_util.ts";
+import { runtime } from "../src/gpu/runtime.ts";
+import { expectedForwardKernels, kernelRole } from "./_fingerprint.ts";
+import { maxRelErr, recordDispatches } from "./_util.ts";
 
 for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
   Deno.test(`${name}: fused attention gives the same logits and generations as the unfused path`, async () => {
@@ -34,12 +37,15 @@ for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
     const run = async (fused: boolean) => {
       ops.attentionConfig.fused = fused;
       try {
+        using rec = recordDispatches(runtime().gpu.device);
         using logits = await model.forward(tokens) as Tensor;
+        const forwardKernels = rec.dispatches.splice(0).map((d) => kernelRole(d.kernel));
         const gen = await model.generate([tokens[0].slice(0, 5)], {
           maxNewTokens: 6,
           doSample: false,
         });
-        return { logits: await logits.toArray(), gen };
+        const genKernels = rec.dispatches.map((d) => kernelRole(d.kernel));
+        return { logits: await logits.toArray(), gen, forwardKernels, genKernels };
       } finally {
         ops.attentionConfig.fused = false;
       }
@@ -50,6 +56,24 @@ for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
       `logits ${maxRelErr(fused.logits, plain.logits)}`,
     );
     assert.deepEqual(fused.gen, plain.gen);
+    // The forward took one attention pass a layer where the plain path took three.
+    assert.deepEqual(plain.forwardKernels, expectedForwardKernels(model.cfg), "plain forward");
+    assert.deepEqual(
+      fused.forwardKernels,
+      expectedForwardKernels(model.cfg, { flash: true }),
+      "fused forward",
+    );
+    // Generation (prefill, then a step per token on the KV cache): every layer of every step.
+    const count = (ks: string[], k: string) => ks.filter((x) => x === k).length;
+    const steps = count(fused.genKernels, "embed:tokens");
+    assert.ok(steps >= 6, `${steps} forward steps`);
+    assert.equal(
+      count(fused.genKernels, "flash:main"),
+      steps * model.cfg.nLayers,
+      "fused generation",
+    );
+    assert.equal(count(fused.genKernels, "softmax:main"), 0, "fused generation makes no pattern");
+    assert.equal(count(plain.genKernels, "flash:main"), 0, "plain generation");
   });
 } // deno-fmt-ignore
 

@@ -5,7 +5,9 @@ import { join } from "node:path";
 import { HookedSAETransformer, SAE, SaeAttachError, Tensor, WeightsError } from "../mod.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
 import * as ops from "../src/gpu/ops.ts";
-import { maxRelErr, poisonPool, randArray, rng } from "./_util.ts";
+import { initRuntime } from "../src/gpu/runtime.ts";
+import { kernelRole } from "./_fingerprint.ts";
+import { maxRelErr, poisonPool, randArray, recordDispatches, rng } from "./_util.ts";
 
 const REF = new URL("./reference/gpt2_tiny/", import.meta.url).pathname;
 const tmp = await Deno.makeTempDir({ prefix: "hooklens-sae-" });
@@ -192,19 +194,28 @@ Deno.test("sparse decode: rows with more active latents than the list holds deco
   const [dir, w] = await makeSae(s, "cap");
   const x = randArray(9 * 16, seed++).map((v) => v * 3);
   const ref = cpuSae(s, w, x);
+  // Capacity 2 decodes every row densely, 64 every row from its list, 31 some rows each way.
+  const active = Array.from({ length: 9 }, (_, r) => ref.post.subarray(r * 64, (r + 1) * 64).filter((v) => v > 0).length);
+  assert.ok(active.every((n) => n > 2) && active.some((n) => n > 31) && active.some((n) => n <= 31), `active latents per row ${active}`);
   const saved = ops.cpuVariants.mode;
+  // Every uniform block this test makes is new to the recorder (rows 9, d_sae 64).
+  using rec = recordDispatches((await initRuntime()).gpu.device);
   // The GPU compaction (workgroup prefix sum) and the software-adapter one (a scan per row).
   for (const mode of ["never", "always"] as const) {
     ops.cpuVariants.mode = mode;
-    for (const cap of [2, 64]) {
+    for (const cap of [2, 31, 64]) {
       using sae = await SAE.load(dir, { decodeCapacity: cap });
       using tx = Tensor.from(x, [9, 16]);
+      rec.dispatches.length = 0;
       using out = await sae.forward(tx);
       assert.ok(maxRelErr(await out.toArray(), ref.out) < 1e-5, `${mode}: capacity ${cap}`);
+      // The list the decode read held `cap` latents a row (field k of shaders/sae.wgsl's P).
+      const lists = rec.dispatches.filter((d) => ["sae:compact", "sae:decode"].includes(kernelRole(d.kernel)));
+      assert.deepEqual(lists.map((d) => [kernelRole(d.kernel), d.params?.[3]]), [["sae:compact", cap], ["sae:decode", cap]], `${mode}: capacity ${cap} is the list the decode read`);
     }
   }
   ops.cpuVariants.mode = saved;
-});
+}); // deno-fmt-ignore
 
 Deno.test("top-k kernel: radix select keeps exactly k per row, ties to the lowest index, negatives ReLU'd", async () => {
   const rows = 6, n = 1000, k = 17;
@@ -361,8 +372,16 @@ Deno.test("many tokens decode with the dense kernel, same result as SAELens", as
     const x = randArray(rows * s.dIn, seed++).map((v) => v * 3);
     using tx = Tensor.from(x, [rows, s.dIn]);
     poisonPool(rows * s.dIn * 4);
+    using rec = recordDispatches((await initRuntime()).gpu.device);
     using out = await sae.forward(tx);
     assert.ok(maxRelErr(await out.toArray(), cpuSae(s, w, x).out) < 1e-5, s.arch);
+    // The reconstruction came from a dense product (its last dispatch), not the sparse decode.
+    const kernels = rec.dispatches.map((d) => kernelRole(d.kernel));
+    assert.equal(kernels.at(-1), "linear", `${s.arch}: ${kernels}`);
+    assert.ok(
+      !kernels.some((k) => k.startsWith("sae:compact") || k.startsWith("sae:decode")),
+      `${s.arch}: ${kernels}`,
+    );
   }
 }); // deno-fmt-ignore
 
