@@ -27,22 +27,19 @@ import {
   type AddHookOptions,
   type HookEntry,
   type HookFn,
-  type HookLookup,
   HookRegistry,
   type HookSpec,
   layeredHooks,
 } from "./hooks.ts";
 import {
   describeProvenance,
-  type Provenance,
   provenanceFor,
   type SaeAttachment,
   tagOutput,
 } from "./provenance.ts";
 import { ModelView, type ScopeLayer } from "./view.ts";
-import { currentCall, newCallRecord, runInCall } from "../gpu/call.ts";
+import { currentCall } from "../gpu/call.ts";
 import {
-  abortedError,
   type CacheTarget,
   contextFor,
   type HookLayer,
@@ -53,7 +50,8 @@ import {
   plainHookPoints,
   type RunContext,
 } from "./components/index.ts";
-import { uploadWeights } from "./upload.ts";
+import { uploadWeights, weightData } from "./upload.ts";
+import { type CallQueue, type CallSpec, newCallQueue, startCall } from "./calls.ts";
 import { loadPretrained } from "./load.ts";
 import { forwardPass } from "./forward.ts";
 import { runWithBackward } from "./backward.ts";
@@ -87,29 +85,8 @@ export { hookNamesFor } from "./components/index.ts";
 export { resolveSource } from "./load.ts";
 export type { CacheTarget, HookLayer, HookPoints } from "./components/index.ts";
 export { ModelView } from "./view.ts";
+export type { CallSpec } from "./calls.ts";
 export type { ScopeLayer } from "./view.ts";
-
-/**
- * What one call runs with, fixed when it starts: the hooks (persistent, the scopes' and the
- * call's own), the layer that splices SAEs in, and the provenance its outputs carry.
- */
-export interface CallSpec {
-  /** Hooks by name, every layer merged. */
-  readonly hooks: HookLookup;
-  /** The layer over the hook points (SAEs), or null. */
-  readonly layer: HookLayer | null;
-  /** What ran, for the outputs. */
-  readonly provenance: Provenance;
-}
-
-/** Rejects when `signal` aborts, else settles as `run` does. */
-function abortable<T>(run: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortedError(signal));
-    signal.addEventListener("abort", onAbort, { once: true });
-    run.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
-}
 
 /**
  * A transformer with TransformerLens's hook points. See the module docs.
@@ -133,7 +110,7 @@ export class HookedTransformer {
   /** The layers of the view whose call is starting (see withChain), else null: every open one. */
   #chainOverride: readonly ScopeLayer[] | null = null;
   /** This model's calls run one after another (a call from inside a hook runs nested). */
-  #queue: Promise<unknown> = Promise.resolve();
+  readonly #queue: CallQueue = newCallQueue();
 
   /**
    * Use {@link HookedTransformer.fromPretrained}; this wraps already-uploaded weights.
@@ -306,35 +283,13 @@ export class HookedTransformer {
     };
   }
 
-  /**
-   * Starts a call: its spec now (so a view's or scope's state is what it is at the call), its body
-   * after this model's earlier calls, or at once, nested, when made from inside one of this model's
-   * calls (a hook calling its own model). `signal` ends it early with a CallAbortedError.
-   */
+  /** Starts a call (see calls.ts) with this model's hooks and SAEs plus `own` hooks. */
   #call<T>(
     signal: AbortSignal | undefined,
     own: HookRegistry | null,
     body: (spec: CallSpec) => Promise<T>,
   ): Promise<T> {
-    let spec: CallSpec;
-    try {
-      if (signal?.aborted) throw abortedError(signal);
-      spec = this.#spec(own);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    const outer = currentCall();
-    const nested = outer !== undefined && outer.owner === this && !outer.done;
-    const rec = newCallRecord(this, signal);
-    const start = () =>
-      runInCall(rec, () => {
-        if (signal?.aborted) throw abortedError(signal);
-        return body(spec);
-      });
-    const run = nested ? start() : this.#queue.then(start, start);
-    const out = signal ? abortable(run, signal) : run;
-    if (!nested) this.#queue = out.catch(() => {});
-    return out.then((r) => tagOutput(r, spec.provenance));
+    return startCall(this, this.#queue, signal, () => this.#spec(own), body);
   }
 
   /** Hooks for one call (runWithHooks' fwdHooks), validated like `hooks()`. */
@@ -728,32 +683,13 @@ export class HookedTransformer {
    * const { shape, data } = await model.weightData("unembed.W_U");
    * ```
    */
-  async weightData(name: string): Promise<{ shape: number[]; data: Float32Array }> {
-    this.#checkUsable();
-    const { nHeads: H, dHead: E, dModel: D, dVocabOut: V } = this.cfg;
-    const m = /^blocks\.(\d+)\.attn\.W_O$/.exec(name);
-    if (m && Number(m[1]) < this.cfg.nLayers) {
-      return {
-        shape: [H, E, D],
-        data: await this.#w.blocks[Number(m[1])].attn.wo.toArray() as Float32Array,
-      };
+  weightData(name: string): Promise<{ shape: number[]; data: Float32Array }> {
+    try {
+      this.#checkUsable();
+    } catch (e) {
+      return Promise.reject(e);
     }
-    if (name === "embed.W_E") {
-      return {
-        shape: [...this.#w.embed.wE.shape],
-        data: await this.#w.embed.wE.toArray() as Float32Array,
-      };
-    }
-    if (name === "unembed.W_U") {
-      const padded = await this.#w.unembed.wU.toArray() as Float32Array;
-      const ld = this.#w.unembed.wU.shape[1];
-      const data = new Float32Array(D * V);
-      for (let d = 0; d < D; d++) data.set(padded.subarray(d * ld, d * ld + V), d * V);
-      return { shape: [D, V], data };
-    }
-    throw new HookNameError(
-      `weightData: "${name}" is not available; use embed.W_E, blocks.L.attn.W_O or unembed.W_U.`,
-    );
+    return weightData(this.#w, this.cfg, name);
   }
 
   /** Frees the model's GPU weights. */

@@ -9,7 +9,7 @@
  * ```
  * @module
  */
-import { GpuLimitError } from "../errors.ts";
+import { GpuLimitError, HookNameError } from "../errors.ts";
 import { runtime } from "../gpu/runtime.ts";
 import { type DType, Tensor } from "../gpu/tensor.ts";
 import type { BlockWeights, ModelWeights } from "./components/index.ts";
@@ -163,4 +163,41 @@ function rotaryTensor(cfg: HookedTransformerConfig): Tensor {
   table.set(cos);
   table.set(sin, cos.length);
   return Tensor.from(table, [2, cfg.nCtx, cfg.rotaryDim!]).keep();
+}
+
+/**
+ * A weight read back from the GPU in TransformerLens's layout: `embed.W_E`, `blocks.L.attn.W_O`
+ * or `unembed.W_U` (without the padding of its columns).
+ *
+ * @example
+ * ```ts
+ * const { shape, data } = await weightData(weights, cfg, "unembed.W_U");
+ * ```
+ */
+export async function weightData(
+  w: ModelWeights,
+  cfg: HookedTransformerConfig,
+  name: string,
+): Promise<{ shape: number[]; data: Float32Array }> {
+  const { nHeads: H, dHead: E, dModel: D, dVocabOut: V } = cfg;
+  const m = /^blocks\.(\d+)\.attn\.W_O$/.exec(name);
+  if (m && Number(m[1]) < cfg.nLayers) {
+    return {
+      shape: [H, E, D],
+      data: await w.blocks[Number(m[1])].attn.wo.toArray() as Float32Array,
+    };
+  }
+  if (name === "embed.W_E") {
+    return { shape: [...w.embed.wE.shape], data: await w.embed.wE.toArray() as Float32Array };
+  }
+  if (name === "unembed.W_U") {
+    const padded = await w.unembed.wU.toArray() as Float32Array;
+    const ld = w.unembed.wU.shape[1];
+    const data = new Float32Array(D * V);
+    for (let d = 0; d < D; d++) data.set(padded.subarray(d * ld, d * ld + V), d * V);
+    return { shape: [D, V], data };
+  }
+  throw new HookNameError(
+    `weightData: "${name}" is not available; use embed.W_E, blocks.L.attn.W_O or unembed.W_U.`,
+  );
 }
