@@ -31,12 +31,7 @@ import {
   type HookSpec,
   layeredHooks,
 } from "./hooks.ts";
-import {
-  describeProvenance,
-  provenanceFor,
-  type SaeAttachment,
-  tagOutput,
-} from "./provenance.ts";
+import { describeProvenance, provenanceFor, type SaeAttachment, tagOutput } from "./provenance.ts";
 import { ModelView, type ScopeLayer } from "./view.ts";
 import { currentCall } from "../gpu/call.ts";
 import {
