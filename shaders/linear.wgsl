@@ -295,7 +295,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li:
   }
 }
 
-// The matrix-vector product for software adapters (lavapipe; see linear_cpu.wgsl): each
+// The matrix-vector product for software adapters (lavapipe; see the linear_cpu kernels): each
 // invocation one column quad over all of K, no workgroup memory or barrier. Quads past the end
 // are clamped on load (their lanes store the last quad's values again).
 @compute @workgroup_size(64)

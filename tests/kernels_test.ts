@@ -426,7 +426,7 @@ const LINEAR_MODES = {
   never: { cpuKernel: "never" },
   cpu: { cpuKernel: "large", subgroups: "never" },
   cpuSmall: { cpuKernel: "small", subgroups: "never" },
-  // shaders/linear_sg.wgsl where the device has 8-lane subgroups (see the test that checks it).
+  // The linear_sg kernels where the device has 8-lane subgroups (see the test that checks it).
   sg: { cpuKernel: "large", subgroups: "auto" },
   sgSmall: { cpuKernel: "small", subgroups: "auto" },
 } as const satisfies Record<string, LinearMode>;
@@ -564,7 +564,7 @@ Deno.test({
   name:
     "a software adapter with 8-lane subgroups gets them, and dense layers and the general matmul take the subgroup kernels by default",
   // lavapipe on this project's machines (256-bit SIMD): where this fails, the "sg" cases above
-  // quietly ran linear_cpu.wgsl instead. (A GPU adapter gets no subgroups: nothing to check.)
+  // quietly ran the linear_cpu kernels instead. (A GPU adapter gets no subgroups: nothing to check.)
   ignore: !fallback,
 }, async () => {
   assert.equal(subgroupSize, 8, "lavapipe's subgroups were not enabled");

@@ -1,8 +1,8 @@
 /**
- * The GPU runtime: buffer pool, pipeline cache, the one command stream every op is recorded into,
- * and readback. Ops record dispatches into the current command encoder; nothing is submitted until
- * a readback (or an explicit {@link flush}) needs it, so a forward pass without JS syncs is one
- * `queue.submit`.
+ * The GPU runtime: buffer pool, the one command stream every op is recorded into, and readback
+ * (dispatch.ts records kernels into the stream through the pipeline cache kept here). Ops record
+ * dispatches into the current command encoder; nothing is submitted until a readback (or an
+ * explicit {@link flush}) needs it, so a forward pass without JS syncs is one `queue.submit`.
  *
  * @example
  * ```ts
