@@ -1,7 +1,7 @@
 // Attention helpers. Scores and pattern·V are batched strided matmuls (matmul.wgsl); this file
 // holds the rotary position embedding.
 
-// The uniform block P (bound as p) is ROTARY_P in src/gpu/kernels/attention.ts, which prepends it.
+// Uniform block P (bound as p): ROTARY_P in src/gpu/kernels/attention.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -1,7 +1,7 @@
 // Backward kernels for gradients at hook points (no weight gradients): activation derivatives,
 // softmax, norms, the next-token loss, and masks of SAE activations.
 
-// The uniform block P (bound as p) is BACKWARD_P in src/gpu/kernels/backward.ts, which prepends it.
+// Uniform block P (bound as p): BACKWARD_P in src/gpu/kernels/backward.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> g: array<f32>;       // incoming gradient

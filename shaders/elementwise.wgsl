@@ -1,6 +1,6 @@
 // Elementwise kernels. Index space is 2D-folded so tensors above 65535*256 elements fit one dispatch.
 
-// The uniform block P (bound as p) is ELEMENTWISE_P in src/gpu/kernels/elementwise.ts, which prepends it.
+// Uniform block P (bound as p): ELEMENTWISE_P in src/gpu/kernels/elementwise.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<f32>;

@@ -8,7 +8,7 @@
 // at positions offset + i (a KV cache's new tokens); key j is masked where j > that position.
 // Specialisation: E (d_head, a multiple of 4, at most 256).
 
-// The uniform block P (bound as p) is FLASH_P in src/gpu/kernels/attention.ts, which prepends it.
+// Uniform block P (bound as p): FLASH_P in src/gpu/kernels/attention.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> Q: array<f32>;

@@ -19,7 +19,7 @@
 // [ks, M, N]; splitk_sum then adds the ks slices (bound as S) and stores through the epilogue.
 // kc is a multiple of 16; kc 0 means all of K.
 
-// The uniform block P (bound as p) is LINEAR_P in src/gpu/kernels/linear.ts, which prepends it.
+// Uniform block P (bound as p): LINEAR_P in src/gpu/kernels/linear.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;

@@ -4,7 +4,7 @@
 // (q·kᵀ, pattern·v) reads TransformerLens's [batch, pos, head, d_head] layout in place.
 // 64x64 output tile per workgroup, 4x4 per thread, 16-deep K tiles in workgroup memory.
 
-// The uniform block P (bound as p) is MATMUL_P in src/gpu/kernels/matmul.ts, which prepends it.
+// Uniform block P (bound as p): MATMUL_P in src/gpu/kernels/matmul.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<f32>;

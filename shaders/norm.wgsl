@@ -4,7 +4,7 @@
 // The scale is its own dispatch so that a hook on hook_scale feeds the normalisation; `fused`
 // does all in one when no hook is there.
 
-// The uniform block P (bound as p) is NORM_P in src/gpu/kernels/norm.ts, which prepends it.
+// Uniform block P (bound as p): NORM_P in src/gpu/kernels/norm.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -1,7 +1,7 @@
 // SAE kernels: activations (ReLU, JumpReLU, gated) when the pre-activation was hooked, per-row
 // top-k by radix select, compaction of active latents, sparse decode, and input normalisation.
 
-// The uniform block P (bound as p) is SAE_P in src/gpu/kernels/sae.ts, which prepends it.
+// Uniform block P (bound as p): SAE_P in src/gpu/kernels/sae.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

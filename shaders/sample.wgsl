@@ -3,7 +3,7 @@
 // sampling with temperature, top-k and top-p (nucleus) by threshold search, then an inverse-CDF
 // draw with a uniform number from the host's seeded generator.
 
-// The uniform block P (bound as p) is SAMPLE_P in src/gpu/kernels/sample.ts, which prepends it.
+// Uniform block P (bound as p): SAMPLE_P in src/gpu/kernels/sample.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;

@@ -14,14 +14,14 @@
 import attentionWgsl from "../../../shaders/attention.wgsl" with { type: "text" };
 import flashWgsl from "../../../shaders/flash.wgsl" with { type: "text" };
 import { ShapeError } from "../../errors.ts";
-import { dispatch, pipeline } from "../dispatch.ts";
+import { dispatch, pipeline, type ShaderSource } from "../dispatch.ts";
 import { runtime } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
 import { assertF32, grid256 } from "./launch.ts";
 import { shaderSource, uniforms } from "./uniforms.ts";
 
 /** The uniform block of shaders/flash.wgsl (strides in elements). */
-export const FLASH_P = uniforms({
+const FLASH_P = uniforms({
   /** Query positions. */
   P: "u32",
   /** Key positions. */
@@ -40,10 +40,10 @@ export const FLASH_P = uniforms({
 });
 
 /** shaders/flash.wgsl (specialised by E, the head dimension). */
-export const FLASH_SHADER = shaderSource("flash", FLASH_P, flashWgsl);
+export const FLASH_SHADER: ShaderSource = shaderSource("flash", FLASH_P, flashWgsl);
 
 /** The uniform block of shaders/attention.wgsl (rotary). */
-export const ROTARY_P = uniforms({
+const ROTARY_P = uniforms({
   /** Elements of x. */
   n: "u32",
   heads: "u32",
@@ -61,7 +61,7 @@ export const ROTARY_P = uniforms({
 });
 
 /** shaders/attention.wgsl. */
-export const ATTENTION_SHADER = shaderSource("attention", ROTARY_P, attentionWgsl);
+export const ATTENTION_SHADER: ShaderSource = shaderSource("attention", ROTARY_P, attentionWgsl);
 
 /** Shape of {@link flashAttention}'s operands. */
 export interface FlashShape {

@@ -15,7 +15,7 @@ import activationsWgsl from "../../../shaders/activations.wgsl" with { type: "te
 import backwardWgsl from "../../../shaders/backward.wgsl" with { type: "text" };
 import reduceWgsl from "../../../shaders/reduce.wgsl" with { type: "text" };
 import { ShapeError } from "../../errors.ts";
-import { dispatch, type Param, pipeline } from "../dispatch.ts";
+import { dispatch, type Param, pipeline, type ShaderSource } from "../dispatch.ts";
 import { Tensor } from "../tensor.ts";
 import { ACT_CODES } from "./elementwise.ts";
 import { dispatchRows, grid256, gridRows } from "./launch.ts";
@@ -24,7 +24,7 @@ import { ROW_NORM } from "./sae.ts";
 import { shaderSource, uniforms } from "./uniforms.ts";
 
 /** The uniform block of shaders/backward.wgsl. */
-export const BACKWARD_P = uniforms({
+const BACKWARD_P = uniforms({
   rows: "u32",
   /** Row length (or elements, for the elementwise rules). */
   n: "u32",
@@ -39,7 +39,7 @@ export const BACKWARD_P = uniforms({
 });
 
 /** shaders/backward.wgsl (with shaders/activations.wgsl and shaders/reduce.wgsl). */
-export const BACKWARD_SHADER = shaderSource(
+export const BACKWARD_SHADER: ShaderSource = shaderSource(
   "backward",
   BACKWARD_P,
   activationsWgsl,

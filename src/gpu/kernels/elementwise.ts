@@ -14,14 +14,14 @@
 import activationsWgsl from "../../../shaders/activations.wgsl" with { type: "text" };
 import elementwiseWgsl from "../../../shaders/elementwise.wgsl" with { type: "text" };
 import { ShapeError } from "../../errors.ts";
-import { dispatch, pipeline } from "../dispatch.ts";
+import { dispatch, pipeline, type ShaderSource } from "../dispatch.ts";
 import { createDataBuffer, deferDestroy } from "../runtime.ts";
 import { numel, provideArithmetic, Tensor } from "../tensor.ts";
 import { assertF32, grid256 } from "./launch.ts";
 import { shaderSource, uniforms } from "./uniforms.ts";
 
 /** The uniform block of shaders/elementwise.wgsl. */
-export const ELEMENTWISE_P = uniforms({
+const ELEMENTWISE_P = uniforms({
   /** Elements of the output. */
   n: "u32",
   /** Elements of `b` (broadcast by modulo: b's shape is a suffix of a's); kv_write: the offset. */
@@ -39,7 +39,7 @@ export const ELEMENTWISE_P = uniforms({
 });
 
 /** shaders/elementwise.wgsl (with shaders/activations.wgsl). */
-export const ELEMENTWISE_SHADER = shaderSource(
+export const ELEMENTWISE_SHADER: ShaderSource = shaderSource(
   "elementwise",
   ELEMENTWISE_P,
   activationsWgsl,

@@ -12,13 +12,13 @@
  */
 import embedWgsl from "../../../shaders/embed.wgsl" with { type: "text" };
 import { ShapeError } from "../../errors.ts";
-import { dispatch, pipeline } from "../dispatch.ts";
+import { dispatch, pipeline, type ShaderSource } from "../dispatch.ts";
 import { Tensor } from "../tensor.ts";
 import { gridRows } from "./launch.ts";
 import { shaderSource, uniforms } from "./uniforms.ts";
 
 /** The uniform block of shaders/embed.wgsl. */
-export const EMBED_P = uniforms({
+const EMBED_P = uniforms({
   /** Rows to write (tokens, or batch * pos). */
   tokens: "u32",
   /** Positions per batch row. */
@@ -32,7 +32,7 @@ export const EMBED_P = uniforms({
 });
 
 /** shaders/embed.wgsl (specialised by WT, the table's element type). */
-export const EMBED_SHADER = shaderSource("embed", EMBED_P, embedWgsl);
+export const EMBED_SHADER: ShaderSource = shaderSource("embed", EMBED_P, embedWgsl);
 
 /** The WGSL element type of a float table (f16 tables are read as f32). */
 function tableType(table: Tensor): "f16" | "f32" {

@@ -27,7 +27,7 @@ import { gemm } from "./matmul.ts";
 import { lazyShaderSource, shaderSource, uniforms } from "./uniforms.ts";
 
 /** The uniform block of every dense-layer shader (linear, linear_cpu, linear_sg). */
-export const LINEAR_P = uniforms({
+const LINEAR_P = uniforms({
   /** Rows of the output. */
   M: "u32",
   /** Columns of the output (n1 + n2 + the third part with SPLIT). */
@@ -48,15 +48,20 @@ export const LINEAR_P = uniforms({
 });
 
 /** shaders/linear.wgsl (with shaders/activations.wgsl). */
-export const LINEAR_SHADER = shaderSource("linear", LINEAR_P, activationsWgsl, linearWgsl);
+export const LINEAR_SHADER: ShaderSource = shaderSource(
+  "linear",
+  LINEAR_P,
+  activationsWgsl,
+  linearWgsl,
+);
 /** The register-blocked dense kernels for software adapters (generated, linear_cpu_gen.ts). */
-export const LINEAR_CPU_SHADER = lazyShaderSource(
+export const LINEAR_CPU_SHADER: ShaderSource = lazyShaderSource(
   "linear_cpu",
   LINEAR_P,
   () => activationsWgsl + linearCpuWgsl(),
 );
 /** Their variants for 8-lane subgroups (generated, linear_cpu_gen.ts). */
-export const LINEAR_SG_SHADER = lazyShaderSource(
+export const LINEAR_SG_SHADER: ShaderSource = lazyShaderSource(
   "linear_sg",
   LINEAR_P,
   () => activationsWgsl + linearSgWgsl(),

@@ -11,13 +11,13 @@
  */
 import lossWgsl from "../../../shaders/loss.wgsl" with { type: "text" };
 import reduceWgsl from "../../../shaders/reduce.wgsl" with { type: "text" };
-import { dispatch, pipeline } from "../dispatch.ts";
+import { dispatch, pipeline, type ShaderSource } from "../dispatch.ts";
 import { Tensor } from "../tensor.ts";
 import { dispatchRows } from "./launch.ts";
 import { shaderSource, uniforms } from "./uniforms.ts";
 
 /** The uniform block of shaders/loss.wgsl. */
-export const LOSS_P = uniforms({
+const LOSS_P = uniforms({
   batch: "u32",
   pos: "u32",
   vocab: "u32",
@@ -26,7 +26,7 @@ export const LOSS_P = uniforms({
 });
 
 /** shaders/loss.wgsl (with shaders/reduce.wgsl). */
-export const LOSS_SHADER = shaderSource("loss", LOSS_P, reduceWgsl, lossWgsl);
+export const LOSS_SHADER: ShaderSource = shaderSource("loss", LOSS_P, reduceWgsl, lossWgsl);
 
 /**
  * Next-token cross-entropy per position: logits [batch, pos, vocab], tokens int32 [batch, pos]

@@ -15,13 +15,13 @@
 import matmulWgsl from "../../../shaders/matmul.wgsl" with { type: "text" };
 import matmulSgWgsl from "../../../shaders/matmul_sg.wgsl" with { type: "text" };
 import { ShapeError } from "../../errors.ts";
-import { dispatch, type Param, pipeline } from "../dispatch.ts";
+import { dispatch, type Param, pipeline, type ShaderSource } from "../dispatch.ts";
 import { Tensor } from "../tensor.ts";
 import { assertF32, useCpuVariants, useSubgroups } from "./launch.ts";
 import { shaderSource, uniforms } from "./uniforms.ts";
 
 /** The uniform block of shaders/matmul.wgsl (strides in elements; see {@link Operand}). */
-export const MATMUL_P = uniforms({
+const MATMUL_P = uniforms({
   M: "u32",
   N: "u32",
   K: "u32",
@@ -57,9 +57,14 @@ export const MATMUL_P = uniforms({
 });
 
 /** shaders/matmul.wgsl. */
-export const MATMUL_SHADER = shaderSource("matmul", MATMUL_P, matmulWgsl);
+export const MATMUL_SHADER: ShaderSource = shaderSource("matmul", MATMUL_P, matmulWgsl);
 /** shaders/matmul.wgsl with the subgroup entries of shaders/matmul_sg.wgsl. */
-export const MATMUL_SG_SHADER = shaderSource("matmul_sg", MATMUL_P, matmulWgsl, matmulSgWgsl);
+export const MATMUL_SG_SHADER: ShaderSource = shaderSource(
+  "matmul_sg",
+  MATMUL_P,
+  matmulWgsl,
+  matmulSgWgsl,
+);
 
 /** One operand of {@link gemm}: a tensor plus element strides (all in elements). */
 export interface Operand {
@@ -109,13 +114,8 @@ export interface GemmOptions {
  * Records an entry of matmul.wgsl over an M x N output (times `batches`): 64x64 tiles, or on a
  * software adapter its `_cpu` variant's 32x32 tiles of register blocks, or with 8-lane subgroups
  * the `_sg` variant's 16x64 tiles (shaders/matmul_sg.wgsl).
- *
- * @example
- * ```ts
- * dispatchMatmul("main", MATMUL_P.pack({ M, N, K }), buffers, [M, N, 1]);
- * ```
  */
-export function dispatchMatmul(
+function dispatchMatmul(
   entry: "main" | "encode",
   params: Param[],
   buffers: GPUBuffer[],
@@ -231,4 +231,50 @@ export function bmm(a: Tensor, b: Tensor): Tensor {
     { M, N, K, nb1: B },
   );
   return out;
+}
+
+/**
+ * The SAE encode on the general kernel (its `encode` entry), for shapes the dense kernels do not
+ * take: pre = x [M, K] · w [K, N] + b and post = act(pre) in one dispatch, `act` 1 ReLU,
+ * 2 JumpReLU (threshold `aux` [N]), 3 gated (gate pre-activation `aux` [M, N] > 0).
+ *
+ * @example
+ * ```ts
+ * const [pre, post] = matmulEncode(x, wEnc, bEnc, 1);
+ * ```
+ */
+export function matmulEncode(
+  x: Tensor,
+  w: Tensor,
+  b: Tensor,
+  act: 1 | 2 | 3,
+  aux?: Tensor,
+): [Tensor, Tensor] {
+  const [K, N] = w.shape;
+  const M = x.size / K;
+  const shape = [...x.shape.slice(0, -1), N];
+  const pre = Tensor.empty(shape);
+  const post = Tensor.empty(shape);
+  const params = MATMUL_P.pack({
+    M,
+    N,
+    K,
+    NB2: 1,
+    a_m: K,
+    a_k: 1,
+    b_k: N,
+    b_n: 1,
+    c_m: N,
+    c_n: 1,
+    bias_mode: 1,
+    alpha: 1,
+    act,
+  });
+  dispatchMatmul(
+    "encode",
+    params,
+    [x.buffer, w.buffer, pre.buffer, b.buffer, post.buffer, (aux ?? b).buffer],
+    [M, N, 1],
+  );
+  return [pre, post];
 }

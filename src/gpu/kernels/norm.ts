@@ -13,12 +13,13 @@
 import normWgsl from "../../../shaders/norm.wgsl" with { type: "text" };
 import reduceWgsl from "../../../shaders/reduce.wgsl" with { type: "text" };
 import { ShapeError } from "../../errors.ts";
+import type { ShaderSource } from "../dispatch.ts";
 import { Tensor } from "../tensor.ts";
 import { assertF32, dispatchRows, scratch } from "./launch.ts";
 import { shaderSource, uniforms } from "./uniforms.ts";
 
 /** The uniform block of shaders/norm.wgsl. */
-export const NORM_P = uniforms({
+const NORM_P = uniforms({
   rows: "u32",
   d: "u32",
   /** 1: subtract the mean (LN), 0: RMS. */
@@ -31,7 +32,7 @@ export const NORM_P = uniforms({
 });
 
 /** shaders/norm.wgsl (with shaders/reduce.wgsl). */
-export const NORM_SHADER = shaderSource("norm", NORM_P, reduceWgsl, normWgsl);
+export const NORM_SHADER: ShaderSource = shaderSource("norm", NORM_P, reduceWgsl, normWgsl);
 
 /** Normalisation kind: LayerNorm centres, RMSNorm does not. */
 export type NormKind = "LN" | "RMS";

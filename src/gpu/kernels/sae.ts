@@ -14,15 +14,15 @@
  */
 import reduceWgsl from "../../../shaders/reduce.wgsl" with { type: "text" };
 import saeWgsl from "../../../shaders/sae.wgsl" with { type: "text" };
-import { dispatch, pipeline } from "../dispatch.ts";
+import { dispatch, pipeline, type ShaderSource } from "../dispatch.ts";
 import { Tensor } from "../tensor.ts";
 import { dispatchRows, grid256, gridRows } from "./launch.ts";
 import { linear } from "./linear.ts";
-import { dispatchMatmul, MATMUL_P } from "./matmul.ts";
+import { matmulEncode } from "./matmul.ts";
 import { shaderSource, uniforms } from "./uniforms.ts";
 
 /** The uniform block of shaders/sae.wgsl. */
-export const SAE_P = uniforms({
+const SAE_P = uniforms({
   /** Tokens. */
   rows: "u32",
   /** d_sae (act, topk, compact) or d_in (decode, norms). */
@@ -39,7 +39,7 @@ export const SAE_P = uniforms({
 });
 
 /** shaders/sae.wgsl (with shaders/reduce.wgsl). */
-export const SAE_SHADER = shaderSource("sae", SAE_P, reduceWgsl, saeWgsl);
+export const SAE_SHADER: ShaderSource = shaderSource("sae", SAE_P, reduceWgsl, saeWgsl);
 
 /** SAE activation codes of the `act` kernel and the fused encode epilogue. */
 export const SAE_ACT = { relu: 1, jumprelu: 2, gated: 3 } as const;
@@ -71,33 +71,8 @@ export function saeEncode(
     const [pre, post] = linear(x, w, b, { act: "relu", gate });
     return [pre, post!];
   }
-  // The general matmul's encode entry: x [M, K] · w [K, N] + b with the activation.
-  const M = x.size / K;
-  const shape = [...x.shape.slice(0, -1), N];
-  const pre = Tensor.empty(shape);
-  const post = Tensor.empty(shape);
-  const params = MATMUL_P.pack({
-    M,
-    N,
-    K,
-    NB2: 1,
-    a_m: K,
-    a_k: 1,
-    b_k: N,
-    b_n: 1,
-    c_m: N,
-    c_n: 1,
-    bias_mode: 1,
-    alpha: 1,
-    act: SAE_ACT[act],
-  });
-  dispatchMatmul(
-    "encode",
-    params,
-    [x.buffer, w.buffer, pre.buffer, b.buffer, post.buffer, (aux ?? b).buffer],
-    [M, N, 1],
-  );
-  return [pre, post];
+  // The general matmul's encode entry.
+  return matmulEncode(x, w, b, SAE_ACT[act], aux);
 }
 
 /**

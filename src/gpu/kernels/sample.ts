@@ -11,12 +11,12 @@
  */
 import reduceWgsl from "../../../shaders/reduce.wgsl" with { type: "text" };
 import sampleWgsl from "../../../shaders/sample.wgsl" with { type: "text" };
-import { dispatch, pipeline } from "../dispatch.ts";
+import { dispatch, pipeline, type ShaderSource } from "../dispatch.ts";
 import type { Tensor } from "../tensor.ts";
 import { shaderSource, uniforms } from "./uniforms.ts";
 
 /** The uniform block of shaders/sample.wgsl (offsets and strides in elements). */
-export const SAMPLE_P = uniforms({
+const SAMPLE_P = uniforms({
   rows: "u32",
   vocab: "u32",
   row_stride: "u32",
@@ -32,7 +32,7 @@ export const SAMPLE_P = uniforms({
 });
 
 /** shaders/sample.wgsl (with shaders/reduce.wgsl). */
-export const SAMPLE_SHADER = shaderSource("sample", SAMPLE_P, reduceWgsl, sampleWgsl);
+export const SAMPLE_SHADER: ShaderSource = shaderSource("sample", SAMPLE_P, reduceWgsl, sampleWgsl);
 
 /** How {@link sampleNext} picks a token. */
 export interface SampleOptions {

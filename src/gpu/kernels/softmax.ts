@@ -10,15 +10,21 @@
  */
 import reduceWgsl from "../../../shaders/reduce.wgsl" with { type: "text" };
 import softmaxWgsl from "../../../shaders/softmax.wgsl" with { type: "text" };
+import type { ShaderSource } from "../dispatch.ts";
 import { Tensor } from "../tensor.ts";
 import { assertF32, dispatchRows } from "./launch.ts";
 import { shaderSource, uniforms } from "./uniforms.ts";
 
 /** The uniform block of shaders/softmax.wgsl. */
-export const SOFTMAX_P = uniforms({ rows: "u32", n: "u32" });
+const SOFTMAX_P = uniforms({ rows: "u32", n: "u32" });
 
 /** shaders/softmax.wgsl (with shaders/reduce.wgsl). */
-export const SOFTMAX_SHADER = shaderSource("softmax", SOFTMAX_P, reduceWgsl, softmaxWgsl);
+export const SOFTMAX_SHADER: ShaderSource = shaderSource(
+  "softmax",
+  SOFTMAX_P,
+  reduceWgsl,
+  softmaxWgsl,
+);
 
 /**
  * Softmax over the last dimension.
