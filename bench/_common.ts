@@ -56,22 +56,22 @@ export async function warmGpu(minMs = 5000, maxMs = 20000): Promise<void> {
   );
 }
 /**
- * Runs `fn` with dense-layer choices (ops.linearConfig) and ops.cpuVariants.subgroups set,
+ * Runs `fn` with dense-layer choices (ops.tuning.linear) and ops.tuning.cpuVariants.subgroups set,
  * restoring them afterwards, also when it throws.
  */
 export async function withLinearConfig<T>(
-  cfg: Partial<typeof ops.linearConfig> & { subgroups?: "auto" | "never" },
+  cfg: Partial<typeof ops.tuning.linear> & { subgroups?: "auto" | "never" },
   fn: () => T | Promise<T>,
 ): Promise<T> {
-  const saved = { ...ops.linearConfig }, savedSubgroups = ops.cpuVariants.subgroups;
+  const saved = { ...ops.tuning.linear }, savedSubgroups = ops.tuning.cpuVariants.subgroups;
   const { subgroups, ...lin } = cfg;
-  Object.assign(ops.linearConfig, lin);
-  if (subgroups) ops.cpuVariants.subgroups = subgroups;
+  Object.assign(ops.tuning.linear, lin);
+  if (subgroups) ops.tuning.cpuVariants.subgroups = subgroups;
   try {
     return await fn();
   } finally {
-    Object.assign(ops.linearConfig, saved);
-    ops.cpuVariants.subgroups = savedSubgroups;
+    Object.assign(ops.tuning.linear, saved);
+    ops.tuning.cpuVariants.subgroups = savedSubgroups;
   }
 }
 

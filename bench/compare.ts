@@ -24,7 +24,7 @@ const DEFAULTS = ", default choices";
 /** Each choice: the suffix that names its candidate cases, and what replaces that suffix in the
  * name of the default case each is timed against (nothing: the same case without the choice). */
 const candidates: [label: string, suffix: RegExp, base?: string][] = [
-  ["one-pass attention (attentionConfig.fused)", / with fused attention$/, DEFAULTS],
+  ["one-pass attention (tuning.attention.fused)", / with fused attention$/, DEFAULTS],
   ["one-pass attention, kernel alone", /, fused \(one pass\)$/, " (scores, softmax, z)"],
   ["one-pass attention in generation", /, fused attention$/, " (greedy, KV cache, batch 1)"],
   ["K step 8 of the 128x128 tiles (bk 8; the default is 16)", / with BK 8$/, DEFAULTS],

@@ -41,7 +41,7 @@ for (const [B, P] of sizes) {
 }
 const [B, P] = E2E_SHAPE;
 const t = tokens(B, P);
-const forwardWith = (cfg: Partial<typeof ops.linearConfig>) =>
+const forwardWith = (cfg: Partial<typeof ops.tuning.linear>) =>
   withLinearConfig(cfg, async () => (await model.forward(t)).dispose());
 // Kernel choices, each timed against the same call with the defaults made here beside them: on the
 // H100 the early rows of a suite read high (the forward 8x128 above 17-20 ms by timestamps, this
@@ -50,11 +50,11 @@ bench(`forward ${B}x${P}, default choices`, { flops: flops(B, P) }, () => forwar
 /** `fn` with the one-pass attention (off by default: 10x slower than three dispatches on the H100
  * alone). */
 const withFusedAttention = async (fn: () => Promise<unknown>): Promise<void> => {
-  ops.attentionConfig.fused = true;
+  ops.tuning.attention.fused = true;
   try {
     await fn();
   } finally {
-    ops.attentionConfig.fused = false;
+    ops.tuning.attention.fused = false;
   }
 };
 bench(
@@ -62,11 +62,11 @@ bench(
   { flops: flops(B, P) },
   () => withFusedAttention(async () => (await model.forward(t)).dispose()),
 );
-// Dense-layer choices (ops.linearConfig; a software adapter takes its own kernels, so only a GPU
+// Dense-layer choices (ops.tuning.linear; a software adapter takes its own kernels, so only a GPU
 // has anything to compare): the 128x128 tiles' K step of 8 (the default before 2026-11-28),
 // split-K of deep sums only (slices of >= 2048, likewise), and split-K of the MLP input too (192
 // tiles: fewer than bigTileMinTiles 264).
-const GPU_CHOICES: [string, Partial<typeof ops.linearConfig>][] = info.fallback ? [] : [
+const GPU_CHOICES: [string, Partial<typeof ops.tuning.linear>][] = info.fallback ? [] : [
   ["with BK 8", { bk: 8 }],
   ["with split-K of deep sums only", { splitKMinDepth: 2048 }],
   ["with split-K of the MLP input too", { bigTileMinTiles: 264 }],

@@ -1,6 +1,6 @@
 // Activation functions shared by the elementwise, dense-layer and backward kernels (prepended to
-// them by src/gpu/shaders.ts). Codes as ACT_CODES in src/gpu/ops.ts: 0 gelu_new, 1 gelu (erf),
-// 2 relu, 3 silu, 4 gelu_fast, 5 quick_gelu.
+// them in src/gpu/kernels/). Codes as ACT_CODES in src/gpu/kernels/elementwise.ts: 0 gelu_new,
+// 1 gelu (erf), 2 relu, 3 silu, 4 gelu_fast, 5 quick_gelu.
 
 const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
 

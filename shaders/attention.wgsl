@@ -1,7 +1,7 @@
 // Attention helpers. Scores and pattern·V are batched strided matmuls (matmul.wgsl); this file
 // holds the rotary position embedding.
 
-struct P { n: u32, heads: u32, d_head: u32, rot: u32, pos: u32, offset: u32, n_ctx: u32, inverse: u32 }
+// Uniform block P (bound as p): ROTARY_P in src/gpu/kernels/attention.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

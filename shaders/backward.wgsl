@@ -1,7 +1,7 @@
 // Backward kernels for gradients at hook points (no weight gradients): activation derivatives,
 // softmax, norms, the next-token loss, and masks of SAE activations.
 
-struct P { rows: u32, n: u32, mode: u32, center: u32, scale: f32, tok_stride: u32, count: u32, _a: u32 }
+// Uniform block P (bound as p): BACKWARD_P in src/gpu/kernels/backward.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> g: array<f32>;       // incoming gradient

@@ -1,15 +1,6 @@
 // Elementwise kernels. Index space is 2D-folded so tensors above 65535*256 elements fit one dispatch.
 
-struct P {
-  n: u32,      // elements of the output
-  m: u32,      // elements of `b` (broadcast by modulo: b's shape is a suffix of a's)
-  op: u32,     // binary: 0 add, 1 sub, 2 mul; unary: activation code
-  s: f32,      // affine scale
-  t: f32,      // affine shift
-  inner: u32,  // fill_at: product of dims after `dim`
-  dimn: u32,   // fill_at: size of `dim`
-  _pad: u32,
-}
+// Uniform block P (bound as p): ELEMENTWISE_P in src/gpu/kernels/elementwise.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<f32>;

@@ -1,6 +1,6 @@
 // Row gathers: token embeddings (row = token id) and learned positions (row = pos + offset).
 // Specialisation: WT, the table's element type (f32, or f16 with `shader-f16`, read as f32).
-struct P { tokens: u32, pos: u32, d: u32, mode: u32, pos_off: u32, vocab: u32, _a: u32, _b: u32 }
+// Uniform block P (bound as p): EMBED_P in src/gpu/kernels/embed.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> table: array<WT>;

@@ -8,11 +8,7 @@
 // at positions offset + i (a KV cache's new tokens); key j is masked where j > that position.
 // Specialisation: E (d_head, a multiple of 4, at most 256).
 
-struct P {
-  P: u32, Pk: u32, H: u32, group: u32,
-  q_b: u32, q_row: u32, kv_b: u32, kv_row: u32,
-  alpha: f32, offset: u32, _a: u32, _b: u32,
-}
+// Uniform block P (bound as p): FLASH_P in src/gpu/kernels/attention.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> Q: array<f32>;

@@ -19,10 +19,7 @@
 // [ks, M, N]; splitk_sum then adds the ks slices (bound as S) and stores through the epilogue.
 // kc is a multiple of 16; kc 0 means all of K.
 
-struct P {
-  M: u32, N: u32, K: u32, LDB: u32, has_bias: u32, n1: u32, n2: u32, boff: u32,
-  kc: u32, ks: u32,
-}
+// Uniform block P (bound as p): LINEAR_P in src/gpu/kernels/linear.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
@@ -298,7 +295,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li:
   }
 }
 
-// The matrix-vector product for software adapters (lavapipe; see linear_cpu.wgsl): each
+// The matrix-vector product for software adapters (lavapipe; see the linear_cpu kernels): each
 // invocation one column quad over all of K, no workgroup memory or barrier. Quads past the end
 // are clamped on load (their lanes store the last quad's values again).
 @compute @workgroup_size(64)

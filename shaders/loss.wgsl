@@ -1,6 +1,6 @@
 // Next-token cross-entropy: loss[b, p] = logsumexp(logits[b, p, :]) - logits[b, p, tokens[b, p + 1]]
 // for p < pos - 1, one workgroup per row; then the mean over all rows.
-struct P { batch: u32, pos: u32, vocab: u32, n: u32 }
+// Uniform block P (bound as p): LOSS_P in src/gpu/kernels/loss.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;

@@ -4,16 +4,7 @@
 // (q·kᵀ, pattern·v) reads TransformerLens's [batch, pos, head, d_head] layout in place.
 // 64x64 output tile per workgroup, 4x4 per thread, 16-deep K tiles in workgroup memory.
 
-struct P {
-  M: u32, N: u32, K: u32, NB2: u32,
-  a_off: u32, a_b1: u32, a_b2: u32, a_m: u32,
-  a_k: u32, b_off: u32, b_b1: u32, b_b2: u32,
-  b_k: u32, b_n: u32, c_off: u32, c_b1: u32,
-  c_b2: u32, c_m: u32, c_n: u32, bias_mode: u32,   // 0 none, 1 bias[n], 2 bias[b2 * N + n]
-  alpha: f32, causal: u32, causal_off: u32, accum: u32,
-  act: u32, b_div: u32, _p1: u32, _p2: u32,   // act (encode): 1 relu, 2 jumprelu(aux[n]), 3 gated(aux[m,n] > 0);
-                                            // b_div: B's inner batch index is b2 / b_div (grouped-query attention)
-}
+// Uniform block P (bound as p): MATMUL_P in src/gpu/kernels/matmul.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<f32>;

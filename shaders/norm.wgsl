@@ -4,7 +4,7 @@
 // The scale is its own dispatch so that a hook on hook_scale feeds the normalisation; `fused`
 // does all in one when no hook is there.
 
-struct P { rows: u32, d: u32, center: u32, affine: u32, eps: f32, has_bias: u32, _a: u32, _b: u32 }
+// Uniform block P (bound as p): NORM_P in src/gpu/kernels/norm.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -1,16 +1,7 @@
 // SAE kernels: activations (ReLU, JumpReLU, gated) when the pre-activation was hooked, per-row
 // top-k by radix select, compaction of active latents, sparse decode, and input normalisation.
 
-struct P {
-  rows: u32,   // tokens
-  n: u32,      // d_sae (act, topk, compact) or d_in (decode, norms)
-  mode: u32,   // act: 1 relu, 2 jumprelu, 3 gated; norm: 0..3 (see row_norm)
-  k: u32,      // topk: k; compact/decode: capacity of the active list per row
-  d_sae: u32,  // decode
-  scaled: u32, // decode: multiply latents by scale[j] (topk rescale_acts_by_decoder_norm)
-  eps: f32,
-  _a: u32,
-}
+// Uniform block P (bound as p): SAE_P in src/gpu/kernels/sae.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -3,11 +3,7 @@
 // sampling with temperature, top-k and top-p (nucleus) by threshold search, then an inverse-CDF
 // draw with a uniform number from the host's seeded generator.
 
-struct P {
-  rows: u32, vocab: u32, row_stride: u32, row_off: u32,
-  greedy: u32, top_k: u32, top_p: f32, temp: f32,
-  u: f32, out_off: u32, out_stride: u32, _a: u32,
-}
+// Uniform block P (bound as p): SAMPLE_P in src/gpu/kernels/sample.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;

@@ -1,5 +1,5 @@
 // Row softmax, one workgroup per row; -inf entries (the causal mask) get probability 0.
-struct P { rows: u32, n: u32, _a: u32, _b: u32 }
+// Uniform block P (bound as p): SOFTMAX_P in src/gpu/kernels/softmax.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -1,4 +1,4 @@
-// The one-pass attention (ops.attentionConfig.fused) against the three-dispatch path on every
+// The one-pass attention (ops.tuning.attention.fused) against the three-dispatch path on every
 // reference model: logits of a forward, and greedy generation with the KV cache; and that the
 // one-pass kernel is what ran (both paths give the same numbers, so only the dispatches tell).
 import assert from "node:assert/strict";
@@ -35,7 +35,7 @@ for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
       18,
     ]];
     const run = async (fused: boolean) => {
-      ops.attentionConfig.fused = fused;
+      ops.tuning.attention.fused = fused;
       try {
         using rec = recordDispatches(runtime().gpu.device);
         using logits = await model.forward(tokens) as Tensor;
@@ -47,7 +47,7 @@ for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
         const genKernels = rec.dispatches.map((d) => kernelRole(d.kernel));
         return { logits: await logits.toArray(), gen, forwardKernels, genKernels };
       } finally {
-        ops.attentionConfig.fused = false;
+        ops.tuning.attention.fused = false;
       }
     };
     const [plain, fused] = [await run(false), await run(true)];
@@ -80,7 +80,7 @@ for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
 Deno.test("fused attention stands aside when the pattern is hooked or cached", async () => {
   using model = await HookedTransformer.fromPretrained(new URL("./reference/gpt2_tiny/hf", import.meta.url).pathname);
   const tokens = [[5, 17, 90, 3, 44, 2, 99]];
-  ops.attentionConfig.fused = true;
+  ops.tuning.attention.fused = true;
   try {
     const [out, cache] = await model.runWithCache(tokens, { namesFilter: (n) => n.endsWith("hook_pattern") });
     (out as Tensor).dispose();
@@ -91,6 +91,6 @@ Deno.test("fused attention stands aside when the pattern is hooked or cached", a
     (await model.forward(tokens) as Tensor).dispose();
     assert.equal(seen, 1);
   } finally {
-    ops.attentionConfig.fused = false;
+    ops.tuning.attention.fused = false;
   }
 });

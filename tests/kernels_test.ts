@@ -24,8 +24,8 @@ function builtEntries<T>(prefix: string, record: () => T): { out: T; entries: st
 }
 let seed = 1000;
 
-type Variants = typeof ops.cpuVariants;
-/** The GPU kernels and the software-adapter variants (ops.cpuVariants) of matmul, norms, softmax. */
+type Variants = typeof ops.tuning.cpuVariants;
+/** The GPU kernels and the software-adapter variants (ops.tuning.cpuVariants) of matmul, norms, softmax. */
 const VARIANTS = [
   ["GPU kernels", { mode: "never", subgroups: "never" }],
   ["software-adapter variants", { mode: "always", subgroups: "never" }],
@@ -39,14 +39,14 @@ const MATMUL_VARIANTS: (readonly [string, Variants])[] = [
     : []),
 ];
 
-/** Runs `fn` with ops.cpuVariants set to `v`, restoring it after. */
+/** Runs `fn` with ops.tuning.cpuVariants set to `v`, restoring it after. */
 async function withVariants(v: Variants, fn: () => Promise<void>): Promise<void> {
-  const saved = { ...ops.cpuVariants };
-  Object.assign(ops.cpuVariants, v);
+  const saved = { ...ops.tuning.cpuVariants };
+  Object.assign(ops.tuning.cpuVariants, v);
   try {
     await fn();
   } finally {
-    Object.assign(ops.cpuVariants, saved);
+    Object.assign(ops.tuning.cpuVariants, saved);
   }
 }
 
@@ -393,9 +393,9 @@ function erf(x: number): number {
   return Math.sign(x) * Math.min(1, (2 / Math.sqrt(Math.PI)) * sum);
 }
 
-/** Dense-layer kernel choices; `variants` sets ops.cpuVariants.mode (which matrix-vector kernel),
- * `subgroups` ops.cpuVariants.subgroups (which register-blocked kernels). */
-type LinearMode = Partial<typeof ops.linearConfig> & {
+/** Dense-layer kernel choices; `variants` sets ops.tuning.cpuVariants.mode (which matrix-vector kernel),
+ * `subgroups` ops.tuning.cpuVariants.subgroups (which register-blocked kernels). */
+type LinearMode = Partial<typeof ops.tuning.linear> & {
   variants?: "never" | "always";
   subgroups?: "auto" | "never";
 };
@@ -426,23 +426,23 @@ const LINEAR_MODES = {
   never: { cpuKernel: "never" },
   cpu: { cpuKernel: "large", subgroups: "never" },
   cpuSmall: { cpuKernel: "small", subgroups: "never" },
-  // shaders/linear_sg.wgsl where the device has 8-lane subgroups (see the test that checks it).
+  // The linear_sg kernels where the device has 8-lane subgroups (see the test that checks it).
   sg: { cpuKernel: "large", subgroups: "auto" },
   sgSmall: { cpuKernel: "small", subgroups: "auto" },
 } as const satisfies Record<string, LinearMode>;
 
 /** Records `fn`'s kernels with the dense-layer choices of `mode`, then restores the defaults. */
 function withLinear<T>(mode: LinearMode, fn: () => T): T {
-  const saved = { ...ops.linearConfig }, savedVariants = { ...ops.cpuVariants };
+  const saved = { ...ops.tuning.linear }, savedVariants = { ...ops.tuning.cpuVariants };
   const { variants, subgroups, ...cfg } = mode;
-  Object.assign(ops.linearConfig, cfg);
-  if (variants) ops.cpuVariants.mode = variants;
-  if (subgroups) ops.cpuVariants.subgroups = subgroups;
+  Object.assign(ops.tuning.linear, cfg);
+  if (variants) ops.tuning.cpuVariants.mode = variants;
+  if (subgroups) ops.tuning.cpuVariants.subgroups = subgroups;
   try {
     return fn();
   } finally {
-    Object.assign(ops.linearConfig, saved);
-    Object.assign(ops.cpuVariants, savedVariants);
+    Object.assign(ops.tuning.linear, saved);
+    Object.assign(ops.tuning.cpuVariants, savedVariants);
   }
 }
 const LINEAR_CASES = [
@@ -564,7 +564,7 @@ Deno.test({
   name:
     "a software adapter with 8-lane subgroups gets them, and dense layers and the general matmul take the subgroup kernels by default",
   // lavapipe on this project's machines (256-bit SIMD): where this fails, the "sg" cases above
-  // quietly ran linear_cpu.wgsl instead. (A GPU adapter gets no subgroups: nothing to check.)
+  // quietly ran the linear_cpu kernels instead. (A GPU adapter gets no subgroups: nothing to check.)
   ignore: !fallback,
 }, async () => {
   assert.equal(subgroupSize, 8, "lavapipe's subgroups were not enabled");
@@ -611,7 +611,7 @@ Deno.test("by default the tiled GPU kernels split sums over K of outputs with fe
 }); // deno-fmt-ignore
 
 Deno.test("the tiled GPU kernel takes 128x128 tiles only for outputs that fill bigTileMinTiles of them", async () => {
-  // Fewer tiles leave a large GPU's compute units idle (see ops.linearConfig): [300, 768] is 18
+  // Fewer tiles leave a large GPU's compute units idle (see ops.tuning.linear): [300, 768] is 18
   // such tiles, [1024, 2560] 160.
   for (const [M, N, entry] of [[300, 768, "linear:main64"], [1024, 2560, "linear:main"]] as const) {
     const K = 8;

@@ -2,7 +2,8 @@
 // buffer pool stays flat over hundreds of cycles, and outputs are bit-identical across runs.
 import assert from "node:assert/strict";
 import { gpuInfo, HookedSAETransformer, SAE, Tensor } from "../mod.ts";
-import { poolConfig, runtime } from "../src/gpu/runtime.ts";
+import { runtime } from "../src/gpu/runtime.ts";
+import { tuning } from "../src/gpu/tuning.ts";
 import { countDeviceCalls } from "./_util.ts";
 
 const REF = new URL("./reference/gpt2_tiny/", import.meta.url).pathname;
@@ -119,13 +120,13 @@ Deno.test("a forward, runWithSaes or generate repeated on the same tokens gets t
 });
 
 Deno.test("the pool keeps the buffers of calls that alternate, and gives back a one-off large call's within keepCalls calls", async () => {
-  // Above poolConfig.freeLimitBytes of free buffers the pool trims at the end of a call: with a
+  // Above tuning.pool.freeLimitBytes of free buffers the pool trims at the end of a call: with a
   // limit of 0 it does so after every call here. runWithCache (all hooks) and a forward alternate,
   // as in an interpretability session: they must keep their buffers (and so their bind groups).
   const r = runtime();
   using created = countDeviceCalls(r.gpu.device, "createBuffer", (d) => d.label === "pool");
-  const saved = { ...poolConfig };
-  poolConfig.freeLimitBytes = 0;
+  const saved = { ...tuning.pool };
+  tuning.pool.freeLimitBytes = 0;
   const rwc = async (toks: number[][]) => {
     const [out, cache] = await model.runWithCache(toks);
     (out as Tensor).dispose();
@@ -150,13 +151,13 @@ Deno.test("the pool keeps the buffers of calls that alternate, and gives back a 
       ),
     );
     assert.ok(r.stats.poolBytes > before, "the large call takes more memory");
-    for (let i = 0; i < poolConfig.keepCalls; i++) (await model.forward(tokens)).dispose();
+    for (let i = 0; i < tuning.pool.keepCalls; i++) (await model.forward(tokens)).dispose();
     assert.ok(
       r.stats.poolBytes <= before,
       `the large call's buffers are given back (${r.stats.poolBytes} > ${before} bytes)`,
     );
   } finally {
-    Object.assign(poolConfig, saved);
+    Object.assign(tuning.pool, saved);
   }
 }); // deno-fmt-ignore
 

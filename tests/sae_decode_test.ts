@@ -30,7 +30,7 @@ Deno.test("saeDecode equals float64 for rows empty, within, at and over the list
   using tActs = Tensor.from(acts, [rows, dSae]);
   using tW = Tensor.from(wDec, [dSae, dIn]);
   using tExtra = Tensor.from(extra, [dIn + dSae]);
-  const saved = ops.cpuVariants.mode;
+  const saved = ops.tuning.cpuVariants.mode;
   try {
     for (const scaled of [false, true]) {
       const want = new Float64Array(rows * dIn);
@@ -47,7 +47,7 @@ Deno.test("saeDecode equals float64 for rows empty, within, at and over the list
       // The GPU compaction (a workgroup prefix sum per 256 latents) and the software adapter's
       // (a serial scan per row).
       for (const mode of ["never", "always"] as const) {
-        ops.cpuVariants.mode = mode;
+        ops.tuning.cpuVariants.mode = mode;
         poisonPool(rows * dIn * 4);
         using out = ops.saeDecode(tActs, tW, tExtra, cap, scaled);
         assert.deepEqual(out.shape, [rows, dIn]);
@@ -65,6 +65,6 @@ Deno.test("saeDecode equals float64 for rows empty, within, at and over the list
       }
     }
   } finally {
-    ops.cpuVariants.mode = saved;
+    ops.tuning.cpuVariants.mode = saved;
   }
 }); // deno-fmt-ignore

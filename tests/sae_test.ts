@@ -25,7 +25,7 @@ interface Spec {
   hook?: string;
   reshape?: string;
   cfg?: Record<string, unknown>;
-  /** ops.cpuVariants for the general encode kernel (default: the adapter's choice). */
+  /** ops.tuning.cpuVariants for the general encode kernel (default: the adapter's choice). */
   variants?: { mode: "never" | "always"; subgroups: "auto" | "never" };
 }
 
@@ -161,11 +161,11 @@ for (const [i, s] of CASES.entries()) {
     ? ", software-adapter kernel"
     : ", software-adapter subgroup kernel";
   Deno.test(`SAE ${s.arch}, d_in ${s.dIn} (norm ${s.norm ?? "none"}, b_dec in ${s.bdec ?? true}${s.rescale ? ", rescaled" : ""}${variant}) matches float64`, async () => {
-    const saved = { ...ops.cpuVariants };
-    Object.assign(ops.cpuVariants, s.variants ?? saved);
+    const saved = { ...ops.tuning.cpuVariants };
+    Object.assign(ops.tuning.cpuVariants, s.variants ?? saved);
     using _restore = {
       [Symbol.dispose]: () => {
-        Object.assign(ops.cpuVariants, saved);
+        Object.assign(ops.tuning.cpuVariants, saved);
       },
     };
     const [dir, w] = await makeSae(s, `case${i}`);
@@ -197,12 +197,12 @@ Deno.test("sparse decode: rows with more active latents than the list holds deco
   // Capacity 2 decodes every row densely, 64 every row from its list, 31 some rows each way.
   const active = Array.from({ length: 9 }, (_, r) => ref.post.subarray(r * 64, (r + 1) * 64).filter((v) => v > 0).length);
   assert.ok(active.every((n) => n > 2) && active.some((n) => n > 31) && active.some((n) => n <= 31), `active latents per row ${active}`);
-  const saved = ops.cpuVariants.mode;
+  const saved = ops.tuning.cpuVariants.mode;
   // Every uniform block this test makes is new to the recorder (rows 9, d_sae 64).
   using rec = recordDispatches((await initRuntime()).gpu.device);
   // The GPU compaction (workgroup prefix sum) and the software-adapter one (a scan per row).
   for (const mode of ["never", "always"] as const) {
-    ops.cpuVariants.mode = mode;
+    ops.tuning.cpuVariants.mode = mode;
     for (const cap of [2, 31, 64]) {
       using sae = await SAE.load(dir, { decodeCapacity: cap });
       using tx = Tensor.from(x, [9, 16]);
@@ -214,7 +214,7 @@ Deno.test("sparse decode: rows with more active latents than the list holds deco
       assert.deepEqual(lists.map((d) => [kernelRole(d.kernel), d.params?.[3]]), [["sae:compact", cap], ["sae:decode", cap]], `${mode}: capacity ${cap} is the list the decode read`);
     }
   }
-  ops.cpuVariants.mode = saved;
+  ops.tuning.cpuVariants.mode = saved;
 }); // deno-fmt-ignore
 
 Deno.test("top-k kernel: radix select keeps exactly k per row, ties to the lowest index, negatives ReLU'd", async () => {

@@ -1,9 +1,11 @@
-// Every WGSL file compiles and every entry point builds a pipeline (a shader error would otherwise
-// surface only as a rejected submission).
+// Every shader (the WGSL files and the generated dense kernels, each behind its family's uniform
+// block) compiles and every entry point builds a pipeline (a shader error would otherwise surface
+// only as a rejected submission).
 import assert from "node:assert/strict";
-import { initRuntime, shaderCode } from "../src/gpu/runtime.ts";
+import { f32, shaderCode } from "../src/gpu/dispatch.ts";
+import { uniforms } from "../src/gpu/kernels/uniforms.ts";
+import { initRuntime } from "../src/gpu/runtime.ts";
 import { SHADERS } from "../src/gpu/shaders.ts";
-import { linearCpuWgsl, linearSgWgsl } from "../tools/gen_linear_cpu.ts";
 
 /** shaders/linear.wgsl's plainest specialisation; the variants below change a few of these. */
 const LINEAR = {
@@ -72,9 +74,19 @@ Deno.test("every shader compiles without errors and every entry point builds", a
   }
 });
 
-Deno.test("shaders/linear_cpu.wgsl and linear_sg.wgsl are what tools/gen_linear_cpu.ts writes (edit the generator, then run it)", () => {
-  for (const [file, text] of [["linear_cpu", linearCpuWgsl()], ["linear_sg", linearSgWgsl()]]) {
-    const committed = Deno.readTextFileSync(new URL(`../shaders/${file}.wgsl`, import.meta.url));
-    assert.equal(committed, text, file);
+Deno.test("a uniform block packs its values by field name into the struct it declares", () => {
+  const P = uniforms({ a: "u32", s: "f32", on: "u32", i: "i32", t: "f32" });
+  assert.equal(
+    P.wgsl,
+    "struct P { a: u32, s: f32, on: u32, i: i32, t: f32, _pad0: u32, _pad1: u32, _pad2: u32 }\n",
+  );
+  // Missing fields are 0, booleans 1/0, f32 fields marked as such, then the padding.
+  assert.deepEqual(P.pack({ t: 0.5, on: true, i: -3 }), [0, f32(0), 1, -3, f32(0.5), 0, 0, 0]);
+});
+
+Deno.test("every shader declares its uniform block once, ahead of the WGSL files' text", () => {
+  for (const s of Object.values(SHADERS)) {
+    assert.equal(s.code.match(/\bstruct P\b/g)?.length, 1, s.name);
+    assert.ok(s.code.startsWith("struct P {"), s.name);
   }
 });

@@ -26,7 +26,7 @@ export interface GpuDevice {
   readonly hasTimestamps: boolean;
   /** The subgroup size where the `subgroups` feature was enabled, else 0. hooklens enables it only
    * on a software adapter whose subgroups are always 8 lanes (lavapipe on a 256-bit SIMD CPU), for
-   * the kernels of shaders/linear_sg.wgsl and matmul_sg.wgsl. */
+   * the `linear_sg` kernels (src/gpu/kernels/linear_cpu_gen.ts) and shaders/matmul_sg.wgsl. */
   readonly subgroupSize: number;
   /** What a shader using subgroup builtins starts with: "" for Deno 2.9's WGSL compiler, which
    * rejects `enable subgroups;`, or that directive for compilers that require it. */

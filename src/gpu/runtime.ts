@@ -1,8 +1,8 @@
 /**
- * The GPU runtime: buffer pool, pipeline cache, the one command stream every op is recorded into,
- * and readback. Ops record dispatches into the current command encoder; nothing is submitted until
- * a readback (or an explicit {@link flush}) needs it, so a forward pass without JS syncs is one
- * `queue.submit`.
+ * The GPU runtime: buffer pool, the one command stream every op is recorded into, and readback
+ * (dispatch.ts records kernels into the stream through the pipeline cache kept here). Ops record
+ * dispatches into the current command encoder; nothing is submitted until a readback (or an
+ * explicit {@link flush}) needs it, so a forward pass without JS syncs is one `queue.submit`.
  *
  * @example
  * ```ts
@@ -15,6 +15,7 @@
  */
 import { GpuError, GpuLimitError, GpuUnavailableError } from "../errors.ts";
 import { getDevice, type GpuDevice, gpuErrors } from "./device.ts";
+import { tuning } from "./tuning.ts";
 
 /** Usage flags of every pooled storage buffer. */
 const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
@@ -137,6 +138,18 @@ export function runtime(): Runtime {
   return rt;
 }
 
+/**
+ * The runtime if a GPU was acquired, else null (for code that must not throw, such as freeing).
+ *
+ * @example
+ * ```ts
+ * const ready = currentRuntime() !== null;
+ * ```
+ */
+export function currentRuntime(): Runtime | null {
+  return rt;
+}
+
 /** The error for work on a lost device. */
 export function lostError(r: Runtime): GpuError {
   return new GpuError(
@@ -218,27 +231,9 @@ export function releaseBuffer(buf: GPUBuffer): void {
 }
 
 /**
- * When the pool gives free memory back. Above `freeLimitBytes` of free buffers at the end of a
- * call, {@link trimPoolIfLarge} destroys those no call among the last `keepCalls` took: a one-off
- * large call's buffers go, while workloads that alternate (runWithCache, then a forward with
- * hooks, and again) keep theirs. (Trimming every free buffer, as before, made GPT-2 small's
- * alternating runWithCache and forward at 8x128 re-create their buffers and ~180 bind groups
- * each round.)
- *
- * @example
- * ```ts
- * poolConfig.freeLimitBytes = 4 * 2 ** 30; // keep up to 4 GiB of unused buffers
- * ```
- */
-export const poolConfig: { freeLimitBytes: number; keepCalls: number } = {
-  freeLimitBytes: 2 ** 30,
-  keepCalls: 4,
-};
-
-/**
- * Ends a call for the pool: when its free buffers hold more than
- * {@link poolConfig}.freeLimitBytes, gives back those not taken in the last `keepCalls` calls
- * (after a call with unusually large activations, say).
+ * Ends a call for the pool: when its free buffers hold more than `tuning.pool.freeLimitBytes`,
+ * gives back those not taken in the last `tuning.pool.keepCalls` calls (after a call with
+ * unusually large activations, say).
  *
  * @example
  * ```ts
@@ -248,8 +243,8 @@ export const poolConfig: { freeLimitBytes: number; keepCalls: number } = {
 export function trimPoolIfLarge(): void {
   if (!rt || rt.gpu.lost) return;
   rt.calls++;
-  if (rt.stats.poolFreeBytes > poolConfig.freeLimitBytes) {
-    trimPool(rt.calls - poolConfig.keepCalls);
+  if (rt.stats.poolFreeBytes > tuning.pool.freeLimitBytes) {
+    trimPool(rt.calls - tuning.pool.keepCalls);
   }
 }
 
@@ -341,149 +336,6 @@ export function writeBuffer(buf: GPUBuffer, data: ArrayBufferView, offset = 0): 
   );
 }
 
-/** A WGSL shader module source plus the name it is cached under. */
-export interface ShaderSource {
-  /** Cache key, e.g. the file name. */
-  readonly name: string;
-  /** WGSL text. */
-  readonly code: string;
-}
-
-/** Pipeline cache keys by the defines in the order a call site wrote them. */
-const canonicalKeys = new Map<string, string>();
-
-/**
- * Gets (or compiles) the pipeline for an entry point of a shader with `defines` prepended as WGSL
- * `const` declarations (the specialisation).
- *
- * @example
- * ```ts
- * const p = pipeline({ name: "x", code: "..." }, "main", { WG: 64 });
- * ```
- */
-export function pipeline(
-  shader: ShaderSource,
-  entry: string,
-  defines: Record<string, number | boolean | string> = {},
-): GPUComputePipeline {
-  const r = runtime();
-  // The cache key lists the defines sorted by name, so that call sites writing them in another
-  // order share a pipeline; the sort is done once per order written (this runs every dispatch).
-  let fast = shader.name + ":" + entry + ":";
-  for (const k in defines) fast += k + "=" + defines[k] + ",";
-  let key = canonicalKeys.get(fast);
-  if (key === undefined) {
-    const defs = Object.entries(defines).sort(([a], [b]) => (a < b ? -1 : 1));
-    key = `${shader.name}:${entry}:${defs.map(([k, v]) => `${k}=${v}`).join(",")}`;
-    canonicalKeys.set(fast, key);
-  }
-  let p = r.pipelines.get(key);
-  if (!p) {
-    const code = shaderCode(shader, defines);
-    const module = r.gpu.device.createShaderModule({ code, label: key });
-    p = r.gpu.device.createComputePipeline({
-      layout: "auto",
-      compute: { module, entryPoint: entry },
-      label: key,
-    });
-    r.pipelines.set(key, p);
-  }
-  return p;
-}
-
-/**
- * The WGSL a pipeline is built from: `enable f16;` where needed (and the device's subgroup
- * directive, see GpuDevice.subgroupDirective), the defines as `const`s, then the shader.
- *
- * @example
- * ```ts
- * const code = shaderCode(SHADERS.linear, { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0, SPLIT: false, TRANS: false, SPLITK: false });
- * ```
- */
-export function shaderCode(
-  shader: ShaderSource,
-  defines: Record<string, number | boolean | string> = {},
-): string {
-  const head = Object.entries(defines)
-    .sort(([a], [b]) => (a < b ? -1 : 1))
-    .map(([k, v]) =>
-      typeof v === "string"
-        ? `alias ${k} = ${v};`
-        : typeof v === "boolean"
-        ? `const ${k}: bool = ${v};`
-        : Number.isInteger(v)
-        ? `const ${k}: u32 = ${v}u;`
-        : `const ${k}: f32 = ${v};`
-    )
-    .join("\n");
-  const f16 = /\bf16\b/.test(shader.code) || Object.values(defines).includes("f16");
-  const subgroups = /\bsubgroupBroadcast\b/.test(shader.code) && rt ? rt.gpu.subgroupDirective : "";
-  return (f16 ? "enable f16;\n" : "") + subgroups + head + "\n" + shader.code;
-}
-
-/** Packs numbers into a uniform block: integers as u32/i32, others as f32 (use {@link f32}). */
-export type Param = number | { f32: number };
-
-/**
- * Marks a parameter as f32.
- *
- * @example
- * ```ts
- * const params = [4, f32(0.5)];
- * ```
- */
-export function f32(x: number): { f32: number } {
-  return { f32: x };
-}
-
-/** Bind groups kept for reuse (by pipeline, uniform block and buffers) before the cache is emptied. */
-const BIND_GROUP_CACHE = 16384;
-
-function uniformFor(params: readonly Param[]): GPUBuffer {
-  const r = runtime();
-  // Keyed by the values as written (this runs every dispatch; the bytes are made only for a new
-  // block). f32 values by their f32 rounding, -0 apart from 0; values that differ here but not in
-  // bits (a negative integer and its u32 wrap) only get a block each.
-  let key = "";
-  for (const p of params) {
-    if (typeof p === "number") key += p + ",";
-    else {
-      const v = Math.fround(p.f32);
-      key += Object.is(v, -0) ? "f-0," : "f" + v + ",";
-    }
-  }
-  let buf = r.uniforms.get(key);
-  if (!buf) {
-    const n = Math.max(4, Math.ceil(params.length / 4) * 4);
-    const data = new ArrayBuffer(n * 4);
-    const u = new Uint32Array(data);
-    const f = new Float32Array(data);
-    const i32 = new Int32Array(data);
-    params.forEach((p, i) => {
-      if (typeof p === "number") {
-        if (p < 0) i32[i] = p;
-        else u[i] = p;
-      } else f[i] = p.f32;
-    });
-    if (r.uniforms.size > 8192) {
-      flush();
-      for (const b of r.uniforms.values()) b.destroy();
-      r.uniforms.clear();
-      r.bindGroups.clear();
-    }
-    buf = r.gpu.device.createBuffer({
-      size: n * 4,
-      usage: GPUBufferUsage.UNIFORM,
-      mappedAtCreation: true,
-      label: "params",
-    });
-    new Uint8Array(buf.getMappedRange()).set(new Uint8Array(data));
-    buf.unmap();
-    r.uniforms.set(key, buf);
-  }
-  return buf;
-}
-
 /** The current encoder (created on demand), with no compute pass open: for copies and queries. */
 export function encoder(): GPUCommandEncoder {
   const r = runtime();
@@ -495,88 +347,16 @@ export function encoder(): GPUCommandEncoder {
   return r.encoder;
 }
 
-/** The open compute pass (begun on demand). Dispatches in one pass are ordered like separate passes. */
-function computePass(r: Runtime): GPUComputePassEncoder {
-  if (!r.pass) {
-    if (!r.encoder) r.encoder = r.gpu.device.createCommandEncoder();
-    r.pass = r.encoder.beginComputePass();
-  }
-  return r.pass;
-}
-
 let nextId = 1;
-function idOf(r: Runtime, o: object): number {
+/** A small id of a buffer, pipeline or uniform block, for cache keys (ids grow in creation
+ * order). */
+export function idOf(r: Runtime, o: object): number {
   let id = r.ids.get(o);
   if (id === undefined) {
     id = nextId++;
     r.ids.set(o, id);
   }
   return id;
-}
-
-/**
- * Records one compute dispatch: binding 0 is the uniform block of `params` (if any), bindings
- * 1..n the storage buffers in `buffers` (undefined entries are skipped).
- *
- * @example
- * ```ts
- * dispatch(pipe, [2, 3], [inBuf, outBuf], [1, 1, 1]);
- * ```
- */
-export function dispatch(
-  pipe: GPUComputePipeline,
-  params: readonly Param[],
-  buffers: readonly (GPUBuffer | undefined)[],
-  groups: readonly [number, number?, number?],
-): void {
-  const r = runtime();
-  const uniform = params.length ? uniformFor(params) : null;
-  let key = `${idOf(r, pipe)}:${uniform ? idOf(r, uniform) : 0}`;
-  for (const b of buffers) key += `,${b ? idOf(r, b) : 0}`;
-  let bg = r.bindGroups.get(key);
-  if (!bg) {
-    const entries: GPUBindGroupEntry[] = [];
-    if (uniform) entries.push({ binding: 0, resource: { buffer: uniform } });
-    const maxBind = r.gpu.limits.maxStorageBufferBindingSize;
-    buffers.forEach((b, i) => {
-      if (!b) return;
-      entries.push({ binding: i + 1, resource: { buffer: b, size: Math.min(b.size, maxBind) } });
-    });
-    bg = r.gpu.device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
-    // Generation makes ~1000 new bind groups a call (new uniform blocks per position, pooled
-    // buffers handed out in another order): with room for 4096 the cache emptied every 2-3 calls
-    // and the next call re-created all 2000+ (~75 us each on a 2-core CPU).
-    if (r.bindGroups.size > BIND_GROUP_CACHE) r.bindGroups.clear();
-    r.bindGroups.set(key, bg);
-  }
-  const lim = r.gpu.limits.maxComputeWorkgroupsPerDimension;
-  const [x, y = 1, z = 1] = groups;
-  if (x > lim || y > lim || z > lim) {
-    throw new GpuLimitError(
-      `Dispatch of ${x}x${y}x${z} workgroups exceeds the adapter's ${lim} per dimension.`,
-    );
-  }
-  if (x === 0 || y === 0 || z === 0) return;
-  const prof = r.profile;
-  const timed = prof !== null && prof.labels.length < prof.capacity;
-  // Profiling: this dispatch in a compute pass of its own, between two timestamps.
-  const pass = timed
-    ? encoder().beginComputePass({
-      timestampWrites: {
-        querySet: prof.qs,
-        beginningOfPassWriteIndex: 2 * prof.labels.length,
-        endOfPassWriteIndex: 2 * prof.labels.length + 1,
-      },
-    })
-    : computePass(r);
-  pass.setPipeline(pipe);
-  pass.setBindGroup(0, bg);
-  pass.dispatchWorkgroups(x, y, z);
-  if (timed) {
-    pass.end();
-    prof.labels.push(pipe.label);
-  }
-  r.stats.dispatches++;
 }
 
 /**

@@ -1,5 +1,7 @@
 /**
- * The WGSL sources, one file per kernel family in `shaders/`, imported as text.
+ * Every shader module by family name: the WGSL files in `shaders/` (and the generated dense
+ * kernels for software adapters), each behind the uniform block its kernel family in
+ * `src/gpu/kernels/` declares. The names are the first part of every pipeline label.
  *
  * @example
  * ```ts
@@ -8,40 +10,36 @@
  * ```
  * @module
  */
-import elementwise from "../../shaders/elementwise.wgsl" with { type: "text" };
-import matmul from "../../shaders/matmul.wgsl" with { type: "text" };
-import norm from "../../shaders/norm.wgsl" with { type: "text" };
-import softmax from "../../shaders/softmax.wgsl" with { type: "text" };
-import embed from "../../shaders/embed.wgsl" with { type: "text" };
-import loss from "../../shaders/loss.wgsl" with { type: "text" };
-import sae from "../../shaders/sae.wgsl" with { type: "text" };
-import attention from "../../shaders/attention.wgsl" with { type: "text" };
-import sample from "../../shaders/sample.wgsl" with { type: "text" };
-import linear from "../../shaders/linear.wgsl" with { type: "text" };
-import linearCpu from "../../shaders/linear_cpu.wgsl" with { type: "text" };
-import linearSg from "../../shaders/linear_sg.wgsl" with { type: "text" };
-import matmulSg from "../../shaders/matmul_sg.wgsl" with { type: "text" };
-import backward from "../../shaders/backward.wgsl" with { type: "text" };
-import activations from "../../shaders/activations.wgsl" with { type: "text" };
-import reduce from "../../shaders/reduce.wgsl" with { type: "text" };
-import flash from "../../shaders/flash.wgsl" with { type: "text" };
-import type { ShaderSource } from "./runtime.ts";
+import type { ShaderSource } from "./dispatch.ts";
+import { ATTENTION_SHADER, FLASH_SHADER } from "./kernels/attention.ts";
+import { BACKWARD_SHADER } from "./kernels/backward.ts";
+import { ELEMENTWISE_SHADER } from "./kernels/elementwise.ts";
+import { EMBED_SHADER } from "./kernels/embed.ts";
+import { LINEAR_CPU_SHADER, LINEAR_SG_SHADER, LINEAR_SHADER } from "./kernels/linear.ts";
+import { LOSS_SHADER } from "./kernels/loss.ts";
+import { MATMUL_SG_SHADER, MATMUL_SHADER } from "./kernels/matmul.ts";
+import { NORM_SHADER } from "./kernels/norm.ts";
+import { SAE_SHADER } from "./kernels/sae.ts";
+import { SAMPLE_SHADER } from "./kernels/sample.ts";
+import { SOFTMAX_SHADER } from "./kernels/softmax.ts";
 
-/** Every shader module by family name (activations.wgsl and reduce.wgsl are prepended where used). */
-export const SHADERS: Readonly<Record<string, ShaderSource>> = {
-  elementwise: { name: "elementwise", code: activations + elementwise },
-  matmul: { name: "matmul", code: matmul },
-  norm: { name: "norm", code: reduce + norm },
-  softmax: { name: "softmax", code: reduce + softmax },
-  embed: { name: "embed", code: embed },
-  loss: { name: "loss", code: reduce + loss },
-  sae: { name: "sae", code: reduce + sae },
-  attention: { name: "attention", code: attention },
-  sample: { name: "sample", code: reduce + sample },
-  linear: { name: "linear", code: activations + linear },
-  linear_cpu: { name: "linear_cpu", code: activations + linearCpu },
-  linear_sg: { name: "linear_sg", code: activations + linearSg },
-  matmul_sg: { name: "matmul_sg", code: matmul + matmulSg },
-  backward: { name: "backward", code: activations + reduce + backward },
-  flash: { name: "flash", code: flash },
-};
+/** Every shader module by family name (its ShaderSource's `name`). */
+export const SHADERS: Readonly<Record<string, ShaderSource>> = Object.fromEntries(
+  [
+    ELEMENTWISE_SHADER,
+    MATMUL_SHADER,
+    NORM_SHADER,
+    SOFTMAX_SHADER,
+    EMBED_SHADER,
+    LOSS_SHADER,
+    SAE_SHADER,
+    ATTENTION_SHADER,
+    SAMPLE_SHADER,
+    LINEAR_SHADER,
+    LINEAR_CPU_SHADER,
+    LINEAR_SG_SHADER,
+    MATMUL_SG_SHADER,
+    BACKWARD_SHADER,
+    FLASH_SHADER,
+  ].map((s) => [s.name, s]),
+);

@@ -13,7 +13,7 @@
  * ```
  * @module
  */
-import { DisposedError, ShapeError } from "../errors.ts";
+import { DisposedError, GpuError, ShapeError } from "../errors.ts";
 import {
   acquireBuffer,
   copyBuffer,
@@ -23,7 +23,6 @@ import {
   releaseBuffer,
   runtime,
 } from "./runtime.ts";
-import * as ops from "./ops.ts";
 import { currentCall } from "./call.ts";
 
 /** Element types a tensor can hold. */
@@ -54,6 +53,45 @@ const arenaOf = new WeakMap<Tensor, Set<Tensor>>();
 function leaveArena(t: Tensor): void {
   arenaOf.get(t)?.delete(t);
   arenaOf.delete(t);
+}
+
+/**
+ * The elementwise kernels behind Tensor's arithmetic ({@link Tensor.add} and the rest). Their
+ * module, kernels/elementwise.ts, builds on this one (its launchers make tensors), so this one
+ * cannot import it: it hands them over with {@link provideArithmetic} when it loads, which every
+ * way to a model, an SAE or the kernels (mod.ts, src/gpu/ops.ts) does.
+ */
+export interface TensorArithmetic {
+  /** `a op b` elementwise, b's shape equal to a's or a suffix of it. */
+  binary(a: Tensor, b: Tensor, op: "add" | "sub" | "mul"): Tensor;
+  /** `a * s + t` elementwise. */
+  affine(a: Tensor, s: number, t: number): Tensor;
+  /** A copy of `a` with the entries at `indices` along `dim` set to `value`. */
+  fillAt(a: Tensor, dim: number, indices: number[], value: number): Tensor;
+}
+
+let arithmetic: TensorArithmetic | null = null;
+
+/**
+ * Installs the kernels of Tensor's arithmetic (called once, by kernels/elementwise.ts).
+ *
+ * @example
+ * ```ts
+ * provideArithmetic({ binary, affine, fillAt });
+ * ```
+ */
+export function provideArithmetic(a: TensorArithmetic): void {
+  arithmetic = a;
+}
+
+function arith(): TensorArithmetic {
+  if (!arithmetic) {
+    throw new GpuError(
+      "Tensor arithmetic needs the elementwise kernels: import hooklens from mod.ts (or " +
+        "src/gpu/ops.ts), not src/gpu/tensor.ts alone.",
+    );
+  }
+  return arithmetic;
 }
 
 /**
@@ -234,22 +272,22 @@ export class Tensor implements Disposable {
 
   /** Elementwise `this + o`; `o` a number, a same-shape tensor or one whose shape is a suffix. */
   add(o: Tensor | number): Tensor {
-    return typeof o === "number" ? ops.affine(this, 1, o) : ops.binary(this, o, "add");
+    return typeof o === "number" ? arith().affine(this, 1, o) : arith().binary(this, o, "add");
   }
 
   /** Elementwise `this - o` (broadcasting as {@link Tensor.add}). */
   sub(o: Tensor | number): Tensor {
-    return typeof o === "number" ? ops.affine(this, 1, -o) : ops.binary(this, o, "sub");
+    return typeof o === "number" ? arith().affine(this, 1, -o) : arith().binary(this, o, "sub");
   }
 
   /** Elementwise `this * o` (broadcasting as {@link Tensor.add}). */
   mul(o: Tensor | number): Tensor {
-    return typeof o === "number" ? ops.affine(this, o, 0) : ops.binary(this, o, "mul");
+    return typeof o === "number" ? arith().affine(this, o, 0) : arith().binary(this, o, "mul");
   }
 
   /** `this * s`. */
   scale(s: number): Tensor {
-    return ops.affine(this, s, 0);
+    return arith().affine(this, s, 0);
   }
 
   /**
@@ -257,7 +295,7 @@ export class Tensor implements Disposable {
    * `acts.fillAt(-1, [3], 0)` zeroes SAE latent 3. Negative `dim` counts from the end.
    */
   fillAt(dim: number, indices: number[], value: number): Tensor {
-    return ops.fillAt(this, dim, indices, value);
+    return arith().fillAt(this, dim, indices, value);
   }
 
   /** A copy in a new buffer (a buffer-to-buffer copy, recorded like a kernel; any dtype). */

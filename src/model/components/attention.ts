@@ -154,7 +154,7 @@ export async function attentionForward(
     return [out, sum];
   };
   if (
-    ops.attentionConfig.fused && !ctx.taping && ops.flashFits(D) &&
+    ops.tuning.attention.fused && !ctx.taping && ops.flashFits(D) &&
     ctx.inert(a + "hook_attn_scores") && ctx.inert(a + "hook_pattern")
   ) {
     // Nothing reads the scores or the pattern: one pass, neither is written.

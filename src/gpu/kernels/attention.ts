@@ -1,0 +1,179 @@
+/**
+ * Attention kernels: the one-pass causal attention (shaders/flash.wgsl) and rotary position
+ * embeddings (shaders/attention.wgsl). The three-dispatch attention the model takes by default is
+ * q·kᵀ and pattern·v through matmul.ts's gemm around softmax.ts.
+ *
+ * @example
+ * ```ts
+ * import { flashFits, rotary } from "./attention.ts";
+ * const rq = rotary(q, table, 16, 0);
+ * if (flashFits(64)) console.log("fused attention available");
+ * ```
+ * @module
+ */
+import attentionWgsl from "../../../shaders/attention.wgsl" with { type: "text" };
+import flashWgsl from "../../../shaders/flash.wgsl" with { type: "text" };
+import { ShapeError } from "../../errors.ts";
+import { dispatch, pipeline, type ShaderSource } from "../dispatch.ts";
+import { runtime } from "../runtime.ts";
+import { Tensor } from "../tensor.ts";
+import { assertF32, grid256 } from "./launch.ts";
+import { shaderSource, uniforms } from "./uniforms.ts";
+
+/** The uniform block of shaders/flash.wgsl (strides in elements). */
+const FLASH_P = uniforms({
+  /** Query positions. */
+  P: "u32",
+  /** Key positions. */
+  Pk: "u32",
+  /** Query heads. */
+  H: "u32",
+  /** Query heads per KV head. */
+  group: "u32",
+  q_b: "u32",
+  q_row: "u32",
+  kv_b: "u32",
+  kv_row: "u32",
+  alpha: "f32",
+  /** Position of the first query. */
+  offset: "u32",
+});
+
+/** shaders/flash.wgsl (specialised by E, the head dimension). */
+export const FLASH_SHADER: ShaderSource = shaderSource("flash", FLASH_P, flashWgsl);
+
+/** The uniform block of shaders/attention.wgsl (rotary). */
+const ROTARY_P = uniforms({
+  /** Elements of x. */
+  n: "u32",
+  heads: "u32",
+  d_head: "u32",
+  /** Rotary dims of each head. */
+  rot: "u32",
+  /** Positions of x. */
+  pos: "u32",
+  /** Position of x's first row. */
+  offset: "u32",
+  /** Rows of the cos/sin table. */
+  n_ctx: "u32",
+  /** 1: rotate backwards (the backward pass). */
+  inverse: "u32",
+});
+
+/** shaders/attention.wgsl. */
+export const ATTENTION_SHADER: ShaderSource = shaderSource("attention", ROTARY_P, attentionWgsl);
+
+/** Shape of {@link flashAttention}'s operands. */
+export interface FlashShape {
+  /** Batch. */
+  B: number;
+  /** Query positions. */
+  P: number;
+  /** Key positions (offset + P with a KV cache). */
+  Pk: number;
+  /** Query heads. */
+  H: number;
+  /** Key/value heads. */
+  Hkv: number;
+  /** d_head. */
+  E: number;
+  /** Batch stride of k and v in elements (Pk * Hkv * E, or a KV cache's capacity). */
+  kvStride: number;
+  /** Score scale (1 / sqrt(d_head) as TransformerLens's attn_scale). */
+  alpha: number;
+  /** Position of the first query (causal mask: key j visible from query i when j <= offset + i). */
+  offset: number;
+}
+
+/**
+ * Whether {@link flashAttention} handles these shapes on this device (d_head a multiple of 4, at
+ * most 256, and its tiles fit the workgroup memory).
+ *
+ * @example
+ * ```ts
+ * if (flashFits(64)) console.log("fused attention available");
+ * ```
+ */
+export function flashFits(E: number): boolean {
+  const bytes = (3 * 16 * E + 256) * 4;
+  return E % 4 === 0 && E <= 256 && E > 0 &&
+    bytes <= runtime().gpu.limits.maxComputeWorkgroupStorageSize;
+}
+
+/**
+ * Causal attention in one dispatch: z [B, P, H, E] = softmax(alpha q·kᵀ) · v with q [B, P, H, E]
+ * and k, v [B, Pk, Hkv, E] (batch stride `kvStride`), without writing the scores or the pattern.
+ * (Unused by default: see `tuning.attention.fused`; the default path is matmul.ts's gemm.)
+ *
+ * @example
+ * ```ts
+ * const z = flashAttention(q, k, v, { B, P, Pk: P, H, Hkv: H, E, kvStride: P * H * E, alpha: 0.125, offset: 0 });
+ * ```
+ */
+export function flashAttention(q: Tensor, k: Tensor, v: Tensor, s: FlashShape): Tensor {
+  for (const x of [q, k, v]) assertF32(x, "attention");
+  if (!flashFits(s.E) || s.H % s.Hkv !== 0) {
+    throw new ShapeError(
+      `flashAttention: d_head ${s.E} with ${s.H} heads over ${s.Hkv} kv heads is not supported ` +
+        "(d_head a multiple of 4 up to 256, heads a multiple of kv heads); use the unfused path.",
+    );
+  }
+  const z = Tensor.empty([s.B, s.P, s.H, s.E]);
+  dispatch(
+    pipeline(FLASH_SHADER, "main", { E: s.E }),
+    FLASH_P.pack({
+      P: s.P,
+      Pk: s.Pk,
+      H: s.H,
+      group: s.H / s.Hkv,
+      q_b: s.P * s.H * s.E,
+      q_row: s.H * s.E,
+      kv_b: s.kvStride,
+      kv_row: s.Hkv * s.E,
+      alpha: s.alpha,
+      offset: s.offset,
+    }),
+    [q.buffer, k.buffer, v.buffer, z.buffer],
+    [Math.ceil(s.P / 16), s.B * s.H, 1],
+  );
+  return z;
+}
+
+/**
+ * Rotary position embedding (NeoX half-split pairs) on x [batch, pos, heads, d_head]: the first
+ * `rotaryDim` dims of each head are rotated by the angles of position `pos + offset`; `table`
+ * holds [cos | sin] for every position, each [n_ctx, rotaryDim]. `inverse` rotates backwards.
+ *
+ * @example
+ * ```ts
+ * const rq = rotary(q, table, 16, 0);
+ * ```
+ */
+export function rotary(
+  x: Tensor,
+  table: Tensor,
+  rotaryDim: number,
+  offset: number,
+  inverse = false,
+): Tensor {
+  assertF32(x, "rotary");
+  const [, P, H, E] = x.shape;
+  const nCtx = table.size / (2 * rotaryDim);
+  const out = Tensor.empty(x.shape);
+  dispatch(
+    pipeline(ATTENTION_SHADER, "rotary"),
+    ROTARY_P.pack({
+      n: x.size,
+      heads: H,
+      d_head: E,
+      rot: rotaryDim,
+      pos: P,
+      offset,
+      n_ctx: nCtx,
+      inverse,
+    }),
+    [x.buffer, table.buffer, out.buffer],
+    grid256(x.size),
+  );
+  return out;
+}

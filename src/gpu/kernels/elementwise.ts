@@ -1,0 +1,281 @@
+/**
+ * Elementwise kernels (shaders/elementwise.wgsl): binary ops with suffix broadcast, affine, fillAt,
+ * activations (plain and gated), a norm's weight and bias, the KV-cache write and the column crop
+ * of padded dense outputs. Also the kernels behind Tensor's arithmetic (handed to tensor.ts when
+ * this module loads).
+ *
+ * @example
+ * ```ts
+ * import { activation, binary } from "./elementwise.ts";
+ * const y = activation(binary(x, bias, "add"), "gelu_new");
+ * ```
+ * @module
+ */
+import activationsWgsl from "../../../shaders/activations.wgsl" with { type: "text" };
+import elementwiseWgsl from "../../../shaders/elementwise.wgsl" with { type: "text" };
+import { ShapeError } from "../../errors.ts";
+import { dispatch, pipeline, type ShaderSource } from "../dispatch.ts";
+import { createDataBuffer, deferDestroy } from "../runtime.ts";
+import { numel, provideArithmetic, Tensor } from "../tensor.ts";
+import { assertF32, grid256 } from "./launch.ts";
+import { shaderSource, uniforms } from "./uniforms.ts";
+
+/** The uniform block of shaders/elementwise.wgsl. */
+const ELEMENTWISE_P = uniforms({
+  /** Elements of the output. */
+  n: "u32",
+  /** Elements of `b` (broadcast by modulo: b's shape is a suffix of a's); kv_write: the offset. */
+  m: "u32",
+  /** binary: 0 add, 1 sub, 2 mul; unary, gated: activation code; crop_cols: 1 with a bias. */
+  op: "u32",
+  /** affine: scale; fill_at: the value. */
+  s: "f32",
+  /** affine: shift. */
+  t: "f32",
+  /** fill_at: product of dims after `dim`; crop_cols: columns kept; kv_write: row length. */
+  inner: "u32",
+  /** fill_at: size of `dim`; crop_cols: row stride; kv_write: cache capacity. */
+  dimn: "u32",
+});
+
+/** shaders/elementwise.wgsl (with shaders/activations.wgsl). */
+export const ELEMENTWISE_SHADER: ShaderSource = shaderSource(
+  "elementwise",
+  ELEMENTWISE_P,
+  activationsWgsl,
+  elementwiseWgsl,
+);
+
+const BINARY_OPS = { add: 0, sub: 1, mul: 2 } as const;
+
+/**
+ * `a op b` elementwise; b's shape must equal a's or be a suffix of it (broadcast).
+ *
+ * @example
+ * ```ts
+ * const y = binary(x, bias, "add");
+ * ```
+ */
+export function binary(a: Tensor, b: Tensor, op: keyof typeof BINARY_OPS): Tensor {
+  assertF32(a, op);
+  assertF32(b, op);
+  const sa = a.shape, sb = b.shape;
+  const suffix = sb.length <= sa.length && sb.every((d, i) => d === sa[sa.length - sb.length + i]);
+  if (!suffix) {
+    throw new ShapeError(
+      `${op}: shapes [${sa.join(", ")}] and [${sb.join(", ")}] do not broadcast ` +
+        "(the second must equal the first or a suffix of it).",
+    );
+  }
+  const out = Tensor.empty(sa);
+  const n = a.size;
+  dispatch(
+    pipeline(ELEMENTWISE_SHADER, "binary"),
+    ELEMENTWISE_P.pack({ n, m: Math.max(1, b.size), op: BINARY_OPS[op], inner: 1, dimn: 1 }),
+    [a.buffer, b.buffer, out.buffer],
+    grid256(n),
+  );
+  return out;
+}
+
+/**
+ * `a * w + b` with w and b of shape [d] broadcast over the last dimension of a.
+ *
+ * @example
+ * ```ts
+ * const y = scaleShift(normalized, w, b);
+ * ```
+ */
+export function scaleShift(a: Tensor, w: Tensor, b: Tensor): Tensor {
+  assertF32(a, "scaleShift");
+  const d = a.shape.at(-1) ?? 1;
+  if (w.size !== d || b.size !== d) {
+    throw new ShapeError(`scaleShift: weight/bias of ${w.size}/${b.size} for last dim ${d}.`);
+  }
+  const out = Tensor.empty(a.shape);
+  dispatch(
+    pipeline(ELEMENTWISE_SHADER, "scale_shift"),
+    ELEMENTWISE_P.pack({ n: a.size, m: d, inner: 1, dimn: 1 }),
+    [a.buffer, w.buffer, out.buffer, undefined, b.buffer],
+    grid256(a.size),
+  );
+  return out;
+}
+
+/**
+ * `a * s + t` elementwise.
+ *
+ * @example
+ * ```ts
+ * const y = affine(x, 2, 1);
+ * ```
+ */
+export function affine(a: Tensor, s: number, t: number): Tensor {
+  assertF32(a, "affine");
+  const out = Tensor.empty(a.shape);
+  dispatch(
+    pipeline(ELEMENTWISE_SHADER, "affine"),
+    ELEMENTWISE_P.pack({ n: a.size, m: 1, s, t, inner: 1, dimn: 1 }),
+    [a.buffer, undefined, out.buffer],
+    grid256(a.size),
+  );
+  return out;
+}
+
+/**
+ * Copy of `a` with the entries at `indices` along `dim` set to `value`.
+ *
+ * @example
+ * ```ts
+ * const ablated = fillAt(acts, -1, [3], 0);
+ * ```
+ */
+export function fillAt(a: Tensor, dim: number, indices: number[], value: number): Tensor {
+  assertF32(a, "fillAt");
+  const r = a.shape.length;
+  const d = dim < 0 ? dim + r : dim;
+  if (d < 0 || d >= r) {
+    throw new ShapeError(`fillAt: dim ${dim} out of range for shape [${a.shape.join(", ")}].`);
+  }
+  const dimn = a.shape[d];
+  const mask = new Uint32Array(Math.max(4, dimn));
+  for (const i of indices) {
+    const j = i < 0 ? i + dimn : i;
+    if (!Number.isInteger(j) || j < 0 || j >= dimn) {
+      throw new ShapeError(`fillAt: index ${i} out of range for dim ${dim} of size ${dimn}.`);
+    }
+    mask[j] = 1;
+  }
+  const inner = numel(a.shape.slice(d + 1));
+  const out = Tensor.empty(a.shape);
+  const maskBuf = createDataBuffer(mask, "fillAt mask");
+  dispatch(
+    pipeline(ELEMENTWISE_SHADER, "fill_at"),
+    ELEMENTWISE_P.pack({ n: a.size, m: 1, s: value, inner, dimn }),
+    [a.buffer, undefined, out.buffer, maskBuf],
+    grid256(a.size),
+  );
+  deferDestroy(maskBuf);
+  return out;
+}
+
+provideArithmetic({ binary, affine, fillAt });
+
+/** Activation functions by TransformerLens/HF name. */
+export const ACT_CODES: Readonly<Record<string, number>> = {
+  gelu_new: 0,
+  gelu_pytorch_tanh: 0,
+  gelu: 1,
+  relu: 2,
+  silu: 3,
+  swish: 3,
+  gelu_fast: 4,
+  quick_gelu: 5,
+};
+
+/**
+ * The activation code of `fn` (see {@link ACT_CODES}); throws a ShapeError naming the supported
+ * ones.
+ *
+ * @example
+ * ```ts
+ * const code = actCode("gelu_new"); // 0
+ * ```
+ */
+export function actCode(fn: string): number {
+  const code = ACT_CODES[fn];
+  if (code === undefined) {
+    throw new ShapeError(
+      `Unsupported activation "${fn}": supported are ${Object.keys(ACT_CODES).join(", ")}.`,
+    );
+  }
+  return code;
+}
+
+/**
+ * Applies an activation function elementwise (optionally times `gate`, for gated MLPs).
+ *
+ * @example
+ * ```ts
+ * const post = activation(pre, "gelu_new");
+ * ```
+ */
+export function activation(a: Tensor, fn: string, gate?: Tensor): Tensor {
+  assertF32(a, "activation");
+  const code = actCode(fn);
+  const out = Tensor.empty(a.shape);
+  dispatch(
+    pipeline(ELEMENTWISE_SHADER, gate ? "gated" : "unary"),
+    ELEMENTWISE_P.pack({ n: a.size, m: 1, op: code, inner: 1, dimn: 1 }),
+    [a.buffer, gate?.buffer, out.buffer],
+    grid256(a.size),
+  );
+  return out;
+}
+
+/**
+ * Writes keys and values [batch, pos, ...] into KV caches [batch, cap, ...] at positions
+ * `offset..offset+pos` of each batch row: one dispatch for both, recorded in the open compute pass
+ * (buffer copies would end it, two per batch row).
+ *
+ * @example
+ * ```ts
+ * kvWrite(k, v, kCache, vCache, 7); // a one-token step after 7 positions
+ * ```
+ */
+export function kvWrite(
+  k: Tensor,
+  v: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+  offset: number,
+): void {
+  const [B, P] = k.shape;
+  const cap = kCache.shape[1];
+  // Same rows after [batch, pos] in all four, same shapes in each pair, room at the offset.
+  const tail = (t: Tensor) => `${t.shape.slice(2)}`;
+  if (
+    `${k.shape}` !== `${v.shape}` || `${kCache.shape}` !== `${vCache.shape}` ||
+    kCache.shape[0] !== B || tail(k) !== tail(kCache) || !Number.isInteger(offset) ||
+    offset < 0 || offset + P > cap || [k, v, kCache, vCache].some((t) => t.dtype !== "float32")
+  ) {
+    throw new ShapeError(
+      `kvWrite: keys/values [${k.shape}] and [${v.shape}] do not fit caches [${kCache.shape}] and ` +
+        `[${vCache.shape}] at offset ${offset}: they need float32, equal shapes per pair, the ` +
+        `same dims after [batch, pos], and room for pos rows at the offset.`,
+    );
+  }
+  if (k.size === 0) return;
+  const inner = k.size / (B * P);
+  dispatch(
+    pipeline(ELEMENTWISE_SHADER, "kv_write"),
+    ELEMENTWISE_P.pack({ n: B * P * inner, m: offset, inner, dimn: cap }),
+    [k.buffer, undefined, kCache.buffer, undefined, v.buffer, vCache.buffer],
+    [Math.ceil(inner / 256), P, B],
+  );
+}
+
+/**
+ * Records out [M, N] = the first N columns of `full` [M, LDB] (+ bias [N]): a dense product made
+ * over a padded weight's whole column quads, cropped to its real columns.
+ *
+ * @example
+ * ```ts
+ * cropCols(full, y, bias, M, N, LDB);
+ * ```
+ */
+export function cropCols(
+  full: Tensor,
+  out: Tensor,
+  bias: Tensor | undefined,
+  M: number,
+  N: number,
+  LDB: number,
+): void {
+  dispatch(
+    pipeline(ELEMENTWISE_SHADER, "crop_cols"),
+    ELEMENTWISE_P.pack({ n: out.size, m: N, op: bias ? 1 : 0, inner: N, dimn: LDB }),
+    [full.buffer, (bias ?? full).buffer, out.buffer],
+    [Math.ceil(N / 256), Math.min(M, 65535), Math.ceil(M / 65535)],
+  );
+}

@@ -1,0 +1,88 @@
+/**
+ * Embedding lookups (shaders/embed.wgsl): token rows of W_E and positional rows of W_pos, from
+ * float32 or float16 tables.
+ *
+ * @example
+ * ```ts
+ * import { embedPositions, embedTokens } from "./embed.ts";
+ * const e = embedTokens(W_E, tokens);
+ * const p = embedPositions(W_pos, 2, 12, 0);
+ * ```
+ * @module
+ */
+import embedWgsl from "../../../shaders/embed.wgsl" with { type: "text" };
+import { ShapeError } from "../../errors.ts";
+import { dispatch, pipeline, type ShaderSource } from "../dispatch.ts";
+import { Tensor } from "../tensor.ts";
+import { gridRows } from "./launch.ts";
+import { shaderSource, uniforms } from "./uniforms.ts";
+
+/** The uniform block of shaders/embed.wgsl. */
+const EMBED_P = uniforms({
+  /** Rows to write (tokens, or batch * pos). */
+  tokens: "u32",
+  /** Positions per batch row. */
+  pos: "u32",
+  /** Row length (d_model). */
+  d: "u32",
+  /** Position of the first row (positions). */
+  pos_off: "u32",
+  /** Rows of the table (ids are clamped to it). */
+  vocab: "u32",
+});
+
+/** shaders/embed.wgsl (specialised by WT, the table's element type). */
+export const EMBED_SHADER: ShaderSource = shaderSource("embed", EMBED_P, embedWgsl);
+
+/** The WGSL element type of a float table (f16 tables are read as f32). */
+function tableType(table: Tensor): "f16" | "f32" {
+  if (table.dtype === "int32") {
+    throw new ShapeError(
+      `embedding needs a float32 or float16 table, got int32 [${table.shape.join(", ")}]: ` +
+        "upload the table as floats.",
+    );
+  }
+  return table.dtype === "float16" ? "f16" : "f32";
+}
+
+/**
+ * Embedding lookup: rows of `table` [vocab, d] (float32 or float16) at int32 `ids` [..]: returns
+ * float32 [.., d].
+ *
+ * @example
+ * ```ts
+ * const e = embedTokens(W_E, tokens);
+ * ```
+ */
+export function embedTokens(table: Tensor, ids: Tensor): Tensor {
+  const [vocab, d] = table.shape;
+  const out = Tensor.empty([...ids.shape, d]);
+  dispatch(
+    pipeline(EMBED_SHADER, "tokens", { WT: tableType(table) }),
+    EMBED_P.pack({ tokens: ids.size, pos: 1, d, vocab }),
+    [table.buffer, ids.buffer, out.buffer],
+    gridRows(ids.size),
+  );
+  return out;
+}
+
+/**
+ * Learned positional embedding for a [batch, pos] input: rows `offset..offset+pos` of `table`,
+ * repeated per batch: returns [batch, pos, d].
+ *
+ * @example
+ * ```ts
+ * const p = embedPositions(W_pos, 2, 12, 0);
+ * ```
+ */
+export function embedPositions(table: Tensor, batch: number, pos: number, offset: number): Tensor {
+  const d = table.shape[1];
+  const out = Tensor.empty([batch, pos, d]);
+  dispatch(
+    pipeline(EMBED_SHADER, "positions", { WT: tableType(table) }),
+    EMBED_P.pack({ tokens: batch * pos, pos, d, pos_off: offset, vocab: table.shape[0] }),
+    [table.buffer, undefined, out.buffer],
+    gridRows(batch * pos),
+  );
+  return out;
+}
