@@ -35,6 +35,7 @@ export type {
   RunWithHooksOptions,
 } from "./src/model/model.ts";
 export type { HookedTransformerConfig } from "./src/model/config.ts";
+export type { RopeScaling } from "./src/model/rope.ts";
 export { SUPPORTED_ARCHITECTURES } from "./src/model/config.ts";
 export { ActivationCache, actName } from "./src/model/cache.ts";
 export type { CacheModel, LabeledStack, StackOptions } from "./src/model/cache.ts";
