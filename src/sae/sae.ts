@@ -23,6 +23,7 @@ import * as ops from "../gpu/ops.ts";
 import { copyBuffer, initRuntime } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
 import { type SaeConfig, saeConfigFromJson } from "./config.ts";
+import { GEMMA_SCOPE_FILE, readGemmaScope } from "./gemma_scope.ts";
 
 /** Up to this many tokens, decoding reads only the active rows of W_dec; above, a dense matmul. */
 export const SPARSE_DECODE_MAX_ROWS = 64;
@@ -46,6 +47,10 @@ export interface SaeLoadOptions {
   revision?: string;
   /** Most active latents per token the sparse decode lists (more: that token decodes densely). */
   decodeCapacity?: number;
+  /** Hook point, for formats that do not name one (Gemma Scope's params.npz). */
+  hookName?: string;
+  /** Model the SAE was trained on, for formats that do not name one (Gemma Scope's params.npz). */
+  modelName?: string;
 }
 
 const EXPECTED: Record<string, string[]> = {
@@ -75,7 +80,9 @@ export class SAE {
   }
 
   /**
-   * Loads an SAE from a directory in SAELens's layout.
+   * Loads an SAE from a directory in SAELens's layout (`cfg.json` + `sae_weights.safetensors`),
+   * or Gemma Scope's (`params.npz`, a JumpReLU SAE; the hook name from `opts.hookName` or a
+   * sidecar `cfg.json`).
    *
    * @example
    * ```ts
@@ -90,6 +97,10 @@ export class SAE {
         throw new ConfigError(dir, "no such SAE directory (and not a hub path org/name/folder)");
       }
       dir = await hubSaeDir(dir, { revision: opts.revision });
+    }
+    if (await Deno.stat(join(dir, GEMMA_SCOPE_FILE)).then((s) => s.isFile).catch(() => false)) {
+      const { cfg, weights } = await readGemmaScope(dir, opts);
+      return SAE.fromWeights(cfg, weights, { ...opts, source: dir });
     }
     const cfgPath = join(dir, "cfg.json");
     const cfg = saeConfigFromJson(await readJsonFile(cfgPath), cfgPath);
