@@ -43,6 +43,8 @@ export type { AddHookOptions, HookFn, HookPoint, HookSpec } from "./src/model/ho
 export { SAE } from "./src/sae/sae.ts";
 export type { SaeLoadOptions } from "./src/sae/sae.ts";
 export type { SaeConfig } from "./src/sae/config.ts";
+export { pretrainedSaeReleases, resolvePretrainedSae } from "./src/sae/registry.ts";
+export type { PretrainedSaeEntry, PretrainedSaeFormat } from "./src/sae/registry.ts";
 export { HookedSAETransformer } from "./src/sae/hooked_sae_transformer.ts";
 export type { AddSaeOptions, SaeScope, WithSaesOptions } from "./src/sae/hooked_sae_transformer.ts";
 export { nextTokens, topIndices, topLatentsPerToken } from "./src/sae/features.ts";

@@ -75,3 +75,6 @@ export class CallAbortedError extends HooklensError {}
 
 /** An `.npz` archive (or an `.npy` array in it) is malformed. */
 export class NpzError extends FormatError {}
+
+/** An unknown SAE release or SAE id (`SAE.fromPretrained`), or a format hooklens does not read. */
+export class PretrainedSaeError extends HooklensError {}

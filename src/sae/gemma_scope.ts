@@ -35,7 +35,7 @@ const ARRAYS = ["W_enc", "W_dec", "b_enc", "b_dec", "threshold"] as const;
  */
 export async function readGemmaScope(
   dir: string,
-  opts: { hookName?: string; modelName?: string } = {},
+  opts: { hookName?: string; modelName?: string; embedding?: boolean } = {},
 ): Promise<{ cfg: SaeConfig; weights: Record<string, Float32Array> }> {
   const path = join(dir, GEMMA_SCOPE_FILE);
   const sidecarPath = join(dir, "cfg.json");
@@ -62,15 +62,19 @@ export async function readGemmaScope(
   }
   const model = opts.modelName ?? side.model_name ?? meta.model_name;
   const npz = await NpzFile.open(path);
-  const missing = ARRAYS.filter((n) => !npz.has(n));
+  // Some releases spell the matrices w_enc / w_dec (SAELens's loader renames them too).
+  const stored = (
+    n: string,
+  ): string => (!npz.has(n) && npz.has(n.toLowerCase()) ? n.toLowerCase() : n);
+  const missing = ARRAYS.filter((n) => !npz.has(stored(n)));
   if (missing.length) {
     throw new WeightsError(path, `missing ${missing.join(", ")} for a Gemma Scope SAE`, missing[0]);
   }
-  const extra = npz.names().filter((n) => !(ARRAYS as readonly string[]).includes(n));
+  const extra = npz.names().filter((n) => !ARRAYS.some((a) => stored(a) === n));
   if (extra.length) {
     throw new WeightsError(path, `unexpected arrays ${extra.join(", ")}`, extra[0]);
   }
-  const encShape = (await npz.info("W_enc")).shape;
+  const encShape = (await npz.info(stored("W_enc"))).shape;
   if (encShape.length !== 2 || encShape[0] < 1 || encShape[1] < 1) {
     throw new WeightsError(path, `shape (${encShape.join(", ")}), expected (d_in, d_sae)`, "W_enc");
   }
@@ -93,7 +97,7 @@ export async function readGemmaScope(
   }
   const weights: Record<string, Float32Array> = {};
   for (const n of ARRAYS) {
-    const shape = (await npz.info(n)).shape;
+    const shape = (await npz.info(stored(n))).shape;
     if (shape.length !== want[n].length || shape.some((d, i) => d !== want[n][i])) {
       throw new WeightsError(
         path,
@@ -103,12 +107,19 @@ export async function readGemmaScope(
         n,
       );
     }
-    const data = await npz.float32(n);
+    const data = await npz.float32(stored(n));
     const bad = data.findIndex((v) => !Number.isFinite(v));
     if (bad >= 0) {
       throw new WeightsError(path, `non-finite value ${data[bad]} at element ${bad}`, n);
     }
     weights[n] = data;
+  }
+  if (opts.embedding) {
+    // SAELens rescales Gemma Scope's embedding SAEs on load (W_enc / sqrt(d_in), W_dec *
+    // sqrt(d_in)) for the scale of TransformerLens's hook_embed; hooklens does the same.
+    const s = Math.sqrt(dIn);
+    weights.W_enc = weights.W_enc.map((v) => v / s);
+    weights.W_dec = weights.W_dec.map((v) => v * s);
   }
   const cfg: SaeConfig = {
     dIn,

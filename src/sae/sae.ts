@@ -24,6 +24,7 @@ import { copyBuffer, initRuntime } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
 import { type SaeConfig, saeConfigFromJson } from "./config.ts";
 import { GEMMA_SCOPE_FILE, readGemmaScope } from "./gemma_scope.ts";
+import { downloadPretrainedSae, resolvePretrainedSae } from "./registry.ts";
 
 /** Up to this many tokens, decoding reads only the active rows of W_dec; above, a dense matmul. */
 export const SPARSE_DECODE_MAX_ROWS = 64;
@@ -164,6 +165,35 @@ export class SAE {
       }
     }
     return SAE.fromWeights(cfg, Object.fromEntries(cpu), { ...opts, source: dir });
+  }
+
+  /**
+   * Loads an SAE by its SAELens release name and id (`pretrained_saes.json`: GPT-2 small res-jb,
+   * Gemma Scope, Pythia; Llama Scope is listed but its format is not read yet), downloading into
+   * the hub cache or, offline (`HF_HUB_OFFLINE=1` or `{ offline: true }`), reading it from there.
+   * Without an id, `release` is a local directory or hub path, as for {@link SAE.load}.
+   *
+   * @example
+   * ```ts
+   * const sae = await SAE.fromPretrained("gemma-scope-2b-pt-res-canonical", "layer_20/width_16k/canonical");
+   * console.log(sae.cfg.hookName); // blocks.20.hook_resid_post
+   * ```
+   */
+  static async fromPretrained(
+    release: string,
+    saeId?: string,
+    opts: SaeLoadOptions & { offline?: boolean } = {},
+  ): Promise<SAE> {
+    if (saeId === undefined) return await SAE.load(release, opts);
+    const e = resolvePretrainedSae(release, saeId);
+    const dir = await downloadPretrainedSae(e, { revision: opts.revision, offline: opts.offline });
+    if (e.format !== "gemma_scope") return await SAE.load(dir, opts);
+    const { cfg, weights } = await readGemmaScope(dir, {
+      hookName: opts.hookName ?? e.hook ?? undefined,
+      modelName: opts.modelName ?? e.model,
+      embedding: e.embedding,
+    });
+    return SAE.fromWeights(cfg, weights, { ...opts, source: `${release}/${saeId}` });
   }
 
   /**
