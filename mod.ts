@@ -43,6 +43,12 @@ export type { AddHookOptions, HookFn, HookPoint, HookSpec } from "./src/model/ho
 export { SAE } from "./src/sae/sae.ts";
 export type { SaeLoadOptions } from "./src/sae/sae.ts";
 export type { SaeConfig } from "./src/sae/config.ts";
+export { Transcoder, transcoderConfigFromJson } from "./src/sae/transcoder.ts";
+export type {
+  TranscoderArchitecture,
+  TranscoderConfig,
+  TranscoderLoadOptions,
+} from "./src/sae/transcoder.ts";
 export { pretrainedSaeReleases, resolvePretrainedSae } from "./src/sae/registry.ts";
 export type { PretrainedSaeEntry, PretrainedSaeFormat } from "./src/sae/registry.ts";
 export { HookedSAETransformer } from "./src/sae/hooked_sae_transformer.ts";
