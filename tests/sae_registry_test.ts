@@ -111,6 +111,16 @@ Deno.test("fromPretrained: a SAELens release and a Gemma Scope release load thro
     assert.equal(emb.cfg.hookName, "hook_embed");
     assert.ok(await sameActs(emb, gsLocal, 8) < 1e-5);
 
+    // A Gemma Scope folder by hub path (no cfg.json there): params.npz, hook from the caller.
+    using byPath = await SAE.load("google/gemma-scope-2b-pt-res/layer_1/width_16k/average_l0_102", {
+      hookName: "blocks.1.hook_resid_post",
+    });
+    assert.equal(await sameActs(byPath, gsLocal), 0);
+    await assert.rejects(
+      () => SAE.load("google/gemma-scope-2b-pt-res/layer_2/width_16k/average_l0_1"),
+      (e) => e instanceof PretrainedSaeError && /neither cfg\.json/.test(e.message),
+    );
+
     // Offline: the cache answers, no request is made; an SAE never downloaded fails clearly.
     Deno.env.set("HF_HUB_OFFLINE", "1");
     const n = requests.length;

@@ -131,3 +131,39 @@ export async function downloadPretrainedSae(
   for (const f of files) path = (await hubFile(e.repo, `${e.path}/${f}`, opts))!;
   return dirname(path);
 }
+
+/**
+ * Downloads an SAE folder of a hub repository ("org/name/path/in/repo") in whichever layout it
+ * has: SAELens's (`cfg.json` + `sae_weights.safetensors`) or Gemma Scope's (`params.npz`, with
+ * an optional `cfg.json` beside it); returns its local directory.
+ *
+ * @example
+ * ```ts
+ * const dir = await downloadSaeFolder("google/gemma-scope-2b-pt-res/layer_20/width_16k/average_l0_71");
+ * ```
+ */
+export async function downloadSaeFolder(id: string, opts: HubOptions = {}): Promise<string> {
+  const parts = id.split("/");
+  const repo = parts.slice(0, 2).join("/");
+  const prefix = parts.length > 2 ? `${parts.slice(2).join("/")}/` : "";
+  const optional = { ...opts, optional: true };
+  const cfg = await hubFile(repo, `${prefix}cfg.json`, optional);
+  if (cfg && await hubFile(repo, `${prefix}sae_weights.safetensors`, optional)) return dirname(cfg);
+  const npz = await hubFile(repo, `${prefix}params.npz`, optional);
+  if (npz) return dirname(npz);
+  throw new PretrainedSaeError(
+    `${id}: the hub folder has neither cfg.json + sae_weights.safetensors (SAELens) nor ` +
+      "params.npz (Gemma Scope)" +
+      (opts.offline || offlineEnv()
+        ? " in the local cache (offline mode is on: download it once with network access)."
+        : "."),
+  );
+}
+
+function offlineEnv(): boolean {
+  try {
+    return ["1", "true", "yes"].includes((Deno.env.get("HF_HUB_OFFLINE") ?? "").toLowerCase());
+  } catch {
+    return false;
+  }
+}

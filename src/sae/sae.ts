@@ -18,13 +18,13 @@ import { ConfigError, DisposedError, ShapeError, WeightsError } from "../errors.
 import { Tape } from "../model/tape.ts";
 import { readJsonFile } from "../io/json.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { hubSaeDir, isHubId } from "../io/hub.ts";
+import { isHubId } from "../io/hub.ts";
 import * as ops from "../gpu/ops.ts";
 import { copyBuffer, initRuntime } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
 import { type SaeConfig, saeConfigFromJson } from "./config.ts";
 import { GEMMA_SCOPE_FILE, readGemmaScope } from "./gemma_scope.ts";
-import { downloadPretrainedSae, resolvePretrainedSae } from "./registry.ts";
+import { downloadPretrainedSae, downloadSaeFolder, resolvePretrainedSae } from "./registry.ts";
 
 /** Up to this many tokens, decoding reads only the active rows of W_dec; above, a dense matmul. */
 export const SPARSE_DECODE_MAX_ROWS = 64;
@@ -97,7 +97,7 @@ export class SAE {
       if (!isHubId(dir, true)) {
         throw new ConfigError(dir, "no such SAE directory (and not a hub path org/name/folder)");
       }
-      dir = await hubSaeDir(dir, { revision: opts.revision });
+      dir = await downloadSaeFolder(dir, { revision: opts.revision });
     }
     if (await Deno.stat(join(dir, GEMMA_SCOPE_FILE)).then((s) => s.isFile).catch(() => false)) {
       const { cfg, weights } = await readGemmaScope(dir, opts);
