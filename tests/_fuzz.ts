@@ -11,6 +11,8 @@ import { loadStateDict, openCheckpoint } from "../src/model/weights.ts";
 import { SAE } from "../src/sae/sae.ts";
 import { NpzFile } from "../src/io/npz.ts";
 import { readGemmaScope } from "../src/sae/gemma_scope.ts";
+import { readLlamaScope } from "../src/sae/llama_scope.ts";
+import { writeSafetensors } from "../src/io/safetensors.ts";
 import { f32, npzBytes } from "./_npz.ts";
 import { rng } from "./_util.ts";
 
@@ -241,6 +243,40 @@ export async function fuzzNpz(iterations: number, seed: number): Promise<FuzzRes
         `npz #${i}`,
       );
     }
+  }
+  await Deno.remove(dir, { recursive: true });
+  return res;
+}
+
+/** Llama Scope hyperparams.json, mutated, then read with its weights (CPU stages). */
+export async function fuzzLlamaScope(iterations: number, seed: number): Promise<FuzzResult> {
+  const r = rng(seed);
+  const res = { ok: 0, typed: 0 };
+  const dir = await Deno.makeTempDir({ prefix: "hooklens-fuzz-ls-" });
+  await Deno.mkdir(join(dir, "checkpoints"));
+  const [d, n] = [4, 6];
+  const f = (k: number) => new Float32Array(k).map((_, i) => Math.sin(i));
+  await writeSafetensors(join(dir, "checkpoints", "final.safetensors"), {
+    "encoder.weight": { dtype: "F32", shape: [n, d], data: f(n * d) },
+    "encoder.bias": { dtype: "F32", shape: [n], data: f(n) },
+    "decoder.weight": { dtype: "F32", shape: [d, n], data: f(d * n) },
+    "decoder.bias": { dtype: "F32", shape: [d], data: f(d) },
+  });
+  const text = JSON.stringify({
+    d_model: d,
+    d_sae: n,
+    jump_relu_threshold: 0.5,
+    hook_point_in: "blocks.0.hook_resid_post",
+    dataset_average_activation_norm: { in: 2.5, out: 3 },
+  });
+  for (let i = 0; i < iterations; i++) {
+    await Deno.writeTextFile(join(dir, "hyperparams.json"), mutate(text, r));
+    await expectTyped(
+      () => readLlamaScope(dir, { normScalingFactor: 0.8 }),
+      dir,
+      res,
+      `llama scope #${i}`,
+    );
   }
   await Deno.remove(dir, { recursive: true });
   return res;

@@ -1,8 +1,8 @@
 // SAE.fromPretrained(release, saeId) through the registry (src/sae/pretrained_saes.json), against a
 // local hub server on 127.0.0.1 that serves the reference SAEs under the real releases' repository
-// paths: a SAELens-format SAE (gpt2-small-res-jb) and a Gemma Scope params.npz (canonical id ->
-// average_l0 folder, hook from the registry) load through the hub cache, offline use reads the
-// cache without a request, and unknown names and unsupported formats fail clearly.
+// paths: a SAELens-format SAE (gpt2-small-res-jb), a Gemma Scope params.npz (canonical id ->
+// average_l0 folder, hook from the registry) and a synthetic Llama Scope folder load through the
+// hub cache, offline use reads the cache without a request, and unknown names fail clearly.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import {
@@ -13,6 +13,7 @@ import {
   Tensor,
 } from "../mod.ts";
 import { HubError } from "../src/io/hub.ts";
+import { encodeSafetensors } from "../src/io/safetensors.ts";
 import { maxRelErr, randArray } from "./_util.ts";
 
 const GPT2 = new URL("./reference/gpt2_tiny/saes/std_resid_pre1/", import.meta.url).pathname;
@@ -21,7 +22,54 @@ const GEMMA =
     .pathname;
 const COMMIT = "89abcdef0123456789abcdef0123456789abcdef";
 
+// A synthetic Llama Scope folder (d_model 8, d_sae 16): the format has no reference fixture, so its
+// loader is checked against a float64 computation of SAELens's llama_scope loader + its folding of
+// the release's norm_scaling_factor (W_enc * s, W_dec / s, b_dec / s, threshold * sqrt(d) / norm).
+const LS = { d: 8, n: 16, s: 58.935251798561154, jrt: 0.004 }; // s: llama_scope_lxr_8x / l0r_8x
+const ls = {
+  enc: randArray(LS.n * LS.d, 21).map((v) => v * 0.3), // [d_sae, d_model]
+  encB: randArray(LS.n, 22).map((v) => v * 0.5),
+  dec: randArray(LS.d * LS.n, 23), // [d_model, d_sae]
+  decB: randArray(LS.d, 24),
+};
+const lsHyper = new TextEncoder().encode(JSON.stringify({
+  d_model: LS.d,
+  d_sae: LS.n,
+  jump_relu_threshold: LS.jrt,
+  hook_point_in: "blocks.0.hook_resid_post",
+  dataset_average_activation_norm: { in: Math.sqrt(LS.d) / LS.s, out: 1 },
+})); // deno-fmt-ignore
+const lsWeights = encodeSafetensors({
+  "encoder.weight": { dtype: "F32", shape: [LS.n, LS.d], data: ls.enc },
+  "encoder.bias": { dtype: "F32", shape: [LS.n], data: ls.encB },
+  "decoder.weight": { dtype: "F32", shape: [LS.d, LS.n], data: ls.dec },
+  "decoder.bias": { dtype: "F32", shape: [LS.d], data: ls.decB },
+});
+
+/** SAELens's Llama Scope SAE in float64: acts and reconstruction of x [rows, d], folded by s. */
+function llamaScopeF64(x: ArrayLike<number>, s: number): { acts: number[]; recons: number[] } {
+  const { d, n } = LS, thr = LS.jrt * Math.sqrt(d) / (Math.sqrt(d) / LS.s);
+  const acts: number[] = [], recons: number[] = [];
+  for (let r = 0; r < x.length / d; r++) {
+    const a: number[] = [];
+    for (let j = 0; j < n; j++) {
+      let p = ls.encB[j];
+      for (let i = 0; i < d; i++) p += x[r * d + i] * ls.enc[j * d + i] * s;
+      a.push(p > thr ? p : 0);
+    }
+    acts.push(...a);
+    for (let i = 0; i < d; i++) {
+      let y = ls.decB[i] / s;
+      for (let j = 0; j < n; j++) y += a[j] * ls.dec[i * n + j] / s;
+      recons.push(y);
+    }
+  }
+  return { acts, recons };
+}
+
 const files: Record<string, Uint8Array> = {
+  "fnlp/Llama3_1-8B-Base-LXR-8x/Llama3_1-8B-Base-L0R-8x/hyperparams.json": lsHyper,
+  "fnlp/Llama3_1-8B-Base-LXR-8x/Llama3_1-8B-Base-L0R-8x/checkpoints/final.safetensors": lsWeights,
   "jbloom/GPT2-Small-SAEs-Reformatted/blocks.1.hook_resid_pre/cfg.json": await Deno.readFile(
     `${GPT2}cfg.json`,
   ),
@@ -138,7 +186,7 @@ Deno.test("fromPretrained: a SAELens release and a Gemma Scope release load thro
   });
 }); // deno-fmt-ignore
 
-Deno.test("fromPretrained: a local directory keeps working; unknown names and unread formats are typed errors", async () => {
+Deno.test("fromPretrained: a local directory keeps working; unknown names are typed errors", async () => {
   using local = await SAE.fromPretrained(GPT2);
   assert.equal(local.cfg.hookName, "blocks.1.hook_resid_pre");
   await withHub(async () => {
@@ -151,11 +199,31 @@ Deno.test("fromPretrained: a local directory keeps working; unknown names and un
       () => SAE.fromPretrained("gemma-scope-2b-pt-res-canonical", "layer_99/width_16k/canonical"),
       (e) => e instanceof PretrainedSaeError && /has no SAE "layer_99/.test(e.message) && /layer_0\/width_16k\/canonical/.test(e.message),
     );
-    await assert.rejects(
-      () => SAE.fromPretrained("llama_scope_lxr_8x", "l15r_8x"),
-      (e) => e instanceof PretrainedSaeError && /llama_scope's format/.test(e.message) && e.message.includes("fnlp/Llama3_1-8B-Base-LXR-8x"),
-    );
-    assert.equal(requests.length, n, "nothing is downloaded for a name that cannot load");
+    assert.equal(requests.length, n, "nothing is downloaded for an unknown name");
+  });
+}); // deno-fmt-ignore
+
+Deno.test("Llama Scope: by release name (norm scaling folded) and from a folder (not folded) as SAELens computes", async () => {
+  const x = randArray(5 * LS.d, 25).map((v) => v * 0.05);
+  const check = async (sae: SAE, s: number) => {
+    using t = Tensor.from(x, [5, LS.d]);
+    using acts = await sae.encode(t);
+    using recons = await sae.decode(acts);
+    const want = llamaScopeF64(x, s);
+    assert.ok(want.acts.some((v) => v > 0) && want.acts.some((v) => v === 0), "some latents fire, some do not");
+    assert.ok(maxRelErr(await acts.toArray(), want.acts) < 1e-5, `acts ${maxRelErr(await acts.toArray(), want.acts)}`);
+    assert.ok(maxRelErr(await recons.toArray(), want.recons) < 1e-5, "reconstruction");
+  };
+  await withHub(async () => {
+    using sae = await SAE.fromPretrained("llama_scope_lxr_8x", "l0r_8x");
+    assert.equal(sae.cfg.hookName, "blocks.0.hook_resid_post", "from hyperparams.json");
+    assert.equal(sae.cfg.modelName, "meta-llama/Llama-3.1-8B");
+    assert.equal(sae.cfg.normalizeActivations, "none", "folded");
+    await check(sae, LS.s);
+    // The same folder by hub path: SAELens has no factor there and leaves the input scaling unfolded.
+    using byPath = await SAE.load("fnlp/Llama3_1-8B-Base-LXR-8x/Llama3_1-8B-Base-L0R-8x");
+    assert.equal(byPath.cfg.normalizeActivations, "expected_average_only_in");
+    await check(byPath, 1);
   });
 }); // deno-fmt-ignore
 

@@ -3,6 +3,7 @@
 import { initGpu } from "../mod.ts";
 import {
   fuzzConfig,
+  fuzzLlamaScope,
   fuzzNpz,
   fuzzSaeConfig,
   fuzzShardIndex,
@@ -20,6 +21,7 @@ for (
     ["tokenizer.json", fuzzTokenizer, 40],
     ["shard index", fuzzShardIndex, 200],
     ["params.npz", fuzzNpz, 1500],
+    ["Llama Scope hyperparams.json", fuzzLlamaScope, 150],
   ] as const
 ) {
   const t0 = performance.now();

@@ -39,19 +39,31 @@ export interface PretrainedSaeEntry {
   model: string;
   /** Gemma Scope embedding SAE (its weights are rescaled by sqrt(d_in) on load, as SAELens does). */
   embedding: boolean;
+  /** Llama Scope: the input norm scaling SAELens folds into the weights on load. */
+  normScalingFactor: number | null;
 }
 
 interface RawRelease {
   repo: string;
   model: string;
   format: string;
-  saes: Record<string, { path: string; hook: string | null; embedding?: boolean }>;
+  saes: Record<
+    string,
+    { path: string; hook: string | null; embedding?: boolean; normScalingFactor?: number }
+  >;
 }
 
 const RELEASES = registry.releases as Record<string, RawRelease>;
 
-/** Formats hooklens loads (Llama Scope's hyperparams.json + checkpoints/ is not read yet). */
-const LOADABLE: readonly PretrainedSaeFormat[] = ["saelens", "gemma_scope"];
+/** Formats hooklens loads. */
+const LOADABLE: readonly PretrainedSaeFormat[] = ["saelens", "gemma_scope", "llama_scope"];
+
+/** The files of each format, relative to the SAE's folder; the first one names the folder. */
+const FILES: Record<PretrainedSaeFormat, string[]> = {
+  saelens: ["cfg.json", "sae_weights.safetensors"],
+  gemma_scope: ["params.npz"],
+  llama_scope: ["hyperparams.json", "checkpoints/final.safetensors"],
+};
 
 /**
  * Release names in the registry.
@@ -101,6 +113,7 @@ export function resolvePretrainedSae(release: string, saeId: string): Pretrained
     hook: s.hook,
     model: r.model,
     embedding: s.embedding === true,
+    normScalingFactor: s.normScalingFactor ?? null,
   };
 }
 
@@ -124,18 +137,17 @@ export async function downloadPretrainedSae(
         "layout (cfg.json + sae_weights.safetensors) and load that directory.",
     );
   }
-  const files = e.format === "gemma_scope"
-    ? ["params.npz"]
-    : ["cfg.json", "sae_weights.safetensors"];
-  let path = "";
-  for (const f of files) path = (await hubFile(e.repo, `${e.path}/${f}`, opts))!;
+  const [first, ...rest] = FILES[e.format];
+  const path = (await hubFile(e.repo, `${e.path}/${first}`, opts))!;
+  for (const f of rest) await hubFile(e.repo, `${e.path}/${f}`, opts);
   return dirname(path);
 }
 
 /**
  * Downloads an SAE folder of a hub repository ("org/name/path/in/repo") in whichever layout it
- * has: SAELens's (`cfg.json` + `sae_weights.safetensors`) or Gemma Scope's (`params.npz`, with
- * an optional `cfg.json` beside it); returns its local directory.
+ * has: SAELens's (`cfg.json` + `sae_weights.safetensors`), Gemma Scope's (`params.npz`, with an
+ * optional `cfg.json` beside it) or Llama Scope's (`hyperparams.json` +
+ * `checkpoints/final.safetensors`); returns its local directory.
  *
  * @example
  * ```ts
@@ -151,9 +163,13 @@ export async function downloadSaeFolder(id: string, opts: HubOptions = {}): Prom
   if (cfg && await hubFile(repo, `${prefix}sae_weights.safetensors`, optional)) return dirname(cfg);
   const npz = await hubFile(repo, `${prefix}params.npz`, optional);
   if (npz) return dirname(npz);
+  const hp = await hubFile(repo, `${prefix}hyperparams.json`, optional);
+  if (hp && await hubFile(repo, `${prefix}checkpoints/final.safetensors`, optional)) {
+    return dirname(hp);
+  }
   throw new PretrainedSaeError(
     `${id}: the hub folder has neither cfg.json + sae_weights.safetensors (SAELens) nor ` +
-      "params.npz (Gemma Scope)" +
+      "params.npz (Gemma Scope) nor hyperparams.json + checkpoints/final.safetensors (Llama Scope)" +
       (opts.offline || offlineEnv()
         ? " in the local cache (offline mode is on: download it once with network access)."
         : "."),

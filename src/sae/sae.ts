@@ -24,6 +24,7 @@ import { copyBuffer, initRuntime } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
 import { type SaeConfig, saeConfigFromJson } from "./config.ts";
 import { GEMMA_SCOPE_FILE, readGemmaScope } from "./gemma_scope.ts";
+import { LLAMA_SCOPE_FILE, readLlamaScope } from "./llama_scope.ts";
 import { downloadPretrainedSae, downloadSaeFolder, resolvePretrainedSae } from "./registry.ts";
 
 /** Up to this many tokens, decoding reads only the active rows of W_dec; above, a dense matmul. */
@@ -82,8 +83,8 @@ export class SAE {
 
   /**
    * Loads an SAE from a directory in SAELens's layout (`cfg.json` + `sae_weights.safetensors`),
-   * or Gemma Scope's (`params.npz`, a JumpReLU SAE; the hook name from `opts.hookName` or a
-   * sidecar `cfg.json`).
+   * Gemma Scope's (`params.npz`, a JumpReLU SAE; the hook name from `opts.hookName` or a
+   * sidecar `cfg.json`) or Llama Scope's (`hyperparams.json` + `checkpoints/final.safetensors`).
    *
    * @example
    * ```ts
@@ -99,8 +100,10 @@ export class SAE {
       }
       dir = await downloadSaeFolder(dir, { revision: opts.revision });
     }
-    if (await Deno.stat(join(dir, GEMMA_SCOPE_FILE)).then((s) => s.isFile).catch(() => false)) {
-      const { cfg, weights } = await readGemmaScope(dir, opts);
+    const isFile = (f: string) => Deno.stat(join(dir, f)).then((s) => s.isFile, () => false);
+    if (await isFile(GEMMA_SCOPE_FILE) || await isFile(LLAMA_SCOPE_FILE)) {
+      const read = await isFile(GEMMA_SCOPE_FILE) ? readGemmaScope : readLlamaScope;
+      const { cfg, weights } = await read(dir, opts);
       return SAE.fromWeights(cfg, weights, { ...opts, source: dir });
     }
     const cfgPath = join(dir, "cfg.json");
@@ -169,7 +172,7 @@ export class SAE {
 
   /**
    * Loads an SAE by its SAELens release name and id (`pretrained_saes.json`: GPT-2 small res-jb,
-   * Gemma Scope, Pythia; Llama Scope is listed but its format is not read yet), downloading into
+   * Gemma Scope, Llama Scope, Pythia), downloading into
    * the hub cache or, offline (`HF_HUB_OFFLINE=1` or `{ offline: true }`), reading it from there.
    * Without an id, `release` is a local directory or hub path, as for {@link SAE.load}.
    *
@@ -187,12 +190,17 @@ export class SAE {
     if (saeId === undefined) return await SAE.load(release, opts);
     const e = resolvePretrainedSae(release, saeId);
     const dir = await downloadPretrainedSae(e, { revision: opts.revision, offline: opts.offline });
-    if (e.format !== "gemma_scope") return await SAE.load(dir, opts);
-    const { cfg, weights } = await readGemmaScope(dir, {
+    if (e.format === "saelens") return await SAE.load(dir, opts);
+    const named = {
       hookName: opts.hookName ?? e.hook ?? undefined,
       modelName: opts.modelName ?? e.model,
-      embedding: e.embedding,
-    });
+    };
+    const { cfg, weights } = e.format === "gemma_scope"
+      ? await readGemmaScope(dir, { ...named, embedding: e.embedding })
+      : await readLlamaScope(dir, {
+        ...named,
+        normScalingFactor: e.normScalingFactor ?? undefined,
+      });
     return SAE.fromWeights(cfg, weights, { ...opts, source: `${release}/${saeId}` });
   }
 
