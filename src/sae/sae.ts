@@ -49,9 +49,9 @@ export interface SaeLoadOptions {
   revision?: string;
   /** Most active latents per token the sparse decode lists (more: that token decodes densely). */
   decodeCapacity?: number;
-  /** Hook point, for formats that do not name one (Gemma Scope's params.npz). */
+  /** Hook point, for formats that do not name one (Gemma Scope's params.npz; overrides Llama Scope's). */
   hookName?: string;
-  /** Model the SAE was trained on, for formats that do not name one (Gemma Scope's params.npz). */
+  /** Model the SAE was trained on, for formats that do not name one (Gemma and Llama Scope). */
   modelName?: string;
 }
 
@@ -172,9 +172,9 @@ export class SAE {
 
   /**
    * Loads an SAE by its SAELens release name and id (`pretrained_saes.json`: GPT-2 small res-jb,
-   * Gemma Scope, Llama Scope, Pythia), downloading into
-   * the hub cache or, offline (`HF_HUB_OFFLINE=1` or `{ offline: true }`), reading it from there.
-   * Without an id, `release` is a local directory or hub path, as for {@link SAE.load}.
+   * Gemma Scope, Llama Scope, Pythia), downloading into the hub cache or, offline
+   * (`HF_HUB_OFFLINE=1` or `{ offline: true }`), reading it from there. Without an id, `release`
+   * is a local directory or hub path, as for {@link SAE.load}.
    *
    * @example
    * ```ts
