@@ -166,7 +166,7 @@ Deno.test("fromPretrained: a SAELens release and a Gemma Scope release load thro
     assert.equal(await sameActs(byPath, gsLocal), 0);
     await assert.rejects(
       () => SAE.load("google/gemma-scope-2b-pt-res/layer_2/width_16k/average_l0_1"),
-      (e) => e instanceof PretrainedSaeError && /neither cfg\.json/.test(e.message),
+      (e) => e instanceof HubError && /neither cfg\.json/.test(e.message),
     );
 
     // Offline: the cache answers, no request is made; an SAE never downloaded fails clearly.

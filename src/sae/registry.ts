@@ -15,7 +15,7 @@
  */
 import { dirname } from "node:path";
 import { PretrainedSaeError } from "../errors.ts";
-import { hubFile, type HubOptions } from "../io/hub.ts";
+import { HubError, hubFile, type HubOptions } from "../io/hub.ts";
 import registry from "./pretrained_saes.json" with { type: "json" };
 
 /** On-disk formats of the registry: SAELens's, Gemma Scope's params.npz, Llama Scope's. */
@@ -167,7 +167,7 @@ export async function downloadSaeFolder(id: string, opts: HubOptions = {}): Prom
   if (hp && await hubFile(repo, `${prefix}checkpoints/final.safetensors`, optional)) {
     return dirname(hp);
   }
-  throw new PretrainedSaeError(
+  throw new HubError(
     `${id}: the hub folder has neither cfg.json + sae_weights.safetensors (SAELens) nor ` +
       "params.npz (Gemma Scope) nor hyperparams.json + checkpoints/final.safetensors (Llama Scope)" +
       (opts.offline || offlineEnv()
