@@ -3,7 +3,7 @@
 // computation from the same weights, with the GPU pool poisoned (NaN) first.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ConfigError, SAE, ShapeError, Tensor, WeightsError } from "../mod.ts";
+import { ConfigError, DisposedError, SAE, ShapeError, Tensor, WeightsError } from "../mod.ts";
 import { Transcoder } from "../src/sae/transcoder.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
 import { maxRelErr, poisonPool, randArray } from "./_util.ts";
@@ -116,6 +116,11 @@ Deno.test("transcoders: bad inputs and files are typed errors naming what is wro
   assert.equal(tc.cfg.hookName, null, "this cfg.json names no hook");
   using bad = Tensor.from(randArray(12, 1), [1, 12]);
   await assert.rejects(() => tc.forward(bad), (e) => e instanceof ShapeError && /does not end in 16/.test(e.message));
+  // Used after dispose: a typed error, not a crash in a kernel launch.
+  const gone = await Transcoder.load(`${REF}transcoder`);
+  gone.dispose();
+  using ok = Tensor.from(randArray(16, 2), [1, 16]);
+  await assert.rejects(() => gone.encode(ok), (e) => e instanceof DisposedError && /Transcoder\.load/.test(e.message));
   // SAE.load points at Transcoder for a transcoder directory.
   await assert.rejects(() => SAE.load(`${REF}transcoder`), (e) => e instanceof ConfigError && /Transcoder\.load/.test(e.message));
   // A skip transcoder without W_skip, and an SAE directory loaded as a transcoder.

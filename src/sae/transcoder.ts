@@ -22,7 +22,7 @@
  * @module
  */
 import { join } from "node:path";
-import { ConfigError, ShapeError, WeightsError } from "../errors.ts";
+import { ConfigError, DisposedError, ShapeError, WeightsError } from "../errors.ts";
 import { type Json, readJsonFile } from "../io/json.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import * as ops from "../gpu/ops.ts";
@@ -215,6 +215,11 @@ export class Transcoder implements Disposable {
   }
 
   #check(x: Tensor, width: number, what: string): void {
+    if (this.#w.size === 0) {
+      throw new DisposedError(
+        `Transcoder ${this.source} was disposed: load it again with Transcoder.load.`,
+      );
+    }
     if (x.shape.at(-1) !== width) {
       throw new ShapeError(
         `Transcoder ${this.source}: ${what} [${x.shape.join(", ")}] does not end in ${width}.`,
@@ -239,13 +244,16 @@ export class Transcoder implements Disposable {
     return ops.matmul(acts, this.#w.get("W_dec")!, this.#w.get("b_dec"));
   }
 
-  async #standalone(fn: () => Tensor): Promise<Tensor> {
+  /** Runs fn's GPU ops in an arena: intermediates are freed, the result is kept. */
+  #standalone(fn: () => Tensor): Promise<Tensor> {
     const arena = openArena();
     let out: Tensor | null = null;
     try {
       out = fn();
       if (out.isView) out = out.clone();
-      return await Promise.resolve(out);
+      return Promise.resolve(out);
+    } catch (e) {
+      return Promise.reject(e);
     } finally {
       closeArena(arena, out ? [out] : []);
       out?.keep();
@@ -260,8 +268,8 @@ export class Transcoder implements Disposable {
    * using pre = await tc.preActivations(x);
    * ```
    */
-  async preActivations(x: Tensor): Promise<Tensor> {
-    return await this.#standalone(() => this.#encode(x)[0]);
+  preActivations(x: Tensor): Promise<Tensor> {
+    return this.#standalone(() => this.#encode(x)[0]);
   }
 
   /**
@@ -272,8 +280,8 @@ export class Transcoder implements Disposable {
    * using acts = await tc.encode(x);
    * ```
    */
-  async encode(x: Tensor): Promise<Tensor> {
-    return await this.#standalone(() => this.#encode(x)[1]);
+  encode(x: Tensor): Promise<Tensor> {
+    return this.#standalone(() => this.#encode(x)[1]);
   }
 
   /**
@@ -284,8 +292,8 @@ export class Transcoder implements Disposable {
    * using y = await tc.decode(acts);
    * ```
    */
-  async decode(acts: Tensor): Promise<Tensor> {
-    return await this.#standalone(() => this.#decode(acts));
+  decode(acts: Tensor): Promise<Tensor> {
+    return this.#standalone(() => this.#decode(acts));
   }
 
   /**
@@ -297,8 +305,8 @@ export class Transcoder implements Disposable {
    * using y = await tc.forward(x);
    * ```
    */
-  async forward(x: Tensor): Promise<Tensor> {
-    return await this.#standalone(() => {
+  forward(x: Tensor): Promise<Tensor> {
+    return this.#standalone(() => {
       const y = this.#decode(this.#encode(x)[1]);
       const skip = this.#w.get("W_skipT");
       return skip ? y.add(ops.matmul(x, skip)) : y;
