@@ -75,6 +75,11 @@ for (const name of ["transcoder", "skip_transcoder", "jumprelu_transcoder"]) {
       !ref.threshold || Math.abs(ref.pre[i] - ref.threshold[i % 32]) >= 1e-5
     );
     const pick = (a: ArrayLike<number>) => keep.map((i) => a[i]);
+    if (ref.threshold) {
+      console.log(
+        `${name}: ${ref.pre.length - keep.length} of ${ref.pre.length} at the threshold excluded`,
+      );
+    }
     assert.ok(
       ref.pre.length - keep.length < 3,
       `${ref.pre.length - keep.length} entries at the threshold`,
