@@ -35,6 +35,7 @@ export type {
   RunWithHooksOptions,
 } from "./src/model/model.ts";
 export type { HookedTransformerConfig } from "./src/model/config.ts";
+export type { RopeScaling } from "./src/model/rope.ts";
 export { SUPPORTED_ARCHITECTURES } from "./src/model/config.ts";
 export { ActivationCache, actName } from "./src/model/cache.ts";
 export type { CacheModel, LabeledStack, StackOptions } from "./src/model/cache.ts";
@@ -42,6 +43,14 @@ export type { AddHookOptions, HookFn, HookPoint, HookSpec } from "./src/model/ho
 export { SAE } from "./src/sae/sae.ts";
 export type { SaeLoadOptions } from "./src/sae/sae.ts";
 export type { SaeConfig } from "./src/sae/config.ts";
+export { Transcoder, transcoderConfigFromJson } from "./src/sae/transcoder.ts";
+export type {
+  TranscoderArchitecture,
+  TranscoderConfig,
+  TranscoderLoadOptions,
+} from "./src/sae/transcoder.ts";
+export { pretrainedSaeReleases, resolvePretrainedSae } from "./src/sae/registry.ts";
+export type { PretrainedSaeEntry, PretrainedSaeFormat } from "./src/sae/registry.ts";
 export { HookedSAETransformer } from "./src/sae/hooked_sae_transformer.ts";
 export type { AddSaeOptions, SaeScope, WithSaesOptions } from "./src/sae/hooked_sae_transformer.ts";
 export { nextTokens, topIndices, topLatentsPerToken } from "./src/sae/features.ts";

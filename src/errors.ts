@@ -72,3 +72,9 @@ export class SaeAttachError extends HooklensError {}
 
 /** A model call ended early through its `signal` (`AbortSignal`); the model stays usable. */
 export class CallAbortedError extends HooklensError {}
+
+/** An `.npz` archive (or an `.npy` array in it) is malformed. */
+export class NpzError extends FormatError {}
+
+/** An unknown SAE release or SAE id (`SAE.fromPretrained`), or a format hooklens does not read. */
+export class PretrainedSaeError extends HooklensError {}

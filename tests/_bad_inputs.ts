@@ -124,5 +124,28 @@ export async function badInputCases(): Promise<Record<string, () => Promise<Erro
         );
         await HookedSAETransformer.fromPretrained(dir);
       }),
+    "unsupported rope type": () =>
+      thrown(async () => {
+        const dir = await Deno.makeTempDir();
+        const cfg = JSON.parse(await Deno.readTextFile(`${REF}llama3_tiny/hf/config.json`));
+        cfg.rope_scaling.rope_type = "yarn";
+        await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(cfg));
+        await Deno.copyFile(
+          `${REF}llama3_tiny/hf/model.safetensors`,
+          join(dir, "model.safetensors"),
+        );
+        await HookedSAETransformer.fromPretrained(dir);
+      }),
+    "malformed npz": () =>
+      thrown(async () => {
+        const dir = await Deno.makeTempDir();
+        await Deno.writeFile(
+          join(dir, "params.npz"),
+          new Uint8Array([80, 75, 3, 4, 0, 0, 0, 0, 0, 0]),
+        );
+        await SAE.load(dir, { hookName: "blocks.0.hook_resid_post" });
+      }),
+    "unknown SAE release": () =>
+      thrown(() => SAE.fromPretrained("gpt2-small-res-jbb", "blocks.8.hook_resid_pre")),
   };
 } // deno-fmt-ignore

@@ -9,6 +9,11 @@ import { configFromHf } from "../src/model/config.ts";
 import { processWeights } from "../src/model/processing.ts";
 import { loadStateDict, openCheckpoint } from "../src/model/weights.ts";
 import { SAE } from "../src/sae/sae.ts";
+import { NpzFile } from "../src/io/npz.ts";
+import { readGemmaScope } from "../src/sae/gemma_scope.ts";
+import { readLlamaScope } from "../src/sae/llama_scope.ts";
+import { writeSafetensors } from "../src/io/safetensors.ts";
+import { f32, npzBytes } from "./_npz.ts";
 import { rng } from "./_util.ts";
 
 const REF = new URL("./reference/", import.meta.url).pathname;
@@ -83,7 +88,7 @@ async function expectTyped(
 export async function fuzzConfig(iterations: number, seed: number): Promise<FuzzResult> {
   const r = rng(seed);
   const res = { ok: 0, typed: 0 };
-  for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
+  for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "llama3_tiny"]) {
     const dir = await Deno.makeTempDir({ prefix: "hooklens-fuzz-cfg-" });
     await Deno.copyFile(`${REF}${name}/hf/model.safetensors`, join(dir, "model.safetensors"));
     const text = await Deno.readTextFile(`${REF}${name}/hf/config.json`);
@@ -164,6 +169,114 @@ export async function fuzzShardIndex(iterations: number, seed: number): Promise<
       using ck = await openCheckpoint(dir);
       for (const n of ck.names().slice(0, 3)) await ck.float32(n);
     }, dir, res, `index #${i}`);
+  }
+  await Deno.remove(dir, { recursive: true });
+  return res;
+}
+
+/** Mutates binary data: bit flips, 2/4-byte fields set to boundary values, cuts, splices. */
+export function mutateBytes(b: Uint8Array, r: () => number): Uint8Array {
+  let t = b.slice();
+  const n = 1 + Math.floor(r() * 3);
+  const values = [0, 1, 0x7f, 0xff, 0xffff, 0x7fffffff, 0xffffffff, t.length, t.length - 22, 46];
+  for (let k = 0; k < n; k++) {
+    const i = Math.floor(r() * t.length);
+    const kind = r();
+    if (kind < 0.35) t[i] ^= 1 << Math.floor(r() * 8);
+    else if (kind < 0.7 && i + 4 <= t.length) {
+      const v = values[Math.floor(r() * values.length)] >>> 0;
+      const dv = new DataView(t.buffer);
+      if (r() < 0.5) dv.setUint16(i, v & 0xffff, true);
+      else dv.setUint32(i, v, true);
+    } else if (kind < 0.8) t = t.slice(0, i);
+    else if (kind < 0.9) {
+      const len = Math.floor(r() * 64);
+      t = new Uint8Array([...t.subarray(0, i), ...t.subarray(i + len)]);
+    } else {
+      const from = Math.floor(r() * t.length), len = Math.floor(r() * 64);
+      t = new Uint8Array([...t.subarray(0, i), ...t.subarray(from, from + len), ...t.subarray(i)]);
+    }
+  }
+  return t;
+}
+
+/**
+ * Gemma-Scope-shaped params.npz archives (stored, deflated, zip64), mutated, then read through
+ * the npz reader and, one in five, loaded as an SAE (CPU stages).
+ */
+export async function fuzzNpz(iterations: number, seed: number): Promise<FuzzResult> {
+  const r = rng(seed);
+  const res = { ok: 0, typed: 0 };
+  const vals = (n: number) => f32(Array.from({ length: n }, (_, i) => Math.sin(i) + 0.5));
+  const arrays = [
+    { name: "W_enc", descr: "<f4", shape: [4, 6], data: vals(24) },
+    { name: "W_dec", descr: "<f4", shape: [6, 4], data: vals(24) },
+    { name: "b_enc", descr: "<f4", shape: [6], data: vals(6) },
+    { name: "b_dec", descr: "<f4", shape: [4], data: vals(4) },
+    { name: "threshold", descr: "<f4", shape: [6], data: vals(6) },
+  ];
+  const bases = [
+    await npzBytes(arrays),
+    await npzBytes(arrays, { deflate: true }),
+    await npzBytes(arrays, { zip64: true }),
+  ];
+  const dir = await Deno.makeTempDir({ prefix: "hooklens-fuzz-npz-" });
+  const path = join(dir, "params.npz");
+  for (let i = 0; i < iterations; i++) {
+    const b = mutateBytes(bases[i % bases.length], r);
+    if (i % 5 === 0) {
+      await Deno.writeFile(path, b);
+      await expectTyped(
+        () => readGemmaScope(dir, { hookName: "blocks.0.hook_resid_post" }),
+        path,
+        res,
+        `npz sae #${i}`,
+      );
+    } else {
+      await expectTyped(
+        async () => {
+          const npz = NpzFile.fromBytes(path, b);
+          for (const n of npz.names()) await npz.float32(n);
+        },
+        path,
+        res,
+        `npz #${i}`,
+      );
+    }
+  }
+  await Deno.remove(dir, { recursive: true });
+  return res;
+}
+
+/** Llama Scope hyperparams.json, mutated, then read with its weights (CPU stages). */
+export async function fuzzLlamaScope(iterations: number, seed: number): Promise<FuzzResult> {
+  const r = rng(seed);
+  const res = { ok: 0, typed: 0 };
+  const dir = await Deno.makeTempDir({ prefix: "hooklens-fuzz-ls-" });
+  await Deno.mkdir(join(dir, "checkpoints"));
+  const [d, n] = [4, 6];
+  const f = (k: number) => new Float32Array(k).map((_, i) => Math.sin(i));
+  await writeSafetensors(join(dir, "checkpoints", "final.safetensors"), {
+    "encoder.weight": { dtype: "F32", shape: [n, d], data: f(n * d) },
+    "encoder.bias": { dtype: "F32", shape: [n], data: f(n) },
+    "decoder.weight": { dtype: "F32", shape: [d, n], data: f(d * n) },
+    "decoder.bias": { dtype: "F32", shape: [d], data: f(d) },
+  });
+  const text = JSON.stringify({
+    d_model: d,
+    d_sae: n,
+    jump_relu_threshold: 0.5,
+    hook_point_in: "blocks.0.hook_resid_post",
+    dataset_average_activation_norm: { in: 2.5, out: 3 },
+  });
+  for (let i = 0; i < iterations; i++) {
+    await Deno.writeTextFile(join(dir, "hyperparams.json"), mutate(text, r));
+    await expectTyped(
+      () => readLlamaScope(dir, { normScalingFactor: 0.8 }),
+      dir,
+      res,
+      `llama scope #${i}`,
+    );
   }
   await Deno.remove(dir, { recursive: true });
   return res;

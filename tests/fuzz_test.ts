@@ -1,8 +1,16 @@
-// Bounded, seeded fuzzing of config.json, SAE cfg.json, tokenizer.json and shard indexes (the
-// safetensors fuzz is in safetensors_test.ts; `deno task fuzz` runs all of them longer).
+// Bounded, seeded fuzzing of config.json, SAE cfg.json, tokenizer.json, shard indexes, .npz
+// archives (Gemma Scope's params.npz) and Llama Scope's hyperparams.json; the safetensors fuzz is
+// in safetensors_test.ts, and `deno task fuzz` runs all of them longer.
 import assert from "node:assert/strict";
 import { initGpu } from "../mod.ts";
-import { fuzzConfig, fuzzSaeConfig, fuzzShardIndex, fuzzTokenizer } from "./_fuzz.ts";
+import {
+  fuzzConfig,
+  fuzzLlamaScope,
+  fuzzNpz,
+  fuzzSaeConfig,
+  fuzzShardIndex,
+  fuzzTokenizer,
+} from "./_fuzz.ts";
 
 await initGpu();
 
@@ -23,5 +31,17 @@ Deno.test("fuzz tokenizer.json: only typed errors naming the file", async () => 
 
 Deno.test("fuzz model.safetensors.index.json: only typed errors naming the file", async () => {
   const r = await fuzzShardIndex(200, 4);
+  assert.ok(r.typed > 50, JSON.stringify(r));
+});
+
+Deno.test("fuzz params.npz: only typed errors naming the file, no hang", async () => {
+  const t0 = performance.now();
+  const r = await fuzzNpz(1500, 5);
+  assert.ok(r.typed > 500, JSON.stringify(r));
+  assert.ok(performance.now() - t0 < 60_000, `took ${performance.now() - t0} ms`);
+});
+
+Deno.test("fuzz Llama Scope hyperparams.json: only typed errors naming the file", async () => {
+  const r = await fuzzLlamaScope(150, 6);
   assert.ok(r.typed > 50, JSON.stringify(r));
 });

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { gpuInfo, HookedSAETransformer, InputError, SAE, Tensor } from "../mod.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
 
-for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
+for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "llama3_tiny"]) {
   Deno.test(`${name}: greedy generate equals TransformerLens's, with and without the KV cache`, async () => {
     const REF = new URL(`./reference/${name}/`, import.meta.url).pathname;
     using model = await HookedSAETransformer.fromPretrained(`${REF}hf`);

@@ -9,7 +9,7 @@ import { maxRelErr } from "./_util.ts";
 
 const REF = new URL("./reference/", import.meta.url).pathname;
 
-for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
+for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "llama3_tiny"]) {
   Deno.test(`${name}: processed weights match tl_processed_state_dict`, async () => {
     const dir = `${REF}${name}/hf`;
     const cfg0 = configFromHf(await readJsonFile(`${dir}/config.json`), "config.json");
@@ -38,7 +38,7 @@ for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
     assert.equal(cfg.normalizationType, cfg0.normalizationType === "LN" ? "LNPre" : "RMSPre");
     if (cfg.rotaryDim) {
       // Our rotary tables equal TransformerLens's buffers.
-      const { cos, sin } = rotaryTables(cfg.nCtx, cfg.rotaryDim, cfg.rotaryBase);
+      const { cos, sin } = rotaryTables(cfg.nCtx, cfg.rotaryDim, cfg.rotaryBase, cfg.ropeScaling);
       assert.ok(maxRelErr(cos, await ref.float32("blocks.0.attn.rotary_cos")) < 1e-6, "rotary cos");
       assert.ok(maxRelErr(sin, await ref.float32("blocks.0.attn.rotary_sin")) < 1e-6, "rotary sin");
     }

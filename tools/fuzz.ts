@@ -1,7 +1,14 @@
 // `deno task fuzz`: the seeded fuzzers of tests/, run much longer. Usage:
 //   deno task fuzz [iterations-scale] [seed]
 import { initGpu } from "../mod.ts";
-import { fuzzConfig, fuzzSaeConfig, fuzzShardIndex, fuzzTokenizer } from "../tests/_fuzz.ts";
+import {
+  fuzzConfig,
+  fuzzLlamaScope,
+  fuzzNpz,
+  fuzzSaeConfig,
+  fuzzShardIndex,
+  fuzzTokenizer,
+} from "../tests/_fuzz.ts";
 
 const scale = Number(Deno.args[0] ?? 20);
 const seed = Number(Deno.args[1] ?? Date.now() % 100000);
@@ -13,6 +20,8 @@ for (
     ["SAE cfg.json", fuzzSaeConfig, 60],
     ["tokenizer.json", fuzzTokenizer, 40],
     ["shard index", fuzzShardIndex, 200],
+    ["params.npz", fuzzNpz, 1500],
+    ["Llama Scope hyperparams.json", fuzzLlamaScope, 150],
   ] as const
 ) {
   const t0 = performance.now();

@@ -13,6 +13,7 @@
  */
 import { ConfigError } from "../errors.ts";
 import type { Json } from "../io/json.ts";
+import { type RopeScaling, ropeScalingFromHf } from "./rope.ts";
 
 /** Normalisation as TransformerLens names it (LNPre/RMSPre once weights are folded). */
 export type NormalizationType = "LN" | "LNPre" | "RMS" | "RMSPre";
@@ -47,6 +48,8 @@ export interface HookedTransformerConfig {
   rotaryDim: number | null;
   /** Rotary base (theta). */
   rotaryBase: number;
+  /** Rope scaling (Llama-3.1's "llama3", "linear"), null when none. */
+  ropeScaling: RopeScaling | null;
   /** Key/value heads (grouped-query attention), null when equal to nHeads. */
   nKeyValueHeads: number | null;
   /** Attention and MLP read the same residual (GPT-NeoX). */
@@ -241,6 +244,7 @@ function build(hf: Json, file: string): HookedTransformerConfig {
       positionalEmbeddingType: "standard",
       rotaryDim: null,
       rotaryBase: 10000,
+      ropeScaling: null,
       nKeyValueHeads: null,
       parallelAttnMlp: false,
       gatedMlp: false,
@@ -267,6 +271,7 @@ function build(hf: Json, file: string): HookedTransformerConfig {
       positionalEmbeddingType: "rotary",
       rotaryDim: dHead,
       rotaryBase: ropeTheta,
+      ropeScaling: ropeScalingFromHf(o, file),
       nKeyValueHeads: kv !== null && kv !== nHeads ? kv : null,
       parallelAttnMlp: false,
       gatedMlp: true,
@@ -297,6 +302,7 @@ function build(hf: Json, file: string): HookedTransformerConfig {
       positionalEmbeddingType: "rotary",
       rotaryDim: Math.floor(dHead * pct),
       rotaryBase: ropeTheta,
+      ropeScaling: ropeScalingFromHf(o, file),
       nKeyValueHeads: null,
       parallelAttnMlp: o.use_parallel_residual !== false,
       gatedMlp: false,

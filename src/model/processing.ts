@@ -13,6 +13,7 @@
  */
 import type { HookedTransformerConfig } from "./config.ts";
 import type { CpuTensor, StateDict } from "./checkpoint.ts";
+import { type RopeScaling, rotaryFrequencies } from "./rope.ts";
 
 /** Which processing steps to apply (TransformerLens's defaults are all true). */
 export interface ProcessingOptions {
@@ -154,8 +155,9 @@ export function processWeights(
 }
 
 /**
- * TransformerLens's rotary tables, computed as it does in float32: angle[p, i] = p / base^(j / (R/2))
- * with j = i mod R/2 (NeoX half-split layout). Returns cos then sin, each [n_ctx, R].
+ * TransformerLens's rotary tables, computed as it does in float32: angle[p, i] = p / freq[j] with
+ * j = i mod R/2 (NeoX half-split layout) and freq from `rotaryFrequencies` (base^(j / (R/2)),
+ * rescaled by the config's rope scaling if any). Returns cos then sin, each [n_ctx, R].
  *
  * @example
  * ```ts
@@ -166,10 +168,11 @@ export function rotaryTables(
   nCtx: number,
   rotaryDim: number,
   base: number,
+  scaling: RopeScaling | null = null,
 ): { cos: Float32Array; sin: Float32Array } {
   const f = Math.fround;
   const half = rotaryDim / 2;
-  const freq = Array.from({ length: half }, (_, j) => f(base ** f(j / half)));
+  const freq = rotaryFrequencies(rotaryDim, base, scaling);
   const cos = new Float32Array(nCtx * rotaryDim), sin = new Float32Array(nCtx * rotaryDim);
   for (let p = 0; p < nCtx; p++) {
     for (let i = 0; i < rotaryDim; i++) {

@@ -158,7 +158,7 @@ function padColumns(
 
 /** The rotary tables: cos then sin, each [n_ctx, rotary_dim]. */
 function rotaryTensor(cfg: HookedTransformerConfig): Tensor {
-  const { cos, sin } = rotaryTables(cfg.nCtx, cfg.rotaryDim!, cfg.rotaryBase);
+  const { cos, sin } = rotaryTables(cfg.nCtx, cfg.rotaryDim!, cfg.rotaryBase, cfg.ropeScaling);
   const table = new Float32Array(cos.length * 2);
   table.set(cos);
   table.set(sin, cos.length);

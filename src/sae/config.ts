@@ -82,6 +82,13 @@ export function saeConfigFromJson(j: Json, file: string): SaeConfig {
     }
     return v;
   };
+  if (typeof o.architecture === "string" && o.architecture.endsWith("transcoder")) {
+    throw new ConfigError(
+      file,
+      `"${o.architecture}" is a transcoder, not an SAE: load it with Transcoder.load`,
+      "architecture",
+    );
+  }
   const str = (v: Json | undefined): string | undefined => (typeof v === "string" ? v : undefined);
   const version = str(o.sae_lens_version) ?? str(meta.sae_lens_version) ?? "";
   const pre6 = !version || Number(version.split(".")[0]) < 6;

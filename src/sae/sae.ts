@@ -18,11 +18,14 @@ import { ConfigError, DisposedError, ShapeError, WeightsError } from "../errors.
 import { Tape } from "../model/tape.ts";
 import { readJsonFile } from "../io/json.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { hubSaeDir, isHubId } from "../io/hub.ts";
+import { isHubId } from "../io/hub.ts";
 import * as ops from "../gpu/ops.ts";
 import { copyBuffer, initRuntime } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
 import { type SaeConfig, saeConfigFromJson } from "./config.ts";
+import { GEMMA_SCOPE_FILE, readGemmaScope } from "./gemma_scope.ts";
+import { LLAMA_SCOPE_FILE, readLlamaScope } from "./llama_scope.ts";
+import { downloadPretrainedSae, downloadSaeFolder, resolvePretrainedSae } from "./registry.ts";
 
 /** Up to this many tokens, decoding reads only the active rows of W_dec; above, a dense matmul. */
 export const SPARSE_DECODE_MAX_ROWS = 64;
@@ -46,6 +49,10 @@ export interface SaeLoadOptions {
   revision?: string;
   /** Most active latents per token the sparse decode lists (more: that token decodes densely). */
   decodeCapacity?: number;
+  /** Hook point, for formats that do not name one (Gemma Scope's params.npz; overrides Llama Scope's). */
+  hookName?: string;
+  /** Model the SAE was trained on, for formats that do not name one (Gemma and Llama Scope). */
+  modelName?: string;
 }
 
 const EXPECTED: Record<string, string[]> = {
@@ -75,7 +82,9 @@ export class SAE {
   }
 
   /**
-   * Loads an SAE from a directory in SAELens's layout.
+   * Loads an SAE from a directory in SAELens's layout (`cfg.json` + `sae_weights.safetensors`),
+   * Gemma Scope's (`params.npz`, a JumpReLU SAE; the hook name from `opts.hookName` or a
+   * sidecar `cfg.json`) or Llama Scope's (`hyperparams.json` + `checkpoints/final.safetensors`).
    *
    * @example
    * ```ts
@@ -89,7 +98,13 @@ export class SAE {
       if (!isHubId(dir, true)) {
         throw new ConfigError(dir, "no such SAE directory (and not a hub path org/name/folder)");
       }
-      dir = await hubSaeDir(dir, { revision: opts.revision });
+      dir = await downloadSaeFolder(dir, { revision: opts.revision });
+    }
+    const isFile = (f: string) => Deno.stat(join(dir, f)).then((s) => s.isFile, () => false);
+    if (await isFile(GEMMA_SCOPE_FILE) || await isFile(LLAMA_SCOPE_FILE)) {
+      const read = await isFile(GEMMA_SCOPE_FILE) ? readGemmaScope : readLlamaScope;
+      const { cfg, weights } = await read(dir, opts);
+      return SAE.fromWeights(cfg, weights, { ...opts, source: dir });
     }
     const cfgPath = join(dir, "cfg.json");
     const cfg = saeConfigFromJson(await readJsonFile(cfgPath), cfgPath);
@@ -153,6 +168,40 @@ export class SAE {
       }
     }
     return SAE.fromWeights(cfg, Object.fromEntries(cpu), { ...opts, source: dir });
+  }
+
+  /**
+   * Loads an SAE by its SAELens release name and id (`pretrained_saes.json`: GPT-2 small res-jb,
+   * Gemma Scope, Llama Scope, Pythia), downloading into the hub cache or, offline
+   * (`HF_HUB_OFFLINE=1` or `{ offline: true }`), reading it from there. Without an id, `release`
+   * is a local directory or hub path, as for {@link SAE.load}.
+   *
+   * @example
+   * ```ts
+   * const sae = await SAE.fromPretrained("gemma-scope-2b-pt-res-canonical", "layer_20/width_16k/canonical");
+   * console.log(sae.cfg.hookName); // blocks.20.hook_resid_post
+   * ```
+   */
+  static async fromPretrained(
+    release: string,
+    saeId?: string,
+    opts: SaeLoadOptions & { offline?: boolean } = {},
+  ): Promise<SAE> {
+    if (saeId === undefined) return await SAE.load(release, opts);
+    const e = resolvePretrainedSae(release, saeId);
+    const dir = await downloadPretrainedSae(e, { revision: opts.revision, offline: opts.offline });
+    if (e.format === "saelens") return await SAE.load(dir, opts);
+    const named = {
+      hookName: opts.hookName ?? e.hook ?? undefined,
+      modelName: opts.modelName ?? e.model,
+    };
+    const { cfg, weights } = e.format === "gemma_scope"
+      ? await readGemmaScope(dir, { ...named, embedding: e.embedding })
+      : await readLlamaScope(dir, {
+        ...named,
+        normScalingFactor: e.normScalingFactor ?? undefined,
+      });
+    return SAE.fromWeights(cfg, weights, { ...opts, source: `${release}/${saeId}` });
   }
 
   /**
