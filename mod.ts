@@ -56,3 +56,19 @@ export type { AddSaeOptions, SaeScope, WithSaesOptions } from "./src/sae/hooked_
 export { nextTokens, topIndices, topLatentsPerToken } from "./src/sae/features.ts";
 export type { LatentActivation, NextToken, TokenLatents } from "./src/sae/features.ts";
 export type { BackwardMetric } from "./src/model/model.ts";
+export {
+  cpuActivationSource,
+  modelActivationSource,
+  saveTrainedSae,
+  trainSae,
+  trainSaeOnActivations,
+} from "./src/sae/train/trainer.ts";
+export type {
+  ActivationSource,
+  CeEval,
+  TrainProgress,
+  TrainResult,
+  TrainSaeConfig,
+  TrainSaeOptions,
+} from "./src/sae/train/trainer.ts";
+export type { StepMetrics, TrainArchitecture } from "./src/sae/train/kernels.ts";

@@ -34,3 +34,16 @@ fn mm(@builtin(global_invocation_id) g: vec3u) {
   if (p.acc != 0u) { s += c[ci]; }
   c[ci] = s;
 }
+
+// Batch gather (the activation store's shuffle): row m of the batch is row idx[m] of the store,
+// times the normalisation scale: c[coff + m N + n] = a[aoff + idx[boff + m] N + n] · scale, with
+// the indices stored as f32 (exact below 2^24 rows) and the scale's f32 bits in `_a`.
+@compute @workgroup_size(64)
+fn gather(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let e = g.x + g.y * nw.x * 64u;
+  if (e >= p.M * p.N) { return; }
+  let m = e / p.N;
+  let n = e % p.N;
+  let src = u32(b[p.boff + m]);
+  c[p.coff + e] = a[p.aoff + src * p.N + n] * bitcast<f32>(p._a);
+}

@@ -78,3 +78,6 @@ export class NpzError extends FormatError {}
 
 /** An unknown SAE release or SAE id (`SAE.fromPretrained`), or a format hooklens does not read. */
 export class PretrainedSaeError extends HooklensError {}
+
+/** An SAE training configuration that cannot work (d_sae 0, k > d_sae, a hook the model lacks). */
+export class TrainConfigError extends HooklensError {}

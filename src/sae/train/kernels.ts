@@ -17,7 +17,6 @@
 import trainCode from "../../../shaders/train.wgsl" with { type: "text" };
 import mmCode from "../../../shaders/train_mm.wgsl" with { type: "text" };
 import {
-  copyBuffer,
   createDataBuffer,
   deferDestroy,
   dispatch,
@@ -303,8 +302,16 @@ function mm(
   ]);
 }
 
-/** Where a step's input batch comes from: CPU data, or a GPU buffer (copied on the GPU). */
-export type BatchSource = Float32Array | { buffer: GPUBuffer; offsetBytes: number };
+/**
+ * Where a step's input batch comes from: CPU data; or rows of a GPU buffer (the activation store)
+ * picked by a GPU buffer of row indices (f32) from `offset`, times `scale` (normalisation).
+ */
+export type BatchSource = Float32Array | {
+  store: GPUBuffer;
+  indices: GPUBuffer;
+  offset: number;
+  scale: number;
+};
 
 /**
  * Records one training step (forward, backward, clipping, Adam, metrics into ring slot
@@ -331,7 +338,25 @@ export function recordTrainStep(st: TrainStep, batch: BatchSource, sched: StepSc
     if (batch.length !== BD) throw new RangeError(`batch: need ${BD} values, got ${batch.length}`);
     writeBuffer(b.bd, batch);
   } else {
-    copyBuffer(batch.buffer, b.bd, BD * 4, batch.offsetBytes, 0);
+    const params: Param[] = [
+      B,
+      D,
+      0,
+      0,
+      0,
+      0,
+      0,
+      batch.offset,
+      0,
+      0,
+      0,
+      0,
+      0,
+      f32(batch.scale),
+      0,
+      0,
+    ];
+    dispatch(pipeline(MM, "gather"), params, [batch.store, batch.indices, b.bd], grid64(BD));
   }
   const slot = (t - 1) % s.metricSlots;
   const p = trainParams(st, slot);
