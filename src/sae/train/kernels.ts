@@ -1,9 +1,9 @@
 /**
  * The SAE training step on the GPU: SAELens 6.18's `training_forward_pass`, the backward pass,
  * `clip_grad_norm_(params, 1.0)` and torch's Adam, recorded as one command buffer per step
- * (`shaders/train.wgsl`, `shaders/train_mm.wgsl`). Parameters, gradients and Adam's moments live
- * in flat GPU buffers; nothing is read back unless asked ({@link readStepMetrics},
- * {@link readTrainParams}).
+ * (`shaders/train.wgsl`; the matrix products by the library's tiled `gemm`). Parameters,
+ * gradients and Adam's moments live in flat GPU buffers; nothing is read back unless asked
+ * ({@link readStepMetrics}, {@link readTrainParams}).
  *
  * @example
  * ```ts
@@ -15,7 +15,9 @@
  * @module
  */
 import trainCode from "../../../shaders/train.wgsl" with { type: "text" };
-import mmCode from "../../../shaders/train_mm.wgsl" with { type: "text" };
+import gatherCode from "../../../shaders/train_gather.wgsl" with { type: "text" };
+import { gemm } from "../../gpu/ops.ts";
+import { Tensor } from "../../gpu/tensor.ts";
 import {
   createDataBuffer,
   deferDestroy,
@@ -31,7 +33,7 @@ import {
 } from "../../gpu/runtime.ts";
 
 const TRAIN: ShaderSource = { name: "train", code: trainCode };
-const MM: ShaderSource = { name: "train_mm", code: mmCode };
+const GATHER: ShaderSource = { name: "train_gather", code: gatherCode };
 
 /** The SAE architectures the trainer knows. */
 export type TrainArchitecture = "standard" | "topk" | "jumprelu" | "gated";
@@ -265,7 +267,22 @@ interface Operand {
   s1: number;
 }
 
-/** C[coff + m N + n] (+)= Σ_k A(m, k) B(k, n) (+ bias). */
+/** Tensor views of the trainer's buffers, for the library's tiled matmul (ops.gemm). */
+const views = new WeakMap<GPUBuffer, Tensor>();
+
+function view(buf: GPUBuffer): Tensor {
+  let t = views.get(buf);
+  if (!t) {
+    t = new Tensor(buf, [buf.size / 4], "float32", false).keep();
+    views.set(buf, t);
+  }
+  return t;
+}
+
+/**
+ * C[coff + m N + n] (+)= Σ_k A(m, k) B(k, n) (+ b_dec[n]): the library's tiled matmul on strided
+ * operands (the bias is th's first D values: b_dec is the first parameter).
+ */
 function mm(
   M: number,
   N: number,
@@ -273,33 +290,14 @@ function mm(
   a: Operand,
   b: Operand,
   c: { buf: GPUBuffer; off: number },
-  o: { acc?: boolean; bias?: { buf: GPUBuffer; off: number } } = {},
+  o: { acc?: boolean; bias?: GPUBuffer } = {},
 ): void {
-  const params: Param[] = [
-    M,
-    N,
-    K,
-    o.acc ? 1 : 0,
-    a.off,
-    a.s0,
-    a.s1,
-    b.off,
-    b.s0,
-    b.s1,
-    c.off,
-    o.bias?.off ?? 0,
-    o.bias ? 1 : 0,
-    0,
-    0,
-    0,
-  ];
-  const gy = Math.ceil(M / 8);
-  const y = Math.min(gy, 65535);
-  dispatch(pipeline(MM, "mm"), params, [a.buf, b.buf, c.buf, o.bias?.buf ?? a.buf], [
-    Math.ceil(N / 8),
-    y,
-    Math.ceil(gy / y),
-  ]);
+  gemm(
+    { t: view(c.buf), off: c.off, row: N, col: 1 },
+    { t: view(a.buf), off: a.off, row: a.s0, col: a.s1 },
+    { t: view(b.buf), off: b.off, row: b.s0, col: b.s1 },
+    { M, N, K, accumulate: o.acc, bias: o.bias ? view(o.bias) : undefined },
+  );
 }
 
 /**
@@ -338,25 +336,8 @@ export function recordTrainStep(st: TrainStep, batch: BatchSource, sched: StepSc
     if (batch.length !== BD) throw new RangeError(`batch: need ${BD} values, got ${batch.length}`);
     writeBuffer(b.bd, batch);
   } else {
-    const params: Param[] = [
-      B,
-      D,
-      0,
-      0,
-      0,
-      0,
-      0,
-      batch.offset,
-      0,
-      0,
-      0,
-      0,
-      0,
-      f32(batch.scale),
-      0,
-      0,
-    ];
-    dispatch(pipeline(MM, "gather"), params, [batch.store, batch.indices, b.bd], grid64(BD));
+    const params: Param[] = [B, D, batch.offset, f32(batch.scale)];
+    dispatch(pipeline(GATHER, "gather"), params, [batch.store, batch.indices, b.bd], grid64(BD));
   }
   const slot = (t - 1) % s.metricSlots;
   const p = trainParams(st, slot);
@@ -372,7 +353,7 @@ export function recordTrainStep(st: TrainStep, batch: BatchSource, sched: StepSc
   run(st, "act_fwd", p, B);
   // out = eff · W_dec + b_dec (and the auxiliary path's reconstruction)
   const wDec = { buf: b.th, off: o.W_dec, s0: D, s1: 1 };
-  const bias = { bias: { buf: b.th, off: o.b_dec } };
+  const bias = { bias: b.th }; // b_dec is at offset 0
   mm(B, D, S, { buf: b.bs, off: 3 * BS, s0: S, s1: 1 }, wDec, { buf: b.bd, off: 2 * BD }, bias);
   if (auxPath) {
     mm(B, D, S, { buf: b.bs, off: 4 * BS, s0: S, s1: 1 }, wDec, { buf: b.bd, off: 3 * BD }, bias);
@@ -528,5 +509,10 @@ export async function readStepForward(
  */
 export function disposeTrainStep(st: TrainStep): void {
   if (!runtime()) return;
-  for (const b of Object.values(st.buf)) deferDestroy(b);
+  for (const b of Object.values(st.buf)) {
+    const t = views.get(b);
+    views.delete(b);
+    if (t) t.dispose();
+    else deferDestroy(b);
+  }
 }
