@@ -65,6 +65,7 @@ Commands:
   features   strongest SAE latents of each token of --text
   generate   continue --text
   hooks      list the model's hook points (with SAEs attached if --sae) and their shapes
+  train      train an SAE on the model's activations, saved in SAELens's layout (train --help)
   explore    the feature explorer: a local web page (127.0.0.1, --port, default 8787)
   doctor     adapter info and one kernel checked against the CPU
   help       this text
@@ -210,6 +211,10 @@ async function doctor(json: boolean): Promise<void> {
 
 /** Entry point: parses `args` and runs a command. */
 export async function main(args: string[]): Promise<void> {
+  if (args[0] === "train") {
+    const { trainCommand } = await import("./sae/train/cli.ts");
+    return await trainCommand(args.slice(1));
+  }
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
