@@ -31,6 +31,8 @@ layout (cfg.json, sae_weights.safetensors, sparsity.safetensors).
   --l1 X             standard/gated L1 coefficient (default 1); --l1-warm-up N
   --l0 X             JumpReLU L0 coefficient (default 1)
   --context N        tokens per context (default 128)
+  --store-rows N     activations the shuffled GPU store holds (default 8 batches)
+  --eval-contexts N  contexts of the CE-loss evaluation batch (default 4)
   --normalize        scale activations to mean norm sqrt(d_in) while training (folded on save)
   --b-dec-init M     zeros (default), mean, geometric_median
   --log-every N      progress every N steps (default 50)
@@ -75,6 +77,8 @@ export async function trainCommand(args: string[]): Promise<void> {
       "l1-warm-up": { type: "string" },
       l0: { type: "string" },
       context: { type: "string" },
+      "store-rows": { type: "string" },
+      "eval-contexts": { type: "string" },
       normalize: { type: "boolean" },
       "b-dec-init": { type: "string" },
       "log-every": { type: "string" },
@@ -129,6 +133,8 @@ export async function trainCommand(args: string[]): Promise<void> {
       l1WarmUpSteps: num("l1-warm-up"),
       l0Coefficient: num("l0"),
       contextSize: num("context"),
+      storeRows: num("store-rows"),
+      evalContexts: num("eval-contexts"),
       normalizeActivations: values.normalize ? "expected_average_only_in" : "none",
       bDecInit: bInit as "zeros" | "mean" | "geometric_median" | undefined,
       logEvery: num("log-every"),
