@@ -50,13 +50,16 @@ const hasTorch = await new Deno.Command("python3", { args: ["-c", "import torch"
   .output().then((o) => o.success).catch(() => false);
 if (hasTorch) {
   for (const arch of ["standard", "topk"]) {
-    Deno.bench({ name: `pytorch cpu ${arch} (tokens/s)`, n: 1, warmup: 0, group: "train" }, async () => {
-      const script = new URL("./train_torch.py", import.meta.url).pathname;
-      const o = await new Deno.Command("python3", {
-        args: [script, arch, `${B}`, `${D}`, `${S}`, `${K}`, "20"],
-      }).output();
-      torch.set(arch, JSON.parse(new TextDecoder().decode(o.stdout)));
-    });
+    Deno.bench(
+      { name: `pytorch cpu ${arch} (tokens/s)`, n: 1, warmup: 0, group: "train" },
+      async () => {
+        const script = new URL("./train_torch.py", import.meta.url).pathname;
+        const o = await new Deno.Command("python3", {
+          args: [script, arch, `${B}`, `${D}`, `${S}`, `${K}`, "20"],
+        }).output();
+        torch.set(arch, JSON.parse(new TextDecoder().decode(o.stdout)));
+      },
+    );
   }
 }
 

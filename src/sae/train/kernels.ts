@@ -45,7 +45,15 @@ const ARCH_CODE: Record<TrainArchitecture, number> = {
   gated: 3,
 };
 
-/** Trainable parameters of each architecture, in SAELens's `sae.parameters()` order. */
+/**
+ * Trainable parameters of each architecture, in SAELens's `sae.parameters()` order (b_dec first:
+ * the decode's bias is read from the start of the flat parameter buffer).
+ *
+ * @example
+ * ```ts
+ * TRAIN_PARAMS.gated; // ["b_dec", "W_dec", "W_enc", "b_gate", "r_mag", "b_mag"]
+ * ```
+ */
 export const TRAIN_PARAMS: Readonly<Record<TrainArchitecture, readonly string[]>> = {
   standard: ["b_dec", "W_dec", "W_enc", "b_enc"],
   topk: ["b_dec", "W_dec", "W_enc", "b_enc"],
@@ -148,7 +156,14 @@ export interface TrainStep {
   steps: number;
 }
 
-/** Element counts of each parameter for a shape. */
+/**
+ * Element counts of each parameter for a shape.
+ *
+ * @example
+ * ```ts
+ * trainParamSizes({ ...shape, dIn: 16, dSae: 48 }).W_enc; // 768
+ * ```
+ */
 export function trainParamSizes(shape: TrainShape): Record<string, number> {
   const { dIn: D, dSae: S } = shape;
   const sizes: Record<string, number> = {};
