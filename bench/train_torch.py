@@ -1,9 +1,12 @@
 # The plain PyTorch CPU loop that bench/train_bench.ts compares the WGSL trainer against: the same
 # SAE training step as SAELens (standard: MSE + L1 weighted by decoder norms; topk: top-k with
 # decoder-norm rescaling), clip_grad_norm_(1.0) and Adam, at the same shape. Prints one JSON line.
-# Usage: python3 bench/train_torch.py ARCH BATCH D_IN D_SAE K STEPS
-import json, sys, time
+# Usage: python3 bench/train_torch.py ARCH BATCH D_IN D_SAE K STEPS [THREADS]
+import json, os, sys, time
 import torch
+
+# Threads: the 7th argument (default every core the process may run on, as lavapipe uses).
+torch.set_num_threads(int(sys.argv[7]) if len(sys.argv) > 7 else len(os.sched_getaffinity(0)))
 
 arch, B, D, S, K, steps = sys.argv[1], *map(int, sys.argv[2:7])
 torch.manual_seed(0)
