@@ -14,14 +14,9 @@
 //         (lr step size, coefficient, √(1 − β2^t)); [16, 16 + D) per-dim variance of x;
 //         then [B, 4] per-row (mse, aux, sparsity, l0); then the metrics ring (NM per slot)
 
-struct P {
-  B: u32, D: u32, S: u32, arch: u32,
-  k: u32, apply_bdec: u32, rescale: u32, window: u32,
-  oWe: u32, oBe: u32, oWd: u32, oBd: u32,
-  oX1: u32, oX2: u32, N: u32, slot: u32,
-  bw: f32, aux_coef: f32, eps: f32, b1: f32,
-  b2: f32, _a: u32, _b: u32, _c: u32,
-}
+// The uniform block `P` is declared by name in src/sae/train/kernels.ts (TRAIN_P): sizes B, D, S,
+// arch, k, flags, the parameters' offsets in th (oWe, oBe, oWd, oBd, oX1, oX2), N parameters in
+// all, the metrics slot, and the constants bw, aux_coef, eps, b1, b2.
 
 const NM: u32 = 10u; // metrics per step: overall, mse, sparsity, aux, l0, ev, dead, grad norm, lr, coeff
 const SCHED: u32 = 8u;

@@ -1,12 +1,7 @@
 // SAE training: the activation store's shuffled batch. Row m of the batch is row idx[off + m] of
 // the store, times the normalisation scale (the indices are stored as f32, exact below 2^24 rows).
 
-struct P {
-  rows: u32,  // batch rows
-  d: u32,     // row width
-  off: u32,   // first index of this batch in idx
-  scale: f32,
-}
+// The uniform block `P` (rows, d, off, scale) is declared in src/sae/train/kernels.ts (GATHER_P).
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> store: array<f32>;

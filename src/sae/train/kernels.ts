@@ -14,26 +14,65 @@
  * ```
  * @module
  */
-import trainCode from "../../../shaders/train.wgsl" with { type: "text" };
-import gatherCode from "../../../shaders/train_gather.wgsl" with { type: "text" };
+import trainWgsl from "../../../shaders/train.wgsl" with { type: "text" };
+import gatherWgsl from "../../../shaders/train_gather.wgsl" with { type: "text" };
+import { dispatch, pipeline, type ShaderSource } from "../../gpu/dispatch.ts";
+import { shaderSource, uniforms } from "../../gpu/kernels/uniforms.ts";
 import { gemm } from "../../gpu/ops.ts";
 import { Tensor } from "../../gpu/tensor.ts";
 import {
   createDataBuffer,
   deferDestroy,
-  dispatch,
-  f32,
   flush,
-  type Param,
-  pipeline,
   readBuffers,
   runtime,
-  type ShaderSource,
   writeBuffer,
 } from "../../gpu/runtime.ts";
 
-const TRAIN: ShaderSource = { name: "train", code: trainCode };
-const GATHER: ShaderSource = { name: "train_gather", code: gatherCode };
+/** The uniform block of shaders/train.wgsl. */
+const TRAIN_P = uniforms({
+  /** Batch rows. */
+  B: "u32",
+  /** d_in. */
+  D: "u32",
+  /** d_sae. */
+  S: "u32",
+  /** 0 standard, 1 top-k, 2 JumpReLU, 3 gated. */
+  arch: "u32",
+  /** Top-k: k. */
+  k: "u32",
+  /** Subtract b_dec from the input. */
+  apply_bdec: "u32",
+  /** Top-k: rescale by decoder norms. */
+  rescale: "u32",
+  /** Dead-feature window (steps). */
+  window: "u32",
+  /** Offsets in the flat parameters: W_enc, b_enc (b_gate), W_dec, b_dec. */
+  oWe: "u32",
+  oBe: "u32",
+  oWd: "u32",
+  oBd: "u32",
+  /** log_threshold (JumpReLU) or r_mag (gated); b_mag (gated). */
+  oX1: "u32",
+  oX2: "u32",
+  /** Parameters in all. */
+  N: "u32",
+  /** Metrics ring slot of this step. */
+  slot: "u32",
+  /** JumpReLU bandwidth. */
+  bw: "f32",
+  /** Top-k auxiliary loss coefficient. */
+  aux_coef: "f32",
+  /** Adam ε, β1, β2. */
+  eps: "f32",
+  b1: "f32",
+  b2: "f32",
+});
+const TRAIN: ShaderSource = shaderSource("train", TRAIN_P, trainWgsl);
+
+/** The uniform block of shaders/train_gather.wgsl. */
+const GATHER_P = uniforms({ rows: "u32", d: "u32", off: "u32", scale: "f32" });
+const GATHER: ShaderSource = shaderSource("train_gather", GATHER_P, gatherWgsl);
 
 /** The SAE architectures the trainer knows. */
 export type TrainArchitecture = "standard" | "topk" | "jumprelu" | "gated";
@@ -213,36 +252,32 @@ export function createTrainStep(shape: TrainShape, init: Record<string, Float32A
   return { shape: { ...shape }, offsets, sizes, n, buf, steps: 0 };
 }
 
-function trainParams(st: TrainStep, slot: number): Param[] {
+function trainParams(st: TrainStep, slot: number): ReturnType<typeof TRAIN_P.pack> {
   const s = st.shape, o = st.offsets;
   const arch = s.architecture;
-  const x1 = arch === "jumprelu" ? o.log_threshold : arch === "gated" ? o.r_mag : 0;
-  return [
-    s.batch,
-    s.dIn,
-    s.dSae,
-    ARCH_CODE[arch],
-    s.k ?? 0,
-    s.applyBDecToInput ? 1 : 0,
-    s.rescaleActsByDecoderNorm ? 1 : 0,
-    s.deadFeatureWindow,
-    o.W_enc,
-    arch === "gated" ? o.b_gate : o.b_enc,
-    o.W_dec,
-    o.b_dec,
-    x1,
-    arch === "gated" ? o.b_mag : 0,
-    st.n,
+  return TRAIN_P.pack({
+    B: s.batch,
+    D: s.dIn,
+    S: s.dSae,
+    arch: ARCH_CODE[arch],
+    k: s.k ?? 0,
+    apply_bdec: s.applyBDecToInput,
+    rescale: s.rescaleActsByDecoderNorm ?? false,
+    window: s.deadFeatureWindow,
+    oWe: o.W_enc,
+    oBe: arch === "gated" ? o.b_gate : o.b_enc,
+    oWd: o.W_dec,
+    oBd: o.b_dec,
+    oX1: arch === "jumprelu" ? o.log_threshold : arch === "gated" ? o.r_mag : 0,
+    oX2: arch === "gated" ? o.b_mag : 0,
+    N: st.n,
     slot,
-    f32(s.jumpreluBandwidth ?? 0.05),
-    f32(s.auxLossCoefficient ?? 1),
-    f32(s.adamEps ?? 1e-8),
-    f32(s.adamBeta1),
-    f32(s.adamBeta2),
-    0,
-    0,
-    0,
-  ];
+    bw: s.jumpreluBandwidth ?? 0.05,
+    aux_coef: s.auxLossCoefficient ?? 1,
+    eps: s.adamEps ?? 1e-8,
+    b1: s.adamBeta1,
+    b2: s.adamBeta2,
+  });
 }
 
 /** Which of th, gr, bd, bs, lat, sm, m, v each train.wgsl entry binds. */
@@ -266,7 +301,12 @@ function grid64(n: number): [number, number] {
   return [x, Math.ceil(groups / x)];
 }
 
-function run(st: TrainStep, entry: string, params: Param[], threads: number | "one"): void {
+function run(
+  st: TrainStep,
+  entry: string,
+  params: ReturnType<typeof TRAIN_P.pack>,
+  threads: number | "one",
+): void {
   const uses = USES[entry].split(" ");
   const bufs = ORDER.map((k) => (uses.includes(k) ? st.buf[k] : undefined));
   dispatch(pipeline(TRAIN, entry), params, bufs, threads === "one" ? [1] : grid64(threads));
@@ -351,7 +391,7 @@ export function recordTrainStep(st: TrainStep, batch: BatchSource, sched: StepSc
     if (batch.length !== BD) throw new RangeError(`batch: need ${BD} values, got ${batch.length}`);
     writeBuffer(b.bd, batch);
   } else {
-    const params: Param[] = [B, D, batch.offset, f32(batch.scale)];
+    const params = GATHER_P.pack({ rows: B, d: D, off: batch.offset, scale: batch.scale });
     dispatch(pipeline(GATHER, "gather"), params, [batch.store, batch.indices, b.bd], grid64(BD));
   }
   const slot = (t - 1) % s.metricSlots;
