@@ -33,6 +33,7 @@ Deno.test("trainSae refuses configs that cannot work, before any GPU work", asyn
     [{ hookName: "blocks.9.hook_resid_pre" }, /no hook "blocks\.9\.hook_resid_pre"/],
     [{ architecture: "topk", k: undefined }, /needs k/],
     [{ batchSize: 60, storeRows: 100 }, /storeRows 100 is not a multiple of batchSize 60/],
+    [{ lrScheduler: "linear" as "constant" }, /unknown lrScheduler "linear"/],
   ];
   for (const [patch, msg] of bad) {
     const before = runtime().stats.submits;
@@ -57,6 +58,13 @@ Deno.test("trainSae: a short run saves in SAELens's layout and SAE.load gives th
       assert.ok(Number.isFinite(m.mseLoss) && m.l0 <= 8 && m.l0 > 0, JSON.stringify(m));
     }
     assert.ok(res.scalingFactor !== null && res.scalingFactor > 0);
+    // Top-k 8 of 64: each latent fires on 1/8 of the rows on average, so some are dense (> 10%).
+    const { deadFraction, denseFraction, meanLog10Sparsity } = res.latents;
+    assert.ok(
+      deadFraction >= 0 && deadFraction < 1 && denseFraction > 0,
+      JSON.stringify(res.latents),
+    );
+    assert.ok(meanLog10Sparsity < 0);
     const ce = res.eval!;
     assert.ok(ce.zeroAblated > ce.clean, JSON.stringify(ce));
     assert.ok(Number.isFinite(ce.recovered));

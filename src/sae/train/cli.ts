@@ -150,12 +150,21 @@ export async function trainCommand(args: string[]): Promise<void> {
     await saveTrainedSae(out, res);
     const last = res.metrics.at(-1)!;
     if (json) {
-      console.log(JSON.stringify({ out, metrics: last, eval: res.eval, tokens: res.tokens }));
+      console.log(
+        JSON.stringify({
+          out,
+          metrics: last,
+          latents: res.latents,
+          eval: res.eval,
+          tokens: res.tokens,
+        }),
+      );
     } else {
       const ce = res.eval;
       console.log(
         `saved ${out}: explained variance ${last.explainedVariance.toFixed(3)}, ` +
-          `L0 ${last.l0.toFixed(1)}` +
+          `L0 ${last.l0.toFixed(1)}, dead ${(res.latents.deadFraction * 100).toFixed(1)}%, ` +
+          `dense ${(res.latents.denseFraction * 100).toFixed(1)}%` +
           (ce
             ? `, CE loss ${ce.clean.toFixed(3)} clean / ${ce.withSae.toFixed(3)} with SAE / ` +
               `${ce.zeroAblated.toFixed(3)} zero-ablated (recovered ${ce.recovered.toFixed(3)})`

@@ -163,6 +163,17 @@ export interface TrainResult {
   weights: Record<string, Float32Array>;
   /** log10 of each latent's firing frequency (+1e-10), as SAELens's sparsity.safetensors. */
   logSparsity: Float32Array;
+  /**
+   * Latent health at the end: the fraction dead (not fired within the dead-feature window), the
+   * fraction dense (firing on more than 10% of activations), and SAELens's sparsity summaries
+   * (mean log10 firing frequency, fraction firing below 1e-5).
+   */
+  latents: {
+    deadFraction: number;
+    denseFraction: number;
+    meanLog10Sparsity: number;
+    below1e5: number;
+  };
   /** The input scale applied during training (expected_average_only_in), or null. */
   scalingFactor: number | null;
   /** Every logged step's metrics. */
@@ -275,6 +286,20 @@ function resolveConfig(c: TrainSaeConfig): Resolved {
   }
   const lr = c.lr ?? 3e-4;
   if (!(lr > 0)) throw new TrainConfigError(`SAE training at ${hook}: lr must be > 0, got ${lr}.`);
+  const oneOf = (v: unknown, allowed: readonly unknown[], what: string) => {
+    if (v !== undefined && !allowed.includes(v)) {
+      throw new TrainConfigError(
+        `SAE training at ${hook}: ${what} ${JSON.stringify(v)}; use one of ${allowed.join(", ")}.`,
+      );
+    }
+  };
+  oneOf(c.lrScheduler, ["constant", "cosineannealing"], "unknown lrScheduler");
+  oneOf(
+    c.normalizeActivations,
+    ["none", "expected_average_only_in"],
+    "unsupported normalizeActivations",
+  );
+  oneOf(c.bDecInit, ["zeros", "mean", "geometric_median"], "unknown bDecInit");
   const jumprelu = architecture === "jumprelu";
   return {
     architecture,
@@ -515,11 +540,27 @@ export async function trainSaeOnActivations(
     }
     const n = r.totalSteps * B;
     const logSparsity = stats.fireCounts.map((c) => Math.log10(c / n + 1e-10));
+    const S = r.dSae;
+    let dead = 0, dense = 0, below = 0, logSum = 0;
+    for (let j = 0; j < S; j++) {
+      const f = stats.fireCounts[j] / n;
+      if (stats.stepsSinceFired[j] > r.deadFeatureWindow) dead++;
+      if (f > 0.1) dense++;
+      if (f < 1e-5) below++;
+      logSum += logSparsity[j];
+    }
+    const latents = {
+      deadFraction: dead / S,
+      denseFraction: dense / S,
+      meanLog10Sparsity: logSum / S,
+      below1e5: below / S,
+    };
     return {
       sae,
       cfg,
       weights,
       logSparsity,
+      latents,
       scalingFactor: scale,
       metrics,
       eval: ceEval,
