@@ -36,6 +36,8 @@ layout (cfg.json, sae_weights.safetensors, sparsity.safetensors).
   --normalize        scale activations to mean norm sqrt(d_in) while training (folded on save)
   --b-dec-init M     zeros (default), mean, geometric_median
   --log-every N      progress every N steps (default 50)
+  --checkpoint-every N   a checkpoint every N steps into --checkpoint-dir DIR/<step>/
+  --resume DIR       continue from a checkpoint directory (same architecture and sizes)
   --seed N           initial weights and shuffling
   --json             one JSON line per progress report, then the result
 `;
@@ -82,6 +84,9 @@ export async function trainCommand(args: string[]): Promise<void> {
       normalize: { type: "boolean" },
       "b-dec-init": { type: "string" },
       "log-every": { type: "string" },
+      "checkpoint-every": { type: "string" },
+      "checkpoint-dir": { type: "string" },
+      resume: { type: "string" },
       seed: { type: "string" },
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -138,6 +143,9 @@ export async function trainCommand(args: string[]): Promise<void> {
       normalizeActivations: values.normalize ? "expected_average_only_in" : "none",
       bDecInit: bInit as "zeros" | "mean" | "geometric_median" | undefined,
       logEvery: num("log-every"),
+      checkpointEvery: num("checkpoint-every"),
+      checkpointDir: values["checkpoint-dir"],
+      resumeFrom: values.resume,
       seed: num("seed"),
       text,
     }, {

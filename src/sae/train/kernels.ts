@@ -571,3 +571,74 @@ export function disposeTrainStep(st: TrainStep): void {
     else deferDestroy(b);
   }
 }
+
+/** A training step's full state: parameters, Adam's moments, per-latent counters. */
+export interface TrainState {
+  /** Flat parameters (offsets as the step's). */
+  params: Float32Array;
+  /** Adam's first moments. */
+  m: Float32Array;
+  /** Adam's second moments. */
+  v: Float32Array;
+  /** Steps since each latent fired. */
+  stepsSinceFired: Float32Array;
+  /** Rows each latent fired on. */
+  fireCounts: Float32Array;
+}
+
+/**
+ * Reads a step's full state back (for a checkpoint).
+ *
+ * @example
+ * ```ts
+ * const state = await readTrainState(st);
+ * ```
+ */
+export async function readTrainState(st: TrainStep): Promise<TrainState> {
+  const S = st.shape.dSae, n = st.n * 4;
+  const [th, m, v, lat] = await readBuffers([
+    { buffer: st.buf.th, bytes: n },
+    { buffer: st.buf.m, bytes: n },
+    { buffer: st.buf.v, bytes: n },
+    { buffer: st.buf.lat, bytes: 5 * S * 4 },
+  ]);
+  const l = new Float32Array(lat);
+  return {
+    params: new Float32Array(th),
+    m: new Float32Array(m),
+    v: new Float32Array(v),
+    stepsSinceFired: l.slice(3 * S, 4 * S),
+    fireCounts: l.slice(4 * S, 5 * S),
+  };
+}
+
+/**
+ * Restores a state read by {@link readTrainState} into a step of the same shape, which then
+ * continues from step `steps` (Adam's bias correction and the metrics ring go on from there).
+ *
+ * @example
+ * ```ts
+ * writeTrainState(st, state, 500);
+ * ```
+ */
+export function writeTrainState(st: TrainStep, state: TrainState, steps: number): void {
+  const S = st.shape.dSae;
+  const sizes: [string, Float32Array, number][] = [
+    ["params", state.params, st.n],
+    ["m", state.m, st.n],
+    ["v", state.v, st.n],
+    ["stepsSinceFired", state.stepsSinceFired, S],
+    ["fireCounts", state.fireCounts, S],
+  ];
+  for (const [name, a, len] of sizes) {
+    if (a.length !== len) {
+      throw new RangeError(`train state ${name}: need ${len} values, got ${a.length}`);
+    }
+  }
+  writeBuffer(st.buf.th, state.params);
+  writeBuffer(st.buf.m, state.m);
+  writeBuffer(st.buf.v, state.v);
+  writeBuffer(st.buf.lat, state.stepsSinceFired, 3 * S * 4);
+  writeBuffer(st.buf.lat, state.fireCounts, 4 * S * 4);
+  st.steps = steps;
+}

@@ -26,7 +26,7 @@ import {
   writeBuffer,
 } from "../../gpu/runtime.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
-import { writeSafetensors } from "../../io/safetensors.ts";
+import { SafetensorsFile, writeSafetensors } from "../../io/safetensors.ts";
 import type { HookedTransformer } from "../../model/model.ts";
 import { seededUniform } from "../../model/random.ts";
 import type { SaeConfig } from "../config.ts";
@@ -37,9 +37,13 @@ import {
   readLatentStats,
   readStepMetrics,
   readTrainParams,
+  readTrainState,
   recordTrainStep,
   type StepMetrics,
   type TrainArchitecture,
+  type TrainState,
+  type TrainStep,
+  writeTrainState,
 } from "./kernels.ts";
 import { coefficientAt, lrAt } from "./schedule.ts";
 
@@ -101,6 +105,20 @@ export interface TrainSaeConfig {
   logEvery?: number;
   /** Seed of the initial weights and the shuffling (default 42). */
   seed?: number;
+  /**
+   * Write a checkpoint every this many steps into `checkpointDir/<step>/`: the SAE in SAELens's
+   * layout plus `trainer_state.safetensors` and `trainer_state.json` (parameters in training form,
+   * Adam's moments, latent counters, step, normalisation scale) for `resumeFrom`.
+   */
+  checkpointEvery?: number;
+  /** Where checkpoints go (needed with checkpointEvery). */
+  checkpointDir?: string;
+  /**
+   * Continue from a checkpoint directory: same architecture, sizes, batch and store; training goes
+   * on from its step with its parameters, Adam state and counters. The activation source is not
+   * rewound: it continues from wherever the source given now starts.
+   */
+  resumeFrom?: string;
   /** Rows the activation store holds, a multiple of batchSize (default 8 batches). */
   storeRows?: number;
   /** Model runs: the text (default the demo corpus models/demo-pycode/corpus.txt). */
@@ -244,6 +262,9 @@ interface Resolved {
   logEvery: number;
   seed: number;
   storeRows: number;
+  checkpointEvery: number;
+  checkpointDir: string | null;
+  resumeFrom: string | null;
 }
 
 function positiveInt(v: number, what: string, hook: string): number {
@@ -300,6 +321,9 @@ function resolveConfig(c: TrainSaeConfig): Resolved {
     "unsupported normalizeActivations",
   );
   oneOf(c.bDecInit, ["zeros", "mean", "geometric_median"], "unknown bDecInit");
+  if (c.checkpointEvery !== undefined && c.checkpointDir === undefined) {
+    throw new TrainConfigError(`SAE training at ${hook}: checkpointEvery needs checkpointDir.`);
+  }
   const jumprelu = architecture === "jumprelu";
   return {
     architecture,
@@ -329,6 +353,11 @@ function resolveConfig(c: TrainSaeConfig): Resolved {
     logEvery: positiveInt(c.logEvery ?? 50, "logEvery", hook),
     seed: c.seed ?? 42,
     storeRows,
+    checkpointEvery: c.checkpointEvery === undefined
+      ? 0
+      : positiveInt(c.checkpointEvery, "checkpointEvery", hook),
+    checkpointDir: c.checkpointDir ?? null,
+    resumeFrom: c.resumeFrom ?? null,
   };
 }
 
@@ -426,14 +455,14 @@ export async function trainSaeOnActivations(
   const B = r.batchSize, R = r.storeRows;
   const store = createDataBuffer(new Float32Array(R * D), "activation store");
   const indices = createDataBuffer(new Float32Array(R), "store order");
-  const rand = seededUniform(r.seed + 1);
-  let st: ReturnType<typeof createTrainStep> | null = null;
+  let st: TrainStep | null = null;
   try {
-    await source.fill(store, R);
+    const resumed = r.resumeFrom ? await readCheckpoint(r, D) : null;
+    if (!resumed) await source.fill(store, R);
     // One look at the first store: the normalisation scale and b_dec's initial value.
-    let scale: number | null = null;
+    let scale: number | null = resumed ? resumed.scale : null;
     let bDec: Float32Array = new Float32Array(D);
-    if (r.normalizeActivations !== "none" || r.bDecInit !== "zeros") {
+    if (!resumed && (r.normalizeActivations !== "none" || r.bDecInit !== "zeros")) {
       const [bytes] = await readBuffers([{ buffer: store, bytes: R * D * 4 }]);
       const x = new Float32Array(bytes);
       if (r.normalizeActivations === "expected_average_only_in") {
@@ -471,6 +500,8 @@ export async function trainSaeOnActivations(
       adamBeta2: r.adamBeta2,
       metricSlots: logEvery,
     }, initParams(r, D, bDec));
+    const start = resumed ? resumed.step : 0;
+    if (resumed) writeTrainState(st, resumed.state, start);
     const lrSched = {
       lr: r.lr,
       scheduler: r.lrScheduler,
@@ -481,14 +512,17 @@ export async function trainSaeOnActivations(
     };
     const stepsPerFill = R / B;
     const metrics: StepMetrics[] = [];
-    let lastRead = 0;
+    let lastRead = start;
     let ceEval: CeEval | undefined;
     const t0 = performance.now();
     const order = new Float32Array(R);
-    for (let s = 0; s < r.totalSteps; s++) {
+    for (let s = start; s < r.totalSteps; s++) {
       opts.signal?.throwIfAborted();
-      if (s % stepsPerFill === 0) {
+      if (s % stepsPerFill === 0 || s === start) {
         if (s > 0) await source.fill(store, R);
+        // Each fill's order from the seed and the fill's number, so that a resumed run at a fill
+        // boundary shuffles as the uninterrupted one did.
+        const rand = seededUniform((r.seed + 1) * 7919 + Math.floor(s / stepsPerFill));
         for (let i = 0; i < R; i++) order[i] = i;
         for (let i = R - 1; i > 0; i--) {
           const j = Math.floor(rand() * (i + 1));
@@ -502,6 +536,17 @@ export async function trainSaeOnActivations(
         step: s + 1,
       });
       const done = s + 1;
+      if (r.checkpointEvery && done % r.checkpointEvery === 0 && done < r.totalSteps) {
+        await writeCheckpoint(
+          join(r.checkpointDir!, String(done)),
+          r,
+          D,
+          st,
+          done,
+          scale,
+          opts.metadata,
+        );
+      }
       const evalNow = opts.evaluate && opts.evalEvery && done % opts.evalEvery === 0 &&
         done < r.totalSteps;
       if (done % logEvery === 0 || done === r.totalSteps || evalNow) {
@@ -521,6 +566,17 @@ export async function trainSaeOnActivations(
           eval: ev,
         });
       }
+    }
+    if (r.checkpointDir) {
+      await writeCheckpoint(
+        join(r.checkpointDir, String(r.totalSteps)),
+        r,
+        D,
+        st,
+        r.totalSteps,
+        scale,
+        opts.metadata,
+      );
     }
     const params = await readTrainParams(st);
     const stats = await readLatentStats(st);
@@ -572,6 +628,103 @@ export async function trainSaeOnActivations(
     deferDestroy(store);
     deferDestroy(indices);
   }
+}
+
+/** What a checkpoint's trainer_state.json says, checked against a resumed run's config. */
+interface CheckpointInfo {
+  step: number;
+  scaling_factor: number | null;
+  architecture: TrainArchitecture;
+  d_in: number;
+  d_sae: number;
+  batch_size: number;
+  store_rows: number;
+}
+
+async function writeCheckpoint(
+  dir: string,
+  r: Resolved,
+  D: number,
+  st: TrainStep,
+  step: number,
+  scale: number | null,
+  metadata: Record<string, unknown> = {},
+): Promise<void> {
+  const state = await readTrainState(st);
+  const params: Record<string, Float32Array> = {};
+  for (const [name, off] of Object.entries(st.offsets)) {
+    params[name] = state.params.slice(off, off + st.sizes[name]);
+  }
+  const n = step * r.batchSize;
+  const cfg = saeConfigOf(r, D, metadata);
+  await saveTrainedSae(dir, {
+    cfg,
+    weights: inferenceWeights(r.architecture, params, scale),
+    logSparsity: state.fireCounts.map((c) => Math.log10(c / n + 1e-10)),
+    metadata,
+  });
+  const f32 = (data: Float32Array) => ({ dtype: "F32" as const, shape: [data.length], data });
+  await writeSafetensors(join(dir, "trainer_state.safetensors"), {
+    params: f32(state.params),
+    adam_m: f32(state.m),
+    adam_v: f32(state.v),
+    steps_since_fired: f32(state.stepsSinceFired),
+    fire_counts: f32(state.fireCounts),
+  });
+  const info: CheckpointInfo = {
+    step,
+    scaling_factor: scale,
+    architecture: r.architecture,
+    d_in: D,
+    d_sae: r.dSae,
+    batch_size: r.batchSize,
+    store_rows: r.storeRows,
+  };
+  await Deno.writeTextFile(join(dir, "trainer_state.json"), JSON.stringify(info, null, 2) + "\n");
+}
+
+async function readCheckpoint(
+  r: Resolved,
+  D: number,
+): Promise<{ step: number; scale: number | null; state: TrainState }> {
+  const dir = r.resumeFrom!;
+  const jsonPath = join(dir, "trainer_state.json");
+  let info: CheckpointInfo;
+  try {
+    info = JSON.parse(await Deno.readTextFile(jsonPath));
+  } catch (e) {
+    throw new TrainConfigError(
+      `SAE training: cannot resume from ${dir}: ${jsonPath} is missing or unreadable ` +
+        `(${(e as Error).message}); pass a checkpoint directory written with checkpointDir.`,
+    );
+  }
+  const want: [string, unknown, unknown][] = [
+    ["architecture", info.architecture, r.architecture],
+    ["d_in", info.d_in, D],
+    ["d_sae", info.d_sae, r.dSae],
+    ["batch_size", info.batch_size, r.batchSize],
+    ["store_rows", info.store_rows, r.storeRows],
+  ];
+  for (const [k, got, need] of want) {
+    if (got !== need) {
+      throw new TrainConfigError(
+        `SAE training: the checkpoint ${dir} has ${k} ${JSON.stringify(got)}, this run ` +
+          `${JSON.stringify(need)}; resume with the checkpoint's settings.`,
+      );
+    }
+  }
+  using f = await SafetensorsFile.open(join(dir, "trainer_state.safetensors"));
+  return {
+    step: info.step,
+    scale: info.scaling_factor,
+    state: {
+      params: await f.float32("params"),
+      m: await f.float32("adam_m"),
+      v: await f.float32("adam_v"),
+      stepsSinceFired: await f.float32("steps_since_fired"),
+      fireCounts: await f.float32("fire_counts"),
+    },
+  };
 }
 
 async function evalWith(
@@ -817,7 +970,10 @@ export async function trainSae(
  * const sae = await SAE.load("out/my_sae");
  * ```
  */
-export async function saveTrainedSae(dir: string, result: TrainResult): Promise<void> {
+export async function saveTrainedSae(
+  dir: string,
+  result: Pick<TrainResult, "cfg" | "weights" | "logSparsity" | "metadata">,
+): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   const c = result.cfg;
   const cfgJson: Record<string, unknown> = {
