@@ -25,14 +25,20 @@ const DEAD = new Set([1, 4, 5, 9, 16, 20]);
 type P64 = Record<string, Float64Array>;
 
 /** The float64 loss of one step (the residual of top-k's aux loss held fixed, as SAELens detaches it). */
-function loss(arch: TrainArchitecture, p: P64, x: Float64Array, fixedResidual?: Float64Array) {
+function loss(
+  arch: TrainArchitecture,
+  p: P64,
+  x: Float64Array,
+  fixedResidual?: Float64Array,
+  applyBDec = true,
+) {
   const norms = new Float64Array(S);
   for (let j = 0; j < S; j++) {
     let s = 0;
     for (let d = 0; d < D; d++) s += p.W_dec[j * D + d] ** 2;
     norms[j] = Math.sqrt(s);
   }
-  const c = x.map((v, e) => v - p.b_dec[e % D]);
+  const c = x.map((v, e) => (applyBDec ? v - p.b_dec[e % D] : v));
   const h = new Float64Array(B * S);
   for (let i = 0; i < B; i++) {
     for (let j = 0; j < S; j++) {
@@ -104,8 +110,17 @@ function loss(arch: TrainArchitecture, p: P64, x: Float64Array, fixedResidual?: 
   return { total: mse + sparsity + aux, mse, sparsity, aux, out, residual, eff, ev: 1 - mse / tv };
 }
 
-for (const arch of ["standard", "topk", "jumprelu", "gated"] as TrainArchitecture[]) {
-  Deno.test(`train step kernels vs float64: ${arch}`, async () => {
+const CASES: [TrainArchitecture, boolean][] = [
+  ["standard", true],
+  ["topk", true],
+  ["jumprelu", true],
+  ["gated", true],
+  ["standard", false],
+];
+
+for (const [arch, applyBDec] of CASES) {
+  const tag = applyBDec ? arch : `${arch}, b_dec not subtracted from the input`;
+  Deno.test(`train step kernels vs float64: ${tag}`, async () => {
     await initGpu();
     const shape: TrainShape = {
       architecture: arch,
@@ -113,7 +128,7 @@ for (const arch of ["standard", "topk", "jumprelu", "gated"] as TrainArchitectur
       dIn: D,
       dSae: S,
       k: K,
-      applyBDecToInput: true,
+      applyBDecToInput: applyBDec,
       rescaleActsByDecoderNorm: true,
       deadFeatureWindow: WINDOW,
       jumpreluBandwidth: BW,
@@ -122,7 +137,7 @@ for (const arch of ["standard", "topk", "jumprelu", "gated"] as TrainArchitectur
       adamBeta2: 0.999,
       metricSlots: 3,
     };
-    const r = rng(arch.length * 7919 + 17);
+    const r = rng(arch.length * 7919 + 17 + (applyBDec ? 0 : 1));
     const sizes = trainParamSizes(shape);
     const init: Record<string, Float32Array> = {};
     for (const name of TRAIN_PARAMS[arch]) {
@@ -152,7 +167,7 @@ for (const arch of ["standard", "topk", "jumprelu", "gated"] as TrainArchitectur
       const p: P64 = {};
       for (const name of TRAIN_PARAMS[arch]) p[name] = Float64Array.from(init[name]);
       const x64 = Float64Array.from(x);
-      const base = loss(arch, p, x64);
+      const base = loss(arch, p, x64, undefined, applyBDec);
       const close = (a: number, b: number, what: string) =>
         assert.ok(Math.abs(a - b) <= 2e-5 * Math.max(1, Math.abs(b)), `${what}: ${a} vs ${b}`);
       close(m.mseLoss, base.mse, "mse");
@@ -176,9 +191,9 @@ for (const arch of ["standard", "topk", "jumprelu", "gated"] as TrainArchitectur
           if (name === "log_threshold") continue;
           const h = 1e-6, v = p[name][e];
           p[name][e] = v + h;
-          const up = loss(arch, p, x64, base.residual).total;
+          const up = loss(arch, p, x64, base.residual, applyBDec).total;
           p[name][e] = v - h;
-          const down = loss(arch, p, x64, base.residual).total;
+          const down = loss(arch, p, x64, base.residual, applyBDec).total;
           p[name][e] = v;
           g64[name][e] = (up - down) / (2 * h);
         }
