@@ -5,7 +5,13 @@
 // work buffer poisoned with NaN first.
 import assert from "node:assert/strict";
 import { initGpu } from "../mod.ts";
-import { readBuffers, writeBuffer } from "../src/gpu/runtime.ts";
+import {
+  createDataBuffer,
+  deferDestroy,
+  readBuffers,
+  runtime,
+  writeBuffer,
+} from "../src/gpu/runtime.ts";
 import {
   createTrainStep,
   disposeTrainStep,
@@ -249,3 +255,45 @@ for (const [arch, applyBDec] of CASES) {
     }
   });
 }
+
+Deno.test("a training step is one queue.submit and no readback, from CPU data or the GPU store", async () => {
+  await initGpu();
+  const shape: TrainShape = {
+    architecture: "topk",
+    batch: 8,
+    dIn: D,
+    dSae: S,
+    k: K,
+    applyBDecToInput: true,
+    rescaleActsByDecoderNorm: true,
+    deadFeatureWindow: WINDOW,
+    adamBeta1: 0.9,
+    adamBeta2: 0.999,
+    metricSlots: 4,
+  };
+  const sizes = trainParamSizes(shape);
+  const init: Record<string, Float32Array> = {};
+  for (const name of TRAIN_PARAMS.topk) init[name] = new Float32Array(sizes[name]).fill(0.1);
+  const st = createTrainStep(shape, init);
+  const store = createDataBuffer(Float32Array.from({ length: 32 * D }, (_, i) => Math.sin(i)));
+  const idx = createDataBuffer(Float32Array.from({ length: 32 }, (_, i) => 31 - i));
+  try {
+    const stats = runtime().stats;
+    const x = new Float32Array(8 * D).fill(0.5);
+    recordTrainStep(st, x, { lr: 1e-3, coefficient: 1, step: 1 }); // pipelines built
+    for (
+      const [step, batch] of [[2, x], [3, { store, indices: idx, offset: 8, scale: 2 }]] as const
+    ) {
+      const [submits, readbacks] = [stats.submits, stats.readbacks];
+      recordTrainStep(st, batch, { lr: 1e-3, coefficient: 1, step });
+      assert.equal(stats.submits - submits, 1, `step ${step}: submits`);
+      assert.equal(stats.readbacks - readbacks, 0, `step ${step}: readbacks`);
+    }
+    const m = await readStepMetrics(st, 3);
+    assert.deepEqual(m.map((v) => Number.isFinite(v.mseLoss)), [true, true, true]);
+  } finally {
+    disposeTrainStep(st);
+    deferDestroy(store);
+    deferDestroy(idx);
+  }
+});
