@@ -22,3 +22,14 @@ fn positions(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid
   let row = t % p.pos + p.pos_off;
   for (var i = lid.x; i < p.d; i += 64u) { out[t * p.d + i] = f32(table[row * p.d + i]); }
 }
+
+// Learned positions of a padded batch: token t of row b takes row max(t + pos_off, start_b) -
+// start_b, `ids` holding each row's first real position (TransformerLens's offset position ids).
+@compute @workgroup_size(64)
+fn positions_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let t = wg.x + wg.y * 65535u;
+  if (t >= p.tokens) { return; }
+  let start = u32(ids[t / p.pos]);
+  let row = min(max(t % p.pos + p.pos_off, start) - start, p.vocab - 1u);
+  for (var i = lid.x; i < p.d; i += 64u) { out[t * p.d + i] = f32(table[row * p.d + i]); }
+}

@@ -5,7 +5,9 @@
 // softmax (running max and sum per query). Layouts as TransformerLens's: q and z
 // [batch, pos, head, d_head]; k and v [batch, key pos, kv head, d_head] with a batch stride of
 // their own (a KV cache holds more positions); query head h reads kv head h / group. Queries sit
-// at positions offset + i (a KV cache's new tokens); key j is masked where j > that position.
+// at positions offset + i (a KV cache's new tokens); key j is masked where j > that position, and
+// with mask_b > 0 also where the key mask M [batch, mask_b] is 0 (a pad); a query that sees no key
+// (a left pad) gets z = 0, as TransformerLens's pattern of zeros.
 // Specialisation: E (d_head, a multiple of 4, at most 256).
 
 // Uniform block P (bound as p): FLASH_P in src/gpu/kernels/attention.ts, which prepends it.
@@ -15,6 +17,7 @@
 @group(0) @binding(2) var<storage, read> K: array<f32>;
 @group(0) @binding(3) var<storage, read> V: array<f32>;
 @group(0) @binding(4) var<storage, read_write> Z: array<f32>;
+@group(0) @binding(5) var<storage, read> M: array<i32>;
 
 const BQ: u32 = 16u;
 const BKEYS: u32 = 16u;
@@ -61,7 +64,11 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u3
       for (var e = 0u; e < E; e++) { s = fma(Qs[qi * E + e], Ks[kj * E + e], s); }
       s = s * p.alpha;
       let kpos = k0 + kj;
-      if (kpos >= p.Pk || kpos > qpos) { s = bitcast<f32>(0xff800000u); }
+      if (kpos >= p.Pk || kpos > qpos) {
+        s = bitcast<f32>(0xff800000u);
+      } else if (p.mask_b != 0u && M[b * p.mask_b + kpos] == 0) {
+        s = bitcast<f32>(0xff800000u);
+      }
       S[qi * BKEYS + kj] = s;
     }
     workgroupBarrier();
@@ -79,6 +86,6 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u3
   }
   if (q0 + qi < p.P) {
     let zrow = qbase + (q0 + qi) * p.q_row;
-    for (var i = 0u; i < EQ; i++) { Z[zrow + c + 4u * i] = acc[i] / l; }
+    for (var i = 0u; i < EQ; i++) { Z[zrow + c + 4u * i] = select(0.0, acc[i] / l, l > 0.0); }
   }
 }

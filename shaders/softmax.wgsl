@@ -1,4 +1,5 @@
-// Row softmax, one workgroup per row; -inf entries (the causal mask) get probability 0.
+// Row softmax, one workgroup per row; -inf entries (the causal mask) get probability 0, and a row
+// of -inf only (a left pad's query, every key masked) gets zeros, as TransformerLens's pattern.
 // Uniform block P (bound as p): SOFTMAX_P in src/gpu/kernels/softmax.ts, which prepends it.
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -16,10 +17,11 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   var mx = bitcast<f32>(0xff800000u);
   for (var i = t; i < p.n; i += WG) { mx = max(mx, x[base + i]); }
   mx = reduce_max(mx, t);
+  mx = select(mx, 0.0, mx == bitcast<f32>(0xff800000u));
   var sum = 0.0;
   for (var i = t; i < p.n; i += WG) { sum += exp(x[base + i] - mx); }
   sum = reduce_sum(sum, t);
-  for (var i = t; i < p.n; i += WG) { out[base + i] = exp(x[base + i] - mx) / sum; }
+  for (var i = t; i < p.n; i += WG) { out[base + i] = select(0.0, exp(x[base + i] - mx) / sum, sum > 0.0); }
 }
 
 // Software adapters (lavapipe): one row per invocation, no workgroup memory or barriers. There an
@@ -32,7 +34,8 @@ fn main_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid
   let base = row * p.n;
   var mx = bitcast<f32>(0xff800000u);
   for (var i = 0u; i < p.n; i++) { mx = max(mx, x[base + i]); }
+  mx = select(mx, 0.0, mx == bitcast<f32>(0xff800000u));
   var sum = 0.0;
   for (var i = 0u; i < p.n; i++) { sum += exp(x[base + i] - mx); }
-  for (var i = 0u; i < p.n; i++) { out[base + i] = exp(x[base + i] - mx) / sum; }
+  for (var i = 0u; i < p.n; i++) { out[base + i] = select(0.0, exp(x[base + i] - mx) / sum, sum > 0.0); }
 }

@@ -81,3 +81,9 @@ export class PretrainedSaeError extends HooklensError {}
 
 /** An SAE training configuration that cannot work (d_sae 0, k > d_sae, a hook the model lacks). */
 export class TrainConfigError extends HooklensError {}
+
+/**
+ * An attention mask does not fit its batch: wrong shape, a value other than 0 or 1, a row with no
+ * real token, or a row whose real tokens are not one contiguous run (a gap).
+ */
+export class AttentionMaskError extends InputError {}

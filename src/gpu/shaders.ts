@@ -19,6 +19,7 @@ import { LINEAR_CPU_SHADER, LINEAR_SG_SHADER, LINEAR_SHADER } from "./kernels/li
 import { LOSS_SHADER } from "./kernels/loss.ts";
 import { MATMUL_SG_SHADER, MATMUL_SHADER } from "./kernels/matmul.ts";
 import { NORM_SHADER } from "./kernels/norm.ts";
+import { PADDING_SHADER } from "./kernels/padding.ts";
 import { SAE_SHADER } from "./kernels/sae.ts";
 import { SAMPLE_SHADER } from "./kernels/sample.ts";
 import { SOFTMAX_SHADER } from "./kernels/softmax.ts";
@@ -41,5 +42,6 @@ export const SHADERS: Readonly<Record<string, ShaderSource>> = Object.fromEntrie
     MATMUL_SG_SHADER,
     BACKWARD_SHADER,
     FLASH_SHADER,
+    PADDING_SHADER,
   ].map((s) => [s.name, s]),
 );

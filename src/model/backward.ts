@@ -17,6 +17,7 @@ import { flush } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
 import type { CacheTarget } from "./components/index.ts";
 import type { HookEntry } from "./hooks.ts";
+import { lossMask, type Padding } from "./padding.ts";
 import type {
   BackwardMetric,
   ForwardOptions,
@@ -31,8 +32,8 @@ import { Tape } from "./tape.ts";
 export interface BackwardHost {
   /** Storage type of the weights (the backward pass needs float32). */
   readonly dtype: "float32" | "float16";
-  /** The input's tokens as int32 [B, P]. */
-  tokens(input: Input): Tensor;
+  /** The input's tokens as int32 [B, P] and its padding (null: nothing masked). */
+  tokens(input: Input, o: ForwardOptions): { tokens: Tensor; padding: Padding | null };
   /** A forward pass caching into `target`. */
   forward(input: Input, o: ForwardOptions, target: CacheTarget): Promise<ForwardOutput>;
   /** The "bwd" hooks at a hook point, in firing order. */
@@ -40,23 +41,37 @@ export interface BackwardHost {
 }
 
 /**
- * The metric's value and its gradient with respect to the logits [B, P, V].
+ * The metric's value and its gradient with respect to the logits [B, P, V]. In a padded batch
+ * the loss counts real next tokens only, and a logit difference without `pos` is read at each
+ * row's last real token.
  */
 async function seedOf(
   host: BackwardHost,
   metric: BackwardMetric,
   input: Input,
+  opts: ForwardOptions,
   out: ForwardOutput,
   logits: Tensor,
 ): Promise<[value: Tensor, seed: Tensor]> {
   if (metric === "loss") {
-    const tokens = host.tokens(input);
+    const { tokens, padding } = host.tokens(input, opts);
     const [B, P] = tokens.shape;
-    return [(out as LogitsAndLoss).loss, ops.lossGrad(logits, tokens, 1 / (B * (P - 1)))];
+    if (!padding) {
+      return [(out as LogitsAndLoss).loss, ops.lossGrad(logits, tokens, 1 / (B * (P - 1)))];
+    }
+    const [m, n] = lossMask(padding);
+    const skip: number[] = [];
+    m.forEach((v, i) => {
+      if (!v) skip.push(Math.floor(i / (P - 1)) * P + (i % (P - 1)));
+    });
+    const V = logits.shape[2];
+    const seed = ops.lossGrad(logits, tokens, 1 / n).reshape([B * P, V]);
+    return [(out as LogitsAndLoss).loss, ops.fillAt(seed, 0, skip, 0).reshape([B, P, V])];
   }
   if ("logitDiff" in metric) {
     const [B, P, V] = logits.shape;
     const { correct, incorrect } = metric.logitDiff;
+    const padding = metric.logitDiff.pos === undefined ? host.tokens(input, opts).padding : null;
     const at = metric.logitDiff.pos ?? -1;
     const pos = at < 0 ? P + at : at;
     if (correct.length !== B || (incorrect && incorrect.length !== B) || pos < 0 || pos >= P) {
@@ -64,17 +79,18 @@ async function seedOf(
         `logitDiff needs one token per batch row (${B}) and a position in 0..${P - 1}.`,
       );
     }
+    const posOf = (b: number) => padding ? padding.ends[b] - 1 : pos;
     const g = new Float32Array(B * P * V);
     for (let b = 0; b < B; b++) {
-      g[(b * P + pos) * V + correct[b]] += 1;
-      if (incorrect) g[(b * P + pos) * V + incorrect[b]] -= 1;
+      g[(b * P + posOf(b)) * V + correct[b]] += 1;
+      if (incorrect) g[(b * P + posOf(b)) * V + incorrect[b]] -= 1;
     }
     const seed = Tensor.from(g, [B, P, V]);
     const all = await logits.toArray();
     let v = 0;
     for (let b = 0; b < B; b++) {
-      v += all[(b * P + pos) * V + correct[b]] -
-        (incorrect ? all[(b * P + pos) * V + incorrect[b]] : 0);
+      v += all[(b * P + posOf(b)) * V + correct[b]] -
+        (incorrect ? all[(b * P + posOf(b)) * V + incorrect[b]] : 0);
     }
     return [Tensor.from([v], []), seed];
   }
@@ -116,7 +132,7 @@ export async function runWithBackward(
     }, target);
     Tape.end(tape);
     const logits = out instanceof Tensor ? out : out.logits;
-    const [v, seed] = await seedOf(host, metric, input, out, logits);
+    const [v, seed] = await seedOf(host, metric, input, rest as ForwardOptions, out, logits);
     value = v;
     await tape.backward(logits, seed, async (name, g) => {
       let grad = g;

@@ -123,6 +123,12 @@ export class ActivationCache implements Disposable {
   readonly model: CacheModel | null;
   /** Whether tensors keep their batch dimension. */
   readonly hasBatchDim: boolean;
+  /**
+   * The run's attention mask, [batch][pos] (1: a real token, 0: a pad), or null when every
+   * position was real: the cached activations at pad positions are not the model's output for
+   * any prompt.
+   */
+  attentionMask: number[][] | null = null;
 
   /**
    * @param store tensors by hook name (the cache takes ownership).

@@ -72,6 +72,8 @@ export interface HookedTransformerConfig {
   tieWordEmbeddings: boolean;
   /** Whether the tokenizer should prepend BOS by default. */
   defaultPrependBos: boolean;
+  /** Where text batches are padded by default ("right", as TransformerLens). */
+  defaultPaddingSide: "left" | "right";
   /** BOS token id, if known. */
   bosTokenId: number | null;
   /** EOS token id, if known. */
@@ -221,6 +223,7 @@ function build(hf: Json, file: string): HookedTransformerConfig {
       originalArchitecture: arch,
       modelName: null,
       defaultPrependBos: true,
+      defaultPaddingSide: "right" as const,
       bosTokenId: optInt("bos_token_id"),
       eosTokenId: optInt("eos_token_id"),
     }; // deno-fmt-ignore

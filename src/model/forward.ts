@@ -1,29 +1,40 @@
 /**
  * One forward pass through the components: tokens (or, with `startAtLayer`, a residual stream)
- * to logits, a loss, or (with `stopAtLayer`) the residual stream, under one run context.
+ * to logits, a loss, or (with `stopAtLayer`) the residual stream, under one run context. A padded
+ * batch (text of different lengths, or an `attentionMask`) runs with its padding in the context;
+ * its loss counts real next tokens only.
  *
  * @example
  * ```ts
  * import { forwardPass } from "./forward.ts";
- * const logits = await forwardPass(ctx, weights, (i) => tokensTensor(cfg, tok, i), [[1, 2]], {});
+ * const logits = await forwardPass(ctx, weights, (i, o) => batchInput(cfg, tok, i, o), [[1, 2]], {});
  * ```
  * @module
  */
 import { InputError } from "../errors.ts";
 import * as ops from "../gpu/ops.ts";
 import { Tensor } from "../gpu/tensor.ts";
+import { checkMask, isFull, lossMask, type Padding, padState } from "./padding.ts";
 import {
   blocksForward,
   embedForward,
   headForward,
   type ModelWeights,
   type RunContext,
+  withPad,
 } from "./components/index.ts";
 import type { ForwardOptions, ForwardOutput, Input } from "./options.ts";
 
+/** Token ids of an input and its padding (null: nothing masked). */
+export type TokensOf = (
+  input: Input,
+  o: ForwardOptions,
+) => { tokens: Tensor; padding: Padding | null };
+
 /**
- * Runs the model on `input` (see `ForwardOptions`); `tokensOf` validates and uploads token ids.
- * The caller holds the model lock and owns the arena.
+ * Runs the model on `input` (see `ForwardOptions`); `tokensOf` validates and uploads token ids
+ * and finds the padding. A context that already has a padding (a generation step) keeps it. The
+ * caller holds the model lock and owns the arena.
  *
  * @example
  * ```ts
@@ -33,7 +44,7 @@ import type { ForwardOptions, ForwardOutput, Input } from "./options.ts";
 export async function forwardPass(
   ctx: RunContext,
   w: ModelWeights,
-  tokensOf: (input: Input) => Tensor,
+  tokensOf: TokensOf,
   input: Input,
   o: ForwardOptions,
 ): Promise<ForwardOutput> {
@@ -48,6 +59,7 @@ export async function forwardPass(
     );
   }
   let tokens: Tensor | null = null;
+  let padding: Padding | null = ctx.pad?.padding ?? null;
   let resid: Tensor;
   if (s > 0) {
     if (!(input instanceof Tensor) || input.dtype !== "float32" || input.shape.length !== 3) {
@@ -56,9 +68,18 @@ export async function forwardPass(
       );
     }
     resid = input;
-    if (o.tokens !== undefined) tokens = tokensOf(o.tokens);
+    if (o.tokens !== undefined) ({ tokens, padding } = tokensOf(o.tokens, o));
+    else if (o.attentionMask !== undefined) {
+      padding = checkMask(o.attentionMask, input.shape[0], input.shape[1]);
+      if (isFull(padding)) padding = null;
+    }
+    if (padding && !ctx.pad) ctx = withPad(ctx, padState(padding));
   } else {
-    tokens = tokensOf(input);
+    if (ctx.pad) tokens = tokensOf(input, {}).tokens;
+    else {
+      ({ tokens, padding } = tokensOf(input, o));
+      if (padding) ctx = withPad(ctx, padState(padding));
+    }
     resid = await embedForward(ctx, w.embed, tokens);
   }
   resid = await blocksForward(ctx, w, resid, s, e);
@@ -71,7 +92,16 @@ export async function forwardPass(
   if (tokens.shape[1] < 2) {
     throw new InputError("A next-token loss needs at least 2 tokens per row.");
   }
-  const perTok = ops.lossPerToken(logits, tokens);
-  const loss = o.lossPerToken ? perTok : ops.meanAll(perTok);
+  let perTok = ops.lossPerToken(logits, tokens);
+  let loss: Tensor;
+  if (padding) {
+    // TransformerLens's: a position counts when it and its next token are real.
+    const [m, n] = lossMask(padding);
+    if (n === 0) {
+      throw new InputError("A next-token loss needs a row with at least 2 real tokens.");
+    }
+    perTok = perTok.mul(Tensor.from(m, [...perTok.shape]));
+    loss = o.lossPerToken ? perTok : ops.affine(ops.meanAll(perTok), perTok.size / n, 0);
+  } else loss = o.lossPerToken ? perTok : ops.meanAll(perTok);
   return rt === "loss" ? loss : { logits, loss };
 }

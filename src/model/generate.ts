@@ -9,7 +9,7 @@
  * ```
  * @module
  */
-import { InputError } from "../errors.ts";
+import { AttentionMaskError, InputError } from "../errors.ts";
 import * as ops from "../gpu/ops.ts";
 import { copyBuffer, flush } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
@@ -18,7 +18,8 @@ import type { KvState } from "./components/index.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import type { GenerateOptions, Input } from "./options.ts";
 import { seededUniform } from "./random.ts";
-import { encodeTexts, tokensTensor } from "./tokens.ts";
+import { checkMask, isFull, type Padding, paddingOf, type PadState, padState } from "./padding.ts";
+import { encodeBatch, tokensTensor } from "./tokens.ts";
 
 /** What generation needs of the model: its config, tokenizer and one forward step. */
 export interface GenerateHost {
@@ -26,8 +27,8 @@ export interface GenerateHost {
   readonly cfg: HookedTransformerConfig;
   /** Its tokenizer, if any. */
   readonly tokenizer: HfTokenizer | null;
-  /** Logits [B, P, V] of a step's tokens [B, P] (with the KV cache, when given). */
-  step(tokens: Tensor, kv: KvState | null): Promise<Tensor>;
+  /** Logits [B, P, V] of a step's tokens [B, P] (with the KV cache and padding, when given). */
+  step(tokens: Tensor, kv: KvState | null, pad: PadState | null): Promise<Tensor>;
 }
 
 /** Steps between the EOS checks of `generate` (each waits for the GPU to finish its queue). */
@@ -36,9 +37,9 @@ const EOS_CHECK_EVERY = 4;
 const EOS_CHECK_LAG_MS = 12;
 
 /**
- * Where generation ends once every row has made an EOS token among its generated positions
- * [from, to): just past the latest row's first EOS (TransformerLens stops at that step). Null
- * while some row has none.
+ * Where generation ends once every row has made a stop token (EOS or one of `stopTokens`) among
+ * its generated positions [from, to): just past the latest row's first one (TransformerLens stops
+ * at that step). Null while some row has none.
  */
 function eosEnd(
   ids: Int32Array | Float32Array,
@@ -46,12 +47,12 @@ function eosEnd(
   total: number,
   from: number,
   to: number,
-  eos: number,
+  stop: ReadonlySet<number>,
 ): number | null {
   let end = from;
   for (let b = 0; b < B; b++) {
     let i = from;
-    while (i < to && ids[b * total + i] !== eos) i++;
+    while (i < to && !stop.has(ids[b * total + i])) i++;
     if (i === to) return null;
     end = Math.max(end, i + 1);
   }
@@ -59,8 +60,52 @@ function eosEnd(
 }
 
 /**
+ * The prompt as left-padded rows (each row continues from its own last token) and its padding,
+ * null when every row is real end to end. Token rows with a right-padded mask are re-padded on the
+ * left; a Tensor's must be left-padded already (moving it would need a readback).
+ */
+function promptOf(
+  host: GenerateHost,
+  input: Input,
+  o: GenerateOptions,
+): { rows: number[][] | Tensor; padding: Padding | null } {
+  const cfg = host.cfg;
+  const isText = typeof input === "string" ||
+    (Array.isArray(input) && typeof input[0] === "string");
+  if (isText) {
+    const { rows, padding } = encodeBatch(cfg, host.tokenizer, input as string | string[], {
+      prependBos: o.prependBos,
+      paddingSide: "left",
+    });
+    return { rows, padding: isFull(padding) ? null : padding };
+  }
+  if (o.attentionMask === undefined) return { rows: input as number[][] | Tensor, padding: null };
+  const tokens = tokensTensor(cfg, host.tokenizer, input);
+  const [B, P] = tokens.shape;
+  const padding = checkMask(o.attentionMask, B, P);
+  if (isFull(padding)) return { rows: tokens, padding: null };
+  if (padding.ends.every((e) => e === P)) return { rows: tokens, padding };
+  if (input instanceof Tensor) {
+    throw new AttentionMaskError(
+      "generate on a Tensor needs a left-padded attentionMask (each row's real tokens end at the " +
+        "last position): pad on the left (toTokensWithMask(texts, { paddingSide: \"left\" })), or " +
+        "pass the token ids as arrays.",
+    );
+  }
+  const given = Array.isArray(input[0]) ? input as number[][] : [input as number[]];
+  const real = given.map((r, b) => r.slice(padding.starts[b], padding.ends[b]));
+  const left = paddingOf(real.map((r) => r.length), P, "left");
+  const fill = host.tokenizer?.padTokenId ?? 0;
+  return {
+    rows: real.map((r) => [...new Array(P - r.length).fill(fill), ...r]),
+    padding: left,
+  };
+}
+
+/**
  * Generates tokens for `input` (see `HookedTransformer.generate`): text for text input, token
- * ids otherwise. The caller holds the model lock.
+ * ids otherwise. Prompts of different lengths are left-padded; each row keeps its own positions
+ * and stops at its own stop token. The caller holds the model lock.
  *
  * @example
  * ```ts
@@ -79,12 +124,19 @@ export async function generateTokens(
   }
   const isText = typeof input === "string" ||
     (Array.isArray(input) && typeof input[0] === "string");
-  const prompt = isText
-    ? encodeTexts(cfg, host.tokenizer, input as string | string[], { prependBos: o.prependBos })
-    : null;
+  const stopTokens = o.stopTokens ?? [];
+  for (const t of stopTokens) {
+    if (!Number.isInteger(t) || t < 0 || t >= cfg.dVocab) {
+      throw new InputError(
+        `stopTokens: ${t} is not a token id of this model (0..${cfg.dVocab - 1}).`,
+      );
+    }
+  }
   const arena = openArena();
   try {
-    const tokens = tokensTensor(cfg, host.tokenizer, prompt ?? input);
+    const prompt = promptOf(host, input, o);
+    const padding = prompt.padding;
+    const tokens = tokensTensor(cfg, host.tokenizer, prompt.rows);
     const [B, P0] = tokens.shape;
     const total = P0 + maxNew;
     if (total > cfg.nCtx) {
@@ -93,7 +145,13 @@ export async function generateTokens(
       );
     }
     const eos = host.tokenizer?.eosTokenId ?? cfg.eosTokenId;
-    const stopAtEos = (o.stopAtEos ?? true) && eos !== null;
+    const stop = new Set(stopTokens);
+    if ((o.stopAtEos ?? true) && eos !== null) stop.add(eos);
+    const stopAtEos = stop.size > 0;
+    // Finished rows are padded with EOS (TransformerLens's), else the first stop token.
+    const fill = eos ?? stopTokens[0];
+    // The key mask covers every position generation may reach; generated tokens are real.
+    const pad = padding ? padState(padding, total) : null;
     const seq = Tensor.empty([B, total], "int32");
     for (let b = 0; b < B; b++) {
       copyBuffer(tokens.buffer, seq.buffer, P0 * 4, b * P0 * 4, b * total * 4);
@@ -136,7 +194,7 @@ export async function generateTokens(
           }
         }
         if (kv) kv.offset = step === 0 ? 0 : pos - 1;
-        const logits = await host.step(stepInput, kv);
+        const logits = await host.step(stepInput, kv, pad);
         ops.sampleNext(logits, seq, pos, {
           greedy,
           topK: o.topK,
@@ -154,7 +212,7 @@ export async function generateTokens(
       if (!stopAtEos || step === maxNew - 1) continue;
       if (check && performance.now() - check.at >= EOS_CHECK_LAG_MS) {
         const ids = await check.ids;
-        const end = eosEnd(ids, B, total, P0, check.done, eos!);
+        const end = eosEnd(ids, B, total, P0, check.done, stop);
         check = null;
         if (end !== null) {
           ended = { ids, end };
@@ -168,21 +226,24 @@ export async function generateTokens(
       }
     }
     const ids = ended?.ids ?? await seq.toArray();
-    const end = ended?.end ?? (stopAtEos ? eosEnd(ids, B, total, P0, done, eos!) : null) ?? done;
+    const end = ended?.end ?? (stopAtEos ? eosEnd(ids, B, total, P0, done, stop) : null) ?? done;
+    // Each row without its left padding.
     const rows = Array.from(
       { length: B },
-      (_, b) => Array.from(ids.subarray(b * total, b * total + end)),
+      (_, b) => Array.from(ids.subarray(b * total + (padding?.starts[b] ?? 0), b * total + end)),
     );
-    if (stopAtEos) {
-      for (const r of rows) {
-        const i = r.indexOf(eos!, P0);
-        if (i >= 0) r.fill(eos!, i);
-      }
-    }
+    // Where each row's own output ends (just past its first stop token).
+    const ends = rows.map((r, b) => {
+      const from = P0 - (padding?.starts[b] ?? 0);
+      const i = stopAtEos ? r.findIndex((t, j) => j >= from && stop.has(t)) : -1;
+      if (i >= 0) r.fill(fill!, i + 1);
+      return i >= 0 ? i + 1 : r.length;
+    });
     if (!isText) return rows;
-    // As TransformerLens: the text output leaves out the BOS token the prompt was given.
+    // As TransformerLens: the text output leaves out the BOS token the prompt was given; and
+    // each row's text ends at its own stop token.
     const dropBos = o.prependBos ?? cfg.defaultPrependBos;
-    const texts = rows.map((r) => host.tokenizer!.decode(dropBos ? r.slice(1) : r));
+    const texts = rows.map((r, b) => host.tokenizer!.decode(r.slice(dropBos ? 1 : 0, ends[b])));
     return typeof input === "string" ? texts[0] : texts;
   } finally {
     closeArena(arena);

@@ -51,7 +51,17 @@ import { loadPretrained } from "./load.ts";
 import { forwardPass } from "./forward.ts";
 import { runWithBackward } from "./backward.ts";
 import { generateTokens } from "./generate.ts";
-import { decodeTokens, encodeTexts, singleToken, strTokens, tokensTensor } from "./tokens.ts";
+import {
+  batchInput,
+  decodeTokens,
+  encodeBatch,
+  encodeTexts,
+  inputPadding,
+  singleToken,
+  strTokens,
+  tokensTensor,
+} from "./tokens.ts";
+import { type AttentionMask, checkMask, type PadState, paddingOf, tokenPositions } from "./padding.ts";
 import type {
   ForwardOptions,
   ForwardOutput,
@@ -61,6 +71,7 @@ import type {
   LogitsAndLoss,
   RunWithCacheOptions,
   RunWithHooksOptions,
+  TokensWithMask,
   ToTokensOptions,
 } from "./options.ts";
 
@@ -74,8 +85,10 @@ export type {
   LogitsAndLoss,
   RunWithCacheOptions,
   RunWithHooksOptions,
+  TokensWithMask,
   ToTokensOptions,
 } from "./options.ts";
+export type { AttentionMask, PaddingSide } from "./padding.ts";
 export { hookNamesFor } from "./components/index.ts";
 export { resolveSource } from "./load.ts";
 export type { CacheTarget, HookLayer, HookPoints } from "./components/index.ts";
@@ -384,11 +397,16 @@ export class HookedTransformer {
 
   /**
    * The run context of a call: its hooks (caching into `target`), under its SAE layer, with the
-   * KV state of a generation step.
+   * KV state and padding of a generation step.
    */
-  #context(target: CacheTarget | null, spec: CallSpec, kv: KvState | null): RunContext {
+  #context(
+    target: CacheTarget | null,
+    spec: CallSpec,
+    kv: KvState | null,
+    pad: PadState | null = null,
+  ): RunContext {
     const plain = plainHookPoints(spec.hooks, target, currentCall()?.signal);
-    return contextFor(this.cfg, spec.layer ? spec.layer(plain) : plain, target, kv);
+    return contextFor(this.cfg, spec.layer ? spec.layer(plain) : plain, target, kv, pad);
   }
 
   // ---------------------------------------------------------------- inputs
@@ -419,6 +437,55 @@ export class HookedTransformer {
    */
   toTokens(text: string | string[], opts: ToTokensOptions = {}): Tensor {
     return this.tokensTensor(encodeTexts(this.cfg, this.tokenizer, text, opts));
+  }
+
+  /**
+   * Tokenizes text as {@link HookedTransformer.toTokens} and returns the attention mask too (1:
+   * a real token, 0: a pad), for the run methods' `attentionMask`. `paddingSide` per call, else
+   * the model's `cfg.defaultPaddingSide`.
+   *
+   * @example
+   * ```ts
+   * const { tokens, attentionMask } = model.toTokensWithMask(["a b", "a b c d"], { paddingSide: "left" });
+   * const logits = await model.forward(tokens, { attentionMask });
+   * ```
+   */
+  toTokensWithMask(text: string | string[], opts: ToTokensOptions = {}): TokensWithMask {
+    const { rows, padding } = encodeBatch(this.cfg, this.tokenizer, text, opts);
+    return { tokens: this.tokensTensor(rows), attentionMask: padding.mask };
+  }
+
+  /**
+   * Where `token` (an id, or a string that is one token) occurs in `input` (TransformerLens's
+   * `get_token_position`): the index of its first (default) or last occurrence among each row's
+   * real tokens, in the padded row's coordinates. One number for one sequence, one per row for a
+   * batch.
+   *
+   * @example
+   * ```ts
+   * const at = model.getTokenPosition(" Mary", ["When Mary and John", "Then Mary"], { paddingSide: "left" });
+   * ```
+   */
+  getTokenPosition(
+    token: string | number,
+    input: string | string[] | number[] | number[][],
+    opts: ToTokensOptions & { mode?: "first" | "last"; attentionMask?: AttentionMask } = {},
+  ): number | number[] {
+    const id = typeof token === "string" ? this.toSingleToken(token) : token;
+    const isText = typeof input === "string" || typeof input[0] === "string";
+    let rows: number[][];
+    let padding;
+    if (isText) {
+      ({ rows, padding } = encodeBatch(this.cfg, this.tokenizer, input as string | string[], opts));
+    } else {
+      rows = Array.isArray(input[0]) ? input as number[][] : [input as number[]];
+      const P = rows[0]?.length ?? 0;
+      padding = opts.attentionMask
+        ? checkMask(opts.attentionMask, rows.length, P)
+        : paddingOf(rows.map(() => P), P, "right");
+    }
+    const at = tokenPositions(id, rows, padding, opts.mode ?? "first");
+    return typeof input === "string" || !Array.isArray(input[0]) ? at[0] : at;
   }
 
   /**
@@ -562,13 +629,16 @@ export class HookedTransformer {
     const cache = new ActivationCache(new Map(), this);
     const filter = namesFilterFn(opts.namesFilter);
     try {
+      const padding = opts.startAtLayer
+        ? null
+        : inputPadding(this.cfg, this.tokenizer, input, opts as ForwardOptions);
       const target: CacheTarget = { cache, cacheFilter: filter };
       if (opts.inclBwd) {
         this.#checkUsable();
         const out = await runWithBackward(
           {
             dtype: this.dtype,
-            tokens: (i) => this.tokensTensor(i),
+            tokens: (i, o) => batchInput(this.cfg, this.tokenizer, i, o),
             forward: (i, o, t) => this.#forward(this.#context(t, spec, null), i, o),
             bwdHooks: (name) => spec.hooks.at(name, "bwd"),
           },
@@ -576,10 +646,12 @@ export class HookedTransformer {
           opts,
           target,
         );
+        cache.attentionMask = padding?.mask ?? null;
         if (opts.removeBatchDim) return [out, removeBatchDim(cache)];
         return [out, cache];
       }
       const out = await this.#run(input, opts as ForwardOptions, target, spec);
+      cache.attentionMask = padding?.mask ?? null;
       if (opts.removeBatchDim) return [out, removeBatchDim(cache)];
       return [out, cache];
     } catch (e) {
@@ -612,8 +684,8 @@ export class HookedTransformer {
         {
           cfg: this.cfg,
           tokenizer: this.tokenizer,
-          step: (tokens, kv) =>
-            this.#forward(this.#context(null, spec, kv), tokens, {}) as Promise<Tensor>,
+          step: (tokens, kv, pad) =>
+            this.#forward(this.#context(null, spec, kv, pad), tokens, {}) as Promise<Tensor>,
         },
         input,
         opts,
@@ -650,7 +722,13 @@ export class HookedTransformer {
 
   /** A forward pass under `ctx`. */
   #forward(ctx: RunContext, input: Input, opts: ForwardOptions): Promise<ForwardOutput> {
-    return forwardPass(ctx, this.#w, (i) => this.tokensTensor(i), input, opts);
+    return forwardPass(
+      ctx,
+      this.#w,
+      (i, o) => batchInput(this.cfg, this.tokenizer, i, o),
+      input,
+      opts,
+    );
   }
 
   /**

@@ -10,6 +10,7 @@
  */
 import type { Tensor } from "../gpu/tensor.ts";
 import type { HookSpec } from "./hooks.ts";
+import type { AttentionMask, PaddingSide } from "./padding.ts";
 import type { ProcessingOptions } from "./processing.ts";
 
 /**
@@ -22,8 +23,16 @@ export type Input = string | string[] | number[][] | number[] | Tensor;
 export interface ToTokensOptions {
   /** Prepend the BOS token (default: the model's default, true for the supported models). */
   prependBos?: boolean;
-  /** Where shorter texts of a batch are padded (default "right"). */
-  paddingSide?: "left" | "right";
+  /** Where shorter texts of a batch are padded (default the model's `cfg.defaultPaddingSide`). */
+  paddingSide?: PaddingSide;
+}
+
+/** Token ids of a text batch and its attention mask (`toTokensWithMask`). */
+export interface TokensWithMask {
+  /** int32 [batch, pos]. */
+  tokens: Tensor;
+  /** 0/1 per position, [batch][pos]: 1 a real token, 0 a pad. */
+  attentionMask: AttentionMask;
 }
 
 /** Options of `fromPretrained`. */
@@ -60,12 +69,20 @@ export interface ForwardOptions {
   startAtLayer?: number;
   /** Tokens for the loss when starting from a residual stream. */
   tokens?: Input;
+  /**
+   * Token input: 0/1 per position, [batch][pos] (1: a real token, 0: a pad; one run of real
+   * tokens per row, padded left or right). Pads get no attention, positions count real tokens
+   * only, and the loss leaves pads out. Text input builds its own.
+   */
+  attentionMask?: AttentionMask;
+  /** Text input: where shorter texts are padded (default the model's `cfg.defaultPaddingSide`). */
+  paddingSide?: PaddingSide;
 }
 
 /**
  * What a backward pass differentiates: the mean next-token loss, or the logit difference of two
- * tokens at a position (per batch row), or any metric given by its gradient with respect to the
- * logits.
+ * tokens at a position (per batch row; default the last position, in a padded batch each row's
+ * last real token), or any metric given by its gradient with respect to the logits.
  */
 export type BackwardMetric =
   | "loss"
@@ -125,6 +142,13 @@ export interface GenerateOptions {
   topP?: number;
   /** Stop a sequence at the EOS token (default true): later positions are filled with EOS. */
   stopAtEos?: boolean;
+  /** More token ids that end a row (as EOS does; they need no `stopAtEos`). */
+  stopTokens?: number[];
+  /**
+   * Token input: 0/1 per position (see ForwardOptions.attentionMask). Prompts of different
+   * lengths are left-padded: each row continues from its own last token.
+   */
+  attentionMask?: AttentionMask;
   /** Reuse keys and values of earlier positions (default true). */
   useKvCache?: boolean;
   /** Seed of the sampler (default: random). */

@@ -14,6 +14,7 @@ import { Tensor } from "../gpu/tensor.ts";
 import type { HfTokenizer } from "../io/tokenizer.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import type { Input, ToTokensOptions } from "./options.ts";
+import { type AttentionMask, checkMask, isFull, type Padding, paddingOf } from "./padding.ts";
 
 /**
  * The tokenizer, or a typed error saying to pass token ids.
@@ -46,6 +47,24 @@ export function encodeTexts(
   text: string | string[],
   o: ToTokensOptions,
 ): number[][] {
+  return encodeBatch(cfg, tokenizer, text, o).rows;
+}
+
+/**
+ * Token ids of texts padded to one length on `o.paddingSide` (default the model's
+ * `defaultPaddingSide`), with the padding (TransformerLens's `to_tokens` and its attention mask).
+ *
+ * @example
+ * ```ts
+ * const { rows, padding } = encodeBatch(cfg, tokenizer, ["a", "a b c"], { paddingSide: "left" });
+ * ```
+ */
+export function encodeBatch(
+  cfg: HookedTransformerConfig,
+  tokenizer: HfTokenizer | null,
+  text: string | string[],
+  o: ToTokensOptions,
+): { rows: number[][]; padding: Padding } {
   const tok = requireTokenizer(tokenizer);
   const texts = typeof text === "string" ? [text] : text;
   if (!texts.length) throw new InputError("Empty input: pass at least one text.");
@@ -62,11 +81,20 @@ export function encodeTexts(
   });
   const P = Math.max(...rows.map((r) => r.length));
   if (P === 0) throw new InputError("Empty input: the text has no tokens.");
+  const empty = rows.findIndex((r) => r.length === 0);
+  if (empty >= 0) {
+    throw new InputError(`Text ${empty} of the batch has no tokens: drop it or give it text.`);
+  }
   const pad = tok.padTokenId ?? 0;
-  return rows.map((r) => {
-    const fill = new Array(P - r.length).fill(pad);
-    return o.paddingSide === "left" ? [...fill, ...r] : [...r, ...fill];
-  });
+  const side = o.paddingSide ?? cfg.defaultPaddingSide;
+  const padding = paddingOf(rows.map((r) => r.length), P, side);
+  return {
+    rows: rows.map((r) => {
+      const fill = new Array(P - r.length).fill(pad);
+      return side === "left" ? [...fill, ...r] : [...r, ...fill];
+    }),
+    padding,
+  };
 }
 
 /** Throws unless 1 <= P <= n_ctx. */
@@ -127,6 +155,77 @@ export function tokensTensor(
     });
   });
   return Tensor.from(data, [rows.length, P], "int32");
+}
+
+/**
+ * A model input as token ids int32 [B, P] and its padding: built from the tokenization for text
+ * (padded on `paddingSide`, default the model's), the given `attentionMask` for token ids, none
+ * when nothing is masked.
+ *
+ * @example
+ * ```ts
+ * const { tokens, padding } = batchInput(cfg, tokenizer, ["a", "a b"], { paddingSide: "left" });
+ * ```
+ */
+export function batchInput(
+  cfg: HookedTransformerConfig,
+  tokenizer: HfTokenizer | null,
+  input: Input,
+  o: { attentionMask?: AttentionMask; paddingSide?: "left" | "right" },
+): { tokens: Tensor; padding: Padding | null } {
+  const isText = typeof input === "string" ||
+    (Array.isArray(input) && typeof input[0] === "string");
+  let padding: Padding | null = null;
+  let tokens: Tensor;
+  if (isText) {
+    if (o.attentionMask !== undefined) {
+      throw new InputError(
+        "attentionMask is for token input; text input builds its own (choose paddingSide).",
+      );
+    }
+    const enc = encodeBatch(cfg, tokenizer, input as string | string[], o);
+    tokens = tokensTensor(cfg, tokenizer, enc.rows);
+    padding = enc.padding;
+  } else {
+    tokens = tokensTensor(cfg, tokenizer, input);
+    if (o.attentionMask !== undefined) {
+      const [B, P] = tokens.shape;
+      const m = o.attentionMask.length && !Array.isArray(o.attentionMask[0]) && B === 1
+        ? [o.attentionMask as unknown as number[]]
+        : o.attentionMask;
+      padding = checkMask(m, B, P);
+    }
+  }
+  return { tokens, padding: padding && !isFull(padding) ? padding : null };
+}
+
+/**
+ * The padding of a model input (as {@link batchInput} finds it) without uploading anything: the
+ * tokenization's for text, the given `attentionMask`'s for token ids, null when nothing is masked.
+ *
+ * @example
+ * ```ts
+ * const padding = inputPadding(cfg, tokenizer, ["a", "a b"], {});
+ * ```
+ */
+export function inputPadding(
+  cfg: HookedTransformerConfig,
+  tokenizer: HfTokenizer | null,
+  input: Input,
+  o: { attentionMask?: AttentionMask; paddingSide?: "left" | "right" },
+): Padding | null {
+  let padding: Padding | null = null;
+  if (typeof input === "string" || (Array.isArray(input) && typeof input[0] === "string")) {
+    padding = encodeBatch(cfg, tokenizer, input as string | string[], o).padding;
+  } else if (o.attentionMask !== undefined) {
+    const rows = input instanceof Tensor
+      ? input.shape
+      : Array.isArray(input[0])
+      ? [input.length, (input[0] as number[]).length]
+      : [1, input.length];
+    padding = checkMask(o.attentionMask, rows[0], rows[1]);
+  }
+  return padding && !isFull(padding) ? padding : null;
 }
 
 /**

@@ -37,6 +37,8 @@ const FLASH_P = uniforms({
   alpha: "f32",
   /** Position of the first query. */
   offset: "u32",
+  /** Positions per batch row of the key mask (0: no mask). */
+  mask_b: "u32",
 });
 
 /** shaders/flash.wgsl (specialised by E, the head dimension). */
@@ -83,6 +85,11 @@ export interface FlashShape {
   alpha: number;
   /** Position of the first query (causal mask: key j visible from query i when j <= offset + i). */
   offset: number;
+  /**
+   * Padding: int32 key mask [B, stride] (0: a pad key, never attended; a query that sees no key
+   * gets z = 0).
+   */
+  mask?: { t: Tensor; stride: number };
 }
 
 /**
@@ -132,8 +139,9 @@ export function flashAttention(q: Tensor, k: Tensor, v: Tensor, s: FlashShape): 
       kv_row: s.Hkv * s.E,
       alpha: s.alpha,
       offset: s.offset,
+      mask_b: s.mask?.stride ?? 0,
     }),
-    [q.buffer, k.buffer, v.buffer, z.buffer],
+    [q.buffer, k.buffer, v.buffer, z.buffer, (s.mask?.t ?? q).buffer],
     [Math.ceil(s.P / 16), s.B * s.H, 1],
   );
   return z;
@@ -173,6 +181,52 @@ export function rotary(
       inverse,
     }),
     [x.buffer, table.buffer, out.buffer],
+    grid256(x.size),
+  );
+  return out;
+}
+
+/**
+ * {@link rotary} in a padded batch: row b's token t sits at position max(t + offset, starts[b]) -
+ * starts[b], `starts` int32 [batch] holding each row's first real position (TransformerLens's
+ * offset position ids: positions count real tokens only).
+ *
+ * @example
+ * ```ts
+ * const rq = rotaryRows(q, table, 16, 0, starts);
+ * ```
+ */
+export function rotaryRows(
+  x: Tensor,
+  table: Tensor,
+  rotaryDim: number,
+  offset: number,
+  starts: Tensor,
+  inverse = false,
+): Tensor {
+  assertF32(x, "rotary");
+  const [B, P, H, E] = x.shape;
+  if (starts.dtype !== "int32" || starts.size < B) {
+    throw new ShapeError(
+      `rotaryRows: starts must be int32 with one entry per batch row (${B}), got ` +
+        `${starts.dtype} [${starts.shape.join(", ")}].`,
+    );
+  }
+  const nCtx = table.size / (2 * rotaryDim);
+  const out = Tensor.empty(x.shape);
+  dispatch(
+    pipeline(ATTENTION_SHADER, "rotary_rows"),
+    ROTARY_P.pack({
+      n: x.size,
+      heads: H,
+      d_head: E,
+      rot: rotaryDim,
+      pos: P,
+      offset,
+      n_ctx: nCtx,
+      inverse,
+    }),
+    [x.buffer, table.buffer, out.buffer, starts.buffer],
     grid256(x.size),
   );
   return out;

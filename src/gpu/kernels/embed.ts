@@ -86,3 +86,37 @@ export function embedPositions(table: Tensor, batch: number, pos: number, offset
   );
   return out;
 }
+
+/**
+ * Learned positional embedding [batch, pos, d] of a padded batch: row b's token t takes row
+ * max(t + offset, starts[b]) - starts[b] of `table` [n_ctx, d], `starts` int32 [batch] holding
+ * each row's first real position (TransformerLens's offset position ids).
+ *
+ * @example
+ * ```ts
+ * const p = embedPositionsRows(W_pos, 2, 12, 0, starts);
+ * ```
+ */
+export function embedPositionsRows(
+  table: Tensor,
+  batch: number,
+  pos: number,
+  offset: number,
+  starts: Tensor,
+): Tensor {
+  if (starts.dtype !== "int32" || starts.size < batch) {
+    throw new ShapeError(
+      `embedPositionsRows: starts must be int32 with one entry per batch row (${batch}), got ` +
+        `${starts.dtype} [${starts.shape.join(", ")}].`,
+    );
+  }
+  const d = table.shape[1];
+  const out = Tensor.empty([batch, pos, d]);
+  dispatch(
+    pipeline(EMBED_SHADER, "positions_rows", { WT: tableType(table) }),
+    EMBED_P.pack({ tokens: batch * pos, pos, d, pos_off: offset, vocab: table.shape[0] }),
+    [table.buffer, starts.buffer, out.buffer],
+    gridRows(batch * pos),
+  );
+  return out;
+}

@@ -2,7 +2,9 @@
  * Attention (multi-head, grouped-query, rotary), causal. Hook points under `blocks.L.attn.`, in
  * firing order: `hook_q`, `hook_k`, `hook_v` (k and v with Hkv heads under grouped-query
  * attention), `hook_rot_q`, `hook_rot_k` (rotary models), `hook_attn_scores` (causal -inf),
- * `hook_pattern`, `hook_z`; then W_O (plus the residual in the same pass when given).
+ * `hook_pattern`, `hook_z`; then W_O (plus the residual in the same pass when given). In a padded
+ * batch pad keys get no attention (-inf scores, as TransformerLens's), a query that sees no real
+ * key (a left pad) gets a pattern of zeros, and rotary angles count real tokens only.
  *
  * @example
  * ```ts
@@ -129,11 +131,16 @@ export async function attentionForward(
   const v = await ctx.hook(a + "hook_v", v0);
   const kv = ctx.kv;
   const offset = kv?.offset ?? 0;
+  const pad = ctx.pad;
   if (rot) {
     const R = cfg.rotaryDim!;
-    const rq = ops.rotary(q, rot, R, offset), rk = ops.rotary(k, rot, R, offset);
-    Tape.record([rq], [q], ([g]) => [ops.rotary(g!, rot, R, offset, true)]);
-    Tape.record([rk], [k], ([g]) => [ops.rotary(g!, rot, R, offset, true)]);
+    const rotate = (t: Tensor, inverse: boolean) =>
+      pad?.shifted
+        ? ops.rotaryRows(t, rot, R, offset, pad.starts, inverse)
+        : ops.rotary(t, rot, R, offset, inverse);
+    const rq = rotate(q, false), rk = rotate(k, false);
+    Tape.record([rq], [q], ([g]) => [rotate(g!, true)]);
+    Tape.record([rk], [k], ([g]) => [rotate(g!, true)]);
     q = await ctx.hook(a + "hook_rot_q", rq);
     k = await ctx.hook(a + "hook_rot_k", rk);
   }
@@ -160,7 +167,18 @@ export async function attentionForward(
     // Nothing reads the scores or the pattern: one pass, neither is written.
     const alpha = 1 / scale;
     return await finish(
-      ops.flashAttention(q, kAll, vAll, { B, P, Pk, H, Hkv, E: D, kvStride, alpha, offset }),
+      ops.flashAttention(q, kAll, vAll, {
+        B,
+        P,
+        Pk,
+        H,
+        Hkv,
+        E: D,
+        kvStride,
+        alpha,
+        offset,
+        mask: pad ? { t: pad.keyMask, stride: pad.stride } : undefined,
+      }),
     );
   }
   const scores = Tensor.empty([B, H, P, Pk]);
@@ -203,6 +221,7 @@ export async function attentionForward(
       return [gq, gk];
     });
   }
+  if (pad) ops.maskKeys(scores, pad.keyMask, pad.stride);
   const hookedScores = await ctx.hook(a + "hook_attn_scores", scores);
   const pattern0 = ops.softmax(hookedScores);
   Tape.record([pattern0], [hookedScores], ([g]) => [ops.softmaxGrad(g!, pattern0)]);

@@ -19,6 +19,7 @@ import { Tensor } from "../../gpu/tensor.ts";
 import type { ActivationCache } from "../cache.ts";
 import type { HookedTransformerConfig } from "../config.ts";
 import type { HookLookup } from "../hooks.ts";
+import type { PadState } from "../padding.ts";
 import { Tape } from "../tape.ts";
 
 /** Which hooks a run caches and where (runWithCache). */
@@ -69,6 +70,8 @@ export interface RunContext extends HookPoints {
   readonly cfg: HookedTransformerConfig;
   /** The KV cache of a generation step, or null. */
   readonly kv: KvState | null;
+  /** A padded batch's key mask and row starts (null: every position is a real token). */
+  readonly pad: PadState | null;
   /** Whether the backward tape records (a run with `inclBwd`, outside an untaped section). */
   readonly taping: boolean;
   /** Whether nothing reads the activation at `name`: no hook, no cache entry, no backward pass. */
@@ -137,7 +140,7 @@ export function abortedError(signal: AbortSignal, where?: string): CallAbortedEr
 
 /**
  * The run context of one call: the hook points (with `layer` over them when given), the cache
- * target and the KV state.
+ * target, the KV state and the padding.
  *
  * @example
  * ```ts
@@ -149,10 +152,12 @@ export function contextFor(
   points: HookPoints,
   target: CacheTarget | null,
   kv: KvState | null,
+  pad: PadState | null = null,
 ): RunContext {
   return {
     cfg,
     kv,
+    pad,
     hook: points.hook,
     mayReplace: points.mayReplace,
     get taping(): boolean {
@@ -162,6 +167,18 @@ export function contextFor(
       return !points.mayReplace(name) && !(target && target.cacheFilter(name)) && !Tape.active;
     },
   };
+}
+
+/**
+ * The same context with a padding (found once the input is tokenized).
+ *
+ * @example
+ * ```ts
+ * const padded = withPad(ctx, padState(padding));
+ * ```
+ */
+export function withPad(ctx: RunContext, pad: PadState | null): RunContext {
+  return Object.create(ctx, { pad: { value: pad, enumerable: true } });
 }
 
 /**

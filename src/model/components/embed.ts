@@ -39,7 +39,8 @@ export function embedHookNames(cfg: HookedTransformerConfig): string[] {
 
 /**
  * hook_embed, hook_pos_embed: the residual stream [B, P, E] entering block 0. Positions start at
- * the KV cache's offset during generation.
+ * the KV cache's offset during generation, and count each row's real tokens only under left
+ * padding (TransformerLens's offset position ids).
  *
  * @example
  * ```ts
@@ -55,7 +56,13 @@ export async function embedForward(
   const embed = await ctx.hook("hook_embed", ops.embedTokens(w.wE, tokens));
   if (!w.wPos) return embed;
   const offset = ctx.kv?.offset ?? 0;
-  const pos = await ctx.hook("hook_pos_embed", ops.embedPositions(w.wPos, B, P, offset));
+  const pad = ctx.pad;
+  const pos = await ctx.hook(
+    "hook_pos_embed",
+    pad?.shifted
+      ? ops.embedPositionsRows(w.wPos, B, P, offset, pad.starts)
+      : ops.embedPositions(w.wPos, B, P, offset),
+  );
   const sum = embed.add(pos);
   Tape.record([sum], [embed, pos], ([g]) => [g, g]);
   return sum;
