@@ -37,7 +37,13 @@ Deno.test("maskKeys sets exactly the pad keys' scores to -inf, for a KV cache's 
 });
 
 /** Float64 NeoX rotary of one head vector at `pos`. */
-function rotate(x: ArrayLike<number>, base: number, R: number, pos: number, inv: boolean): number[] {
+function rotate(
+  x: ArrayLike<number>,
+  base: number,
+  R: number,
+  pos: number,
+  inv: boolean,
+): number[] {
   const out = Array.from(x);
   const half = R / 2;
   for (let e = 0; e < half; e++) {

@@ -88,7 +88,7 @@ function promptOf(
   if (input instanceof Tensor) {
     throw new AttentionMaskError(
       "generate on a Tensor needs a left-padded attentionMask (each row's real tokens end at the " +
-        "last position): pad on the left (toTokensWithMask(texts, { paddingSide: \"left\" })), or " +
+        'last position): pad on the left (toTokensWithMask(texts, { paddingSide: "left" })), or ' +
         "pass the token ids as arrays.",
     );
   }

@@ -61,7 +61,13 @@ import {
   strTokens,
   tokensTensor,
 } from "./tokens.ts";
-import { type AttentionMask, checkMask, type PadState, paddingOf, tokenPositions } from "./padding.ts";
+import {
+  type AttentionMask,
+  checkMask,
+  paddingOf,
+  type PadState,
+  tokenPositions,
+} from "./padding.ts";
 import type {
   ForwardOptions,
   ForwardOutput,

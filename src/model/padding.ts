@@ -85,7 +85,9 @@ export function checkMask(mask: unknown, B: number, P: number): Padding {
         else if (end !== p) {
           throw new AttentionMaskError(
             `attentionMask row ${b} has a gap: pads at ${end}..${p - 1} between real tokens ` +
-              `(${start}..${end - 1} and ${p}..): real tokens must be one run, padded on the left ` +
+              `(${start}..${
+                end - 1
+              } and ${p}..): real tokens must be one run, padded on the left ` +
               "or right only.",
           );
         }
