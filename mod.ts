@@ -33,7 +33,11 @@ export type {
   LogitsAndLoss,
   RunWithCacheOptions,
   RunWithHooksOptions,
+  TokensWithMask,
 } from "./src/model/model.ts";
+export { gatherPositions } from "./src/gpu/kernels/padding.ts";
+export { lastTokenIndices } from "./src/model/padding.ts";
+export type { AttentionMask, PaddingSide } from "./src/model/padding.ts";
 export type { HookedTransformerConfig } from "./src/model/config.ts";
 export type { RopeScaling } from "./src/model/rope.ts";
 export { SUPPORTED_ARCHITECTURES } from "./src/model/config.ts";
@@ -54,7 +58,12 @@ export type { PretrainedSaeEntry, PretrainedSaeFormat } from "./src/sae/registry
 export { HookedSAETransformer } from "./src/sae/hooked_sae_transformer.ts";
 export type { AddSaeOptions, SaeScope, WithSaesOptions } from "./src/sae/hooked_sae_transformer.ts";
 export { nextTokens, topIndices, topLatentsPerToken } from "./src/sae/features.ts";
-export type { LatentActivation, NextToken, TokenLatents } from "./src/sae/features.ts";
+export type {
+  LatentActivation,
+  NextToken,
+  PaddingOptions,
+  TokenLatents,
+} from "./src/sae/features.ts";
 export type { BackwardMetric } from "./src/model/model.ts";
 export {
   cpuActivationSource,

@@ -74,6 +74,8 @@ export async function badInputCases(): Promise<Record<string, () => Promise<Erro
     "token id >= vocabulary": () => thrown(() => model.forward([[1, 2, 1000]])),
     "sequence longer than n_ctx": () => thrown(() => model.forward([Array(65).fill(1)])),
     "empty input": () => thrown(() => model.forward([[]])),
+    "attention mask with a gap": () =>
+      thrown(() => model.forward([[1, 2, 3, 4]], { attentionMask: [[1, 0, 1, 1]] })),
     "NaN/Inf in weights": () =>
       thrown(async () =>
         HookedSAETransformer.fromPretrained(

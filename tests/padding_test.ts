@@ -5,7 +5,7 @@
 // attached, gradients, the fused attention, and greedy generation with and without the KV cache.
 // Tolerance: 1e-4 of each tensor's largest magnitude, as the reference tests.
 import assert from "node:assert/strict";
-import { AttentionMaskError, HookedSAETransformer, SAE, Tensor } from "../mod.ts";
+import { AttentionMaskError, HookedSAETransformer, SAE, type Tensor } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
 import { lastTokenIndices } from "../src/model/padding.ts";
 import { maxRelErr, rng } from "./_util.ts";

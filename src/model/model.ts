@@ -491,7 +491,7 @@ export class HookedTransformer {
         : paddingOf(rows.map(() => P), P, "right");
     }
     const at = tokenPositions(id, rows, padding, opts.mode ?? "first");
-    return typeof input === "string" || !Array.isArray(input[0]) ? at[0] : at;
+    return typeof input === "string" || (!isText && !Array.isArray(input[0])) ? at[0] : at;
   }
 
   /**

@@ -9,8 +9,12 @@
  * ```
  * @module
  */
+import { InputError } from "../errors.ts";
+import { gatherPositions } from "../gpu/kernels/padding.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import type { Input } from "../model/model.ts";
+import type { AttentionMask, Input, PaddingSide } from "../model/model.ts";
+import { checkMask } from "../model/padding.ts";
+import { inputPadding } from "../model/tokens.ts";
 import type { HookedSAETransformer } from "./hooked_sae_transformer.ts";
 import type { SAE } from "./sae.ts";
 
@@ -51,9 +55,17 @@ export function topIndices(row: ArrayLike<number>, k: number, min = -Infinity): 
   return idx;
 }
 
+/** Which positions of a batch are real (for the feature analyses of a padded batch). */
+export interface PaddingOptions {
+  /** Token input: 0/1 per position, [batch][pos] (1: a real token). */
+  attentionMask?: AttentionMask;
+  /** Text input: where shorter texts are padded (default the model's). */
+  paddingSide?: PaddingSide;
+}
+
 /**
- * The `k` strongest latents of each token of `input` (first sequence), with the SAE attached for
- * this run only.
+ * The `k` strongest latents of each real token of `input`'s first sequence (pad positions are
+ * left out; `pos` counts real tokens), with the SAE attached for this run only.
  *
  * @example
  * ```ts
@@ -65,9 +77,12 @@ export async function topLatentsPerToken(
   sae: SAE,
   input: Input,
   k = 5,
+  opts: PaddingOptions = {},
 ): Promise<TokenLatents[]> {
-  const ids = typeof input === "string"
-    ? model.toTokenIds(input)[0]
+  const padding = inputPadding(model.cfg, model.tokenizer, input, opts);
+  const ids = typeof input === "string" ||
+      (Array.isArray(input) && typeof input[0] === "string")
+    ? model.toTokenIds(input as string | string[], opts)[0]
     : Array.isArray(input) && Array.isArray(input[0])
     ? (input as number[][])[0]
     : Array.isArray(input)
@@ -78,16 +93,20 @@ export async function topLatentsPerToken(
     saes: [sae],
     namesFilter: name,
     stopAtLayer: layerAfter(model, sae),
+    attentionMask: opts.attentionMask,
+    paddingSide: opts.paddingSide,
   });
   using _c = cache;
   (out as Tensor).dispose();
   const acts = await cache.get(name).toArray();
   const [, P, dSae] = cache.get(name).shape;
   const tokenIds = ids ?? Array.from({ length: P }, () => -1);
-  return Array.from({ length: P }, (_, p) => {
+  const start = padding?.starts[0] ?? 0, end = padding?.ends[0] ?? P;
+  return Array.from({ length: end - start }, (_, i) => {
+    const p = start + i;
     const row = acts.subarray(p * dSae, (p + 1) * dSae);
     return {
-      pos: p,
+      pos: i,
       id: tokenIds[p],
       token: model.tokenizer && tokenIds[p] >= 0
         ? model.tokenizer.piece(tokenIds[p])
@@ -124,7 +143,9 @@ export interface NextToken {
 }
 
 /**
- * The `k` most likely next tokens after the last position of the first sequence of `logits`.
+ * The `k` most likely next tokens after the last real token of sequence `row` (default 0) of
+ * `logits` (its last position, or with `attentionMask` its last real token). Reads back that
+ * one position's logits.
  *
  * @example
  * ```ts
@@ -135,10 +156,19 @@ export async function nextTokens(
   model: HookedSAETransformer,
   logits: Tensor,
   k = 5,
+  opts: { row?: number; attentionMask?: AttentionMask } = {},
 ): Promise<NextToken[]> {
-  const [, P, V] = logits.shape;
-  const all = await logits.toArray();
-  const row = all.subarray((P - 1) * V, P * V);
+  const [B, P] = logits.shape;
+  const last = opts.attentionMask
+    ? checkMask(opts.attentionMask, B, P).ends.map((e) => e - 1)
+    : new Array(B).fill(P - 1);
+  using picked = gatherPositions(logits, last);
+  const V = picked.shape[1];
+  const b = opts.row ?? 0;
+  if (!Number.isInteger(b) || b < 0 || b >= B) {
+    throw new InputError(`nextTokens: row ${b} is outside the batch (0..${B - 1}).`);
+  }
+  const row = (await picked.toArray()).subarray(b * V, (b + 1) * V);
   let mx = -Infinity;
   for (const v of row) mx = Math.max(mx, v);
   let z = 0;
