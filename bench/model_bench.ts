@@ -74,6 +74,22 @@ const GPU_CHOICES: [string, Partial<typeof ops.tuning.linear>][] = info.fallback
 for (const [label, cfg] of GPU_CHOICES) {
   bench(`forward ${B}x${P} ${label}`, { flops: flops(B, P) }, () => forwardWith(cfg));
 }
+// Padding (issue 21): a batch of 8 prompts of 16-128 tokens, left-padded and run with its
+// attention mask (mask and row starts uploaded per call, pad keys masked in the scores), against
+// the unpadded batch of the longest length. Target: at most 1.2x.
+const padLens = Array.from({ length: 8 }, (_, i) => Math.round(16 + (112 * i) / 7));
+const padMask = padLens.map((n) => Array.from({ length: 128 }, (_, p) => (p >= 128 - n ? 1 : 0)));
+const padTokens = tokens(8, 128);
+bench(`forward 8x128 unpadded`, { flops: flops(8, 128) }, async () => {
+  (await model.forward(padTokens)).dispose();
+});
+bench(
+  `forward 8x128 padded (16-128 tokens, attention mask)`,
+  { flops: flops(8, 128) },
+  async () => {
+    (await model.forward(padTokens, { attentionMask: padMask })).dispose();
+  },
+);
 bench(`runWithCache ${B}x${P}, all hooks`, { flops: flops(B, P) }, async () => {
   const [out, cache] = await model.runWithCache(t);
   (out as Tensor).dispose();

@@ -209,7 +209,7 @@ for (const [arch, saeName] of ARCHS) {
     }
   });
 
-  Deno.test(`${arch}: batched greedy generation continues each prompt as it alone, with and without the KV cache`, async () => {
+  Deno.test(`${arch}: batched greedy generation continues each prompt as it alone, with and without the KV cache (and fused attention)`, async () => {
     using model = await HookedSAETransformer.fromPretrained(`${dir}hf`);
     const r = rng(arch.length * 131 + 9);
     for (const side of ["left", "right"] as const) {
@@ -217,9 +217,14 @@ for (const [arch, saeName] of ARCHS) {
       const opts = { maxNewTokens: 5, doSample: false, stopAtEos: false };
       const alone = [];
       for (const p of prompts) alone.push((await model.generate([p], opts))[0]);
-      for (const useKvCache of [true, false]) {
-        const got = await model.generate(rows, { ...opts, useKvCache, attentionMask: mask });
-        assert.deepEqual(got, alone, `${arch} ${side} kv ${useKvCache}`);
+      for (const [useKvCache, fused] of [[true, false], [false, false], [true, true]]) {
+        ops.attentionConfig.fused = fused;
+        try {
+          const got = await model.generate(rows, { ...opts, useKvCache, attentionMask: mask });
+          assert.deepEqual(got, alone, `${arch} ${side} kv ${useKvCache} fused ${fused}`);
+        } finally {
+          ops.attentionConfig.fused = false;
+        }
       }
     }
   });

@@ -434,7 +434,9 @@ export class HookedTransformer {
 
   /**
    * Tokenizes text as TransformerLens's `to_tokens`: int32 [batch, pos], BOS prepended by
-   * default, right-padded with the pad (or EOS) token.
+   * default, padded with the pad (or EOS) token on `paddingSide` (default the model's
+   * `cfg.defaultPaddingSide`, "right"). Run such a batch with its mask: see
+   * {@link HookedTransformer.toTokensWithMask}.
    *
    * @example
    * ```ts
@@ -671,9 +673,12 @@ export class HookedTransformer {
    * seeded), with a KV cache by default, with hooks and attached SAEs active at every step. The
    * choice of each token happens on the GPU, which writes it where the next step reads it; token
    * ids are read back at the end (and, with `stopAtEos`, every 4 steps without waiting, later
-   * steps going on meanwhile). Returns the full sequences, text for text input, token ids
-   * otherwise; with `stopAtEos` they end at the step where the last row made EOS, rows that made it
-   * earlier padded with it, as TransformerLens's.
+   * steps going on meanwhile). Prompts of different lengths (texts, or token ids with an
+   * `attentionMask`) are left-padded: each row has its own positions and KV-cache mask and stops
+   * at its own EOS or `stopTokens`. Returns the full sequences without the left padding, text for
+   * text input (each row's ending at its own stop token), token ids otherwise; with `stopAtEos`
+   * they end at the step where the last row made EOS, rows that made it earlier padded with it, as
+   * TransformerLens's.
    *
    * @example
    * ```ts
