@@ -5,7 +5,14 @@
 // attached, gradients, the fused attention, and greedy generation with and without the KV cache.
 // Tolerance: 1e-4 of each tensor's largest magnitude, as the reference tests.
 import assert from "node:assert/strict";
-import { AttentionMaskError, HookedSAETransformer, SAE, type Tensor } from "../mod.ts";
+import {
+  AttentionMaskError,
+  HookedSAETransformer,
+  nextTokens,
+  SAE,
+  type Tensor,
+  topLatentsPerToken,
+} from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
 import { lastTokenIndices } from "../src/model/padding.ts";
 import { maxRelErr, rng } from "./_util.ts";
@@ -284,4 +291,77 @@ Deno.test("attention masks that do not fit: typed errors that say what is wrong"
     model.runWithCache(rows, { attentionMask: [[1, 0, 0, 1], [1, 1, 1, 1]] }),
     AttentionMaskError,
   );
+});
+
+Deno.test("text batches: toTokensWithMask pads on the model's side or the call's, runs match token input with its mask, feature analyses skip pads", async () => {
+  const root = new URL("../models/demo-pycode/", import.meta.url).pathname;
+  using model = await HookedSAETransformer.fromPretrained(`${root}hf`);
+  const sae = await SAE.load(`${root}sae`);
+  const texts = ["def f(x):\n    return x + x", "import os", "for i in range(3):"];
+  assert.equal(model.cfg.defaultPaddingSide, "right");
+  const right = model.toTokensWithMask(texts);
+  const left = model.toTokensWithMask(texts, { paddingSide: "left" });
+  const lens = texts.map((t) => model.toTokenIds(t)[0].length);
+  const P = Math.max(...lens);
+  assert.deepEqual(
+    right.attentionMask,
+    lens.map((n) => Array.from({ length: P }, (_, p) => p < n ? 1 : 0)),
+  );
+  assert.deepEqual(
+    left.attentionMask,
+    lens.map((n) => Array.from({ length: P }, (_, p) => p >= P - n ? 1 : 0)),
+  );
+  right.tokens.dispose();
+
+  // Text input builds the same mask as toTokensWithMask gives for token input.
+  using fromText = await model.forward(texts, { paddingSide: "left" });
+  using fromTokens = await model.forward(left.tokens, { attentionMask: left.attentionMask });
+  assert.equal(maxRelErr(await fromText.toArray(), await fromTokens.toArray()), 0);
+  left.tokens.dispose();
+  using loss = await model.forward(texts, { returnType: "loss" });
+  let sum = 0, n = 0;
+  for (const t of texts) {
+    using l = await model.forward(t, { returnType: "loss", lossPerToken: true });
+    for (const x of await l.toArray()) sum += x, n++;
+  }
+  const [got] = await loss.toArray();
+  assert.ok(Math.abs(got - sum / n) < TOL * (sum / n), `text loss ${got} vs ${sum / n}`);
+
+  // Positions of a token among each row's real tokens, in padded coordinates.
+  const paren = model.toSingleToken("(");
+  const pair = [texts[0], texts[2]];
+  const P2 = Math.max(lens[0], lens[2]);
+  assert.deepEqual(
+    model.getTokenPosition("(", pair, { paddingSide: "left" }),
+    pair.map((t) => P2 - model.toTokenIds(t)[0].length + model.toTokenIds(t)[0].indexOf(paren)),
+  );
+  const x = model.toTokenIds(texts[0])[0];
+  const xId = model.toSingleToken(" x");
+  assert.equal(model.getTokenPosition(xId, texts[0], { mode: "first" }), x.indexOf(xId));
+  assert.equal(model.getTokenPosition(xId, texts[0], { mode: "last" }), x.lastIndexOf(xId));
+  assert.notEqual(x.indexOf(xId), x.lastIndexOf(xId));
+  assert.throws(
+    () => model.getTokenPosition(" x", texts, { paddingSide: "left" }),
+    /does not occur in row 1/,
+  );
+
+  // Feature analyses of a padded batch: the first row's real tokens, as alone.
+  const alone = await topLatentsPerToken(model, sae, texts[1], 3);
+  const batched = await topLatentsPerToken(model, sae, texts.slice(1), 3, { paddingSide: "left" });
+  assert.equal(batched.length, alone.length);
+  for (const [i, a] of alone.entries()) {
+    assert.equal(batched[i].id, a.id);
+    assert.deepEqual(batched[i].latents.map((l) => l.latent), a.latents.map((l) => l.latent));
+  }
+  using logitsAlone = await model.forward(texts[1]);
+  const nextAlone = await nextTokens(model, logitsAlone, 3);
+  const rows = model.toTokensWithMask(texts, { paddingSide: "right" });
+  using logitsBatch = await model.forward(rows.tokens, { attentionMask: rows.attentionMask });
+  rows.tokens.dispose();
+  const nextBatch = await nextTokens(model, logitsBatch, 3, {
+    row: 1,
+    attentionMask: rows.attentionMask,
+  });
+  assert.deepEqual(nextBatch.map((t) => t.id), nextAlone.map((t) => t.id));
+  assert.ok(Math.abs(nextBatch[0].prob - nextAlone[0].prob) < 1e-4);
 });
