@@ -225,12 +225,12 @@ for (const [arch, saeName] of ARCHS) {
       const alone = [];
       for (const p of prompts) alone.push((await model.generate([p], opts))[0]);
       for (const [useKvCache, fused] of [[true, false], [false, false], [true, true]]) {
-        ops.attentionConfig.fused = fused;
+        ops.tuning.attention.fused = fused;
         try {
           const got = await model.generate(rows, { ...opts, useKvCache, attentionMask: mask });
           assert.deepEqual(got, alone, `${arch} ${side} kv ${useKvCache} fused ${fused}`);
         } finally {
-          ops.attentionConfig.fused = false;
+          ops.tuning.attention.fused = false;
         }
       }
     }
