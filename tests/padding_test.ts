@@ -10,7 +10,7 @@ import {
   HookedSAETransformer,
   nextTokens,
   SAE,
-  type Tensor,
+  Tensor,
   topLatentsPerToken,
 } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
@@ -364,4 +364,24 @@ Deno.test("text batches: toTokensWithMask pads on the model's side or the call's
   });
   assert.deepEqual(nextBatch.map((t) => t.id), nextAlone.map((t) => t.id));
   assert.ok(Math.abs(nextBatch[0].prob - nextAlone[0].prob) < 1e-4);
+});
+
+Deno.test("an attentionMask Tensor is read back once and acts as its rows", async () => {
+  const dir = new URL("./reference/rmsgqa_tiny/hf", import.meta.url).pathname;
+  using model = await HookedSAETransformer.fromPretrained(dir);
+  const rows = [[1, 2, 3, 4], [5, 6, 7, 8]];
+  const mask = [[0, 0, 1, 1], [1, 1, 1, 1]];
+  using t = Tensor.from(mask.flat(), [2, 4], "int32");
+  using a = await model.forward(rows, { attentionMask: mask });
+  using b = await model.forward(rows, { attentionMask: t });
+  assert.equal(maxRelErr(await b.toArray(), await a.toArray()), 0);
+  const [, cache] = await model.runWithCache(rows, { attentionMask: t, namesFilter: "hook_embed" });
+  assert.deepEqual(cache.attentionMask, mask);
+  cache.dispose();
+  assert.deepEqual(
+    await model.generate(rows, { maxNewTokens: 2, doSample: false, attentionMask: t }),
+    await model.generate(rows, { maxNewTokens: 2, doSample: false, attentionMask: mask }),
+  );
+  using flat = Tensor.from(mask.flat(), [8], "int32");
+  await assert.rejects(model.forward(rows, { attentionMask: flat }), AttentionMaskError);
 });

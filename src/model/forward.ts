@@ -14,7 +14,7 @@
 import { InputError } from "../errors.ts";
 import * as ops from "../gpu/ops.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import { checkMask, isFull, lossMask, type Padding, padState } from "./padding.ts";
+import { checkMask, isFull, lossMask, maskRows, type Padding, padState } from "./padding.ts";
 import {
   blocksForward,
   embedForward,
@@ -46,8 +46,9 @@ export async function forwardPass(
   w: ModelWeights,
   tokensOf: TokensOf,
   input: Input,
-  o: ForwardOptions,
+  opts: ForwardOptions,
 ): Promise<ForwardOutput> {
+  const o = await maskRows(opts);
   const n = ctx.cfg.nLayers;
   const start = o.startAtLayer ?? 0;
   const stop = o.stopAtLayer ?? n;

@@ -18,7 +18,15 @@ import type { KvState } from "./components/index.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import type { GenerateOptions, Input } from "./options.ts";
 import { seededUniform } from "./random.ts";
-import { checkMask, isFull, type Padding, paddingOf, type PadState, padState } from "./padding.ts";
+import {
+  checkMask,
+  isFull,
+  maskRows,
+  type Padding,
+  paddingOf,
+  type PadState,
+  padState,
+} from "./padding.ts";
 import { encodeBatch, tokensTensor } from "./tokens.ts";
 
 /** What generation needs of the model: its config, tokenizer and one forward step. */
@@ -67,7 +75,7 @@ function eosEnd(
 function promptOf(
   host: GenerateHost,
   input: Input,
-  o: GenerateOptions,
+  o: GenerateOptions & { attentionMask?: number[][] },
 ): { rows: number[][] | Tensor; padding: Padding | null } {
   const cfg = host.cfg;
   const isText = typeof input === "string" ||
@@ -117,6 +125,7 @@ export async function generateTokens(
   input: Input,
   o: GenerateOptions,
 ): Promise<string | string[] | number[][]> {
+  o = await maskRows(o);
   const cfg = host.cfg;
   const maxNew = o.maxNewTokens ?? 10;
   if (!Number.isInteger(maxNew) || maxNew < 0) {
@@ -134,7 +143,7 @@ export async function generateTokens(
   }
   const arena = openArena();
   try {
-    const prompt = promptOf(host, input, o);
+    const prompt = promptOf(host, input, o as GenerateOptions & { attentionMask?: number[][] });
     const padding = prompt.padding;
     const tokens = tokensTensor(cfg, host.tokenizer, prompt.rows);
     const [B, P0] = tokens.shape;

@@ -64,6 +64,7 @@ import {
 import {
   type AttentionMask,
   checkMask,
+  maskRows,
   paddingOf,
   type PadState,
   tokenPositions,
@@ -637,6 +638,7 @@ export class HookedTransformer {
     const cache = new ActivationCache(new Map(), this);
     const filter = namesFilterFn(opts.namesFilter);
     try {
+      opts = await maskRows(opts);
       const padding = opts.startAtLayer
         ? null
         : inputPadding(this.cfg, this.tokenizer, input, opts as ForwardOptions);

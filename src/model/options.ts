@@ -72,9 +72,10 @@ export interface ForwardOptions {
   /**
    * Token input: 0/1 per position, [batch][pos] (1: a real token, 0: a pad; one run of real
    * tokens per row, padded left or right). Pads get no attention, positions count real tokens
-   * only, and the loss leaves pads out. Text input builds its own.
+   * only, and the loss leaves pads out. Text input builds its own. A Tensor mask (int32 or
+   * float32 [batch, pos]) is read back once to be checked.
    */
-  attentionMask?: AttentionMask;
+  attentionMask?: AttentionMask | Tensor;
   /** Text input: where shorter texts are padded (default the model's `cfg.defaultPaddingSide`). */
   paddingSide?: PaddingSide;
 }
@@ -148,7 +149,7 @@ export interface GenerateOptions {
    * Token input: 0/1 per position (see ForwardOptions.attentionMask). Prompts of different
    * lengths are left-padded: each row continues from its own last token.
    */
-  attentionMask?: AttentionMask;
+  attentionMask?: AttentionMask | Tensor;
   /** Reuse keys and values of earlier positions (default true). */
   useKvCache?: boolean;
   /** Seed of the sampler (default: random). */

@@ -107,6 +107,31 @@ export function checkMask(mask: unknown, B: number, P: number): Padding {
 }
 
 /**
+ * Options with a Tensor `attentionMask` (int32 or float32 [batch, pos], 0/1) read back once into
+ * rows, so that it can be validated and the row starts found; other options as they are.
+ *
+ * @example
+ * ```ts
+ * const o = await maskRows({ attentionMask: Tensor.from([0, 1, 1], [1, 3], "int32") });
+ * ```
+ */
+export async function maskRows<O extends { attentionMask?: AttentionMask | Tensor }>(
+  o: O,
+): Promise<O & { attentionMask?: AttentionMask }> {
+  const m = o.attentionMask;
+  if (!(m instanceof Tensor)) return o as O & { attentionMask?: AttentionMask };
+  if (m.shape.length !== 2) {
+    throw new AttentionMaskError(
+      `attentionMask Tensor has shape [${m.shape.join(", ")}]: pass it as [batch, pos], 0/1.`,
+    );
+  }
+  const [B, P] = m.shape;
+  const data = await m.toArray();
+  const rows = Array.from({ length: B }, (_, b) => Array.from(data.subarray(b * P, (b + 1) * P)));
+  return { ...o, attentionMask: rows };
+}
+
+/**
  * The padding of rows of these real lengths padded to `P` on `side`.
  *
  * @example

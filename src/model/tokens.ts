@@ -97,6 +97,13 @@ export function encodeBatch(
   };
 }
 
+/** Asserts a mask is rows, not a Tensor (a call reads a Tensor mask back first: maskRows). */
+function notTensor(m: AttentionMask | Tensor | undefined): asserts m is AttentionMask | undefined {
+  if (m instanceof Tensor) {
+    throw new TypeError("internal: a Tensor attentionMask must be read back first (maskRows).");
+  }
+}
+
 /** Throws unless 1 <= P <= n_ctx. */
 function checkLength(cfg: HookedTransformerConfig, P: number): void {
   if (P > cfg.nCtx) {
@@ -171,8 +178,9 @@ export function batchInput(
   cfg: HookedTransformerConfig,
   tokenizer: HfTokenizer | null,
   input: Input,
-  o: { attentionMask?: AttentionMask; paddingSide?: "left" | "right" },
+  o: { attentionMask?: AttentionMask | Tensor; paddingSide?: "left" | "right" },
 ): { tokens: Tensor; padding: Padding | null } {
+  notTensor(o.attentionMask);
   const isText = typeof input === "string" ||
     (Array.isArray(input) && typeof input[0] === "string");
   let padding: Padding | null = null;
@@ -212,8 +220,9 @@ export function inputPadding(
   cfg: HookedTransformerConfig,
   tokenizer: HfTokenizer | null,
   input: Input,
-  o: { attentionMask?: AttentionMask; paddingSide?: "left" | "right" },
+  o: { attentionMask?: AttentionMask | Tensor; paddingSide?: "left" | "right" },
 ): Padding | null {
+  notTensor(o.attentionMask);
   let padding: Padding | null = null;
   if (typeof input === "string" || (Array.isArray(input) && typeof input[0] === "string")) {
     padding = encodeBatch(cfg, tokenizer, input as string | string[], o).padding;
