@@ -385,3 +385,43 @@ Deno.test("an attentionMask Tensor is read back once and acts as its rows", asyn
   using flat = Tensor.from(mask.flat(), [8], "int32");
   await assert.rejects(model.forward(rows, { attentionMask: flat }), AttentionMaskError);
 });
+
+Deno.test("cache helpers of a padded batch: posSlice counts each row's real tokens", async () => {
+  const dir = new URL("./reference/gpt2_tiny/hf", import.meta.url).pathname;
+  using model = await HookedSAETransformer.fromPretrained(dir);
+  const prompts = [[5, 17, 900], [3, 44, 2, 99, 7, 1]];
+  for (const side of ["left", "right"] as const) {
+    const P = 6;
+    const fill = (p: number[]) => new Array(P - p.length).fill(0);
+    const rows = prompts.map((p) => side === "left" ? [...fill(p), ...p] : [...p, ...fill(p)]);
+    const mask = prompts.map((p) =>
+      side === "left" ? [...fill(p), ...p.map(() => 1)] : [...p.map(() => 1), ...fill(p)]
+    );
+    const [out, cache] = await model.runWithCache(rows, { attentionMask: mask });
+    using _c = cache;
+    (out as Tensor).dispose();
+    for (const posSlice of [-1, 0, 1]) {
+      const resid = await cache.accumulatedResid({ applyLn: true, posSlice }) as Tensor;
+      using attrs = await cache.logitAttrs(resid, { tokens: [7, 8], posSlice });
+      const [C, B, D] = resid.shape;
+      const got = await resid.toArray(), gotAttrs = await attrs.toArray();
+      resid.dispose();
+      for (const [b, p] of prompts.entries()) {
+        const [o, c] = await model.runWithCache([p]);
+        using _a = c;
+        (o as Tensor).dispose();
+        using want = await c.accumulatedResid({ applyLn: true, posSlice }) as Tensor;
+        using wantAttrs = await c.logitAttrs(want, { tokens: [[7, 8][b]], posSlice });
+        const w = await want.toArray(), wa = await wantAttrs.toArray();
+        const mine = Array.from(
+          { length: C },
+          (_, k) => Array.from(got.subarray((k * B + b) * D, (k * B + b + 1) * D)),
+        ).flat();
+        const mineAttrs = Array.from({ length: C }, (_, k) => gotAttrs[k * B + b]);
+        assert.ok(maxRelErr(mine, w) < TOL, `${side} posSlice ${posSlice} row ${b} resid`);
+        assert.ok(maxRelErr(mineAttrs, wa) < TOL, `${side} posSlice ${posSlice} row ${b} attrs`);
+      }
+    }
+    await assert.rejects(cache.accumulatedResid({ posSlice: 3 }), /outside row 0's 3 real tokens/);
+  }
+});

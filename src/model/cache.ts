@@ -13,6 +13,7 @@
 import { type Provenance, provenanceOf } from "./provenance.ts";
 import { HookNameError, InputError } from "../errors.ts";
 import { Tensor } from "../gpu/tensor.ts";
+import { checkMask } from "./padding.ts";
 
 const ALIASES: Record<string, string> = {
   attn: "pattern",
@@ -85,7 +86,11 @@ export interface StackOptions {
   mlpInput?: boolean;
   /** Divide by the cached norm scale of that input (after centring, for LayerNorm models). */
   applyLn?: boolean;
-  /** Keep one position (negative counts from the end), removing the position dimension. */
+  /**
+   * Keep one position (negative counts from the end), removing the position dimension. When the
+   * cache has an attention mask (a padded batch), it counts each row's real tokens: -1 is each
+   * row's last real token.
+   */
   posSlice?: number;
 }
 
@@ -102,15 +107,38 @@ function stackArrs(parts: Arr[]): Arr {
   return { shape: [parts.length, ...(parts[0]?.shape ?? [])], data };
 }
 
-/** x[..., pos, d] -> x[..., d] at one position (negative from the end). */
-function slicePos(a: Arr, pos: number | undefined): Arr {
+/**
+ * x[..., pos, d] -> x[..., d] at one position (negative from the end). With the run's attention
+ * mask (x [..., batch, pos, d]), the position counts each row's real tokens: `pos` >= 0 is a
+ * row's pos-th real token, a negative one counts back from its last real token.
+ */
+function slicePos(a: Arr, pos: number | undefined, mask: number[][] | null): Arr {
   if (pos === undefined) return a;
   const [P, D] = a.shape.slice(-2);
-  const p = pos < 0 ? pos + P : pos;
-  if (p < 0 || p >= P) throw new InputError(`posSlice ${pos} is outside 0..${P - 1}.`);
   const outer = a.data.length / (P * D);
+  let at: (o: number) => number;
+  if (mask && a.shape.length >= 3 && a.shape.at(-3) === mask.length) {
+    const B = mask.length;
+    const { starts, ends } = checkMask(mask, B, P);
+    const rows = starts.map((s, b) => {
+      const p = pos < 0 ? ends[b] + pos : s + pos;
+      if (p < s || p >= ends[b]) {
+        throw new InputError(
+          `posSlice ${pos} is outside row ${b}'s ${ends[b] - s} real tokens (the cache's ` +
+            "attentionMask: posSlice counts each row's real tokens).",
+        );
+      }
+      return p;
+    });
+    at = (o) => rows[o % B];
+  } else {
+    const p = pos < 0 ? pos + P : pos;
+    if (p < 0 || p >= P) throw new InputError(`posSlice ${pos} is outside 0..${P - 1}.`);
+    at = () => p;
+  }
   const data = new Float64Array(outer * D);
   for (let o = 0; o < outer; o++) {
+    const p = at(o);
     data.set(a.data.subarray((o * P + p) * D, (o * P + p + 1) * D), o * D);
   }
   return { shape: [...a.shape.slice(0, -2), D], data };
@@ -126,7 +154,7 @@ export class ActivationCache implements Disposable {
   /**
    * The run's attention mask, [batch][pos] (1: a real token, 0: a pad), or null when every
    * position was real: the cached activations at pad positions are not the model's output for
-   * any prompt.
+   * any prompt. With a mask, the helpers' `posSlice` counts each row's real tokens.
    */
   attentionMask: number[][] | null = null;
 
@@ -216,7 +244,7 @@ export class ActivationCache implements Disposable {
     const scaleName = layer === cfg.nLayers
       ? "ln_final.hook_scale"
       : `blocks.${layer}.ln${mlpInput ? 2 : 1}.hook_scale`;
-    const scale = slicePos(await this.#arr(scaleName), pos); // [..., 1]
+    const scale = slicePos(await this.#arr(scaleName), pos, this.attentionMask); // [..., 1]
     const per = scale.data.length;
     for (let i = 0; i < out.length; i++) out[i] /= scale.data[Math.floor(i / D) % per];
     return { shape: stack.shape, data: out };
@@ -247,14 +275,20 @@ export class ActivationCache implements Disposable {
     const parts: Arr[] = [], labels: string[] = [];
     for (let l = 0; l <= layer; l++) {
       if (l === n) {
-        parts.push(slicePos(await this.#arr(actName("resid_post", n - 1)), o.posSlice));
+        parts.push(
+          slicePos(await this.#arr(actName("resid_post", n - 1)), o.posSlice, this.attentionMask),
+        );
         labels.push("final_post");
         continue;
       }
-      parts.push(slicePos(await this.#arr(actName("resid_pre", l)), o.posSlice));
+      parts.push(
+        slicePos(await this.#arr(actName("resid_pre", l)), o.posSlice, this.attentionMask),
+      );
       labels.push(`${l}_pre`);
       if ((o.inclMid && l < layer) || (o.mlpInput && l === layer)) {
-        parts.push(slicePos(await this.#arr(actName("resid_mid", l)), o.posSlice));
+        parts.push(
+          slicePos(await this.#arr(actName("resid_mid", l)), o.posSlice, this.attentionMask),
+        );
         labels.push(`${l}_mid`);
       }
     }
@@ -284,7 +318,7 @@ export class ActivationCache implements Disposable {
     const mode = o.mode ?? "all";
     const parts: Arr[] = [], labels: string[] = [];
     const add = async (name: string, label: string) => {
-      parts.push(slicePos(await this.#arr(name), o.posSlice));
+      parts.push(slicePos(await this.#arr(name), o.posSlice, this.attentionMask));
       labels.push(label);
     };
     if (o.inclEmbeds ?? true) {
@@ -330,7 +364,13 @@ export class ActivationCache implements Disposable {
             for (let d = 0; d < D; d++) out[r * D + d] += zv * wo[w + d];
           }
         }
-        parts.push(slicePos({ shape: [...z.shape.slice(0, -2), D], data: out }, o.posSlice));
+        parts.push(
+          slicePos(
+            { shape: [...z.shape.slice(0, -2), D], data: out },
+            o.posSlice,
+            this.attentionMask,
+          ),
+        );
         labels.push(`L${l}H${h}`);
       }
     }
