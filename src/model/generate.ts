@@ -156,7 +156,7 @@ export async function generateTokens(
     const eos = host.tokenizer?.eosTokenId ?? cfg.eosTokenId;
     const stop = new Set(stopTokens);
     if ((o.stopAtEos ?? true) && eos !== null) stop.add(eos);
-    const stopAtEos = stop.size > 0;
+    const stopping = stop.size > 0;
     // Finished rows are padded with EOS (TransformerLens's), else the first stop token.
     const fill = eos ?? stopTokens[0];
     // The key mask covers every position generation may reach; generated tokens are real.
@@ -218,7 +218,7 @@ export async function generateTokens(
       }
       flush();
       done = pos + 1;
-      if (!stopAtEos || step === maxNew - 1) continue;
+      if (!stopping || step === maxNew - 1) continue;
       if (check && performance.now() - check.at >= EOS_CHECK_LAG_MS) {
         const ids = await check.ids;
         const end = eosEnd(ids, B, total, P0, check.done, stop);
@@ -235,7 +235,7 @@ export async function generateTokens(
       }
     }
     const ids = ended?.ids ?? await seq.toArray();
-    const end = ended?.end ?? (stopAtEos ? eosEnd(ids, B, total, P0, done, stop) : null) ?? done;
+    const end = ended?.end ?? (stopping ? eosEnd(ids, B, total, P0, done, stop) : null) ?? done;
     // Each row without its left padding.
     const rows = Array.from(
       { length: B },
@@ -244,7 +244,7 @@ export async function generateTokens(
     // Where each row's own output ends (just past its first stop token).
     const ends = rows.map((r, b) => {
       const from = P0 - (padding?.starts[b] ?? 0);
-      const i = stopAtEos ? r.findIndex((t, j) => j >= from && stop.has(t)) : -1;
+      const i = stopping ? r.findIndex((t, j) => j >= from && stop.has(t)) : -1;
       if (i >= 0) r.fill(fill!, i + 1);
       return i >= 0 ? i + 1 : r.length;
     });
