@@ -21,7 +21,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   var sum = 0.0;
   for (var i = t; i < p.n; i += WG) { sum += exp(x[base + i] - mx); }
   sum = reduce_sum(sum, t);
-  for (var i = t; i < p.n; i += WG) { out[base + i] = select(0.0, exp(x[base + i] - mx) / sum, sum > 0.0); }
+  for (var i = t; i < p.n; i += WG) {
+    out[base + i] = select(0.0, exp(x[base + i] - mx) / sum, sum > 0.0);
+  }
 }
 
 // Software adapters (lavapipe): one row per invocation, no workgroup memory or barriers. There an
@@ -37,5 +39,7 @@ fn main_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid
   mx = select(mx, 0.0, mx == bitcast<f32>(0xff800000u));
   var sum = 0.0;
   for (var i = 0u; i < p.n; i++) { sum += exp(x[base + i] - mx); }
-  for (var i = 0u; i < p.n; i++) { out[base + i] = select(0.0, exp(x[base + i] - mx) / sum, sum > 0.0); }
+  for (var i = 0u; i < p.n; i++) {
+    out[base + i] = select(0.0, exp(x[base + i] - mx) / sum, sum > 0.0);
+  }
 }
