@@ -18,10 +18,12 @@ import { lastTokenIndices } from "../src/model/padding.ts";
 import { maxRelErr, rng } from "./_util.ts";
 
 const TOL = 1e-4;
-const ARCHS: [string, string][] = [
+/** Each reference architecture and an SAE of its own (null: none vendored). */
+const ARCHS: [string, string | null][] = [
   ["gpt2_tiny", "std_resid_pre1"],
   ["rmsgqa_tiny", "std_resid_post1"],
   ["neox_tiny", "topk_resid_mid"],
+  ["llama3_tiny", null], // Llama 3 rope scaling
 ];
 
 /** A batch of 2-6 random prompts of 2-9 tokens, padded on `side`, with its mask. */
@@ -90,8 +92,8 @@ for (const [arch, saeName] of ARCHS) {
   const dir = new URL(`./reference/${arch}/`, import.meta.url).pathname;
   Deno.test(`${arch}: padded batches (left and right) give every real position the numbers of its prompt alone`, async () => {
     using model = await HookedSAETransformer.fromPretrained(`${dir}hf`);
-    const sae = await SAE.load(`${dir}saes/${saeName}`);
-    const withSae = model.hasHook(sae.cfg.hookName);
+    const sae = saeName ? await SAE.load(`${dir}saes/${saeName}`) : null;
+    const withSae = sae !== null;
     const r = rng(arch.length * 7919 + 21);
     for (const side of ["left", "right"] as const) {
       const { prompts, rows, mask } = randomBatch(r, model.cfg.dVocab, side);
@@ -102,7 +104,7 @@ for (const [arch, saeName] of ARCHS) {
       // Every hook, logits and per-token loss, with the SAE attached (its hooks included).
       const run = async (input: number[][], m?: number[][]) => {
         const [out, cache] = await model.runWithCacheWithSaes(input, {
-          saes: withSae ? [sae] : [],
+          saes: withSae ? [sae!] : [],
           returnType: "both",
           lossPerToken: true,
           attentionMask: m,
@@ -119,7 +121,7 @@ for (const [arch, saeName] of ARCHS) {
       };
       const batch = await run(rows, mask);
       assert.deepEqual(batch.mask, mask, `${what}: the cache keeps the mask`);
-      if (withSae) assert.ok(batch.acts.has(`${sae.cfg.hookName}.hook_sae_acts_post`));
+      if (withSae) assert.ok(batch.acts.has(`${sae!.cfg.hookName}.hook_sae_acts_post`));
       let lossSum = 0, lossN = 0;
       for (const [b, p] of prompts.entries()) {
         const alone = await run([p]);
@@ -139,7 +141,7 @@ for (const [arch, saeName] of ARCHS) {
         lossN += alone.loss.length;
       }
       // The mean loss is over real next tokens only.
-      using _saes = model.withSaes(withSae ? [sae] : []);
+      using _saes = model.withSaes(withSae ? [sae!] : []);
       using mean = await model.forward(rows, { returnType: "loss", attentionMask: mask });
       const [m] = await mean.toArray();
       assert.ok(
