@@ -198,10 +198,7 @@ export function batchInput(
     tokens = tokensTensor(cfg, tokenizer, input);
     if (o.attentionMask !== undefined) {
       const [B, P] = tokens.shape;
-      const m = o.attentionMask.length && !Array.isArray(o.attentionMask[0]) && B === 1
-        ? [o.attentionMask as unknown as number[]]
-        : o.attentionMask;
-      padding = checkMask(m, B, P);
+      padding = checkMask(o.attentionMask, B, P);
     }
   }
   return { tokens, padding: padding && !isFull(padding) ? padding : null };
