@@ -70,19 +70,6 @@ fn scale_shift(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups)
   out[i] = a[i] * b[i % p.m] + c[i % p.m];
 }
 
-// out [rows, inner] = the first `inner` columns of a [rows, dimn] (a row stride with padding),
-// plus b[column] if op is 1 (a bias). Grid: x = column groups of 256, y and z = rows (no integer
-// division: on a software adapter that is a scalar loop).
-@compute @workgroup_size(256)
-fn crop_cols(@builtin(global_invocation_id) g: vec3u) {
-  let col = g.x;
-  let row = g.y + g.z * 65535u;
-  if (col >= p.inner || row * p.inner >= p.n) { return; }
-  var v = a[row * p.dimn + col];
-  if (p.op == 1u) { v += b[col]; }
-  out[row * p.inner + col] = v;
-}
-
 // A KV cache write: rows [0, pos) of batch b of a (keys) and c (values), both [batch, pos, inner],
 // to rows m + [0, pos) of batch b of out and out2 (the caches, [batch, dimn, inner]; m the offset).
 // Grid: x = column groups of 256, y = positions, z = batch (no integer division). One dispatch in

@@ -37,7 +37,7 @@ export function kernelRole(label: string): string {
  *   + b_in (TransformerLens's GatedMLP always has b_in; zeros when the checkpoint has none).
  * - the final norm, then W_U.
  *
- * No split-K sum and no column crop appear: these models' products are at most 256 deep, and a
+ * No split-K sum appears: these models' products are at most 256 deep, and a
  * split needs two slices of at least 256 (linear's splitKMinDepth); their vocabularies (1000, 512)
  * are whole column quads, so W_U is not padded. (Checked on lavapipe with the GPU kernels forced
  * as well: the same sequence.)

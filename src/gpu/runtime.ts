@@ -48,6 +48,8 @@ export interface Runtime {
   readonly stats: RuntimeStats;
   /** Free pooled buffers by bucket size. */
   readonly free: Map<number, GPUBuffer[]>;
+  /** Free readback staging buffers by bucket size (see {@link readBuffers}). */
+  readonly staging: Map<number, GPUBuffer[]>;
   /** Compiled pipelines keyed by shader, entry point and specialisation. */
   readonly pipelines: Map<string, GPUComputePipeline>;
   /** Immutable uniform buffers keyed by their contents. */
@@ -102,6 +104,7 @@ export async function initRuntime(): Promise<Runtime> {
         dataBytes: 0,
       },
       free: new Map(),
+      staging: new Map(),
       pipelines: new Map(),
       uniforms: new Map(),
       encoder: null,
@@ -280,6 +283,17 @@ export function trimPool(usedBefore = Infinity): void {
   }
   // Cached bind groups may name a destroyed buffer.
   if (destroyed) r.bindGroups.clear();
+  if (usedBefore === Infinity) {
+    for (const list of r.staging.values()) for (const b of list) b.destroy();
+    r.staging.clear();
+  }
+}
+
+/** Bytes of the free staging buffers {@link readBuffers} keeps. */
+function stagingBytes(r: Runtime): number {
+  let n = 0;
+  for (const [size, list] of r.staging) n += size * list.length;
+  return n;
 }
 
 /**
@@ -427,10 +441,14 @@ export async function readBuffers(
   reqs: readonly { buffer: GPUBuffer; bytes: number }[],
 ): Promise<ArrayBuffer[]> {
   const r = runtime();
+  // Staging buffers are kept for the next readback of the same bucket: a fresh 25 MB mappable
+  // buffer (the logits of 128 tokens over GPT-2's vocabulary) cost 20-100 ms more on lavapipe
+  // than a reused one (page faults and zeroing; bench/RESULTS.md, 2026-12-04).
   const staging = reqs.map(({ buffer, bytes }) => {
     const size = Math.max(4, Math.ceil(bytes / 4) * 4);
-    const s = r.gpu.device.createBuffer({
-      size,
+    const bucket = bucketSize(size);
+    const s = r.staging.get(bucket)?.pop() ?? r.gpu.device.createBuffer({
+      size: bucket,
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       label: "staging",
     });
@@ -440,7 +458,11 @@ export async function readBuffers(
   flush();
   r.stats.readbacks++;
   try {
-    await Promise.all(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
+    await Promise.all(
+      staging.map((s, i) =>
+        s.mapAsync(GPUMapMode.READ, 0, Math.max(4, Math.ceil(reqs[i].bytes / 4) * 4))
+      ),
+    );
   } catch (e) {
     if (r.gpu.lost) throw lostError(r);
     throw new GpuError(`Reading back from the GPU failed: ${(e as Error).message}`);
@@ -451,9 +473,22 @@ export async function readBuffers(
     throw new GpuError(`The GPU rejected recorded work: ${errs.join("; ")}`);
   }
   return staging.map((s, i) => {
-    const out = s.getMappedRange().slice(0, reqs[i].bytes);
+    const out = s.getMappedRange(0, Math.max(4, Math.ceil(reqs[i].bytes / 4) * 4))
+      .slice(0, reqs[i].bytes);
     s.unmap();
-    s.destroy();
+    keepStaging(r, s);
     return out;
   });
+}
+
+/** Puts a staging buffer back for reuse, or destroys it when the kept ones would exceed
+ * `tuning.pool.stagingKeepBytes`. */
+function keepStaging(r: Runtime, s: GPUBuffer): void {
+  if (r.gpu.lost || stagingBytes(r) + s.size > tuning.pool.stagingKeepBytes) {
+    s.destroy();
+    return;
+  }
+  const list = r.staging.get(s.size);
+  if (list) list.push(s);
+  else r.staging.set(s.size, [s]);
 }

@@ -94,6 +94,9 @@ export interface PoolTuning {
   freeLimitBytes: number;
   /** Calls whose buffers a trim keeps. */
   keepCalls: number;
+  /** Bytes of free readback staging buffers kept for the next readback (a fresh large mappable
+   * buffer costs tens of ms on a software adapter); `trimPool()` gives them back. */
+  stagingKeepBytes: number;
 }
 
 /** The sections of {@link tuning}. */
@@ -133,5 +136,5 @@ export const tuning: Tuning = {
     cpuKernel: "auto",
     cpuMinMacs: 2 ** 24,
   },
-  pool: { freeLimitBytes: 2 ** 30, keepCalls: 4 },
+  pool: { freeLimitBytes: 2 ** 30, keepCalls: 4, stagingKeepBytes: 2 ** 27 },
 };

@@ -86,8 +86,15 @@ export async function forwardPass(
   resid = await blocksForward(ctx, w, resid, s, e);
   if (e < n) return resid;
 
-  const logits = await headForward(ctx, w, resid);
   const rt = o.returnType ?? "logits";
+  const at = logitPositions(o.logitsAt, resid.shape[1]);
+  if (at && rt !== "logits") {
+    throw new InputError(
+      `logitsAt ${JSON.stringify(o.logitsAt)} with returnType "${rt}": a next-token loss needs ` +
+        'every position\'s logits; leave logitsAt out (or "all") for a loss.',
+    );
+  }
+  const logits = await headForward(ctx, w, resid, at);
   if (rt === "logits") return logits;
   if (!tokens) throw new InputError("A loss needs tokens: pass `tokens` with startAtLayer.");
   if (tokens.shape[1] < 2) {
@@ -105,4 +112,37 @@ export async function forwardPass(
     loss = o.lossPerToken ? perTok : ops.affine(ops.meanAll(perTok), perTok.size / n, 0);
   } else loss = o.lossPerToken ? perTok : ops.meanAll(perTok);
   return rt === "loss" ? loss : { logits, loss };
+}
+
+/**
+ * The positions `logitsAt` asks for in a sequence of `P`, each in [0, P), or null for all of
+ * them. Throws an InputError for an empty list or a position out of range.
+ *
+ * @example
+ * ```ts
+ * logitPositions("last", 5); // [4]
+ * logitPositions([0, -1], 5); // [0, 4]
+ * logitPositions(undefined, 5); // null
+ * ```
+ */
+export function logitPositions(
+  at: ForwardOptions["logitsAt"],
+  P: number,
+): number[] | null {
+  if (at === undefined || at === "all") return null;
+  if (at === "last") return [P - 1];
+  if (!Array.isArray(at) || at.length === 0) {
+    throw new InputError(
+      `logitsAt must be "all", "last" or a non-empty list of positions, got ${JSON.stringify(at)}.`,
+    );
+  }
+  return at.map((p) => {
+    if (!Number.isInteger(p) || p < -P || p >= P) {
+      throw new InputError(
+        `logitsAt: position ${p} is out of range for a sequence of ${P} tokens ` +
+          `(use integers in [-${P}, ${P - 1}]).`,
+      );
+    }
+    return p < 0 ? p + P : p;
+  });
 }

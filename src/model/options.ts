@@ -78,6 +78,21 @@ export interface ForwardOptions {
   attentionMask?: AttentionMask | Tensor;
   /** Text input: where shorter texts are padded (default the model's `cfg.defaultPaddingSide`). */
   paddingSide?: PaddingSide;
+  /**
+   * Which positions get logits: "all" (default), "last", or a list of positions (negative ones
+   * count from the end, as in Python). Only those rows go through the unembedding, on the device,
+   * so a caller that reads the next-token prediction does not pay for (or read back) every
+   * position's [d_vocab] row. The logits are then [batch, n, d_vocab] (n = 1 for "last"), and so
+   * is `unembed.hook_out`; `unembed.hook_in` and everything before it keep every position. Not
+   * with a loss (`returnType` "loss" or "both") or a backward pass (`inclBwd`), which need every
+   * position's logits.
+   *
+   * @example
+   * ```ts
+   * const next = await model.forward(tokens, { logitsAt: "last" }); // [batch, 1, d_vocab]
+   * ```
+   */
+  logitsAt?: "all" | "last" | number[];
 }
 
 /**

@@ -1,7 +1,6 @@
 /**
  * Elementwise kernels (shaders/elementwise.wgsl): binary ops with suffix broadcast, affine, fillAt,
- * activations (plain and gated), a norm's weight and bias, the KV-cache write and the column crop
- * of padded dense outputs. Also the kernels behind Tensor's arithmetic (handed to tensor.ts when
+ * activations (plain and gated), a norm's weight and bias and the KV-cache write. Also the kernels behind Tensor's arithmetic (handed to tensor.ts when
  * this module loads).
  *
  * @example
@@ -26,15 +25,15 @@ const ELEMENTWISE_P = uniforms({
   n: "u32",
   /** Elements of `b` (broadcast by modulo: b's shape is a suffix of a's); kv_write: the offset. */
   m: "u32",
-  /** binary: 0 add, 1 sub, 2 mul; unary, gated: activation code; crop_cols: 1 with a bias. */
+  /** binary: 0 add, 1 sub, 2 mul; unary, gated: activation code. */
   op: "u32",
   /** affine: scale; fill_at: the value. */
   s: "f32",
   /** affine: shift. */
   t: "f32",
-  /** fill_at: product of dims after `dim`; crop_cols: columns kept; kv_write: row length. */
+  /** fill_at: product of dims after `dim`; kv_write: row length. */
   inner: "u32",
-  /** fill_at: size of `dim`; crop_cols: row stride; kv_write: cache capacity. */
+  /** fill_at: size of `dim`; kv_write: cache capacity. */
   dimn: "u32",
 });
 
@@ -252,30 +251,5 @@ export function kvWrite(
     ELEMENTWISE_P.pack({ n: B * P * inner, m: offset, inner, dimn: cap }),
     [k.buffer, undefined, kCache.buffer, undefined, v.buffer, vCache.buffer],
     [Math.ceil(inner / 256), P, B],
-  );
-}
-
-/**
- * Records out [M, N] = the first N columns of `full` [M, LDB] (+ bias [N]): a dense product made
- * over a padded weight's whole column quads, cropped to its real columns.
- *
- * @example
- * ```ts
- * cropCols(full, y, bias, M, N, LDB);
- * ```
- */
-export function cropCols(
-  full: Tensor,
-  out: Tensor,
-  bias: Tensor | undefined,
-  M: number,
-  N: number,
-  LDB: number,
-): void {
-  dispatch(
-    pipeline(ELEMENTWISE_SHADER, "crop_cols"),
-    ELEMENTWISE_P.pack({ n: out.size, m: N, op: bias ? 1 : 0, inner: N, dimn: LDB }),
-    [full.buffer, (bias ?? full).buffer, out.buffer],
-    [Math.ceil(N / 256), Math.min(M, 65535), Math.ceil(M / 65535)],
   );
 }

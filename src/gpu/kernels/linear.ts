@@ -20,7 +20,7 @@ import { dispatch, pipeline, type ShaderSource } from "../dispatch.ts";
 import { runtime } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
 import { tuning } from "../tuning.ts";
-import { actCode, activation, binary, cropCols } from "./elementwise.ts";
+import { actCode, activation, binary } from "./elementwise.ts";
 import { scratch, useCpuVariants, useSubgroups } from "./launch.ts";
 import { linearCpuWgsl, linearSgWgsl } from "./linear_cpu_gen.ts";
 import { gemm } from "./matmul.ts";
@@ -203,25 +203,22 @@ function launchDense(o: {
     boff: o.boff,
   };
   const cpu = cpuKernel(M, K, N);
-  // The CPU kernels store whole column quads: a padded weight (N < LDB, as W_U) without an
-  // epilogue goes through a [M, LDB] product whose first N columns are then copied out.
+  // A padded weight (N < LDB, as W_U) without an epilogue: the CPU kernels' CROP stores, which
+  // write the real columns of each quad straight into y [M, N] (bound as E3).
   const padded = o.boff === undefined && N !== LDB;
   if (cpu && (!padded || !d)) {
     const k = cpuDense(cpu);
-    const cols = padded ? LDB : N;
-    const groups: [number, number, number] = [Math.ceil(cols / k.cols), Math.ceil(M / k.rows), 1];
-    const full = padded ? Tensor.empty([M, LDB]) : y;
+    const groups: [number, number, number] = [Math.ceil(N / k.cols), Math.ceil(M / k.rows), 1];
     if (padded) {
-      buffers[2] = full.buffer;
-      buffers[3] = x.buffer; // (no bias read)
-      params.N = LDB;
-      params.has_bias = false; // the bias ([N], not whole quads) is added by the copy
+      buffers[2] = scratch(2).buffer;
+      buffers[6] = y.buffer;
     }
-    dispatch(pipeline(k.shader, k.entry, defines), LINEAR_P.pack(params), buffers, groups);
-    if (padded) {
-      cropCols(full, y, bias, M, N, LDB);
-      full.dispose();
-    }
+    dispatch(
+      pipeline(k.shader, k.entry, { ...defines, CROP: padded }),
+      LINEAR_P.pack(params),
+      buffers,
+      groups,
+    );
     return;
   }
   // Shape classes: one row -> matrix-vector; else 64x64 or 128x128 tiles (see gpuTile).
@@ -466,7 +463,7 @@ export function linearBack(g: Tensor, w: Tensor, n?: number, off = 0): Tensor {
     // The transposed register-blocked kernels: g · W[:, off..]ᵀ.
     const k = cpuDense(cpu);
     dispatch(
-      pipeline(k.shader, `${k.entry}_t`, defines),
+      pipeline(k.shader, `${k.entry}_t`, { ...defines, CROP: false }),
       LINEAR_P.pack(params),
       buffers,
       [Math.ceil(K / k.cols), Math.ceil(M / k.rows), 1],

@@ -63,7 +63,7 @@ function entryPoint(
   return `@compute @workgroup_size(${o.size})
 fn ${name}(${o.args}) {
   let K4 = p.K / 4u;
-  let N4 = p.N / 4u;
+  let N4 = (p.N + 3u) / 4u;
 ${o.head}
 ${acc.map((s) => "  " + s).join("\n")}
   let LDB4 = p.LDB / 4u;
@@ -144,7 +144,7 @@ const PRELUDE = `@group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(4) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> D: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> R: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read_write> E3: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> E3: array<f32>;
 
 // c + a.x b0 + a.y b1 + a.z b2 + a.w b3: four consecutive k of one row and one column quad.
 fn f4(c: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
@@ -163,14 +163,29 @@ fn act4(y: vec4<f32>) -> vec4<f32> {
 }
 
 // Stores quad q of row r of C (y = A·B + bias). SPLIT: three outputs side by side (see
-// linear.wgsl), each a whole number of quads.
+// linear.wgsl), each a whole number of quads. CROP: the output is E3 [M, N] with N not a multiple
+// of 4 (the unembedding's vocabulary; the weight's rows are padded to LDB): the quad's columns
+// below N, one scalar store each, so no second pass copies the real columns out of a padded
+// product.
 fn st(r: u32, q: u32, y: vec4<f32>) {
+  if (CROP) {
+    let c = q * 4u;
+    let o = r * p.N + c;
+    E3[o] = y.x;
+    if (c + 1u < p.N) { E3[o + 1u] = y.y; }
+    if (c + 2u < p.N) { E3[o + 2u] = y.z; }
+    if (c + 3u < p.N) { E3[o + 3u] = y.w; }
+    return;
+  }
   if (SPLIT) {
     let q1 = p.n1 / 4u;
     let q12 = (p.n1 + p.n2) / 4u;
     if (q < q1) { C[r * q1 + q] = y; }
     else if (q < q12) { D[r * (p.n2 / 4u) + q - q1] = y; }
-    else { E3[r * (p.N / 4u - q12) + q - q12] = y; }
+    else {
+      let o = (r * (p.N / 4u - q12) + q - q12) * 4u;
+      E3[o] = y.x; E3[o + 1u] = y.y; E3[o + 2u] = y.z; E3[o + 3u] = y.w;
+    }
     return;
   }
   C[r * (p.N / 4u) + q] = y;
@@ -221,10 +236,11 @@ export function linearCpuWgsl(): string {
 // residual) is made after the stores, in a loop that reads C back: llvmpipe inlines every call, and
 // one epilogue per quad was most of the compile time (2-3x less now). Rows and column quads past
 // the end are clamped: a clamped lane computes and stores the same values as the lane that owns
-// the last row or quad, so nothing needs a branch. Requires K, N and the row stride of B equal to N
-// to be multiples of 4. Specialisation as linear.wgsl: WT, ACT, RESID, GATE, SPLIT (each part a
-// multiple of 4 columns). B's rows are LDB long and its columns read from boff on (a column
-// block of a joint weight). main_t / small_t: C = A · Bᵀ[boff .., ..] for the backward of a
+// the last row or quad, so nothing needs a branch. Requires K, N and B's row stride LDB to be
+// multiples of 4, except with CROP (no epilogue): then N may be any width up to LDB, and the
+// output is E3 [M, N]. Specialisation as linear.wgsl: WT, ACT, RESID, GATE, SPLIT (each part a
+// multiple of 4 columns), and CROP. B's rows are LDB long and its columns read from boff on (a
+// column block of a joint weight). main_t / small_t: C = A · Bᵀ[boff .., ..] for the backward of a
 // dense layer (B [N, LDB], its columns boff .. boff + K; K, LDB and boff multiples of 4).
 
 ${PRELUDE}${entry("main", ROWS, QUADS)}

@@ -1,6 +1,7 @@
 /**
- * Unembed: the final norm's output [B, P, E] to logits [B, P, d_vocab]. Hook points, in firing
- * order: `unembed.hook_in`, `unembed.hook_out`.
+ * Unembed: the final norm's output [B, P, E] to logits [B, P, d_vocab] (or, with forward's
+ * `logitsAt`, [B, n, d_vocab] at n positions). Hook points, in firing order: `unembed.hook_in`
+ * (always [B, P, E]), `unembed.hook_out` (the logits' shape).
  *
  * @example
  * ```ts
@@ -9,8 +10,9 @@
  * ```
  * @module
  */
+import { InputError } from "../../errors.ts";
 import * as ops from "../../gpu/ops.ts";
-import type { Tensor } from "../../gpu/tensor.ts";
+import { Tensor } from "../../gpu/tensor.ts";
 import { Tape } from "../tape.ts";
 import type { RunContext } from "./context.ts";
 
@@ -35,20 +37,42 @@ export function unembedHookNames(): string[] {
 }
 
 /**
- * unembed.hook_in, then logits = x · W_U + b_U at unembed.hook_out.
+ * unembed.hook_in, then logits = x · W_U + b_U at unembed.hook_out. With `positions` (each in [0,
+ * P)), only those rows of each batch row go through W_U (gathered on the device after
+ * unembed.hook_in): logits and unembed.hook_out are then [B, positions.length, d_vocab]. Not
+ * while a backward pass is recorded.
  *
  * @example
  * ```ts
  * const logits = await unembedForward(ctx, weights, x);
+ * const last = await unembedForward(ctx, weights, x, [x.shape[1] - 1]); // [B, 1, d_vocab]
  * ```
  */
 export async function unembedForward(
   ctx: RunContext,
   w: UnembedWeights,
   x: Tensor,
+  positions: number[] | null = null,
 ): Promise<Tensor> {
-  const xin = await ctx.hook("unembed.hook_in", x);
+  let xin = await ctx.hook("unembed.hook_in", x);
   const V = ctx.cfg.dVocabOut;
+  if (positions) {
+    if (Tape.active) {
+      throw new InputError(
+        "logitsAt with a backward pass (inclBwd): the metric's gradient needs every position's " +
+          "logits; leave logitsAt out.",
+      );
+    }
+    // Rows b * P + positions[j] of x [B * P, D], gathered as an embedding lookup is.
+    const [B, P, D] = xin.shape;
+    const ids = new Int32Array(B * positions.length);
+    for (let b = 0; b < B; b++) {
+      positions.forEach((p, j) => ids[b * positions.length + j] = b * P + p);
+    }
+    const rows = Tensor.from(ids, [B, positions.length], "int32");
+    xin = ops.embedTokens(xin.reshape([B * P, D]), rows);
+    rows.dispose();
+  }
   const [logits] = ops.linear(xin, w.wU, w.bU, {}, V);
   Tape.record([logits], [xin], ([g]) => [ops.linearBack(g!, w.wU, V)]);
   return await ctx.hook("unembed.hook_out", logits);
