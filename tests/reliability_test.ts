@@ -2,7 +2,7 @@
 // buffer pool stays flat over hundreds of cycles, and outputs are bit-identical across runs.
 import assert from "node:assert/strict";
 import { gpuInfo, HookedSAETransformer, SAE, Tensor } from "../mod.ts";
-import { runtime } from "../src/gpu/runtime.ts";
+import { runtime, trimPool } from "../src/gpu/runtime.ts";
 import { tuning } from "../src/gpu/tuning.ts";
 import { countDeviceCalls } from "./_util.ts";
 
@@ -199,4 +199,40 @@ Deno.test({
     assert.equal(got.backend, "vulkan");
     assert.deepEqual(got.egl, want.egl, "hooklens maps EGL libraries that a Vulkan-only process does not");
   },
+});
+
+Deno.test("readback reuses its staging buffers, each read returning its own tensor's values (also several at once); trimPool gives them back, and none are kept beyond stagingKeepBytes", async () => {
+  const r = runtime();
+  using created = countDeviceCalls(r.gpu.device, "createBuffer", (d) => d.label === "staging");
+  const n = 300_000; // one staging bucket (2 MiB) for all of them
+  const tensors = [0, 1, 2].map((i) =>
+    Tensor.from(Float32Array.from({ length: n }, (_, j) => i * 1e6 + j), [n])
+  );
+  try {
+    for (const t of tensors) await t.toArray(); // fills the kept staging buffers
+    created.count = 0;
+    for (let round = 0; round < 3; round++) {
+      for (const [i, t] of tensors.entries()) {
+        const v = await t.toArray();
+        assert.equal(v[0], i * 1e6);
+        assert.equal(v[n - 1], i * 1e6 + n - 1);
+      }
+      const all = await Promise.all(tensors.map((t) => t.toArray()));
+      all.forEach((v, i) => assert.equal(v[n - 7], i * 1e6 + n - 7));
+    }
+    assert.equal(created.count, 2, "the first concurrent reads made two more, then none");
+    const saved = tuning.pool.stagingKeepBytes;
+    tuning.pool.stagingKeepBytes = 0;
+    try {
+      trimPool(); // gives the kept ones back
+      created.count = 0;
+      await tensors[0].toArray();
+      await tensors[0].toArray();
+      assert.equal(created.count, 2, "with nothing kept, every read makes its own");
+    } finally {
+      tuning.pool.stagingKeepBytes = saved;
+    }
+  } finally {
+    for (const t of tensors) t.dispose();
+  }
 });
