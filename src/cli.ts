@@ -121,7 +121,8 @@ async function demo(): Promise<void> {
     console.log(`  ${pad(`"${show(r.token)}"`, 16)} ${lat}`);
   }
 
-  using base = await model.forward(SNIPPET);
+  // Only the last position's logits: the next-token prediction is all the demo reads.
+  using base = await model.forward(SNIPPET, { logitsAt: "last" });
   const before = await nextTokens(model, base, 5);
   const last = rows[rows.length - 1];
   const target = last.latents[0];
@@ -129,6 +130,7 @@ async function demo(): Promise<void> {
 
   // (a) Ablation: zero the strongest latent at the last token; the error term keeps the rest exact.
   using ablated = await model.runWithHooksWithSaes(SNIPPET, {
+    logitsAt: "last",
     saes: [sae],
     useErrorTerm: true,
     fwdHooks: [[`${sae.cfg.hookName}.hook_sae_acts_post`, (a) => a.fillAt(-1, [target.latent], 0)]],
@@ -147,7 +149,7 @@ async function demo(): Promise<void> {
   let steered: string;
   {
     using _h = model.hooks([[sae.cfg.hookName, (resid) => resid.add(dir.scale(scale))]]);
-    using logits = await model.forward(SNIPPET);
+    using logits = await model.forward(SNIPPET, { logitsAt: "last" });
     console.log(
       `\n(b) Steering along latent #${steerLatent} (strongest at " return") x${scale} at ${sae.cfg.hookName}:\n  ${
         fmtNext(await nextTokens(model, logits, 5))

@@ -36,10 +36,11 @@ Deno.test("every shader compiles without errors and every entry point builds", a
     ],
     flash: [{ E: 64 }, { E: 16 }],
     linear_cpu: [
-      { WT: "f32", ACT: 0, RESID: true, GATE: 0, SPLIT: false },
-      { WT: "f16", ACT: 3, RESID: false, GATE: 1, SPLIT: false },
-      { WT: "f32", ACT: 3, RESID: false, GATE: 2, SPLIT: false },
-      { WT: "f32", ACT: 0, RESID: false, GATE: 0, SPLIT: true },
+      { WT: "f32", ACT: 0, RESID: true, GATE: 0, SPLIT: false, CROP: false },
+      { WT: "f16", ACT: 3, RESID: false, GATE: 1, SPLIT: false, CROP: false },
+      { WT: "f32", ACT: 3, RESID: false, GATE: 2, SPLIT: false, CROP: false },
+      { WT: "f32", ACT: 0, RESID: false, GATE: 0, SPLIT: true, CROP: false },
+      { WT: "f32", ACT: 0, RESID: false, GATE: 0, SPLIT: false, CROP: true },
     ],
   };
   variants.linear_sg = variants.linear_cpu;
