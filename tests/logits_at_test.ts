@@ -64,6 +64,28 @@ Deno.test("logitsAt: the last position and a list of positions equal those rows 
   assert.deepEqual([...await same.toArray()], [...all], '"all" is the default');
 });
 
+Deno.test('logitsAt "last" in a padded batch is each row\'s last real token (right and left padding)', async () => {
+  for (const side of ["right", "left"] as const) {
+    const real = 100;
+    const row1 = Array.from(
+      { length: P },
+      (_, i) => Number(side === "right" ? i < real : i >= P - real),
+    );
+    const attentionMask = [Array(P).fill(1), row1];
+    using full = await model.forward(tokens, { attentionMask });
+    const all = await full.toArray() as Float32Array;
+    using last = await model.forward(tokens, { attentionMask, logitsAt: "last" });
+    assert.deepEqual(last.shape, [2, 1, V]);
+    const got = await last.toArray();
+    const end1 = side === "right" ? real - 1 : P - 1;
+    assert.ok(maxRelErr(got.subarray(0, V), all.subarray((P - 1) * V, P * V)) < 1e-5, side);
+    assert.ok(
+      maxRelErr(got.subarray(V), all.subarray((P + end1) * V, (P + end1 + 1) * V)) < 1e-5,
+      side,
+    );
+  }
+}); // deno-fmt-ignore
+
 Deno.test("logitsAt: unembed.hook_out has the reduced shape (and its replacement is returned), unembed.hook_in every position", async () => {
   const seen: Record<string, readonly number[]> = {};
   const hooks = model.hooks([

@@ -87,7 +87,7 @@ export async function forwardPass(
   if (e < n) return resid;
 
   const rt = o.returnType ?? "logits";
-  const at = logitPositions(o.logitsAt, resid.shape[1]);
+  const at = logitPositions(o.logitsAt, resid.shape[0], resid.shape[1], padding);
   if (at && rt !== "logits") {
     throw new InputError(
       `logitsAt ${JSON.stringify(o.logitsAt)} with returnType "${rt}": a next-token loss needs ` +
@@ -115,28 +115,34 @@ export async function forwardPass(
 }
 
 /**
- * The positions `logitsAt` asks for in a sequence of `P`, each in [0, P), or null for all of
- * them. Throws an InputError for an empty list or a position out of range.
+ * The positions `logitsAt` asks for, per batch row (each in [0, P)), or null for all of them.
+ * "last" is each row's last real token in a padded batch (`padding`), else P - 1; listed
+ * positions index the (padded) row, negative ones from its end. Throws an InputError for an
+ * empty list or a position out of range.
  *
  * @example
  * ```ts
- * logitPositions("last", 5); // [4]
- * logitPositions([0, -1], 5); // [0, 4]
- * logitPositions(undefined, 5); // null
+ * logitPositions("last", 2, 5, null); // [[4], [4]]
+ * logitPositions([0, -1], 1, 5, null); // [[0, 4]]
+ * logitPositions(undefined, 1, 5, null); // null
  * ```
  */
 export function logitPositions(
   at: ForwardOptions["logitsAt"],
+  B: number,
   P: number,
-): number[] | null {
+  padding: Padding | null,
+): number[][] | null {
   if (at === undefined || at === "all") return null;
-  if (at === "last") return [P - 1];
+  if (at === "last") {
+    return Array.from({ length: B }, (_, b) => [padding ? padding.ends[b] - 1 : P - 1]);
+  }
   if (!Array.isArray(at) || at.length === 0) {
     throw new InputError(
       `logitsAt must be "all", "last" or a non-empty list of positions, got ${JSON.stringify(at)}.`,
     );
   }
-  return at.map((p) => {
+  const row = at.map((p) => {
     if (!Number.isInteger(p) || p < -P || p >= P) {
       throw new InputError(
         `logitsAt: position ${p} is out of range for a sequence of ${P} tokens ` +
@@ -145,4 +151,5 @@ export function logitPositions(
     }
     return p < 0 ? p + P : p;
   });
+  return Array.from({ length: B }, () => row);
 }

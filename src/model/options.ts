@@ -79,8 +79,9 @@ export interface ForwardOptions {
   /** Text input: where shorter texts are padded (default the model's `cfg.defaultPaddingSide`). */
   paddingSide?: PaddingSide;
   /**
-   * Which positions get logits: "all" (default), "last", or a list of positions (negative ones
-   * count from the end, as in Python). Only those rows go through the unembedding, on the device,
+   * Which positions get logits: "all" (default), "last" (with an attention mask, each row's last
+   * real token), or a list of positions, the same for every row (indices into the padded rows;
+   * negative ones count from the end, as in Python). Only those rows go through the unembedding, on the device,
    * so a caller that reads the next-token prediction does not pay for (or read back) every
    * position's [d_vocab] row. The logits are then [batch, n, d_vocab] (n = 1 for "last"), and so
    * is `unembed.hook_out`; `unembed.hook_in` and everything before it keep every position. Not

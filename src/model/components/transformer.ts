@@ -97,20 +97,20 @@ export async function blocksForward(
 }
 
 /**
- * The final norm, then the unembedding: logits [B, P, d_vocab], or [B, n, d_vocab] at `positions`
- * only (see unembedForward).
+ * The final norm, then the unembedding: logits [B, P, d_vocab], or [B, n, d_vocab] at n
+ * positions of each batch row only (see unembedForward).
  *
  * @example
  * ```ts
  * const logits = await headForward(ctx, weights, resid);
- * const last = await headForward(ctx, weights, resid, [resid.shape[1] - 1]);
+ * const last = await headForward(ctx, weights, resid, [[resid.shape[1] - 1]]); // batch 1
  * ```
  */
 export async function headForward(
   ctx: RunContext,
   w: ModelWeights,
   resid: Tensor,
-  positions: number[] | null = null,
+  positions: number[][] | null = null,
 ): Promise<Tensor> {
   const { y } = await normForward(ctx, "ln_final", resid, w.lnFinal);
   return await unembedForward(ctx, w.unembed, y, positions);

@@ -37,22 +37,22 @@ export function unembedHookNames(): string[] {
 }
 
 /**
- * unembed.hook_in, then logits = x · W_U + b_U at unembed.hook_out. With `positions` (each in [0,
- * P)), only those rows of each batch row go through W_U (gathered on the device after
- * unembed.hook_in): logits and unembed.hook_out are then [B, positions.length, d_vocab]. Not
- * while a backward pass is recorded.
+ * unembed.hook_in, then logits = x · W_U + b_U at unembed.hook_out. With `positions` (per batch
+ * row, the same number each, each in [0, P)), only those rows go through W_U (gathered on the
+ * device after unembed.hook_in): logits and unembed.hook_out are then [B, n, d_vocab]. Not while
+ * a backward pass is recorded.
  *
  * @example
  * ```ts
  * const logits = await unembedForward(ctx, weights, x);
- * const last = await unembedForward(ctx, weights, x, [x.shape[1] - 1]); // [B, 1, d_vocab]
+ * const last = await unembedForward(ctx, weights, x, [[x.shape[1] - 1]]); // [1, 1, d_vocab]
  * ```
  */
 export async function unembedForward(
   ctx: RunContext,
   w: UnembedWeights,
   x: Tensor,
-  positions: number[] | null = null,
+  positions: number[][] | null = null,
 ): Promise<Tensor> {
   let xin = await ctx.hook("unembed.hook_in", x);
   const V = ctx.cfg.dVocabOut;
@@ -63,13 +63,12 @@ export async function unembedForward(
           "logits; leave logitsAt out.",
       );
     }
-    // Rows b * P + positions[j] of x [B * P, D], gathered as an embedding lookup is.
+    // Rows b * P + positions[b][j] of x [B * P, D], gathered as an embedding lookup is.
     const [B, P, D] = xin.shape;
-    const ids = new Int32Array(B * positions.length);
-    for (let b = 0; b < B; b++) {
-      positions.forEach((p, j) => ids[b * positions.length + j] = b * P + p);
-    }
-    const rows = Tensor.from(ids, [B, positions.length], "int32");
+    const n = positions[0].length;
+    const ids = new Int32Array(B * n);
+    for (let b = 0; b < B; b++) positions[b].forEach((p, j) => ids[b * n + j] = b * P + p);
+    const rows = Tensor.from(ids, [B, n], "int32");
     xin = ops.embedTokens(xin.reshape([B * P, D]), rows);
     rows.dispose();
   }
