@@ -11,6 +11,7 @@
  * @module
  */
 import { FormatError } from "../errors.ts";
+import { requireRegularFile } from "./files.ts";
 
 const FORBIDDEN = new Set(["__proto__", "constructor", "prototype"]);
 
@@ -165,7 +166,7 @@ export function parseStrictJson(text: string, file: string, maxDepth = 64): Json
 export async function readJsonFile(path: string, maxBytes = 64 * 1024 * 1024): Promise<Json> {
   let bytes: Uint8Array;
   try {
-    const st = await Deno.stat(path);
+    const st = await requireRegularFile(path);
     if (st.size > maxBytes) throw new FormatError(path, `file of ${st.size} bytes is too large`);
     bytes = await Deno.readFile(path);
   } catch (e) {

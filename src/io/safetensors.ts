@@ -13,7 +13,8 @@
  * ```
  * @module
  */
-import { SafetensorsError } from "../errors.ts";
+import { FormatError, SafetensorsError } from "../errors.ts";
+import { requireRegularFile } from "./files.ts";
 import { type Json, parseStrictJson } from "./json.ts";
 
 /** Dtypes of the safetensors format that hooklens reads and writes. */
@@ -270,8 +271,13 @@ export class SafetensorsFile implements Disposable {
   static async open(path: string): Promise<SafetensorsFile> {
     let file: Deno.FsFile;
     try {
+      // A named pipe would block open() until a writer appears: only regular files are opened.
+      await requireRegularFile(path);
       file = await Deno.open(path, { read: true });
     } catch (e) {
+      if (e instanceof FormatError) {
+        throw new SafetensorsError(path, e.message.slice(path.length + 2));
+      }
       throw new SafetensorsError(path, `cannot open: ${(e as Error).message}`);
     }
     try {

@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { FormatError } from "../errors.ts";
 import { readJsonFile } from "./json.ts";
+import { requireRegularFile } from "./files.ts";
 
 /** A loaded tokenizer. */
 export class HfTokenizer {
@@ -68,7 +69,7 @@ export class HfTokenizer {
     // "prototype", and JSON.parse defines every key as a plain own property (no prototype writes).
     let json: unknown;
     try {
-      const st = await Deno.stat(path);
+      const st = await requireRegularFile(path);
       if (st.size > 512 * 1024 * 1024) {
         throw new FormatError(path, `file of ${st.size} bytes is too large`);
       }

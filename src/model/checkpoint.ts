@@ -54,13 +54,8 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
   const index = join(dir, "model.safetensors.index.json");
   const files = new Map<string, SafetensorsFile>();
   const where = new Map<string, SafetensorsFile>();
-  const exists = async (p: string) => {
-    try {
-      return (await Deno.stat(p)).isFile;
-    } catch {
-      return false;
-    }
-  };
+  // Present at all: a named pipe or directory in its place is refused by the reader, by name.
+  const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
   try {
     if (await exists(single)) {
       const f = await SafetensorsFile.open(single);
