@@ -56,33 +56,6 @@ export async function loadModelAndSae(
   return { model, sae };
 }
 
-const HELP = `hooklens: TransformerLens-style hooks and SAEs on WebGPU
-
-Usage: deno task cli -- <command> [options]
-
-Commands:
-  demo       the built-in demo: SAE latents per token, ablation, steering, completion
-  features   strongest SAE latents of each token of --text
-  generate   continue --text
-  hooks      list the model's hook points (with SAEs attached if --sae) and their shapes
-  train      train an SAE on the model's activations, saved in SAELens's layout (train --help)
-  explore    the feature explorer: a local web page (127.0.0.1, --port, default 8787)
-  doctor     adapter info and one kernel checked against the CPU
-  help       this text
-
-Options:
-  --model DIR      model directory (HF layout; default: the built-in demo model)
-  --sae DIR        SAE directory (SAELens layout; default: the built-in demo SAE)
-  --text TEXT      input text
-  --top N          latents per token (features; default 5)
-  --max-new-tokens N   tokens to generate (generate; default 20)
-  --sample         sample instead of greedy decoding (generate), with --seed N, --temperature T
-  --corpus FILE    texts for the explorer's top contexts, separated by lines "# ----"
-                   (default: the demo's Python snippets)
-  --port N         explorer port (0: any free port)
-  --json           machine-readable output
-`;
-
 const SNIPPET = `def fibonacci(n):
     if n < 2:
         return n
@@ -211,59 +184,100 @@ async function doctor(json: boolean): Promise<void> {
   if (!ok) Deno.exit(1);
 }
 
-/** Entry point: parses `args` and runs a command. */
-export async function main(args: string[]): Promise<void> {
-  if (args[0] === "train") {
-    const { trainCommand } = await import("./sae/train/cli.ts");
-    return await trainCommand(args.slice(1));
+/** A usage error of the command line (unknown command or option, missing or bad value). */
+export class CliError extends HooklensError {}
+
+/** Parsed options of a command (see {@link OPTIONS}). */
+export type CliValues = ReturnType<typeof parse>["values"];
+
+/** A command of the command line. */
+export interface CliCommand {
+  /** One line for the help text. */
+  summary: string;
+  /** Runs the command; `json` is set by --json. */
+  run(values: CliValues, json: boolean): Promise<void>;
+  /**
+   * For a command with options of its own: runs it with the arguments after its name, unparsed
+   * (then `run` is not used).
+   */
+  runArgs?: (args: string[]) => Promise<void>;
+}
+
+/** Options every command accepts (a command ignores those it does not use). */
+const OPTIONS = {
+  model: {
+    type: "string",
+    help: "DIR|ID   model directory or hub id (default: the built-in demo model)",
+  },
+  sae: {
+    type: "string",
+    help: "DIR|ID     SAE directory or hub path (default: the built-in demo SAE)",
+  },
+  text: { type: "string", help: "TEXT      input text" },
+  top: { type: "string", help: "N          latents per token (features; default 5)" },
+  "max-new-tokens": { type: "string", help: "N   tokens to generate (generate; default 20)" },
+  sample: {
+    type: "boolean",
+    help: "         sample instead of greedy decoding (generate), with --seed N, --temperature T",
+  },
+  seed: { type: "string", help: "N         sampling seed (generate --sample)" },
+  temperature: { type: "string", help: "T  sampling temperature (generate --sample; default 1)" },
+  corpus: {
+    type: "string",
+    help: 'FILE    texts for the explorer\'s top contexts, separated by lines "# ----"',
+  },
+  port: {
+    type: "string",
+    help: "N         explorer port on 127.0.0.1 (default 8787; 0: any free port)",
+  },
+  json: { type: "boolean", help: "           machine-readable output" },
+  verbose: { type: "boolean", help: "        on an error, print its stack trace too" },
+  help: { type: "boolean", short: "h", help: "        this text" },
+} as const; // deno-fmt-ignore
+
+function parse(args: string[]) {
+  const options = Object.fromEntries(
+    Object.entries(OPTIONS).map(([k, v]) => [k, { type: v.type, short: (v as { short?: string }).short }]),
+  ) as { [K in keyof typeof OPTIONS]: { type: (typeof OPTIONS)[K]["type"]; short?: string } };
+  return parseArgs({ args, allowPositionals: true, strict: true, options });
+} // deno-fmt-ignore
+
+/** A number-valued option, or `d` when absent; a non-number is a {@link CliError}. */
+function num(v: string | undefined, d: number, name: string): number {
+  if (v === undefined) return d;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n)) {
+    throw new CliError(`--${name} must be a number, got "${v}".`);
   }
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      model: { type: "string" },
-      sae: { type: "string" },
-      text: { type: "string" },
-      top: { type: "string" },
-      "max-new-tokens": { type: "string" },
-      sample: { type: "boolean" },
-      corpus: { type: "string" },
-      port: { type: "string" },
-      seed: { type: "string" },
-      temperature: { type: "string" },
-      json: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  const cmd = values.help ? "help" : positionals[0] ?? "help";
-  const json = Boolean(values.json);
-  const num = (v: string | undefined, d: number, name: string) => {
-    if (v === undefined) return d;
-    const n = Number(v);
-    if (!Number.isFinite(n)) throw new HooklensError(`--${name} must be a number, got "${v}".`);
-    return n;
-  };
-  const text = () => {
-    if (values.text === undefined) throw new HooklensError(`${cmd} needs --text "..."`);
-    return values.text;
-  };
-  switch (cmd) {
-    case "demo":
-      return await demo();
-    case "doctor":
-      return await doctor(json);
-    case "explore": {
-      const { serveExplorer } = await import("./explore/server.ts");
-      const { model, sae } = await loadModelAndSae(values.model, values.sae);
-      const corpus = await loadCorpus(values.corpus ?? DEMO_CORPUS);
-      const ex = await serveExplorer({ model, sae, corpus, port: num(values.port, 8787, "port") });
-      console.log(`hooklens explorer: ${ex.url} (Ctrl-C to stop)`);
-      return await new Promise<void>(() => {});
-    }
-    case "features": {
+  return n;
+}
+
+function needText(values: CliValues, cmd: string): string {
+  if (values.text === undefined) throw new CliError(`${cmd} needs --text "..."`);
+  return values.text;
+}
+
+/**
+ * The commands, by name. Another command is one more entry here (its options in `OPTIONS`).
+ *
+ * @example
+ * ```ts
+ * console.log(Object.keys(COMMANDS)); // ["demo", "features", ...]
+ * ```
+ */
+export const COMMANDS: Record<string, CliCommand> = {
+  demo: {
+    summary: "the built-in demo: SAE latents per token, ablation, steering, completion",
+    run: () => demo(),
+  },
+  features: {
+    summary: "strongest SAE latents of each token of --text",
+    async run(values, json) {
+      const text = needText(values, "features");
+      const top = num(values.top, 5, "top");
       using model = await HookedSAETransformer.fromPretrained(values.model ?? DEMO_MODEL);
       using sae = await SAE.load(values.sae ?? DEMO_SAE);
-      const rows = await topLatentsPerToken(model, sae, text(), num(values.top, 5, "top"));
+      const rows = await topLatentsPerToken(model, sae, text, top);
       if (json) console.log(JSON.stringify({ hook: sae.cfg.hookName, tokens: rows }));
       else {
         for (const r of rows) {
@@ -274,28 +288,32 @@ export async function main(args: string[]): Promise<void> {
           );
         }
       }
-      return;
-    }
-    case "generate": {
+    },
+  },
+  generate: {
+    summary: "continue --text",
+    async run(values, json) {
+      const text = needText(values, "generate");
+      const maxNewTokens = num(values["max-new-tokens"], 20, "max-new-tokens");
+      const seed = values.seed === undefined ? undefined : num(values.seed, 0, "seed");
+      const temperature = num(values.temperature, 1, "temperature");
       using model = await HookedSAETransformer.fromPretrained(values.model ?? DEMO_MODEL);
-      const out = await model.generate(text(), {
-        maxNewTokens: num(values["max-new-tokens"], 20, "max-new-tokens"),
+      const out = await model.generate(text, {
+        maxNewTokens,
         doSample: Boolean(values.sample),
-        seed: values.seed === undefined ? undefined : num(values.seed, 0, "seed"),
-        temperature: num(values.temperature, 1, "temperature"),
+        seed,
+        temperature,
       });
       if (json) {
         console.log(
-          JSON.stringify({
-            prompt: values.text,
-            text: out,
-            completion: out.slice(values.text!.length),
-          }),
+          JSON.stringify({ prompt: text, text: out, completion: out.slice(text.length) }),
         );
       } else console.log(out);
-      return;
-    }
-    case "hooks": {
+    },
+  },
+  hooks: {
+    summary: "list the model's hook points (with SAEs attached if --sae) and their shapes",
+    async run(values, json) {
       using model = await HookedSAETransformer.fromPretrained(values.model ?? DEMO_MODEL);
       using sae = values.sae ? await SAE.load(values.sae) : null;
       if (sae) model.addSae(sae);
@@ -307,24 +325,128 @@ export async function main(args: string[]): Promise<void> {
       const rows = model.hookNames().map((name) => ({ name, shape: shapes.get(name) ?? null }));
       if (json) console.log(JSON.stringify({ input: [1, 4], hooks: rows }));
       else for (const r of rows) console.log(`${pad(r.name, 44)} [${r.shape?.join(", ")}]`);
-      return;
-    }
-    default:
-      console.log(HELP);
+    },
+  },
+  train: {
+    summary: "train an SAE on the model's activations, saved in SAELens's layout (train --help)",
+    run: () => Promise.resolve(),
+    async runArgs(args) {
+      const { trainCommand } = await import("./sae/train/cli.ts");
+      await trainCommand(args);
+    },
+  },
+  explore: {
+    summary: "the feature explorer: a local web page on 127.0.0.1 (--port, default 8787)",
+    async run(values) {
+      const port = num(values.port, 8787, "port");
+      if (!Number.isInteger(port) || port < 0 || port > 65535) {
+        throw new CliError(`--port must be an integer in 0..65535, got "${values.port}".`);
+      }
+      const { serveExplorer } = await import("./explore/server.ts");
+      const { model, sae } = await loadModelAndSae(values.model, values.sae);
+      const corpus = await loadCorpus(values.corpus ?? DEMO_CORPUS);
+      const ex = await serveExplorer({ model, sae, corpus, port });
+      console.log(`hooklens explorer: ${ex.url} (Ctrl-C to stop)`);
+      await new Promise<void>(() => {});
+    },
+  },
+  doctor: {
+    summary: "adapter info and one kernel checked against the CPU",
+    run: (_values, json) => doctor(json),
+  },
+  help: {
+    summary: "this text",
+    run: () => Promise.resolve(console.log(helpText())),
+  },
+};
+
+/**
+ * The help text, made from {@link COMMANDS} and the options.
+ *
+ * @example
+ * ```ts
+ * console.log(helpText());
+ * ```
+ */
+export function helpText(): string {
+  const cmds = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`);
+  const opts = Object.entries(OPTIONS).map(([n, o]) => `  --${n} ${o.help}`);
+  return `hooklens: TransformerLens-style hooks and SAEs on WebGPU
+
+Usage: deno task cli -- <command> [options]
+
+Commands:
+${cmds.join("\n")}
+
+Options:
+${opts.join("\n")}
+
+Errors print one line and exit with status 1 (2 for a usage error); --verbose adds the stack.
+`;
+}
+
+/**
+ * Entry point: parses `args` and runs a command. A leading "--" (which `deno task cli -- ...`
+ * passes on) is skipped. Throws a {@link CliError} for an unknown command or option.
+ *
+ * @example
+ * ```ts
+ * await main(["doctor", "--json"]);
+ * ```
+ */
+export async function main(args: string[]): Promise<void> {
+  if (args[0] === "--") args = args.slice(1);
+  const own = Object.hasOwn(COMMANDS, args[0] ?? "") ? COMMANDS[args[0]].runArgs : undefined;
+  if (own) return await own(args.slice(1));
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(args);
+  } catch (e) {
+    // node:util's parseArgs: unknown option, missing value, "--" misplaced.
+    throw new CliError(`${(e as Error).message.split("\n")[0]} (see: deno task cli -- help)`);
+  }
+  const { values, positionals } = parsed;
+  const name = values.help ? "help" : positionals[0] ?? "help";
+  const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!cmd) {
+    throw new CliError(
+      `Unknown command "${name}"; commands: ${Object.keys(COMMANDS).join(", ")}.`,
+    );
+  }
+  if (positionals.length > 1) {
+    throw new CliError(
+      `Unexpected argument "${positionals[1]}" after ${name}: options start with --, and ` +
+        "texts with spaces need quotes.",
+    );
+  }
+  await cmd.run(values, Boolean(values.json));
+}
+
+/**
+ * Runs the command line and returns its exit status: 0, 1 for an error, 2 for a usage error. An
+ * error prints one line on stderr ("hooklens: ..."), with its stack when `args` has --verbose.
+ *
+ * @example
+ * ```ts
+ * Deno.exit(await runCli(Deno.args));
+ * ```
+ */
+export async function runCli(args: string[]): Promise<number> {
+  try {
+    await main(args);
+    return 0;
+  } catch (e) {
+    const err = e instanceof Error ? e : new Error(String(e));
+    const verbose = args.includes("--verbose");
+    const known = err instanceof HooklensError;
+    const line = (known ? err.message : `${err.name}: ${err.message}`).split("\n")[0];
+    console.error(`hooklens: ${line}`);
+    if (verbose && err.stack) console.error(err.stack);
+    else if (!known) console.error("(an unexpected error: run with --verbose for the stack)");
+    return err instanceof CliError ? 2 : 1;
   }
 }
 
 if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    if (
-      e instanceof HooklensError ||
-      (e as Error).name === "TypeError" && /parseArgs|option/i.test((e as Error).message)
-    ) {
-      console.error(`hooklens: ${(e as Error).message}`);
-      Deno.exit(1);
-    }
-    throw e;
-  }
+  Deno.exit(await runCli(Deno.args));
 }

@@ -6,6 +6,12 @@
  * activation histogram, the tokens its decoder direction promotes and suppresses through the
  * unembedding, and what ablating or steering it does to the next-token predictions.
  *
+ * Only this machine's pages may use it: the Host header must be 127.0.0.1 or localhost with this
+ * port (DNS rebinding), an Origin header must be the page's own (other web pages the user has
+ * open), bodies and texts are capped (413), bad input gets a 4xx JSON error. GPU work runs as a
+ * queue of jobs (a scan's documents take turns with requests), and a request whose client has
+ * gone is dropped before it runs.
+ *
  * @example
  * ```ts
  * import { serveExplorer } from "./server.ts";
@@ -20,6 +26,7 @@ import type { HookedSAETransformer } from "../sae/hooked_sae_transformer.ts";
 import type { SAE } from "../sae/sae.ts";
 import { layerAfter, nextTokens, topIndices, topLatentsPerToken } from "../sae/features.ts";
 import page from "./page.html" with { type: "text" };
+import { HooklensError } from "../errors.ts";
 
 /** Options of {@link serveExplorer}. */
 export interface ExplorerOptions {
@@ -31,7 +38,14 @@ export interface ExplorerOptions {
   corpus: string[];
   /** Port on 127.0.0.1 (0: any free port). Default 8787. */
   port?: number;
+  /** Largest request body accepted, in bytes (default 256 KiB); larger ones get a 413. */
+  maxBodyBytes?: number;
+  /** Longest text accepted, in characters (default 32768); longer ones get a 413. */
+  maxTextChars?: number;
 }
+
+/** The explorer's server refused to start (port in use, no permission): says what to do. */
+export class ExplorerError extends HooklensError {}
 
 /** A running explorer. */
 export interface Explorer {
@@ -41,6 +55,8 @@ export interface Explorer {
   port: number;
   /** Stops the server. */
   shutdown(): Promise<void>;
+  /** GPU jobs run, and jobs dropped because their client had gone before their turn. */
+  readonly stats: { jobsRun: number; jobsDropped: number };
 }
 
 interface Context {
@@ -65,6 +81,47 @@ interface ScanState {
 }
 
 const TOP_CONTEXTS = 8;
+/** Requests waiting for the GPU beyond which new ones get a 503. */
+const MAX_QUEUED = 64;
+/** A scan nobody has polled for this long is cancelled (its page was closed). */
+const SCAN_IDLE_MS = 60_000;
+
+/** An HTTP error answered as JSON `{ error }`. */
+class HttpError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+/** The body of `req` as text, refusing more than `max` bytes (413) before reading them all. */
+async function readBody(req: Request, max: number): Promise<string> {
+  const tooLarge = () =>
+    new HttpError(413, `The request body is larger than ${max} bytes: send a shorter text.`);
+  const len = Number(req.headers.get("content-length") ?? NaN);
+  if (len > max) {
+    await req.body?.cancel();
+    throw tooLarge();
+  }
+  if (!req.body) return "";
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  for await (const chunk of req.body) {
+    n += chunk.length;
+    if (n > max) throw tooLarge();
+    parts.push(chunk);
+  }
+  const all = new Uint8Array(n);
+  let at = 0;
+  for (const p of parts) {
+    all.set(p, at);
+    at += p.length;
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(all);
+  } catch {
+    throw new HttpError(400, "The request body is not UTF-8.");
+  }
+}
 
 /**
  * Starts the explorer server.
@@ -74,14 +131,46 @@ const TOP_CONTEXTS = 8;
  * const ex = await serveExplorer({ model, sae, corpus, port: 0 });
  * ```
  */
-export function serveExplorer(o: ExplorerOptions): Promise<Explorer> {
+export async function serveExplorer(o: ExplorerOptions): Promise<Explorer> {
   const { model, sae, corpus } = o;
   const hook = `${sae.cfg.hookName}.hook_sae_acts_post`;
   let scan: ScanState | null = null;
   let scanId = 0;
+  const maxBody = o.maxBodyBytes ?? 256 * 1024;
+  const maxText = o.maxTextChars ?? 32768;
+  const stats = { jobsRun: 0, jobsDropped: 0 };
+  let port = 0;
+  let lastPoll = 0;
 
-  async function actsOf(text: string): Promise<{ ids: number[]; acts: Float32Array }> {
-    const ids = model.toTokenIds(text)[0];
+  // GPU work runs one job at a time in arrival order: requests and the scan's documents take
+  // turns, so a scan never holds the GPU for longer than one document. A request whose client
+  // has gone (closed tab, aborted fetch) by its turn is dropped without running.
+  let tail: Promise<unknown> = Promise.resolve();
+  let queued = 0;
+  function gpuJob<T>(signal: AbortSignal | null, fn: () => Promise<T>): Promise<T> {
+    if (queued >= MAX_QUEUED) {
+      return Promise.reject(new HttpError(503, "The explorer is busy: try again shortly."));
+    }
+    queued++;
+    const run = tail.then(async () => {
+      if (signal?.aborted) {
+        stats.jobsDropped++;
+        throw new HttpError(499, "The client went away.");
+      }
+      stats.jobsRun++;
+      return await fn();
+    }).finally(() => queued--);
+    tail = run.catch(() => {});
+    return run;
+  }
+
+  async function actsOf(
+    text: string,
+    truncate = false,
+  ): Promise<{ ids: number[]; acts: Float32Array }> {
+    let ids = model.toTokenIds(text)[0];
+    // Corpus texts longer than the context are scanned up to it.
+    if (truncate) ids = ids.slice(0, model.cfg.nCtx);
     const [out, cache] = await model.runWithCacheWithSaes([ids], {
       saes: [sae],
       namesFilter: hook,
@@ -95,8 +184,11 @@ export function serveExplorer(o: ExplorerOptions): Promise<Explorer> {
   async function runScan(s: ScanState): Promise<void> {
     const dSae = sae.cfg.dSae;
     for (let d = 0; d < corpus.length; d++) {
+      if (s.status === "running" && performance.now() - lastPoll > SCAN_IDLE_MS) {
+        s.status = "cancelled";
+      }
       if (s.status !== "running") return;
-      const { ids, acts } = await actsOf(corpus[d]);
+      const { ids, acts } = await gpuJob(null, () => actsOf(corpus[d], true));
       s.tokens[d] = ids.map((i) => model.tokenizer!.piece(i));
       for (let p = 1; p < ids.length; p++) { // skip BOS
         for (let j = 0; j < dSae; j++) {
@@ -119,13 +211,75 @@ export function serveExplorer(o: ExplorerOptions): Promise<Explorer> {
     s.status = "done";
   }
 
+  async function intervene(
+    text: string,
+    latent: number,
+    mode: "ablate" | "steer",
+    scale: number,
+  ): Promise<Record<string, unknown>> {
+    using base = await model.forward(text);
+    const before = await nextTokens(model, base, 8);
+    let after;
+    if (mode === "ablate") {
+      using out = await model.runWithHooksWithSaes(text, {
+        saes: [sae],
+        useErrorTerm: true,
+        fwdHooks: [[hook, (a) => a.fillAt(-1, [latent], 0)]],
+      }) as Tensor; // deno-fmt-ignore
+      after = await nextTokens(model, out, 8);
+    } else {
+      using dir = sae.decoderDirection(latent);
+      using scaled = dir.scale(scale);
+      using out = await model.runWithHooks(text, {
+        fwdHooks: [[sae.cfg.hookName, (r) => r.add(scaled)]],
+      }) as Tensor;
+      after = await nextTokens(model, out, 8);
+    }
+    return { latent, mode, scale, before, after };
+  }
+
   const json = (v: unknown, status = 200) =>
     new Response(JSON.stringify(v), { status, headers: { "content-type": "application/json" } });
   const bad = (msg: string) => json({ error: msg }, 400);
 
+  /**
+   * The Host must name this server (127.0.0.1 or localhost, this port): another name is a DNS
+   * rebinding attempt. An Origin, when sent, must be the page's own: another is a foreign web
+   * page driving this server from the user's browser.
+   */
+  function refusal(req: Request): Response | null {
+    const host = (req.headers.get("host") ?? "").toLowerCase();
+    const allowed = [`127.0.0.1:${port}`, `localhost:${port}`];
+    if (!allowed.includes(host)) {
+      return json({ error: `Host "${host}" is not this explorer (${allowed.join(" or ")}).` }, 403);
+    }
+    const origin = req.headers.get("origin");
+    if (origin !== null && origin !== `http://${host}`) {
+      return json({ error: `Requests from ${origin} are not allowed: open http://${host}/.` }, 403);
+    }
+    return null;
+  }
+
+  async function guarded(req: Request): Promise<Response> {
+    const refused = refusal(req);
+    if (refused) {
+      await req.body?.cancel();
+      return refused;
+    }
+    try {
+      return await handle(req);
+    } catch (e) {
+      if (e instanceof HttpError) return json({ error: e.message }, e.status);
+      // Bad input the model refuses (a text longer than the context, ...): the client's fault.
+      if (e instanceof HooklensError) return json({ error: e.message }, 400);
+      return json({ error: `Internal error: ${(e as Error).message}` }, 500);
+    }
+  }
+
   async function handle(req: Request): Promise<Response> {
     const url = new URL(req.url);
     const path = url.pathname;
+    const job = <T>(fn: () => Promise<T>) => gpuJob(req.signal, fn);
     if (req.method === "GET" && (path === "/" || path === "/index.html")) {
       return new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } });
     }
@@ -144,35 +298,55 @@ export function serveExplorer(o: ExplorerOptions): Promise<Explorer> {
     }
     let body: Record<string, unknown> = {};
     if (req.method === "POST") {
+      const raw = await readBody(req, maxBody);
+      let parsed: unknown;
       try {
-        const raw = await req.text();
-        body = raw ? JSON.parse(raw) : {};
+        parsed = raw ? JSON.parse(raw) : {};
       } catch {
-        return bad("the request body is not JSON");
+        return bad("The request body is not JSON.");
       }
-    }
+      if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
+        return bad("The request body must be a JSON object.");
+      }
+      body = parsed as Record<string, unknown>;
+      if (body.text !== undefined && typeof body.text !== "string") {
+        return bad("text must be a string.");
+      }
+      if (typeof body.text === "string" && body.text.length > maxText) {
+        return json({
+          error:
+            `The text has ${body.text.length} characters, more than the ${maxText} accepted: ` +
+            "send a shorter text.",
+        }, 413);
+      }
+    } else await req.body?.cancel();
     const text = typeof body.text === "string" ? body.text : "";
-    const latent = Number(body.latent);
+    const latent = typeof body.latent === "number" ? body.latent : NaN;
     const latentOk = Number.isInteger(latent) && latent >= 0 && latent < sae.cfg.dSae;
     if (req.method === "POST" && path === "/api/features") {
       if (!text) return bad("text is empty");
-      const top = Number.isInteger(body.top) ? body.top as number : 8;
+      const top = body.top === undefined ? 8 : body.top;
+      if (!Number.isInteger(top) || (top as number) < 1 || (top as number) > sae.cfg.dSae) {
+        return bad(`top must be an integer in 1..${sae.cfg.dSae}.`);
+      }
       return json({
         hook: sae.cfg.hookName,
-        tokens: await topLatentsPerToken(model, sae, text, top),
+        tokens: await job(() => topLatentsPerToken(model, sae, text, top as number)),
       });
     }
     if (req.method === "POST" && path === "/api/latent") {
       if (!text || !latentOk) return bad(`needs text and a latent in 0..${sae.cfg.dSae - 1}`);
-      const { ids, acts } = await actsOf(text);
+      const { ids, acts } = await job(() => actsOf(text));
       const dSae = sae.cfg.dSae;
       return json({ latent, acts: ids.map((_, p) => acts[p * dSae + latent]) });
     }
     if (req.method === "POST" && path === "/api/latent-info") {
       if (!latentOk) return bad(`latent must be in 0..${sae.cfg.dSae - 1}`);
-      using dir = sae.decoderDirection(latent);
-      using logits = model.unembedDirection(dir.reshape([1, model.cfg.dModel]));
-      const row = await logits.toArray();
+      const row = await job(async () => {
+        using dir = sae.decoderDirection(latent);
+        using logits = model.unembedDirection(dir.reshape([1, model.cfg.dModel]));
+        return await logits.toArray();
+      });
       const neg = row.map((v) => -v);
       const piece = (i: number) => model.tokenizer ? model.tokenizer.piece(i) : String(i);
       const values = scan?.values.get(latent) ?? [];
@@ -194,28 +368,17 @@ export function serveExplorer(o: ExplorerOptions): Promise<Explorer> {
     }
     if (req.method === "POST" && path === "/api/intervene") {
       if (!text || !latentOk) return bad(`needs text and a latent in 0..${sae.cfg.dSae - 1}`);
+      if (body.mode !== undefined && body.mode !== "steer" && body.mode !== "ablate") {
+        return bad('mode must be "ablate" or "steer".');
+      }
+      if (body.scale !== undefined && !Number.isFinite(body.scale)) {
+        return bad("scale must be a finite number.");
+      }
       const mode = body.mode === "steer" ? "steer" : "ablate";
       const scale = Number.isFinite(body.scale) ? body.scale as number : 8;
-      using base = await model.forward(text);
-      const before = await nextTokens(model, base, 8);
-      let after;
-      if (mode === "ablate") {
-        using out = await model.runWithHooksWithSaes(text, {
-          saes: [sae],
-          useErrorTerm: true,
-          fwdHooks: [[hook, (a) => a.fillAt(-1, [latent], 0)]],
-        }) as Tensor; // deno-fmt-ignore
-        after = await nextTokens(model, out, 8);
-      } else {
-        using dir = sae.decoderDirection(latent);
-        using scaled = dir.scale(scale);
-        using out = await model.runWithHooks(text, {
-          fwdHooks: [[sae.cfg.hookName, (r) => r.add(scaled)]],
-        }) as Tensor;
-        after = await nextTokens(model, out, 8);
-      }
-      return json({ latent, mode, scale, before, after });
+      return json(await job(() => intervene(text, latent, mode, scale)));
     }
+    if (path === "/api/scan") lastPoll = performance.now();
     if (req.method === "POST" && path === "/api/scan") {
       if (scan?.status === "running") return json(scanView(scan));
       scan = {
@@ -252,22 +415,34 @@ export function serveExplorer(o: ExplorerOptions): Promise<Explorer> {
     error: s.error,
   });
 
-  return new Promise((resolve) => {
-    const server = Deno.serve({
+  const want = o.port ?? 8787;
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
       hostname: "127.0.0.1",
-      port: o.port ?? 8787,
-      onListen: ({ port }) => {
-        resolve({
-          url: `http://127.0.0.1:${port}/`,
-          port,
-          shutdown: async () => {
-            if (scan?.status === "running") scan.status = "cancelled";
-            await server.shutdown();
-          },
-        });
-      },
+      port: want,
+      onListen: () => {},
       onError: (e) =>
         new Response(JSON.stringify({ error: (e as Error).message }), { status: 500 }),
-    }, handle);
-  });
+    }, guarded);
+  } catch (e) {
+    if (e instanceof Deno.errors.AddrInUse) {
+      throw new ExplorerError(
+        `Port ${want} on 127.0.0.1 is in use (another explorer?): pass --port 0 for any free ` +
+          "port, or another number.",
+      );
+    }
+    throw new ExplorerError(`Cannot listen on 127.0.0.1:${want}: ${(e as Error).message}`);
+  }
+  port = server.addr.port;
+  await Promise.resolve();
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    port,
+    stats,
+    shutdown: async () => {
+      if (scan?.status === "running") scan.status = "cancelled";
+      await server.shutdown();
+    },
+  };
 } // deno-fmt-ignore
