@@ -237,7 +237,7 @@ const OPTIONS = {
 
 function parse(args: string[]) {
   const options = Object.fromEntries(
-    Object.entries(OPTIONS).map(([k, v]) => [k, { type: v.type, short: (v as { short?: string }).short }]),
+    Object.entries(OPTIONS).map(([k, v]) => [k, "short" in v ? { type: v.type, short: v.short } : { type: v.type }]),
   ) as { [K in keyof typeof OPTIONS]: { type: (typeof OPTIONS)[K]["type"]; short?: string } };
   return parseArgs({ args, allowPositionals: true, strict: true, options });
 } // deno-fmt-ignore

@@ -79,3 +79,92 @@ Deno.test("the built-in demo prints latents per token, ablation, steering and a 
     "three different next-token lists",
   );
 });
+
+// ---- The command line as a user runs it: subprocesses, exit codes, stderr.
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks as Record<
+  string,
+  string
+>;
+
+/** Runs a shell command line in the repository root. */
+async function sh(line: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command("sh", {
+    args: ["-c", line],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = (b: Uint8Array) => new TextDecoder().decode(b).replace(/\x1b\[[0-9;]*m/g, "");
+  return { code: out.code, stdout: dec(out.stdout), stderr: dec(out.stderr) };
+} // deno-fmt-ignore
+
+Deno.test("the README's command lines run as written (deno task cli -- ...), options included", async () => {
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  const block = readme.slice(readme.indexOf("## Command line")).split("```")[1];
+  const lines = block.split("\n").map((l) => l.replace(/\s+#.*$/, "").trim()).filter((l) => l.startsWith("deno task cli -- "));
+  assert.ok(lines.length >= 4, block);
+  for (const line of lines) {
+    const r = await sh(line);
+    assert.equal(r.code, 0, `${line}\n${r.stderr}`);
+    const out = r.stdout.trim();
+    if (line.includes("--json")) JSON.parse(out.split("\n").at(-1)!);
+    if (line.includes(" hooks --sae")) assert.ok(out.includes("hook_sae_acts_post"), "--sae was applied");
+    if (line.includes(" generate --text")) {
+      const prompt = /--text "([^"]*)"/.exec(line)![1];
+      assert.ok(out.startsWith(prompt) && out.length > prompt.length, out);
+    }
+  }
+  // The option that Deno 2.9.6 used to drop after "--".
+  const doctor = await sh("deno task cli -- doctor --json");
+  assert.equal(doctor.code, 0, doctor.stderr);
+  assert.equal(JSON.parse(doctor.stdout.trim().split("\n").at(-1)!).ok, true);
+}); // deno-fmt-ignore
+
+Deno.test("cli errors: non-zero exit, one line on stderr without a stack; --verbose adds it", async () => {
+  const cases: [string, number, RegExp][] = [
+    ["nosuchcommand", 2, /^hooklens: Unknown command "nosuchcommand"; commands: demo, features/],
+    ["features", 2, /^hooklens: features needs --text/],
+    ["features --text hi --bogus", 2, /^hooklens: Unknown option '--bogus'/],
+    ["generate --text hi --max-new-tokens lots", 2, /^hooklens: --max-new-tokens must be a number/],
+    ["explore --port 70000", 2, /^hooklens: --port must be an integer in 0\.\.65535/],
+    ["features --text hi --model /nonexistent/model", 1, /^hooklens: .*\/nonexistent\/model.*no such model directory/],
+    ["features --text hi --sae /nonexistent/sae", 1, /^hooklens: .*no such SAE directory/],
+  ];
+  for (const [args, code, re] of cases) {
+    const r = await sh(`deno task cli -- ${args}`);
+    const err = r.stderr.split("\n").filter((l) => l && !l.startsWith("Task cli"));
+    assert.equal(r.code, code, `${args}: ${r.stderr}`);
+    assert.equal(err.length, 1, `${args}: one line, got:\n${r.stderr}`);
+    assert.match(err[0], re);
+  }
+  const v = await sh("deno task cli -- features --text hi --model /nonexistent/model --verbose");
+  assert.equal(v.code, 1);
+  assert.match(v.stderr, /\n\s+at .*model\.ts/);
+}); // deno-fmt-ignore
+
+Deno.test("cli explore --port 0 picks a free port and prints its URL", async () => {
+  // The cli task's own command line, run directly so that this test can stop the process it made.
+  const [cmd, ...args] = tasks.cli.split(" ");
+  const child = new Deno.Command(cmd, { args: [...args, "explore", "--port", "0"], cwd: ROOT, stdout: "piped", stderr: "null" }).spawn();
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!/http:\/\/127\.0\.0\.1:\d+\//.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+    }
+    const url = /http:\/\/127\.0\.0\.1:(\d+)\//.exec(text);
+    assert.ok(url, text);
+    assert.notEqual(url[1], "8787", "not the default port");
+    const info = await fetch(`${url[0]}api/info`);
+    assert.equal(info.status, 200);
+    assert.ok((await info.json()).sae.dSae > 0);
+    await reader.cancel();
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+  }
+});
