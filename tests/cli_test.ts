@@ -93,10 +93,11 @@ async function sh(line: string): Promise<{ code: number; stdout: string; stderr:
   const out = await new Deno.Command("sh", {
     args: ["-c", line],
     cwd: ROOT,
+    env: { NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",
   }).output();
-  const dec = (b: Uint8Array) => new TextDecoder().decode(b).replace(/\x1b\[[0-9;]*m/g, "");
+  const dec = (b: Uint8Array) => new TextDecoder().decode(b);
   return { code: out.code, stdout: dec(out.stdout), stderr: dec(out.stderr) };
 } // deno-fmt-ignore
 
