@@ -179,8 +179,9 @@ export function bucketSize(bytes: number): number {
  */
 export function acquireBuffer(bytes: number): GPUBuffer {
   const r = runtime();
-  const size = bucketSize(bytes);
   const lim = r.gpu.limits;
+  let size = bucketSize(bytes);
+  if (size > lim.maxBufferSize) size = Math.ceil(bytes / 256) * 256; // not a bucket over the limit
   if (size > lim.maxBufferSize) {
     throw new GpuLimitError(
       `GPU out of memory for one buffer: requested ${bytes} bytes, the adapter allows at most ` +

@@ -24,6 +24,7 @@ import {
   runtime,
 } from "./runtime.ts";
 import { currentCall } from "./call.ts";
+import { recordHostInts } from "./host_ints.ts";
 
 /** Element types a tensor can hold. */
 export type DType = "float32" | "float16" | "int32";
@@ -211,7 +212,9 @@ export class Tensor implements Disposable {
       : dtype === "float16"
       ? Float16Array.from(data)
       : (data instanceof Float32Array ? data : Float32Array.from(data));
-    return new Tensor(createDataBuffer(arr, "tensor"), shape, dtype, false);
+    const t = new Tensor(createDataBuffer(arr, "tensor"), shape, dtype, false);
+    if (arr instanceof Int32Array) recordHostInts(t, arr); // token ids checkable without readback
+    return t;
   }
 
   /**

@@ -13,7 +13,7 @@
  * ```
  * @module
  */
-import { FormatError, SafetensorsError } from "../errors.ts";
+import { FormatError, SafetensorsError, WeightsError } from "../errors.ts";
 import { requireRegularFile } from "./files.ts";
 import { type Json, parseStrictJson } from "./json.ts";
 
@@ -33,6 +33,9 @@ export const DTYPE_BYTES: Readonly<Record<StDtype, number>> = {
   U8: 1,
   BOOL: 1,
 }; // deno-fmt-ignore
+
+/** The floating-point dtypes, which weights may have. */
+export const FLOAT_DTYPES: readonly StDtype[] = ["F32", "F16", "BF16", "F64"];
 
 /** Largest header accepted (the reference implementation's limit). */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -353,6 +356,30 @@ export class SafetensorsFile implements Disposable {
   /** One tensor converted to float32. */
   async float32(name: string): Promise<Float32Array> {
     return toFloat32(await this.bytes(name), this.info(name).dtype, this.path, name);
+  }
+
+  /**
+   * One floating-point tensor (F64, F32, F16, BF16) converted to float32. Integer and bool
+   * tensors are refused with a {@link WeightsError}: read as floats they would load as weights of
+   * absurd size (use {@link SafetensorsFile.float32} to convert them on purpose).
+   *
+   * @example
+   * ```ts
+   * const w = await f.floatWeights("transformer.wte.weight");
+   * ```
+   */
+  async floatWeights(name: string): Promise<Float32Array> {
+    const { dtype } = this.info(name);
+    if (!FLOAT_DTYPES.includes(dtype)) {
+      throw new WeightsError(
+        this.path,
+        `dtype ${dtype} is an integer type, where floating-point weights (${
+          FLOAT_DTYPES.join(", ")
+        }) are expected; convert the checkpoint's weights to a float dtype`,
+        name,
+      );
+    }
+    return await this.float32(name);
   }
 
   /** One integer tensor converted to int32. */

@@ -145,6 +145,9 @@ export async function runWithBackward(
     });
     if (value.isView) value = value.clone();
     return value;
+  } catch (e) {
+    value = null; // nothing is returned: the arena frees the value with the rest
+    throw e;
   } finally {
     Tape.end(tape);
     closeArena(arena, value ? [value] : []);

@@ -35,7 +35,7 @@ export interface Checkpoint extends Disposable {
   names(): string[];
   /** Shape of a tensor. */
   shape(name: string): readonly number[];
-  /** A tensor as float32. */
+  /** A tensor as float32 (floating-point dtypes only: integer weights are a WeightsError). */
   float32(name: string): Promise<Float32Array>;
   /** The file holding a tensor (the checkpoint's main file for absent ones). */
   file(name: string): string;
@@ -105,7 +105,7 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
     source: dir,
     names: () => [...where.keys()],
     shape: (n) => where.get(n)!.info(n).shape,
-    float32: (n) => where.get(n)!.float32(n),
+    float32: (n) => where.get(n)!.floatWeights(n),
     file: (n) =>
       where.get(n)?.path ??
         (files.size === 1 ? [...files.keys()][0] : join(dir, "model.safetensors.index.json")),

@@ -15,6 +15,7 @@ import type { HfTokenizer } from "../io/tokenizer.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import type { Input, ToTokensOptions } from "./options.ts";
 import { type AttentionMask, checkMask, isFull, type Padding, paddingOf } from "./padding.ts";
+import { checkTokenTensor } from "./input.ts";
 
 /**
  * The tokenizer, or a typed error saying to pass token ids.
@@ -129,12 +130,7 @@ export function tokensTensor(
   input: Input,
 ): Tensor {
   if (input instanceof Tensor) {
-    if (input.dtype !== "int32" || input.shape.length !== 2) {
-      throw new InputError(
-        `Token tensor must be int32 [batch, pos], got ${input.dtype} [${input.shape.join(", ")}].`,
-      );
-    }
-    checkLength(cfg, input.shape[1]);
+    checkTokenTensor(input, cfg); // dtype, shape, length, vocabulary range
     return input;
   }
   const rows = typeof input === "string" || (Array.isArray(input) && typeof input[0] === "string")

@@ -50,7 +50,8 @@ export function uploadWeights(
     const d = data ?? w.data;
     if (d.byteLength / (dt === "float16" ? 2 : 1) > maxBind) {
       throw new GpuLimitError(
-        `Weight ${name} needs ${d.byteLength} bytes in one binding; this adapter allows ` +
+        `Weight ${name} needs ${d.byteLength / (dt === "float16" ? 2 : 1)} bytes (${dt}) in one ` +
+          `binding; this adapter allows ` +
           `${maxBind}. Use a GPU with a larger maxStorageBufferBindingSize or a smaller model.`,
       );
     }

@@ -150,7 +150,7 @@ export class SAE {
           n,
         );
       }
-      const data = await f.float32(n);
+      const data = await f.floatWeights(n);
       const bad = data.findIndex((v) => !Number.isFinite(v));
       if (bad >= 0) {
         throw new WeightsError(wPath, `non-finite value ${data[bad]} at element ${bad}`, n);
@@ -158,7 +158,7 @@ export class SAE {
       cpu.set(n, data);
     }
     if (f.has("scaling_factor")) {
-      const s = await f.float32("scaling_factor");
+      const s = await f.floatWeights("scaling_factor");
       if (s.some((v) => v !== 1)) {
         throw new WeightsError(
           wPath,
