@@ -12,7 +12,7 @@
  * @module
  */
 import { join } from "node:path";
-import { Tokenizer } from "@huggingface/tokenizers";
+import { Tokenizer } from "npm:@huggingface/tokenizers@0.2.0";
 import { FormatError } from "../errors.ts";
 import { readJsonFile } from "./json.ts";
 import { requireRegularFile } from "./files.ts";
