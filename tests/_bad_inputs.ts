@@ -2,6 +2,7 @@
 import { join } from "node:path";
 import { HookedSAETransformer, SAE, Tensor } from "../mod.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
+import { hubFile } from "../src/io/hub.ts";
 
 const REF = new URL("./reference/", import.meta.url).pathname;
 
@@ -149,5 +150,68 @@ export async function badInputCases(): Promise<Record<string, () => Promise<Erro
       }),
     "unknown SAE release": () =>
       thrown(() => SAE.fromPretrained("gpt2-small-res-jbb", "blocks.8.hook_resid_pre")),
+    "token id in an int32 Tensor": () =>
+      thrown(() => model.forward(Tensor.from([1, 2, 1_000_000], [1, 3], "int32"))),
+    "integer weights": () =>
+      thrown(async () => {
+        const dir = await editedModel(() => {});
+        const { SafetensorsFile } = await import("../src/io/safetensors.ts");
+        using f = await SafetensorsFile.open(`${REF}gpt2_tiny/hf/model.safetensors`);
+        const t: Parameters<typeof writeSafetensors>[1] = {};
+        for (const n of f.names()) {
+          const data = await f.float32(n);
+          t[n] = n === "transformer.h.0.mlp.c_fc.weight"
+            ? { dtype: "I32", shape: [...f.info(n).shape], data: Int32Array.from(data) }
+            : { dtype: "F32", shape: [...f.info(n).shape], data };
+        }
+        await writeSafetensors(join(dir, "model.safetensors"), t);
+        await HookedSAETransformer.fromPretrained(dir);
+      }),
+    "named pipe instead of a file": () =>
+      thrown(async () => {
+        const dir = await Deno.makeTempDir();
+        await new Deno.Command("mkfifo", { args: [join(dir, "config.json")] }).output();
+        await HookedSAETransformer.fromPretrained(dir);
+      }),
+    "hub file name leaving the cache": () => thrown(() => hubFile("org/model", "../../x.json")),
+    "hub revision not a name": () =>
+      thrown(() => hubFile("org/model", "config.json", { revision: ".." })),
+    "hub download failing verification": () =>
+      thrown(async () => {
+        // A local "hub" that answers an HTML page for config.json, as a proxy or rate limiter may.
+        const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () =>
+          new Response("<!doctype html><p>Too many requests</p>", {
+            headers: { "x-repo-commit": "c0ffee" },
+          }));
+        const saved = [Deno.env.get("HF_ENDPOINT"), Deno.env.get("HF_HUB_CACHE")];
+        Deno.env.set("HF_ENDPOINT", `http://127.0.0.1:${server.addr.port}`);
+        Deno.env.set("HF_HUB_CACHE", await Deno.makeTempDir());
+        try {
+          await hubFile("org/model", "config.json");
+        } finally {
+          for (const [k, v] of [["HF_ENDPOINT", saved[0]], ["HF_HUB_CACHE", saved[1]]] as const) {
+            if (v === undefined) {
+              Deno.env.delete(k);
+            } else Deno.env.set(k, v);
+          }
+          await server.shutdown();
+        }
+      }),
+    "explorer port in use": () =>
+      thrown(async () => {
+        using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+        const { serveExplorer } = await import("../src/explore/server.ts");
+        const sae = await SAE.load(`${REF}gpt2_tiny/saes/std_resid_pre1`);
+        try {
+          await serveExplorer({
+            model,
+            sae,
+            corpus: [],
+            port: (listener.addr as Deno.NetAddr).port,
+          });
+        } finally {
+          sae.dispose();
+        }
+      }),
   };
 } // deno-fmt-ignore

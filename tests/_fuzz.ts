@@ -281,3 +281,67 @@ export async function fuzzLlamaScope(iterations: number, seed: number): Promise<
   await Deno.remove(dir, { recursive: true });
   return res;
 }
+
+/**
+ * The hub's download verifier ({@link verifyHubFile}) on mutated config.json text and mutated
+ * safetensors bytes (flips, cuts, appended bytes), with the true or a wrong announced size and
+ * sha256: it accepts a file or refuses it with a HubError naming the file, never anything else.
+ * A file whose bytes changed while size and sha256 are announced as the original's is refused.
+ */
+export async function fuzzHubVerifier(iterations: number, seed: number): Promise<FuzzResult> {
+  const { verifyHubFile } = await import("../src/io/hub.ts");
+  const { createHash } = await import("node:crypto");
+  const r = rng(seed);
+  const res = { ok: 0, typed: 0 };
+  const dir = await Deno.makeTempDir({ prefix: "hooklens-fuzz-hub-" });
+  const cfg = new TextEncoder().encode(await Deno.readTextFile(`${REF}gpt2_tiny/hf/config.json`));
+  const st = await Deno.readFile(`${REF}gpt2_tiny/saes/std_resid_pre1/sae_weights.safetensors`);
+  const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+  for (let i = 0; i < iterations; i++) {
+    const json = r() < 0.5;
+    const orig = json ? cfg : st;
+    let bytes: Uint8Array;
+    if (json) bytes = new TextEncoder().encode(mutate(new TextDecoder().decode(orig), r));
+    else {
+      bytes = orig.slice();
+      const kind = r();
+      // Flips concentrate on the header, where they change its meaning.
+      const at = Math.floor(r() * (r() < 0.7 ? Math.min(orig.length, 2048) : orig.length));
+      if (kind < 0.5) bytes[at] ^= 1 << Math.floor(r() * 8);
+      else if (kind < 0.8) bytes = bytes.slice(0, at);
+      else bytes = Uint8Array.from([...bytes, ...new Uint8Array(1 + Math.floor(r() * 16))]);
+    }
+    const name = json ? "config.json" : "sae_weights.safetensors";
+    const path = join(dir, name);
+    await Deno.writeFile(path, bytes);
+    const label = `org/fuzz/${name}`;
+    const announce = r();
+    const announced = announce < 0.3
+      ? {}
+      : announce < 0.7
+      ? { size: orig.length, sha256: sha(orig) }
+      : { size: bytes.length, sha256: r() < 0.5 ? sha(bytes) : null };
+    const changed = bytes.length !== orig.length || sha(bytes) !== sha(orig);
+    try {
+      await verifyHubFile(path, label, announced);
+      if (changed && announced.sha256 === sha(orig)) {
+        throw new Error(`hub verifier #${i}: accepted changed bytes announced as the original`);
+      }
+      res.ok++;
+    } catch (e) {
+      if ((e as Error).name !== "HubError") {
+        throw new Error(
+          `hub verifier #${i}: untyped ${(e as Error)?.name}: ${(e as Error)?.message}`,
+        );
+      }
+      if (!(e as Error).message.includes(label)) {
+        throw new Error(
+          `hub verifier #${i}: error does not name ${label}: ${(e as Error).message}`,
+        );
+      }
+      res.typed++;
+    }
+  }
+  await Deno.remove(dir, { recursive: true });
+  return res;
+} // deno-fmt-ignore

@@ -1,10 +1,12 @@
 // Bounded, seeded fuzzing of config.json, SAE cfg.json, tokenizer.json, shard indexes, .npz
-// archives (Gemma Scope's params.npz) and Llama Scope's hyperparams.json; the safetensors fuzz is
-// in safetensors_test.ts, and `deno task fuzz` runs all of them longer.
+// archives (Gemma Scope's params.npz), Llama Scope's hyperparams.json and the hub's download
+// verifier; the safetensors fuzz is in safetensors_test.ts, and `deno task fuzz` runs all of
+// them longer.
 import assert from "node:assert/strict";
 import { initGpu } from "../mod.ts";
 import {
   fuzzConfig,
+  fuzzHubVerifier,
   fuzzLlamaScope,
   fuzzNpz,
   fuzzSaeConfig,
@@ -44,4 +46,9 @@ Deno.test("fuzz params.npz: only typed errors naming the file, no hang", async (
 Deno.test("fuzz Llama Scope hyperparams.json: only typed errors naming the file", async () => {
   const r = await fuzzLlamaScope(150, 6);
   assert.ok(r.typed > 50, JSON.stringify(r));
+});
+
+Deno.test("fuzz the hub's download verifier: accepts or refuses with a HubError naming the file", async () => {
+  const r = await fuzzHubVerifier(300, 5);
+  assert.ok(r.typed > 100 && r.ok > 10, JSON.stringify(r));
 });

@@ -3,6 +3,7 @@
 import { initGpu } from "../mod.ts";
 import {
   fuzzConfig,
+  fuzzHubVerifier,
   fuzzLlamaScope,
   fuzzNpz,
   fuzzSaeConfig,
@@ -22,6 +23,7 @@ for (
     ["shard index", fuzzShardIndex, 200],
     ["params.npz", fuzzNpz, 1500],
     ["Llama Scope hyperparams.json", fuzzLlamaScope, 150],
+    ["hub download verifier", fuzzHubVerifier, 300],
   ] as const
 ) {
   const t0 = performance.now();
