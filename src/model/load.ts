@@ -34,7 +34,7 @@ export async function resolveSource(source: string, revision?: string): Promise<
   const local = await Deno.stat(source).then((s) => s.isDirectory).catch(() => false);
   if (local) return source;
   if (isHubId(source)) return await hubModelDir(source, { revision });
-  throw new ConfigError(source, "no such model directory (and not a hub id of the form org/name)");
+  throw new ConfigError(source, "no such model directory (and not a hub id: name or org/name)");
 }
 
 /** What a model is made from. */
