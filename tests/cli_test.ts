@@ -146,9 +146,10 @@ Deno.test("cli errors: non-zero exit, one line on stderr without a stack; --verb
 }); // deno-fmt-ignore
 
 Deno.test("cli explore --port 0 picks a free port and prints its URL", async () => {
-  // The cli task's own command line, run directly so that this test can stop the process it made.
+  // `deno task cli -- explore --port 0` runs the task's command with "--" before the arguments:
+  // the same command line, run directly so that this test can stop the process it made.
   const [cmd, ...args] = tasks.cli.split(" ");
-  const child = new Deno.Command(cmd, { args: [...args, "explore", "--port", "0"], cwd: ROOT, stdout: "piped", stderr: "null" }).spawn();
+  const child = new Deno.Command(cmd, { args: [...args, "--", "explore", "--port", "0"], cwd: ROOT, stdout: "piped", stderr: "null" }).spawn();
   try {
     const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
     let text = "";

@@ -66,8 +66,11 @@ const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }
     return new Response(
       new ReadableStream({
         pull(c) {
-          if (body === "endless") c.enqueue(new Uint8Array(1 << 16).fill(32));
-          else {
+          if (body === "endless") {
+            // "Endless" up to 128 MiB: past any cap, short of filling a disk where there is none.
+            c.enqueue(new Uint8Array(1 << 16).fill(32));
+            if ((sent += 1 << 16) >= 128 * 2 ** 20) c.close();
+          } else {
             c.enqueue(body.slice(sent, sent + (1 << 16)));
             sent += 1 << 16;
             if (sent >= body.length) c.close();
@@ -309,4 +312,5 @@ Deno.test("stop the local hub server", async () => {
   Deno.env.delete("HF_HUB_CACHE");
   Deno.env.delete("HF_TOKEN");
   await server.shutdown();
+  await Deno.remove(cache, { recursive: true });
 });
