@@ -12,6 +12,9 @@
  * @module
  */
 import { join } from "node:path";
+// A full specifier, not a bare name mapped in deno.json: a script outside this repository imports
+// mod.ts without our import map (tests/import_anywhere_test.ts).
+// deno-lint-ignore no-import-prefix
 import { Tokenizer } from "npm:@huggingface/tokenizers@0.2.0";
 import { FormatError } from "../errors.ts";
 import { readJsonFile } from "./json.ts";
