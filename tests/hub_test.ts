@@ -84,6 +84,7 @@ const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }
   const range = /bytes=(\d+)-/.exec(req.headers.get("range") ?? "");
   if (range) {
     const start = Number(range[1]);
+    if (start >= file.length) return new Response(null, { status: 416, headers }); // as the hub does
     return new Response(file.slice(start) as Uint8Array<ArrayBuffer>, {
       status: 206,
       headers: { ...headers, "content-length": String(file.length - start) },
@@ -236,6 +237,14 @@ Deno.test("hub: a cached file that fails verification is fetched again (and repo
   assert.equal(again, p);
   assert.deepEqual(await Deno.readFile(again), cfgBytes);
   assert.ok(requested.slice(before).includes("GET test-org/damaged/config.json"), "fetched again");
+});
+
+Deno.test("hub: a download complete on disk but not yet checked is checked, not requested again", async () => {
+  repos["test-org/done"] = { "config.json": cfgBytes };
+  await Deno.mkdir(`${cache}/models--test-org--done/blobs`, { recursive: true });
+  await Deno.writeFile(`${cache}/models--test-org--done/blobs/abc123.incomplete`, cfgBytes);
+  const p = await hubFile("test-org/done", "config.json");
+  assert.deepEqual(await Deno.readFile(p!), cfgBytes);
 });
 
 Deno.test("hub: with no announced size the download is capped", async () => {

@@ -483,6 +483,7 @@ async function download(
     await Deno.remove(part).catch(() => {});
     have = 0;
   }
+  if (size !== undefined && have === size) return; // complete already: only the check is left
   const h2 = { ...headers, ...(have > 0 ? { range: `bytes=${have}-` } : {}) };
   let res: Response;
   try {
