@@ -117,6 +117,10 @@ Deno.test("the README's command lines run as written (deno task cli -- ...), opt
       assert.ok(out.startsWith(prompt) && out.length > prompt.length, out);
     }
   }
+  // A command with options of its own (train) gets them after "--" too.
+  const train = await sh("deno task cli -- train --help");
+  assert.equal(train.code, 0, train.stderr);
+  assert.match(train.stdout, /Usage: deno task cli -- train/);
   // The option that Deno 2.9.6 used to drop after "--".
   const doctor = await sh("deno task cli -- doctor --json");
   assert.equal(doctor.code, 0, doctor.stderr);
