@@ -10,6 +10,7 @@
  * ```
  * @module
  */
+import { HookNameError } from "../errors.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
 /** Information passed to a hook. */
@@ -148,4 +149,35 @@ export function layeredHooks(layers: readonly HookRegistry[]): HookLookup {
       return out;
     },
   };
+}
+
+/**
+ * Attaches hooks given by name or by a predicate over `names()` into `into`, resolving every name
+ * first so that an invalid one (reported by `check`) attaches nothing.
+ *
+ * @example
+ * ```ts
+ * attachHooks([["hook_embed", (a) => a.scale(2)]], {}, registry, () => names, checkName);
+ * ```
+ */
+export function attachHooks(
+  specs: readonly HookSpec[],
+  opts: AddHookOptions,
+  into: HookRegistry,
+  names: () => readonly string[],
+  check: (name: string) => void,
+): HookEntry[] {
+  if (opts.dir && opts.dir !== "fwd" && opts.dir !== "bwd") {
+    throw new HookNameError(`Hook direction "${opts.dir}" is not supported; use "fwd" or "bwd".`);
+  }
+  const resolved: [string, HookFn][] = [];
+  for (const [name, fn] of specs) {
+    if (typeof name === "function") {
+      for (const n of names()) if (name(n)) resolved.push([n, fn]);
+    } else {
+      check(name);
+      resolved.push([name, fn]);
+    }
+  }
+  return resolved.map(([n, fn]) => into.add(n, fn, opts));
 }

@@ -17,58 +17,42 @@
  */
 import { DisposedError, GpuUnavailableError, HookNameError } from "../errors.ts";
 import * as ops from "../gpu/ops.ts";
-import { flush, lostError, type Runtime, runtime, trimPoolIfLarge } from "../gpu/runtime.ts";
-import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
+import { lostError, type Runtime, runtime } from "../gpu/runtime.ts";
+import type { Tensor } from "../gpu/tensor.ts";
 import type { HfTokenizer } from "../io/tokenizer.ts";
-import { ActivationCache, namesFilterFn, removeBatchDim } from "./cache.ts";
+import type { ActivationCache } from "./cache.ts";
 import type { StateDict } from "./checkpoint.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import {
   type AddHookOptions,
+  attachHooks,
   type HookEntry,
   type HookFn,
   HookRegistry,
   type HookSpec,
-  layeredHooks,
 } from "./hooks.ts";
 import { describeProvenance, provenanceFor, type SaeAttachment, tagOutput } from "./provenance.ts";
-import { ModelView, type ScopeLayer } from "./view.ts";
-import { currentCall } from "../gpu/call.ts";
+import { ModelView } from "./view.ts";
+import { type ScopeLayer, ScopeStack } from "./scopes.ts";
 import {
-  type CacheTarget,
-  contextFor,
   type HookLayer,
   hookNamesFor,
-  type KvState,
   modelTensors,
   type ModelWeights,
-  plainHookPoints,
-  type RunContext,
 } from "./components/index.ts";
 import { uploadWeights, weightData } from "./upload.ts";
 import { type CallQueue, type CallSpec, newCallQueue, startCall } from "./calls.ts";
 import { loadPretrained } from "./load.ts";
-import { forwardPass } from "./forward.ts";
-import { runWithBackward } from "./backward.ts";
-import { generateTokens } from "./generate.ts";
+import { runCached, runForward, runGenerate, type RunHost } from "./run.ts";
 import {
-  batchInput,
   decodeTokens,
   encodeBatch,
   encodeTexts,
-  inputPadding,
   singleToken,
   strTokens,
   tokensTensor,
 } from "./tokens.ts";
-import {
-  type AttentionMask,
-  checkMask,
-  maskRows,
-  paddingOf,
-  type PadState,
-  tokenPositions,
-} from "./padding.ts";
+import { type AttentionMask, checkMask, paddingOf, tokenPositions } from "./padding.ts";
 import type {
   ForwardOptions,
   ForwardOutput,
@@ -101,7 +85,7 @@ export { resolveSource } from "./load.ts";
 export type { CacheTarget, HookLayer, HookPoints } from "./components/index.ts";
 export { ModelView } from "./view.ts";
 export type { CallSpec } from "./calls.ts";
-export type { ScopeLayer } from "./view.ts";
+export type { ScopeLayer } from "./scopes.ts";
 
 /**
  * A transformer with TransformerLens's hook points. See the module docs.
@@ -114,16 +98,16 @@ export class HookedTransformer {
   /** The tokenizer from the model directory's tokenizer.json, if it has one. */
   readonly tokenizer: HfTokenizer | null;
   readonly #w: ModelWeights;
+  /** What the bodies of its calls need (run.ts). */
+  readonly #host: RunHost;
   readonly #baseHookNames: readonly string[];
   readonly #baseHookSet: ReadonlySet<string>;
   /** Persistent hooks (addHook); scoped hooks live in their scope's layer. */
   protected readonly registry: HookRegistry = new HookRegistry();
   #disposed = false;
   readonly #rt: Runtime;
-  /** Open scopes, in opening order. */
-  #open: ScopeLayer[] = [];
-  /** The layers of the view whose call is starting (see withChain), else null: every open one. */
-  #chainOverride: readonly ScopeLayer[] | null = null;
+  /** The persistent layer and the open scopes (scopes.ts). */
+  readonly #scopes: ScopeStack = new ScopeStack(this.registry, () => this.persistentSaes());
   /** This model's calls run one after another (a call from inside a hook runs nested). */
   readonly #queue: CallQueue = newCallQueue();
 
@@ -149,6 +133,14 @@ export class HookedTransformer {
     this.tokenizer = tokenizer;
     this.#rt = runtime();
     this.#w = uploadWeights(sd, cfg, dtype);
+    this.#host = {
+      cfg: this.cfg,
+      tokenizer,
+      dtype,
+      weights: this.#w,
+      cacheModel: this,
+      checkUsable: () => this.#checkUsable(),
+    };
     this.#baseHookNames = Object.freeze(hookNamesFor(cfg));
     this.#baseHookSet = new Set(this.#baseHookNames);
   }
@@ -197,51 +189,13 @@ export class HookedTransformer {
   // ---------------------------------------------------------------- layers and calls
 
   /**
-   * Runs `fn` synchronously as if the model's open scopes were `chain` (how a view's call sees
-   * its own layers: a call reads them when it starts, before it awaits anything).
-   *
-   * @ignore Used by ModelView, not user API.
-   */
-  withChain<T>(chain: readonly ScopeLayer[], fn: () => T): T {
-    const prev = this.#chainOverride;
-    this.#chainOverride = chain;
-    try {
-      return fn();
-    } finally {
-      this.#chainOverride = prev;
-    }
-  }
-
-  /**
-   * The scope layers a call starting now runs with (a view's, or every open one).
-   *
-   * @ignore For this class and its subclasses, not user API.
-   */
-  protected chain(): readonly ScopeLayer[] {
-    return this.#chainOverride ?? this.#open;
-  }
-
-  /**
-   * Opens a scope with `layer` (over the parent view's layers when a view opens it); `register`
-   * makes plain model calls see it too until it closes (runWithSaes's private views do not).
+   * Opens a scope with `layer` and returns it as a view (see view.ts); `register` makes plain
+   * model calls see it too until it closes (runWithSaes's private views do not).
    *
    * @ignore For this class and its subclasses, not user API.
    */
   protected openScope(layer: ScopeLayer, register = true): ModelView {
-    // Opened from the model: the view has its own layer only (other open scopes are not its);
-    // opened from a view (withChain): the parent's layers, then its own.
-    const view = new ModelView(this, [...(this.#chainOverride ?? []), layer]);
-    if (register) this.#open = [...this.#open, layer];
-    return view;
-  }
-
-  /**
-   * Removes `layer` from the open scopes (nothing if it is not open).
-   *
-   * @ignore Used by ModelView, not user API.
-   */
-  closeScope(layer: ScopeLayer): void {
-    this.#open = this.#open.filter((l) => l !== layer);
+    return new ModelView(this, this.#scopes, this.#scopes.open(layer, register));
   }
 
   /**
@@ -254,24 +208,12 @@ export class HookedTransformer {
   }
 
   /**
-   * The SAEs a call with these scope layers runs with: the persistent ones, then each layer's
-   * (a later layer's SAE at the same hook wins).
+   * The SAEs a call starting now runs with (a view's while its call starts, else plain calls').
    *
-   * @ignore Used by ModelView and subclasses, not user API.
+   * @ignore For this class and its subclasses, not user API.
    */
-  effectiveSaes(chain: readonly ScopeLayer[] = this.chain()): ReadonlyMap<string, SaeAttachment> {
-    const out = new Map(this.persistentSaes());
-    for (const l of chain) for (const [h, a] of l.saes ?? []) out.set(h, a);
-    return out;
-  }
-
-  /**
-   * The hook registries a call with these scope layers runs with, persistent first.
-   *
-   * @ignore Used by ModelView, not user API.
-   */
-  hookLayers(chain: readonly ScopeLayer[] = this.chain()): HookRegistry[] {
-    return [this.registry, ...chain.flatMap((l) => l.hooks ? [l.hooks] : [])];
+  protected effectiveSaes(): ReadonlyMap<string, SaeAttachment> {
+    return this.#scopes.saes();
   }
 
   /**
@@ -287,15 +229,7 @@ export class HookedTransformer {
   /** What a call starting now runs with, plus `own` hooks for this call only. */
   #spec(own: HookRegistry | null = null): CallSpec {
     this.#checkUsable();
-    const chain = this.chain();
-    const regs = this.hookLayers(chain);
-    if (own) regs.push(own);
-    const saes = this.effectiveSaes(chain);
-    return {
-      hooks: layeredHooks(regs),
-      layer: saes.size ? this.saeLayer(saes) : null,
-      provenance: provenanceFor(saes, regs),
-    };
+    return this.#scopes.spec(own, (saes) => this.saeLayer(saes));
   }
 
   /** Starts a call (see calls.ts) with this model's hooks and SAEs plus `own` hooks. */
@@ -349,21 +283,9 @@ export class HookedTransformer {
     this.#attach([[name, fn]], opts, this.registry);
   }
 
+  /** Attaches `specs` into `into` (a name or predicate over this model's current hook names). */
   #attach(specs: readonly HookSpec[], opts: AddHookOptions, into: HookRegistry): HookEntry[] {
-    if (opts.dir && opts.dir !== "fwd" && opts.dir !== "bwd") {
-      throw new HookNameError(`Hook direction "${opts.dir}" is not supported; use "fwd" or "bwd".`);
-    }
-    // Resolve every name first so that an invalid one attaches nothing.
-    const resolved: [string, HookFn][] = [];
-    for (const [name, fn] of specs) {
-      if (typeof name === "function") {
-        for (const n of this.hookNames()) if (name(n)) resolved.push([n, fn]);
-      } else {
-        this.checkHookName(name);
-        resolved.push([name, fn]);
-      }
-    }
-    return resolved.map(([n, fn]) => into.add(n, fn, opts));
+    return attachHooks(specs, opts, into, () => this.hookNames(), (n) => this.checkHookName(n));
   }
 
   /**
@@ -399,21 +321,7 @@ export class HookedTransformer {
 
   /** Number of hooks plain calls run with (persistent and open scopes'). */
   get hookCount(): number {
-    return this.hookLayers(this.#open).reduce((n, r) => n + r.size, 0);
-  }
-
-  /**
-   * The run context of a call: its hooks (caching into `target`), under its SAE layer, with the
-   * KV state and padding of a generation step.
-   */
-  #context(
-    target: CacheTarget | null,
-    spec: CallSpec,
-    kv: KvState | null,
-    pad: PadState | null = null,
-  ): RunContext {
-    const plain = plainHookPoints(spec.hooks, target, currentCall()?.signal);
-    return contextFor(this.cfg, spec.layer ? spec.layer(plain) : plain, target, kv, pad);
+    return this.#scopes.hooks(this.#scopes.openLayers).reduce((n, r) => n + r.size, 0);
   }
 
   // ---------------------------------------------------------------- inputs
@@ -530,7 +438,8 @@ export class HookedTransformer {
     const c = this.cfg;
     const head = `${this.constructor.name} ${c.modelName || c.originalArchitecture} ` +
       `(${c.nLayers} layers, d_model ${c.dModel}${this.#disposed ? ", disposed" : ""})`;
-    const p = provenanceFor(this.effectiveSaes(this.#open), this.hookLayers(this.#open));
+    const open = this.#scopes.openLayers;
+    const p = provenanceFor(this.#scopes.saes(open), this.#scopes.hooks(open));
     return `${head}\n${describeProvenance(p)}`;
   }
 
@@ -582,7 +491,7 @@ export class HookedTransformer {
   forward(input: Input, opts: ForwardOptions & { returnType: "both" }): Promise<LogitsAndLoss>;
   forward(input: Input, opts?: ForwardOptions): Promise<Tensor>;
   forward(input: Input, opts: ForwardOptions = {}): Promise<ForwardOutput> {
-    return this.#call(opts.signal, null, (spec) => this.#run(input, opts, null, spec));
+    return this.#call(opts.signal, null, (spec) => runForward(this.#host, input, opts, null, spec));
   }
 
   /**
@@ -600,7 +509,7 @@ export class HookedTransformer {
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.#call(opts.signal, own, (spec) => this.#run(input, opts, null, spec));
+    return this.#call(opts.signal, own, (spec) => runForward(this.#host, input, opts, null, spec));
   }
 
   /**
@@ -623,51 +532,10 @@ export class HookedTransformer {
       return Promise.reject(e);
     }
     return this.#call(opts.signal, own, async (spec) => {
-      const [out, cache] = await this.#runWithCache(input, opts, spec);
+      const [out, cache] = await runCached(this.#host, input, opts, spec);
       tagOutput(cache, spec.provenance);
       return [out, cache];
     });
-  }
-
-  /** runWithCache's body, inside its call. */
-  async #runWithCache(
-    input: Input,
-    opts: RunWithCacheOptions,
-    spec: CallSpec,
-  ): Promise<[ForwardOutput, ActivationCache]> {
-    const cache = new ActivationCache(new Map(), this);
-    const filter = namesFilterFn(opts.namesFilter);
-    try {
-      opts = await maskRows(opts);
-      const padding = opts.startAtLayer
-        ? null
-        : inputPadding(this.cfg, this.tokenizer, input, opts as ForwardOptions);
-      const target: CacheTarget = { cache, cacheFilter: filter };
-      if (opts.inclBwd) {
-        this.#checkUsable();
-        const out = await runWithBackward(
-          {
-            dtype: this.dtype,
-            tokens: (i, o) => batchInput(this.cfg, this.tokenizer, i, o),
-            forward: (i, o, t) => this.#forward(this.#context(t, spec, null), i, o),
-            bwdHooks: (name) => spec.hooks.at(name, "bwd"),
-          },
-          input,
-          opts,
-          target,
-        );
-        cache.attentionMask = padding?.mask ?? null;
-        if (opts.removeBatchDim) return [out, removeBatchDim(cache)];
-        return [out, cache];
-      }
-      const out = await this.#run(input, opts as ForwardOptions, target, spec);
-      cache.attentionMask = padding?.mask ?? null;
-      if (opts.removeBatchDim) return [out, removeBatchDim(cache)];
-      return [out, cache];
-    } catch (e) {
-      cache.dispose();
-      throw e;
-    }
   }
 
   /**
@@ -691,57 +559,7 @@ export class HookedTransformer {
   generate(input: string[], opts?: GenerateOptions): Promise<string[]>;
   generate(input: number[][] | number[] | Tensor, opts?: GenerateOptions): Promise<number[][]>;
   generate(input: Input, opts: GenerateOptions = {}): Promise<string | string[] | number[][]> {
-    return this.#call(opts.signal, null, (spec) => {
-      this.#checkUsable();
-      return generateTokens(
-        {
-          cfg: this.cfg,
-          tokenizer: this.tokenizer,
-          step: (tokens, kv, pad) =>
-            this.#forward(this.#context(null, spec, kv, pad), tokens, {}) as Promise<Tensor>,
-        },
-        input,
-        opts,
-      );
-    });
-  }
-
-  /**
-   * One forward pass inside its call: arena, run context, outputs kept. `target` receives the
-   * cached activations.
-   */
-  async #run(
-    input: Input,
-    opts: ForwardOptions,
-    target: CacheTarget | null,
-    spec: CallSpec,
-  ): Promise<ForwardOutput> {
-    this.#checkUsable();
-    const arena = openArena();
-    let keep: Tensor[] = [];
-    try {
-      let out = await this.#forward(this.#context(target, spec, null), input, opts);
-      // A view's buffer belongs to a tensor of this pass: return a copy that owns its buffer.
-      if (out instanceof Tensor && out.isView) out = out.clone();
-      keep = out instanceof Tensor ? [out] : [out.logits, out.loss];
-      return out;
-    } finally {
-      closeArena(arena, keep);
-      for (const t of keep) t.keep();
-      flush(); // one submission per forward pass; nothing waits for it
-      trimPoolIfLarge();
-    }
-  }
-
-  /** A forward pass under `ctx`. */
-  #forward(ctx: RunContext, input: Input, opts: ForwardOptions): Promise<ForwardOutput> {
-    return forwardPass(
-      ctx,
-      this.#w,
-      (i, o) => batchInput(this.cfg, this.tokenizer, i, o),
-      input,
-      opts,
-    );
+    return this.#call(opts.signal, null, (spec) => runGenerate(this.#host, input, opts, spec));
   }
 
   /**

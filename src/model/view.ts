@@ -24,7 +24,8 @@
 import { DisposedError, SaeAttachError } from "../errors.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import type { ActivationCache } from "./cache.ts";
-import type { AddHookOptions, HookRegistry, HookSpec } from "./hooks.ts";
+import type { AddHookOptions, HookSpec } from "./hooks.ts";
+import type { ScopeLayer, ScopeStack } from "./scopes.ts";
 import type {
   ForwardOptions,
   ForwardOutput,
@@ -41,24 +42,8 @@ import {
   type SaeInfo,
 } from "./provenance.ts";
 
-/** One layer of a model's hooks and SAEs: what one scope added. */
-export interface ScopeLayer {
-  /** Hooks of the scope, or null. */
-  readonly hooks: HookRegistry | null;
-  /** SAEs of the scope by hook name, or null. */
-  readonly saes: ReadonlyMap<string, SaeAttachment> | null;
-}
-
-/** What a view needs of its model (HookedTransformer implements it). */
+/** What a view calls on its model (HookedTransformer's public API). */
 export interface ViewHost {
-  /** Runs `fn` (synchronously) as if the model's open scopes were `chain`. */
-  withChain<T>(chain: readonly ScopeLayer[], fn: () => T): T;
-  /** Removes `layer` from the model's open scopes (no-op when it is not there). */
-  closeScope(layer: ScopeLayer): void;
-  /** The SAEs a call with these layers runs with. */
-  effectiveSaes(chain: readonly ScopeLayer[]): ReadonlyMap<string, SaeAttachment>;
-  /** Hook registries a call with these layers runs with (persistent first). */
-  hookLayers(chain: readonly ScopeLayer[]): HookRegistry[];
   forward(input: Input, opts?: ForwardOptions): Promise<ForwardOutput>;
   runWithHooks(input: Input, opts?: RunWithHooksOptions): Promise<ForwardOutput>;
   runWithCache(input: Input, opts?: RunWithCacheOptions): Promise<[ForwardOutput, ActivationCache]>;
@@ -71,21 +56,23 @@ export interface ViewHost {
 /** A scope that is also a bound view of its model. See the module docs. */
 export class ModelView implements Disposable {
   readonly #host: ViewHost;
+  readonly #stack: ScopeStack;
   readonly #chain: readonly ScopeLayer[];
   readonly #layer: ScopeLayer;
   #closed = false;
 
   /**
-   * A view over `host` with the layers `chain` (the last is its own). Made by `model.hooks()` and
-   * `model.withSaes()`, not by user code.
+   * A view over `host` (whose layered state is `stack`) with the layers `chain` (the last is its
+   * own). Made by `model.hooks()` and `model.withSaes()`, not by user code.
    *
    * @example
    * ```ts
    * const view = model.hooks([["hook_embed", (a) => a.scale(2)]]);
    * ```
    */
-  constructor(host: ViewHost, chain: readonly ScopeLayer[]) {
+  constructor(host: ViewHost, stack: ScopeStack, chain: readonly ScopeLayer[]) {
     this.#host = host;
+    this.#stack = stack;
     this.#chain = Object.freeze([...chain]);
     this.#layer = chain[chain.length - 1];
   }
@@ -97,7 +84,7 @@ export class ModelView implements Disposable {
 
   /** The SAEs this view's calls run with (the model's persistent ones and the view's), by hook. */
   get saes(): ReadonlyMap<string, SaeAttachment> {
-    return this.#host.effectiveSaes(this.#chain);
+    return this.#stack.saes(this.#chain);
   }
 
   #run<T>(fn: () => T): T {
@@ -107,7 +94,7 @@ export class ModelView implements Disposable {
           "with model.withSaes(...) or model.hooks(...).",
       );
     }
-    return this.#host.withChain(this.#chain, fn);
+    return this.#stack.withChain(this.#chain, fn);
   }
 
   #async<T>(fn: () => Promise<T>): Promise<T> {
@@ -248,7 +235,7 @@ export class ModelView implements Disposable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#host.closeScope(this.#layer);
+    this.#stack.close(this.#layer);
   }
 
   /** Same as {@link ModelView.close}, for `using`. */
@@ -266,8 +253,8 @@ export class ModelView implements Disposable {
    */
   toString(): string {
     const p = provenanceFor(
-      this.#host.effectiveSaes(this.#chain),
-      this.#host.hookLayers(this.#chain),
+      this.#stack.saes(this.#chain),
+      this.#stack.hooks(this.#chain),
     );
     return `ModelView${this.#closed ? " (closed)" : ""}\n${describeProvenance(p)}`;
   }
