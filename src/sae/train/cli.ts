@@ -12,8 +12,10 @@
 import { parseArgs } from "node:util";
 import { TrainConfigError } from "../../errors.ts";
 import { HookedTransformer } from "../../model/model.ts";
-import type { TrainArchitecture } from "./kernels.ts";
-import { saveTrainedSae, type TrainProgress, trainSae } from "./trainer.ts";
+import { saveTrainedSae } from "./checkpoint.ts";
+import type { TrainProgress } from "./config.ts";
+import type { TrainArchitecture } from "./step.ts";
+import { trainSae } from "./trainer.ts";
 
 /** The `train` command's help text. */
 export const TRAIN_HELP = `Usage: deno task cli -- train --hook NAME --d-sae N --out DIR [options]

@@ -5,6 +5,9 @@
  * gradients and Adam's moments live in flat GPU buffers; nothing is read back unless asked
  * ({@link readStepMetrics}, {@link readTrainParams}).
  *
+ * The step's types and buffer layout are in ./step.ts, the readbacks in ./readback.ts; both are
+ * re-exported here.
+ *
  * @example
  * ```ts
  * import { createTrainStep, recordTrainStep, readStepMetrics } from "./kernels.ts";
@@ -20,14 +23,37 @@ import { dispatch, pipeline, type ShaderSource } from "../../gpu/dispatch.ts";
 import { shaderSource, uniforms } from "../../gpu/kernels/uniforms.ts";
 import { gemm } from "../../gpu/ops.ts";
 import { Tensor } from "../../gpu/tensor.ts";
+import { createDataBuffer, deferDestroy, flush, runtime, writeBuffer } from "../../gpu/runtime.ts";
 import {
-  createDataBuffer,
-  deferDestroy,
-  flush,
-  readBuffers,
-  runtime,
-  writeBuffer,
-} from "../../gpu/runtime.ts";
+  NM,
+  SCHED,
+  type StepSchedule,
+  TRAIN_PARAMS,
+  type TrainArchitecture,
+  trainParamSizes,
+  type TrainShape,
+  type TrainStep,
+  VAR,
+} from "./step.ts";
+
+// The step's types and its readbacks live in their own modules; their names stay reachable here.
+export {
+  readLatentStats,
+  readStepForward,
+  readStepMetrics,
+  readTrainParams,
+  readTrainState,
+  writeTrainState,
+} from "./readback.ts";
+export type { LatentStats, TrainState } from "./readback.ts";
+export { TRAIN_PARAMS, trainParamSizes } from "./step.ts";
+export type {
+  StepMetrics,
+  StepSchedule,
+  TrainArchitecture,
+  TrainShape,
+  TrainStep,
+} from "./step.ts";
 
 /** The uniform block of shaders/train.wgsl. */
 const TRAIN_P = uniforms({
@@ -74,143 +100,12 @@ const TRAIN: ShaderSource = shaderSource("train", TRAIN_P, trainWgsl);
 const GATHER_P = uniforms({ rows: "u32", d: "u32", off: "u32", scale: "f32" });
 const GATHER: ShaderSource = shaderSource("train_gather", GATHER_P, gatherWgsl);
 
-/** The SAE architectures the trainer knows. */
-export type TrainArchitecture = "standard" | "topk" | "jumprelu" | "gated";
-
 const ARCH_CODE: Record<TrainArchitecture, number> = {
   standard: 0,
   topk: 1,
   jumprelu: 2,
   gated: 3,
 };
-
-/**
- * Trainable parameters of each architecture, in SAELens's `sae.parameters()` order (b_dec first:
- * the decode's bias is read from the start of the flat parameter buffer).
- *
- * @example
- * ```ts
- * TRAIN_PARAMS.gated; // ["b_dec", "W_dec", "W_enc", "b_gate", "r_mag", "b_mag"]
- * ```
- */
-export const TRAIN_PARAMS: Readonly<Record<TrainArchitecture, readonly string[]>> = {
-  standard: ["b_dec", "W_dec", "W_enc", "b_enc"],
-  topk: ["b_dec", "W_dec", "W_enc", "b_enc"],
-  jumprelu: ["b_dec", "W_dec", "W_enc", "b_enc", "log_threshold"],
-  gated: ["b_dec", "W_dec", "W_enc", "b_gate", "r_mag", "b_mag"],
-};
-
-/** What fixes a training step's kernels: architecture, sizes and the constant hyperparameters. */
-export interface TrainShape {
-  /** Architecture. */
-  architecture: TrainArchitecture;
-  /** Rows (activations) per step. */
-  batch: number;
-  /** Input width. */
-  dIn: number;
-  /** Latents. */
-  dSae: number;
-  /** Top-k: latents kept per row. */
-  k?: number;
-  /** Subtract b_dec from the input before encoding (SAELens's default true). */
-  applyBDecToInput: boolean;
-  /** Top-k: select on pre-activations scaled by ‖W_dec[j]‖ (SAELens's training default true). */
-  rescaleActsByDecoderNorm?: boolean;
-  /** A latent is dead once it has not fired for more than this many steps. */
-  deadFeatureWindow: number;
-  /** JumpReLU: the straight-through estimator's kernel bandwidth. */
-  jumpreluBandwidth?: number;
-  /** Top-k: coefficient of the auxiliary dead-latent loss. */
-  auxLossCoefficient?: number;
-  /** Adam β1, β2, ε (torch defaults 0.9, 0.999, 1e-8). */
-  adamBeta1: number;
-  /** Adam β2. */
-  adamBeta2: number;
-  /** Adam ε. */
-  adamEps?: number;
-  /** Steps whose metrics the ring keeps before they are overwritten. */
-  metricSlots: number;
-}
-
-/** The per-step schedule values. */
-export interface StepSchedule {
-  /** Learning rate of this step. */
-  lr: number;
-  /** The sparsity coefficient (L1 for standard/gated, L0 for JumpReLU) of this step. */
-  coefficient: number;
-  /** Adam's step number, from 1. */
-  step: number;
-}
-
-/** One step's logged metrics (SAELens's names in the comments). */
-export interface StepMetrics {
-  /** losses/overall_loss */
-  overallLoss: number;
-  /** losses/mse_loss */
-  mseLoss: number;
-  /** losses/l1_loss (standard, gated) or losses/l0_loss (JumpReLU); 0 for top-k. */
-  sparsityLoss: number;
-  /** losses/auxiliary_reconstruction_loss (top-k, gated). */
-  auxLoss: number;
-  /** metrics/l0: mean latents firing per row. */
-  l0: number;
-  /** metrics/explained_variance. */
-  explainedVariance: number;
-  /** Dead latents in the mask the step used. */
-  deadLatents: number;
-  /** Gradient norm before clipping. */
-  gradNorm: number;
-  /** details/current_learning_rate. */
-  lr: number;
-  /** The sparsity coefficient used. */
-  coefficient: number;
-}
-
-const NM = 10;
-const SCHED = 8;
-const VAR = 16;
-
-/** A training step's GPU state. */
-export interface TrainStep {
-  /** The shape it was built for. */
-  readonly shape: Readonly<TrainShape>;
-  /** Offsets (in floats) of each parameter in the flat buffers. */
-  readonly offsets: Readonly<Record<string, number>>;
-  /** Parameter sizes (floats). */
-  readonly sizes: Readonly<Record<string, number>>;
-  /** Total parameter count. */
-  readonly n: number;
-  /** Buffers: parameters, gradients, Adam moments, [B, D] and [B, S] work, latent stats, small. */
-  readonly buf: {
-    th: GPUBuffer;
-    gr: GPUBuffer;
-    m: GPUBuffer;
-    v: GPUBuffer;
-    bd: GPUBuffer;
-    bs: GPUBuffer;
-    lat: GPUBuffer;
-    sm: GPUBuffer;
-  };
-  /** Steps recorded so far. */
-  steps: number;
-}
-
-/**
- * Element counts of each parameter for a shape.
- *
- * @example
- * ```ts
- * trainParamSizes({ ...shape, dIn: 16, dSae: 48 }).W_enc; // 768
- * ```
- */
-export function trainParamSizes(shape: TrainShape): Record<string, number> {
-  const { dIn: D, dSae: S } = shape;
-  const sizes: Record<string, number> = {};
-  for (const name of TRAIN_PARAMS[shape.architecture]) {
-    sizes[name] = name === "W_dec" || name === "W_enc" ? D * S : name === "b_dec" ? D : S;
-  }
-  return sizes;
-}
 
 /**
  * Allocates a training step's buffers with initial parameters (SAELens names, W_enc [d_in,
@@ -453,108 +348,6 @@ export function recordTrainStep(st: TrainStep, batch: BatchSource, sched: StepSc
 }
 
 /**
- * Reads the metrics of the last `count` steps (at most metricSlots), oldest first.
- *
- * @example
- * ```ts
- * const metrics = await readStepMetrics(st, 10);
- * ```
- */
-export async function readStepMetrics(st: TrainStep, count: number): Promise<StepMetrics[]> {
-  const s = st.shape;
-  const n = Math.min(count, s.metricSlots, st.steps);
-  const base = VAR + s.dIn + 4 * s.batch;
-  const [bytes] = await readBuffers([{
-    buffer: st.buf.sm,
-    bytes: (base + s.metricSlots * NM) * 4,
-  }]);
-  const all = new Float32Array(bytes);
-  const out: StepMetrics[] = [];
-  for (let t = st.steps - n + 1; t <= st.steps; t++) {
-    const o = base + ((t - 1) % s.metricSlots) * NM;
-    const v = all.subarray(o, o + NM);
-    out.push({
-      overallLoss: v[0],
-      mseLoss: v[1],
-      sparsityLoss: v[2],
-      auxLoss: v[3],
-      l0: v[4],
-      explainedVariance: v[5],
-      deadLatents: v[6],
-      gradNorm: v[7],
-      lr: v[8],
-      coefficient: v[9],
-    });
-  }
-  return out;
-}
-
-/**
- * Reads the current parameters back (SAELens training names).
- *
- * @example
- * ```ts
- * const { W_enc, b_dec } = await readTrainParams(st);
- * ```
- */
-export async function readTrainParams(st: TrainStep): Promise<Record<string, Float32Array>> {
-  const [bytes] = await readBuffers([{ buffer: st.buf.th, bytes: st.n * 4 }]);
-  const all = new Float32Array(bytes);
-  const out: Record<string, Float32Array> = {};
-  for (const [name, off] of Object.entries(st.offsets)) {
-    out[name] = all.slice(off, off + st.sizes[name]);
-  }
-  return out;
-}
-
-/** Per-latent training statistics read back from the GPU. */
-export interface LatentStats {
-  /** Steps since each latent last fired. */
-  stepsSinceFired: Float32Array;
-  /** How many rows each latent fired on, summed over all steps. */
-  fireCounts: Float32Array;
-}
-
-/**
- * Reads the per-latent statistics (steps since fired, fire counts).
- *
- * @example
- * ```ts
- * const { stepsSinceFired } = await readLatentStats(st);
- * ```
- */
-export async function readLatentStats(st: TrainStep): Promise<LatentStats> {
-  const S = st.shape.dSae;
-  const [bytes] = await readBuffers([{ buffer: st.buf.lat, bytes: 5 * S * 4 }]);
-  const all = new Float32Array(bytes);
-  return { stepsSinceFired: all.slice(3 * S, 4 * S), fireCounts: all.slice(4 * S, 5 * S) };
-}
-
-/**
- * Reads the forward pass of the last step: hidden_pre, feature_acts [B, d_sae], sae_out [B, d_in].
- *
- * @example
- * ```ts
- * const { featureActs } = await readStepForward(st);
- * ```
- */
-export async function readStepForward(
-  st: TrainStep,
-): Promise<{ hiddenPre: Float32Array; featureActs: Float32Array; saeOut: Float32Array }> {
-  const { batch: B, dIn: D, dSae: S } = st.shape;
-  const [bs, bd] = await readBuffers([
-    { buffer: st.buf.bs, bytes: 3 * B * S * 4 },
-    { buffer: st.buf.bd, bytes: 3 * B * D * 4 },
-  ]);
-  const a = new Float32Array(bs), c = new Float32Array(bd);
-  return {
-    hiddenPre: a.slice(B * S, 2 * B * S),
-    featureActs: a.slice(2 * B * S, 3 * B * S),
-    saeOut: c.slice(2 * B * D, 3 * B * D),
-  };
-}
-
-/**
  * Frees a training step's buffers.
  *
  * @example
@@ -570,75 +363,4 @@ export function disposeTrainStep(st: TrainStep): void {
     if (t) t.dispose();
     else deferDestroy(b);
   }
-}
-
-/** A training step's full state: parameters, Adam's moments, per-latent counters. */
-export interface TrainState {
-  /** Flat parameters (offsets as the step's). */
-  params: Float32Array;
-  /** Adam's first moments. */
-  m: Float32Array;
-  /** Adam's second moments. */
-  v: Float32Array;
-  /** Steps since each latent fired. */
-  stepsSinceFired: Float32Array;
-  /** Rows each latent fired on. */
-  fireCounts: Float32Array;
-}
-
-/**
- * Reads a step's full state back (for a checkpoint).
- *
- * @example
- * ```ts
- * const state = await readTrainState(st);
- * ```
- */
-export async function readTrainState(st: TrainStep): Promise<TrainState> {
-  const S = st.shape.dSae, n = st.n * 4;
-  const [th, m, v, lat] = await readBuffers([
-    { buffer: st.buf.th, bytes: n },
-    { buffer: st.buf.m, bytes: n },
-    { buffer: st.buf.v, bytes: n },
-    { buffer: st.buf.lat, bytes: 5 * S * 4 },
-  ]);
-  const l = new Float32Array(lat);
-  return {
-    params: new Float32Array(th),
-    m: new Float32Array(m),
-    v: new Float32Array(v),
-    stepsSinceFired: l.slice(3 * S, 4 * S),
-    fireCounts: l.slice(4 * S, 5 * S),
-  };
-}
-
-/**
- * Restores a state read by {@link readTrainState} into a step of the same shape, which then
- * continues from step `steps` (Adam's bias correction and the metrics ring go on from there).
- *
- * @example
- * ```ts
- * writeTrainState(st, state, 500);
- * ```
- */
-export function writeTrainState(st: TrainStep, state: TrainState, steps: number): void {
-  const S = st.shape.dSae;
-  const sizes: [string, Float32Array, number][] = [
-    ["params", state.params, st.n],
-    ["m", state.m, st.n],
-    ["v", state.v, st.n],
-    ["stepsSinceFired", state.stepsSinceFired, S],
-    ["fireCounts", state.fireCounts, S],
-  ];
-  for (const [name, a, len] of sizes) {
-    if (a.length !== len) {
-      throw new RangeError(`train state ${name}: need ${len} values, got ${a.length}`);
-    }
-  }
-  writeBuffer(st.buf.th, state.params);
-  writeBuffer(st.buf.m, state.m);
-  writeBuffer(st.buf.v, state.v);
-  writeBuffer(st.buf.lat, state.stepsSinceFired, 3 * S * 4);
-  writeBuffer(st.buf.lat, state.fireCounts, 4 * S * 4);
-  st.steps = steps;
 }
