@@ -9,7 +9,7 @@ import { maxRelErr } from "./_util.ts";
 
 const REF = new URL("./reference/", import.meta.url).pathname;
 
-for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "llama3_tiny"]) {
+for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "llama3_tiny", "gemma2_tiny"]) {
   Deno.test(`${name}: processed weights match tl_processed_state_dict`, async () => {
     const dir = `${REF}${name}/hf`;
     const cfg0 = configFromHf(await readJsonFile(`${dir}/config.json`), "config.json");

@@ -82,6 +82,21 @@ export interface HookedTransformerConfig {
   attnBias: boolean;
   /** MLP has biases (false for Llama). */
   mlpBias: boolean;
+  /**
+   * A second RMSNorm (with its weight, never folded) on the attention and MLP outputs before they
+   * are added to the residual stream: `ln1_post`, `ln2_post` (Gemma-2).
+   */
+  useNormalizationBeforeAndAfter: boolean;
+  /** Attention scores become `c * tanh(scores / c)` before the causal mask; 0 is off (Gemma-2). */
+  attnScoresSoftCap: number;
+  /** Logits become `c * tanh(logits / c)` after `unembed.hook_out`; 0 is off (Gemma-2). */
+  outputLogitsSoftCap: number;
+  /** Some layers attend only to the last `windowSize` positions (see `attnTypes`). */
+  useLocalAttn: boolean;
+  /** Keys a local layer's query sees: itself and the `windowSize - 1` before it. */
+  windowSize: number | null;
+  /** Per layer, "local" (sliding window) or "global" attention; null when all are global. */
+  attnTypes: ("global" | "local")[] | null;
 }
 
 /** HF architectures hooklens runs. */
@@ -91,6 +106,8 @@ export const SUPPORTED_ARCHITECTURES: readonly string[] = [
   "MistralForCausalLM",
   "Qwen2ForCausalLM",
   "GPTNeoXForCausalLM",
+  "GemmaForCausalLM",
+  "Gemma2ForCausalLM",
 ];
 
 /**
@@ -226,6 +243,12 @@ function build(hf: Json, file: string): HookedTransformerConfig {
       defaultPaddingSide: "right" as const,
       bosTokenId: optInt("bos_token_id"),
       eosTokenId: optInt("eos_token_id"),
+      useNormalizationBeforeAndAfter: false,
+      attnScoresSoftCap: 0,
+      outputLogitsSoftCap: 0,
+      useLocalAttn: false,
+      windowSize: null,
+      attnTypes: null,
     }; // deno-fmt-ignore
   };
 
@@ -285,6 +308,16 @@ function build(hf: Json, file: string): HookedTransformerConfig {
       mlpBias: o.mlp_bias === true,
     }; // deno-fmt-ignore
   }
+  if (arch === "GemmaForCausalLM" || arch === "Gemma2ForCausalLM") {
+    return gemma(arch, o, file, {
+      int,
+      num,
+      str,
+      optInt,
+      common,
+      ropeTheta,
+    });
+  }
   if (arch === "GPTNeoXForCausalLM") {
     const dModel = int("hidden_size");
     const nHeads = int("num_attention_heads");
@@ -321,4 +354,114 @@ function build(hf: Json, file: string): HookedTransformerConfig {
     `unsupported architecture "${arch}"; supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`,
     "architectures",
   );
+}
+
+/** The readers `build` uses, handed to the per-family builders below. */
+interface Readers {
+  int: (key: string, ...alts: string[]) => number;
+  num: (key: string, dflt: number) => number;
+  str: (key: string, dflt: string) => string;
+  optInt: (key: string) => number | null;
+  common: (dModel: number, nHeads: number, dHead: number) => Omit<
+    HookedTransformerConfig,
+    | "nLayers"
+    | "dMlp"
+    | "nCtx"
+    | "actFn"
+    | "eps"
+    | "normalizationType"
+    | "positionalEmbeddingType"
+    | "rotaryDim"
+    | "rotaryBase"
+    | "ropeScaling"
+    | "nKeyValueHeads"
+    | "parallelAttnMlp"
+    | "gatedMlp"
+    | "finalRms"
+    | "scaleAttnByInverseLayerIdx"
+    | "tieWordEmbeddings"
+    | "attnBias"
+    | "mlpBias"
+  >;
+  ropeTheta: number;
+}
+
+/**
+ * Gemma (1) and Gemma-2 as TransformerLens configures them: Llama's shape (RMSNorm, rotary,
+ * grouped-query attention, gated MLP) with gelu-tanh, tied embeddings, `head_dim` free of
+ * d_model; Gemma-2 adds post-norms, soft caps, the attention scale sqrt(query_pre_attn_scalar)
+ * and sliding-window layers (`layer_types`, or HF's rule: even layers slide).
+ */
+function gemma(
+  arch: string,
+  o: Record<string, Json>,
+  file: string,
+  { int, num, str, optInt, common, ropeTheta }: Readers,
+): HookedTransformerConfig {
+  const v2 = arch === "Gemma2ForCausalLM";
+  const dModel = int("hidden_size");
+  const nHeads = int("num_attention_heads");
+  const dHead = optInt("head_dim") ?? dModel / nHeads;
+  const kv = optInt("num_key_value_heads");
+  const nLayers = int("num_hidden_layers");
+  const cap = (key: string): number => {
+    const c = num(key, 0);
+    if (c < 0) throw new ConfigError(file, `must be a positive number or null, got ${c}`, key);
+    return c;
+  };
+  let attnTypes: ("global" | "local")[] | null = null;
+  let windowSize: number | null = null;
+  if (v2) {
+    const lt = o.layer_types;
+    if (lt !== undefined && lt !== null) {
+      if (
+        !Array.isArray(lt) || lt.length !== nLayers ||
+        lt.some((t) => t !== "sliding_attention" && t !== "full_attention")
+      ) {
+        throw new ConfigError(
+          file,
+          `must list "sliding_attention" or "full_attention" for each of the ${nLayers} layers`,
+          "layer_types",
+        );
+      }
+      attnTypes = lt.map((t) => t === "sliding_attention" ? "local" : "global");
+    } else {
+      attnTypes = Array.from({ length: nLayers }, (_, i) => (i + 1) % 2 ? "local" : "global");
+    }
+    if (attnTypes.includes("local")) windowSize = int("sliding_window");
+    else attnTypes = null;
+  }
+  const scalar = v2 ? num("query_pre_attn_scalar", dHead) : dHead;
+  if (!(scalar > 0)) {
+    throw new ConfigError(file, `must be positive, got ${scalar}`, "query_pre_attn_scalar");
+  }
+  return {
+    ...common(dModel, nHeads, dHead),
+    attnScale: Math.sqrt(scalar),
+    nLayers,
+    dMlp: int("intermediate_size"),
+    nCtx: int("max_position_embeddings"),
+    // HF's Gemma reads hidden_activation (gelu-tanh when absent) and ignores hidden_act.
+    actFn: str("hidden_activation", "gelu_pytorch_tanh"),
+    eps: num("rms_norm_eps", 1e-6),
+    normalizationType: "RMS",
+    positionalEmbeddingType: "rotary",
+    rotaryDim: dHead,
+    rotaryBase: ropeTheta,
+    ropeScaling: ropeScalingFromHf(o, file),
+    nKeyValueHeads: kv !== null && kv !== nHeads ? kv : null,
+    parallelAttnMlp: false,
+    gatedMlp: true,
+    finalRms: true,
+    scaleAttnByInverseLayerIdx: false,
+    tieWordEmbeddings: o.tie_word_embeddings !== false,
+    attnBias: o.attention_bias === true,
+    mlpBias: false,
+    useNormalizationBeforeAndAfter: v2,
+    attnScoresSoftCap: v2 ? cap("attn_logit_softcapping") : 0,
+    outputLogitsSoftCap: v2 ? cap("final_logit_softcapping") : 0,
+    useLocalAttn: attnTypes !== null,
+    windowSize,
+    attnTypes,
+  };
 }

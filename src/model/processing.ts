@@ -1,6 +1,8 @@
 /**
  * TransformerLens's default weight processing, on the CPU state dict: fold_ln (LN -> LNPre,
- * RMS -> RMSPre), center_writing_weights, center_unembed, fold_value_biases. Same operations in
+ * RMS -> RMSPre; Gemma-2's post-norms `ln1_post` / `ln2_post` keep their weights),
+ * center_writing_weights (LayerNorm models only), center_unembed (not with soft-capped logits),
+ * fold_value_biases. Same operations in
  * the same order as `HookedTransformer.process_weights_`.
  *
  * @example
@@ -127,7 +129,9 @@ export function processWeights(
       if (g(b + "mlp.b_out")) centerLast(g(b + "mlp.b_out")!);
     }
   }
-  if (opts.centerUnembed) {
+  // As TransformerLens: a soft cap on the logits is not invariant under adding a constant to
+  // them, so the unembedding is not centred then (Gemma-2).
+  if (opts.centerUnembed && !(cfg.outputLogitsSoftCap > 0)) {
     centerLast(g("unembed.W_U")!);
     centerLast(g("unembed.b_U")!);
   }

@@ -12,6 +12,7 @@
  */
 import type { Checkpoint, StateDict } from "../checkpoint.ts";
 import type { HookedTransformerConfig } from "../config.ts";
+import { convertGemma } from "./gemma.ts";
 import { convertGpt2 } from "./gpt2.ts";
 import { convertLlama } from "./llama.ts";
 import { convertNeox } from "./neox.ts";
@@ -33,6 +34,8 @@ export const CONVERTERS: Readonly<Record<string, Converter>> = {
   MistralForCausalLM: convertLlama,
   Qwen2ForCausalLM: convertLlama,
   GPTNeoXForCausalLM: convertNeox,
+  GemmaForCausalLM: convertGemma,
+  Gemma2ForCausalLM: convertGemma,
 };
 
 /**

@@ -1,0 +1,95 @@
+/**
+ * Gemma checkpoints (`GemmaForCausalLM`, `Gemma2ForCausalLM`) to TransformerLens's layout, as its
+ * `convert_gemma_weights`: W_E is the embedding times sqrt(d_model) (so `hook_embed` is after
+ * the scaling), W_U the unscaled embedding transposed (tied; `lm_head.weight` when untied), every
+ * RMSNorm weight stored as `w - 1` becomes `1 + w`, zero biases where the checkpoint has none.
+ * Gemma-2's four norms per block are `ln1` (input_layernorm), `ln1_post`
+ * (post_attention_layernorm), `ln2` (pre_feedforward_layernorm) and `ln2_post`
+ * (post_feedforward_layernorm); Gemma-1's `post_attention_layernorm` is its `ln2`.
+ *
+ * @example
+ * ```ts
+ * import { convertGemma } from "./gemma.ts";
+ * using ck = await openCheckpoint("tests/reference/gemma2_tiny/hf");
+ * const sd = await convertGemma(ck, cfg);
+ * ```
+ * @module
+ */
+import { type Checkpoint, type CpuTensor, readTensor, type StateDict } from "../checkpoint.ts";
+import type { HookedTransformerConfig } from "../config.ts";
+import { checkExtra, linearToHeads, linearToWO, transpose2d, zeros } from "./layout.ts";
+
+/** `1 + w` in float32 (Gemma's RMSNorm multiplies by 1 + w). */
+function onePlus(t: CpuTensor): CpuTensor {
+  return { shape: t.shape, data: t.data.map((x) => x + 1) };
+}
+
+/**
+ * Converts a Gemma or Gemma-2 checkpoint.
+ *
+ * @example
+ * ```ts
+ * const sd = await convertGemma(ck, cfg);
+ * ```
+ */
+export async function convertGemma(
+  ck: Checkpoint,
+  cfg: HookedTransformerConfig,
+): Promise<StateDict> {
+  const used = new Set<string>();
+  const get = (n: string, shape: number[]) => (used.add(n), readTensor(ck, n, shape));
+  const has = (n: string) => ck.names().includes(n);
+  const { dModel: D, nHeads: H, dHead: E, dMlp: F, dVocab: V } = cfg;
+  const Hkv = cfg.nKeyValueHeads ?? H;
+  const kv = cfg.nKeyValueHeads ? "_" : "";
+  const v2 = cfg.useNormalizationBeforeAndAfter;
+  const sd: StateDict = new Map();
+  const embed = await get("model.embed_tokens.weight", [V, D]);
+  // As TransformerLens: the float32 product with the float32 sqrt(d_model).
+  const norm = Math.fround(Math.sqrt(D));
+  sd.set("embed.W_E", { shape: [V, D], data: embed.data.map((x) => x * norm) });
+  const normW = async (n: string) => onePlus(await get(n, [D]));
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const b = `blocks.${l}.`, L = `model.layers.${l}.`;
+    const a = L + "self_attn.", m = L + "mlp.";
+    sd.set(b + "ln1.w", await normW(L + "input_layernorm.weight"));
+    sd.set(b + "attn.W_Q", linearToHeads(await get(a + "q_proj.weight", [H * E, D]), H, E));
+    sd.set(
+      b + `attn.${kv}W_K`,
+      linearToHeads(await get(a + "k_proj.weight", [Hkv * E, D]), Hkv, E),
+    );
+    sd.set(
+      b + `attn.${kv}W_V`,
+      linearToHeads(await get(a + "v_proj.weight", [Hkv * E, D]), Hkv, E),
+    );
+    const bias = async (n: string, heads: number) =>
+      has(a + n)
+        ? { shape: [heads, E], data: (await get(a + n, [heads * E])).data }
+        : zeros([heads, E]);
+    sd.set(b + "attn.b_Q", await bias("q_proj.bias", H));
+    sd.set(b + `attn.${kv}b_K`, await bias("k_proj.bias", Hkv));
+    sd.set(b + `attn.${kv}b_V`, await bias("v_proj.bias", Hkv));
+    sd.set(b + "attn.W_O", linearToWO(await get(a + "o_proj.weight", [D, H * E]), H, E));
+    sd.set(b + "attn.b_O", has(a + "o_proj.bias") ? await get(a + "o_proj.bias", [D]) : zeros([D]));
+    if (v2) {
+      sd.set(b + "ln1_post.w", await normW(L + "post_attention_layernorm.weight"));
+      sd.set(b + "ln2.w", await normW(L + "pre_feedforward_layernorm.weight"));
+      sd.set(b + "ln2_post.w", await normW(L + "post_feedforward_layernorm.weight"));
+    } else {
+      sd.set(b + "ln2.w", await normW(L + "post_attention_layernorm.weight"));
+    }
+    sd.set(b + "mlp.W_in", transpose2d(await get(m + "up_proj.weight", [F, D])));
+    sd.set(b + "mlp.W_gate", transpose2d(await get(m + "gate_proj.weight", [F, D])));
+    sd.set(b + "mlp.b_in", zeros([F]));
+    sd.set(b + "mlp.W_out", transpose2d(await get(m + "down_proj.weight", [D, F])));
+    sd.set(b + "mlp.b_out", zeros([D]));
+  }
+  sd.set("ln_final.w", await normW("model.norm.weight"));
+  const head = !cfg.tieWordEmbeddings && has("lm_head.weight")
+    ? get("lm_head.weight", [V, D])
+    : embed;
+  sd.set("unembed.W_U", transpose2d(await head));
+  sd.set("unembed.b_U", zeros([V]));
+  checkExtra(ck, used, /rotary_emb\.inv_freq$|^lm_head\.weight$/);
+  return sd;
+}
