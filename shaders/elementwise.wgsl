@@ -85,3 +85,21 @@ fn kv_write(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw
   out[dst] = a[src];
   out2[dst] = c[src];
 }
+
+// Soft cap: out = s * tanh(a / s); -inf (a masked score) stays -inf.
+@compute @workgroup_size(256)
+fn softcap(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let i = idx(g, nw);
+  if (i >= p.n) { return; }
+  let x = a[i];
+  out[i] = select(p.s * tanh_(x / p.s), x, x == bitcast<f32>(0xff800000u));
+}
+
+// Its gradient from its output b: out = a * (1 - (b / s)^2); 0 where b is -inf (masked).
+@compute @workgroup_size(256)
+fn softcap_grad(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let i = idx(g, nw);
+  if (i >= p.n) { return; }
+  let t = b[i] / p.s;
+  out[i] = select(a[i] * (1.0 - t * t), 0.0, b[i] == bitcast<f32>(0xff800000u));
+}

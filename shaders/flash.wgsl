@@ -6,8 +6,9 @@
 // [batch, pos, head, d_head]; k and v [batch, key pos, kv head, d_head] with a batch stride of
 // their own (a KV cache holds more positions); query head h reads kv head h / group. Queries sit
 // at positions offset + i (a KV cache's new tokens); key j is masked where j > that position, and
-// with mask_b > 0 also where the key mask M [batch, mask_b] is 0 (a pad); a query that sees no key
-// (a left pad) gets z = 0, as TransformerLens's pattern of zeros.
+// with a sliding window where that position - j >= window, and with mask_b > 0 also where the
+// key mask M [batch, mask_b] is 0 (a pad); a query that sees no key (a left pad) gets z = 0, as
+// TransformerLens's pattern of zeros. An optional soft cap on the scores comes first.
 // Specialisation: E (d_head, a multiple of 4, at most 256).
 
 // Uniform block P (bound as p): FLASH_P in src/gpu/kernels/attention.ts, which prepends it.
@@ -18,6 +19,12 @@
 @group(0) @binding(3) var<storage, read> V: array<f32>;
 @group(0) @binding(4) var<storage, read_write> Z: array<f32>;
 @group(0) @binding(5) var<storage, read> M: array<i32>;
+
+// c * tanh(v / c), without overflow for large |v|.
+fn soft_cap(v: f32, c: f32) -> f32 {
+  let e = exp(-2.0 * abs(v / c));
+  return c * sign(v) * (1.0 - e) / (1.0 + e);
+}
 
 const BQ: u32 = 16u;
 const BKEYS: u32 = 16u;
@@ -63,8 +70,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u3
       var s = 0.0;
       for (var e = 0u; e < E; e++) { s = fma(Qs[qi * E + e], Ks[kj * E + e], s); }
       s = s * p.alpha;
+      if (p.softcap > 0.0) { s = soft_cap(s, p.softcap); }
       let kpos = k0 + kj;
-      if (kpos >= p.Pk || kpos > qpos) {
+      if (kpos >= p.Pk || kpos > qpos || (p.window != 0u && qpos - kpos >= p.window)) {
         s = bitcast<f32>(0xff800000u);
       } else if (p.mask_b != 0u && M[b * p.mask_b + kpos] == 0) {
         s = bitcast<f32>(0xff800000u);

@@ -1,5 +1,6 @@
 // Batched, strided matrix multiply with a fused epilogue:
-//   C[z][m][n] = alpha * sum_k A[z][m][k] * B[z][k][n] + bias[n] (+ C[z][m][n] if ACCUM), causal -inf.
+//   C[z][m][n] = alpha * sum_k A[z][m][k] * B[z][k][n] + bias[n] (+ C[z][m][n] if ACCUM), soft cap,
+//   causal (and sliding-window) -inf.
 // z = b1 * NB2 + b2 walks two batch levels, each operand with its own strides, so per-head attention
 // (q·kᵀ, pattern·v) reads TransformerLens's [batch, pos, head, d_head] layout in place.
 // 64x64 output tile per workgroup, 4x4 per thread, 16-deep K tiles in workgroup memory.
@@ -22,6 +23,12 @@ fn b_start(z: u32) -> u32 {
   return p.b_off + (z / p.NB2) * p.b_b1 + ((z % p.NB2) / max(p.b_div, 1u)) * p.b_b2;
 }
 fn c_start(z: u32) -> u32 { return p.c_off + (z / p.NB2) * p.c_b1 + (z % p.NB2) * p.c_b2; }
+
+// c * tanh(v / c), without overflow for large |v|.
+fn soft_cap(v: f32, c: f32) -> f32 {
+  let e = exp(-2.0 * abs(v / c));
+  return c * sign(v) * (1.0 - e) / (1.0 + e);
+}
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -82,7 +89,11 @@ fn epilogue_one(b2: u32, c_base: u32, gm: u32, gn: u32, x: f32) {
   if (p.bias_mode == 2u) { v += bias[b2 * p.N + gn]; }
   let ci = c_base + gm * p.c_m + gn * p.c_n;
   if (p.accum != 0u) { v += C[ci]; }
-  if (p.causal != 0u && gn > gm + p.causal_off) { v = bitcast<f32>(0xff800000u); }
+  if (p.softcap > 0.0) { v = soft_cap(v, p.softcap); }
+  let q = gm + p.causal_off;
+  if (p.causal != 0u && (gn > q || (p.window != 0u && q - gn >= p.window))) {
+    v = bitcast<f32>(0xff800000u);
+  }
   C[ci] = v;
 }
 

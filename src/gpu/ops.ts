@@ -27,6 +27,8 @@ export {
   fillAt,
   kvWrite,
   scaleShift,
+  softCap,
+  softCapGrad,
 } from "./kernels/elementwise.ts";
 export { bmm, gemm, matmul } from "./kernels/matmul.ts";
 export type { GemmOptions, Operand } from "./kernels/matmul.ts";

@@ -39,6 +39,10 @@ const FLASH_P = uniforms({
   offset: "u32",
   /** Positions per batch row of the key mask (0: no mask). */
   mask_b: "u32",
+  /** Key j also masked where the query's position - j >= window (0: no window). */
+  window: "u32",
+  /** Scores become softcap * tanh(score / softcap) before the mask (0: none). */
+  softcap: "f32",
 });
 
 /** shaders/flash.wgsl (specialised by E, the head dimension). */
@@ -90,6 +94,10 @@ export interface FlashShape {
    * gets z = 0).
    */
   mask?: { t: Tensor; stride: number };
+  /** Sliding window: key j also hidden from query i when offset + i - j >= window (0: none). */
+  window?: number;
+  /** Scores become softCap * tanh(score / softCap) before the mask (0: none). */
+  softCap?: number;
 }
 
 /**
@@ -140,6 +148,8 @@ export function flashAttention(q: Tensor, k: Tensor, v: Tensor, s: FlashShape): 
       alpha: s.alpha,
       offset: s.offset,
       mask_b: s.mask?.stride ?? 0,
+      window: s.window,
+      softcap: s.softCap,
     }),
     [q.buffer, k.buffer, v.buffer, z.buffer, (s.mask?.t ?? q).buffer],
     [Math.ceil(s.P / 16), s.B * s.H, 1],

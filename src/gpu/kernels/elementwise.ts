@@ -27,7 +27,7 @@ const ELEMENTWISE_P = uniforms({
   m: "u32",
   /** binary: 0 add, 1 sub, 2 mul; unary, gated: activation code. */
   op: "u32",
-  /** affine: scale; fill_at: the value. */
+  /** affine: scale; fill_at: the value; softcap, softcap_grad: the cap. */
   s: "f32",
   /** affine: shift. */
   t: "f32",
@@ -208,6 +208,48 @@ export function activation(a: Tensor, fn: string, gate?: Tensor): Tensor {
     ELEMENTWISE_P.pack({ n: a.size, m: 1, op: code, inner: 1, dimn: 1 }),
     [a.buffer, gate?.buffer, out.buffer],
     grid256(a.size),
+  );
+  return out;
+}
+
+/**
+ * Soft cap: `c * tanh(x / c)` elementwise (Gemma-2's final logits); -inf stays -inf.
+ *
+ * @example
+ * ```ts
+ * const capped = softCap(logits, 30);
+ * ```
+ */
+export function softCap(x: Tensor, c: number): Tensor {
+  assertF32(x, "softCap");
+  const out = Tensor.empty(x.shape);
+  dispatch(
+    pipeline(ELEMENTWISE_SHADER, "softcap"),
+    ELEMENTWISE_P.pack({ n: x.size, m: 1, s: c }),
+    [x.buffer, undefined, out.buffer],
+    grid256(x.size),
+  );
+  return out;
+}
+
+/**
+ * The gradient through a soft cap from its output y: `g * (1 - (y / c)^2)`, 0 where y is -inf
+ * (a masked attention score).
+ *
+ * @example
+ * ```ts
+ * const gIn = softCapGrad(gOut, capped, 30);
+ * ```
+ */
+export function softCapGrad(g: Tensor, y: Tensor, c: number): Tensor {
+  assertF32(g, "softCapGrad");
+  assertF32(y, "softCapGrad");
+  const out = Tensor.empty(g.shape);
+  dispatch(
+    pipeline(ELEMENTWISE_SHADER, "softcap_grad"),
+    ELEMENTWISE_P.pack({ n: g.size, m: y.size, s: c }),
+    [g.buffer, y.buffer, out.buffer],
+    grid256(g.size),
   );
   return out;
 }

@@ -54,6 +54,10 @@ const MATMUL_P = uniforms({
   act: "u32",
   /** B's inner batch index is b2 / b_div (grouped-query attention). */
   b_div: "u32",
+  /** With causal: also -inf where m + causal_off - n >= window (sliding window; 0: none). */
+  window: "u32",
+  /** C = softcap * tanh(C / softcap) before the causal mask (attention soft cap; 0: none). */
+  softcap: "f32",
 });
 
 /** shaders/matmul.wgsl. */
@@ -108,6 +112,10 @@ export interface GemmOptions {
   accumulate?: boolean;
   /** B's inner batch index is b2 / bGroup (grouped-query attention: query heads per KV head). */
   bGroup?: number;
+  /** With `causal`: also -inf where m + causalOffset - n >= window (sliding window; 0: none). */
+  window?: number;
+  /** C = softCap * tanh(C / softCap) before the causal mask (attention soft cap; 0: none). */
+  softCap?: number;
 }
 
 /**
@@ -171,6 +179,8 @@ export function gemm(C: Operand, A: Operand, B: Operand, o: GemmOptions): void {
     causal_off: o.causalOffset,
     accum: o.accumulate,
     b_div: o.bGroup ?? 1,
+    window: o.window,
+    softcap: o.softCap,
   });
   dispatchMatmul("main", params, [A.t.buffer, B.t.buffer, C.t.buffer, (o.bias ?? A.t).buffer], [
     o.M,
