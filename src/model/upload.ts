@@ -133,6 +133,8 @@ function uploadBlock(
       bo: opt(b + "attn.b_O"),
     },
     ln2: { w: opt(b + "ln2.w"), b: opt(b + "ln2.b") },
+    ...(sd.has(b + "ln1_post.w") ? { ln1Post: { w: t(b + "ln1_post.w") } } : {}),
+    ...(sd.has(b + "ln2_post.w") ? { ln2Post: { w: t(b + "ln2_post.w") } } : {}),
     mlp: {
       win: matrix(b + "mlp.W_in"),
       bin: opt(b + "mlp.b_in"),

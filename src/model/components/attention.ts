@@ -1,10 +1,12 @@
 /**
- * Attention (multi-head, grouped-query, rotary), causal. Hook points under `blocks.L.attn.`, in
+ * Attention (multi-head, grouped-query, rotary), causal, with Gemma-2's soft cap on the scores
+ * and sliding window on its local layers. Hook points under `blocks.L.attn.`, in
  * firing order: `hook_q`, `hook_k`, `hook_v` (k and v with Hkv heads under grouped-query
- * attention), `hook_rot_q`, `hook_rot_k` (rotary models), `hook_attn_scores` (causal -inf),
- * `hook_pattern`, `hook_z`; then W_O (plus the residual in the same pass when given). In a padded
- * batch pad keys get no attention (-inf scores, as TransformerLens's), a query that sees no real
- * key (a left pad) gets a pattern of zeros, and rotary angles count real tokens only.
+ * attention), `hook_rot_q`, `hook_rot_k` (rotary models), `hook_attn_scores` (soft-capped, then
+ * causal and window -inf), `hook_pattern`, `hook_z`; then W_O (plus the residual in the same pass
+ * when given). In a padded batch pad keys get no attention (-inf scores, as TransformerLens's), a
+ * query that sees no real key (a left pad) gets a pattern of zeros, and rotary angles count real
+ * tokens only.
  *
  * @example
  * ```ts
@@ -153,6 +155,9 @@ export async function attentionForward(
   let scale = cfg.useAttnScale ? cfg.attnScale : 1;
   if (cfg.scaleAttnByInverseLayerIdx) scale *= l + 1;
   const group = H / Hkv;
+  // Gemma-2: the scores' soft cap (before the mask) and this layer's sliding window (0: none).
+  const softCap = cfg.attnScoresSoftCap;
+  const window = cfg.attnTypes?.[l] === "local" ? cfg.windowSize ?? 0 : 0;
   // hook_z, then W_O (plus the residual in the same pass).
   const finish = async (z: Tensor): Promise<[Tensor, Tensor | null]> => {
     const zh = await ctx.hook(a + "hook_z", z);
@@ -178,6 +183,8 @@ export async function attentionForward(
         alpha,
         offset,
         mask: pad ? { t: pad.keyMask, stride: pad.stride } : undefined,
+        window,
+        softCap,
       }),
     );
   }
@@ -196,11 +203,15 @@ export async function attentionForward(
       causal: true,
       causalOffset: offset,
       bGroup: group,
+      window,
+      softCap,
     },
   );
   if (!kv) {
     const [qq, kk] = [q, k];
-    Tape.record([scores], [qq, kk], ([gS]) => {
+    Tape.record([scores], [qq, kk], ([gCapped]) => {
+      // Through the soft cap first: the gradient of the scaled scores.
+      const gS = softCap > 0 ? ops.softCapGrad(gCapped!, scores, softCap) : gCapped;
       // dq = α gS · k (per head, k of the head's KV group); dk = α gSᵀ · q summed over the group.
       const gq = Tensor.empty([B, P, H, D]);
       ops.gemm(

@@ -1,8 +1,9 @@
 /**
  * A transformer block: ln1, attention, ln2, MLP, each added to the residual stream (in parallel
- * for NeoX). Hook points under `blocks.L.`, in firing order: `hook_resid_pre`, ln1's, attention's,
+ * for NeoX; Gemma-2 normalises each output again first, `ln1_post` / `ln2_post`). Hook points
+ * under `blocks.L.`, in firing order: `hook_resid_pre`, ln1's, attention's, ln1_post's,
  * `hook_attn_out`, `hook_resid_mid` (not with parallel attention and MLP), ln2's, the MLP's,
- * `hook_mlp_out`, `hook_resid_post`.
+ * ln2_post's, `hook_mlp_out`, `hook_resid_post`.
  *
  * @example
  * ```ts
@@ -35,6 +36,10 @@ export interface BlockWeights {
   ln2: NormWeights;
   /** The MLP. */
   mlp: MlpWeights;
+  /** The norm on the attention's output (Gemma-2's post-norm), if any. */
+  ln1Post?: NormWeights;
+  /** The norm on the MLP's output (Gemma-2's post-norm), if any. */
+  ln2Post?: NormWeights;
 }
 
 /**
@@ -46,7 +51,7 @@ export interface BlockWeights {
  * ```
  */
 export function blockTensors(w: BlockWeights): Tensor[] {
-  return [w.ln1, w.attn, w.ln2, w.mlp].flatMap((part) =>
+  return [w.ln1, w.attn, w.ln2, w.mlp, w.ln1Post ?? {}, w.ln2Post ?? {}].flatMap((part) =>
     Object.values(part).filter((t): t is Tensor => t !== undefined)
   );
 }
@@ -61,14 +66,17 @@ export function blockTensors(w: BlockWeights): Tensor[] {
  */
 export function blockHookNames(cfg: HookedTransformerConfig, l: number): string[] {
   const b = `blocks.${l}.`;
+  const post = cfg.useNormalizationBeforeAndAfter;
   return [
     b + "hook_resid_pre",
     ...normHookNames(b + "ln1"),
     ...attentionHookNames(cfg, b + "attn"),
+    ...(post ? normHookNames(b + "ln1_post") : []),
     b + "hook_attn_out",
     ...(cfg.parallelAttnMlp ? [] : [b + "hook_resid_mid"]),
     ...normHookNames(b + "ln2"),
     ...mlpHookNames(cfg, b + "mlp"),
+    ...(post ? normHookNames(b + "ln2_post") : []),
     b + "hook_mlp_out",
     b + "hook_resid_post",
   ];
@@ -111,14 +119,16 @@ export async function blockForward(
   const ln1 = await normForward(ctx, b + "ln1", resid, w.ln1);
   const parallel = ctx.cfg.parallelAttnMlp;
   const qkv = attentionInputs(ctx, ln1, w.ln1);
-  const [attnRaw, midFused] = await attentionForward(
+  // With a post-norm the residual add cannot go into W_O's pass: the norm comes between.
+  const [attn0, midFused] = await attentionForward(
     ctx,
     l,
     w.attn,
     rot,
     qkv,
-    parallel ? undefined : resid,
+    parallel || w.ln1Post ? undefined : resid,
   );
+  const attnRaw = w.ln1Post ? (await normForward(ctx, b + "ln1_post", attn0, w.ln1Post)).y : attn0;
   const attnOut = await ctx.hook(b + "hook_attn_out", attnRaw);
   if (parallel) {
     const { y: x2 } = await normForward(ctx, b + "ln2", resid, w.ln2);
@@ -131,7 +141,8 @@ export async function blockForward(
   if (fusedMid) Tape.record([fusedMid], [resid, attnOut], ([g]) => [g, g]);
   const mid = await ctx.hook(b + "hook_resid_mid", fusedMid ?? addResidual(resid, attnOut));
   const { y: x2 } = await normForward(ctx, b + "ln2", mid, w.ln2);
-  const [mlpRaw, postFused] = await mlpForward(ctx, l, w.mlp, x2, mid);
+  const [mlp0, postFused] = await mlpForward(ctx, l, w.mlp, x2, w.ln2Post ? undefined : mid);
+  const mlpRaw = w.ln2Post ? (await normForward(ctx, b + "ln2_post", mlp0, w.ln2Post)).y : mlp0;
   const mlpOut = await ctx.hook(b + "hook_mlp_out", mlpRaw);
   const fusedPost = mlpOut === mlpRaw && postFused ? postFused : null;
   if (fusedPost) Tape.record([fusedPost], [mid, mlpOut], ([g]) => [g, g]);

@@ -1,7 +1,7 @@
 /**
  * Unembed: the final norm's output [B, P, E] to logits [B, P, d_vocab] (or, with forward's
  * `logitsAt`, [B, n, d_vocab] at n positions). Hook points, in firing order: `unembed.hook_in`
- * (always [B, P, E]), `unembed.hook_out` (the logits' shape).
+ * (always [B, P, E]), `unembed.hook_out` (the logits' shape; before Gemma-2's logit soft cap).
  *
  * @example
  * ```ts
@@ -41,6 +41,8 @@ export function unembedHookNames(): string[] {
  * row, the same number each, each in [0, P)), only those rows go through W_U (gathered on the
  * device after unembed.hook_in): logits and unembed.hook_out are then [B, n, d_vocab]. Not while
  * a backward pass is recorded.
+ * With a logit soft cap (Gemma-2) the logits returned are `c * tanh(hook_out / c)`, as in
+ * TransformerLens.
  *
  * @example
  * ```ts
@@ -74,5 +76,10 @@ export async function unembedForward(
   }
   const [logits] = ops.linear(xin, w.wU, w.bU, {}, V);
   Tape.record([logits], [xin], ([g]) => [ops.linearBack(g!, w.wU, V)]);
-  return await ctx.hook("unembed.hook_out", logits);
+  const out = await ctx.hook("unembed.hook_out", logits);
+  const cap = ctx.cfg.outputLogitsSoftCap;
+  if (!(cap > 0)) return out;
+  const capped = ops.softCap(out, cap);
+  Tape.record([capped], [out], ([g]) => [ops.softCapGrad(g!, capped, cap)]);
+  return capped;
 }
