@@ -5,7 +5,7 @@ import { HookedTransformer, type LabeledStack, type Tensor } from "../mod.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
 import { maxRelErr } from "./_util.ts";
 
-for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
+for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "gemma2_tiny"]) {
   Deno.test(`${name}: accumulatedResid, decomposeResid, stackHeadResults, applyLnToStack, logitAttrs match TransformerLens`, async () => {
     const REF = new URL(`./reference/${name}/`, import.meta.url).pathname;
     const manifest = JSON.parse(await Deno.readTextFile(`${REF}manifest.json`));

@@ -81,19 +81,28 @@ Deno.test("gemma2_tiny config: layer_types, window, soft caps, query_pre_attn_sc
   const global = configFromHf({ ...hfConfig, layer_types: Array(4).fill("full_attention") }, "c");
   assert.deepEqual([global.attnTypes, global.windowSize, global.useLocalAttn], [null, null, false]);
   // Gemma-1: no post-norms, caps or windows; scale sqrt(head_dim).
-  const g1 = configFromHf({ ...rest, architectures: ["GemmaForCausalLM"], query_pre_attn_scalar: 9 }, "c");
+  const g1 = configFromHf({
+    ...rest,
+    architectures: ["GemmaForCausalLM"],
+    query_pre_attn_scalar: 9,
+  }, "c");
   assert.deepEqual(
     [g1.useNormalizationBeforeAndAfter, g1.attnScoresSoftCap, g1.outputLogitsSoftCap, g1.attnTypes],
     [false, 0, 0, null],
   );
   assert.equal(g1.attnScale, Math.sqrt(24));
   // A broken layer_types or a missing window is refused, naming the field.
-  for (const [bad, field] of [
-    [{ layer_types: ["sliding_attention"] }, "layer_types"],
-    [{ layer_types: ["sliding", "full_attention", "sliding_attention", "full_attention"] }, "layer_types"],
-    [{ sliding_window: null }, "sliding_window"],
-    [{ attn_logit_softcapping: -1 }, "attn_logit_softcapping"],
-  ] as const) {
+  for (
+    const [bad, field] of [
+      [{ layer_types: ["sliding_attention"] }, "layer_types"],
+      [
+        { layer_types: ["sliding", "full_attention", "sliding_attention", "full_attention"] },
+        "layer_types",
+      ],
+      [{ sliding_window: null }, "sliding_window"],
+      [{ attn_logit_softcapping: -1 }, "attn_logit_softcapping"],
+    ] as const
+  ) {
     assert.throws(
       () => configFromHf({ ...hfConfig, ...bad }, "c.json"),
       (e: unknown) => e instanceof ConfigError && e.message.includes(field),
@@ -143,7 +152,10 @@ Deno.test("gemma2_tiny: decoding with the KV cache past the window gives the ful
       assert.equal(steps.length, maxNewTokens);
       const seq = rows[0];
       using full = await model.runWithHooks([seq.slice(0, -1)], {
-        fwdHooks: [["unembed.hook_out", async (t) => void steps.push((await t.toArray()) as Float32Array)]],
+        fwdHooks: [[
+          "unembed.hook_out",
+          async (t) => void steps.push((await t.toArray()) as Float32Array),
+        ]],
       }) as Tensor;
       const whole = steps.pop()!;
       const V = model.cfg.dVocab;

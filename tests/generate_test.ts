@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 import { gpuInfo, HookedSAETransformer, InputError, SAE, Tensor } from "../mod.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
 
-for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "llama3_tiny"]) {
+// gemma2_tiny: 4 prompt tokens + 6 new ones pass its sliding window of 4.
+for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "llama3_tiny", "gemma2_tiny"]) {
   Deno.test(`${name}: greedy generate equals TransformerLens's, with and without the KV cache`, async () => {
     const REF = new URL(`./reference/${name}/`, import.meta.url).pathname;
     using model = await HookedSAETransformer.fromPretrained(`${REF}hf`);

@@ -13,8 +13,12 @@ async function refTokens(REF: string): Promise<number[][]> {
   return Array.from({ length: B }, (_, b) => Array.from(flat.subarray(b * P, (b + 1) * P)));
 }
 
-for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
+for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "gemma2_tiny"]) {
   Deno.test(`${name}: gradients of the mean loss at every hook match tl_grads`, async () => {
+    // gemma2_tiny was made by HookedTransformer, which has no blocks.N.mlp.hook_in (the SAE
+    // transformer's addition; see the reference README): its gradient is not in the reference.
+    const inRef = (k: string) =>
+      name !== "gemma2_tiny" || !/^blocks\.\d+\.mlp\.hook_in_grad$/.test(k);
     const REF = new URL(`./reference/${name}/`, import.meta.url).pathname;
     using model = await HookedSAETransformer.fromPretrained(`${REF}hf`);
     using ref = await SafetensorsFile.open(`${REF}tl_grads.safetensors`);
@@ -27,7 +31,7 @@ for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
     const rl = (await ref.float32("loss"))[0];
     assert.ok(Math.abs((await (loss as Tensor).toArray())[0] - rl) / rl < 1e-4, "loss");
     const want = ref.names().filter((k) => k.startsWith("cache.")).map((k) => k.slice(6)).sort();
-    const got = cache.keys().filter((k) => k.endsWith("_grad")).sort();
+    const got = cache.keys().filter((k) => k.endsWith("_grad") && inRef(k)).sort();
     assert.deepEqual(got, want, "a gradient for every hook point");
     const arrays = await cache.toArrays();
     const errs: string[] = [];
