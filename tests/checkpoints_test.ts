@@ -15,7 +15,7 @@ function toBf16(x: Float32Array): Uint16Array {
 }
 
 Deno.test("a sharded BF16 copy of each reference model loads and gives the logits of its bf16-rounded weights", async () => {
-  for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
+  for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "gemma2_tiny"]) {
     const src = `${REF}${name}/hf`;
     const dir = await Deno.makeTempDir({ prefix: `hooklens-${name}-bf16-` });
     const rounded = await Deno.makeTempDir({ prefix: `hooklens-${name}-rounded-` });

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { ConfigError, HookedTransformer, type Tensor } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
-import { SafetensorsFile } from "../src/io/safetensors.ts";
+import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../src/io/safetensors.ts";
 import { configFromHf } from "../src/model/config.ts";
 import { maxRelErr } from "./_util.ts";
 
@@ -173,5 +173,157 @@ Deno.test("gemma2_tiny: decoding with the KV cache past the window gives the ful
     } finally {
       ops.attentionConfig.fused = false;
     }
+  }
+}); // deno-fmt-ignore
+
+Deno.test("gemma2_tiny: hooks fire in hookNames order, ln1_post before hook_attn_out and ln2_post before hook_mlp_out", async () => {
+  using model = await HookedTransformer.fromPretrained(HF);
+  const seen: string[] = [];
+  using _h = model.hooks([[() => true, (_t, { name }) => void seen.push(name)]]);
+  (await model.forward([[2, 5, 9]]) as Tensor).dispose();
+  assert.deepEqual(seen, model.hookNames());
+  const at = (n: string) => seen.indexOf(n);
+  assert.ok(at("blocks.0.attn.hook_z") < at("blocks.0.ln1_post.hook_scale"));
+  assert.ok(at("blocks.0.ln1_post.hook_normalized") < at("blocks.0.hook_attn_out"));
+  assert.ok(at("blocks.0.mlp.hook_post") < at("blocks.0.ln2_post.hook_scale"));
+  assert.ok(at("blocks.0.ln2_post.hook_normalized") < at("blocks.0.hook_mlp_out"));
+}); // deno-fmt-ignore
+
+/** x / sqrt(mean(x²) + eps) * (1 + w), float64 (Gemma's RMSNorm; HF stores w - 1). */
+function rmsNorm64(x: Float64Array, w: Float32Array, eps: number): Float64Array {
+  let ms = 0;
+  for (const v of x) ms += v * v;
+  const s = 1 / Math.sqrt(ms / x.length + eps);
+  return x.map((v, i) => v * s * (1 + w[i]));
+}
+
+/** y = W x for a torch Linear weight W [out, in]. */
+function matVec(w: Float32Array, x: Float64Array, out: number): Float64Array {
+  const n = x.length, y = new Float64Array(out);
+  for (let o = 0; o < out; o++) {
+    let s = 0;
+    for (let i = 0; i < n; i++) s += w[o * n + i] * x[i];
+    y[o] = s;
+  }
+  return y;
+}
+
+/**
+ * Hugging Face's GemmaForCausalLM forward in float64, written from its definition: embedding times
+ * sqrt(hidden), RMSNorm (1 + w), rotary (rotate_half), causal GQA attention scaled by
+ * head_dim^-0.5, gelu-tanh gated MLP, tied unembedding. Logits [P, V] of one row.
+ */
+function gemma1Forward64(
+  t: (n: string) => Float32Array,
+  c: Record<string, number>,
+  tokens: number[],
+): Float64Array[] {
+  const { hidden_size: D, num_attention_heads: H, num_key_value_heads: Hkv, head_dim: E } = c;
+  const { intermediate_size: F, vocab_size: V, num_hidden_layers: L, rms_norm_eps: eps } = c;
+  const P = tokens.length, emb = t("model.embed_tokens.weight");
+  let h = tokens.map((id) =>
+    Float64Array.from(emb.subarray(id * D, (id + 1) * D), (v) => v * Math.sqrt(D))
+  );
+  const rope = (x: Float64Array, heads: number, pos: number) => {
+    const out = new Float64Array(x.length), half = E / 2;
+    for (let n = 0; n < heads; n++) {
+      for (let i = 0; i < E; i++) {
+        const ang = pos / c.rope_theta ** ((2 * (i % half)) / E);
+        const rot = i < half ? -x[n * E + i + half] : x[n * E + i - half];
+        out[n * E + i] = x[n * E + i] * Math.cos(ang) + rot * Math.sin(ang);
+      }
+    }
+    return out;
+  };
+  const gelu = (v: number) =>
+    0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}.`;
+    const x = h.map((r) => rmsNorm64(r, t(p + "input_layernorm.weight"), eps));
+    const q = x.map((r, i) => rope(matVec(t(p + "self_attn.q_proj.weight"), r, H * E), H, i));
+    const k = x.map((r, i) => rope(matVec(t(p + "self_attn.k_proj.weight"), r, Hkv * E), Hkv, i));
+    const v = x.map((r) => matVec(t(p + "self_attn.v_proj.weight"), r, Hkv * E));
+    h = h.map((r, i) => {
+      const z = new Float64Array(H * E);
+      for (let n = 0; n < H; n++) {
+        const g = Math.floor(n / (H / Hkv));
+        const s = Array.from({ length: i + 1 }, (_, j) => {
+          let d = 0;
+          for (let e = 0; e < E; e++) d += q[i][n * E + e] * k[j][g * E + e];
+          return d / Math.sqrt(E);
+        });
+        const mx = Math.max(...s),
+          w = s.map((a) => Math.exp(a - mx)),
+          sum = w.reduce((a, b) => a + b);
+        for (let j = 0; j <= i; j++) {
+          for (let e = 0; e < E; e++) z[n * E + e] += w[j] / sum * v[j][g * E + e];
+        }
+      }
+      const o = matVec(t(p + "self_attn.o_proj.weight"), z, D);
+      return r.map((a, d) => a + o[d]);
+    });
+    h = h.map((r) => {
+      const y = rmsNorm64(r, t(p + "post_attention_layernorm.weight"), eps);
+      const gate = matVec(t(p + "mlp.gate_proj.weight"), y, F),
+        up = matVec(t(p + "mlp.up_proj.weight"), y, F);
+      const down = matVec(t(p + "mlp.down_proj.weight"), gate.map((g, f) => gelu(g) * up[f]), D);
+      return r.map((a, d) => a + down[d]);
+    });
+  }
+  return h.map((r) => matVec(emb, rmsNorm64(r, t("model.norm.weight"), eps), V));
+}
+
+Deno.test("Gemma-1 (GemmaForCausalLM) on gemma2_tiny's weights: logits equal a float64 HF-semantics forward, raw and processed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hooklens-gemma1-" });
+  try {
+    using f = await SafetensorsFile.open(`${HF}/model.safetensors`);
+    // Gemma-1's block: input_layernorm, attention, post_attention_layernorm (before the MLP), MLP.
+    const tensors: Record<string, TensorToWrite> = {};
+    const data = new Map<string, Float32Array>();
+    for (const n of f.names()) {
+      if (/post_attention_layernorm|post_feedforward_layernorm/.test(n)) continue;
+      const name = n.replace("pre_feedforward_layernorm", "post_attention_layernorm");
+      data.set(name, await f.float32(n));
+      tensors[name] = { dtype: "F32", shape: [...f.info(n).shape], data: data.get(name)! };
+    }
+    await writeSafetensors(`${dir}/model.safetensors`, tensors);
+    const {
+      layer_types: _l,
+      attn_logit_softcapping: _a,
+      final_logit_softcapping: _f,
+      query_pre_attn_scalar: _q,
+      sliding_window: _s,
+      ...g1
+    } = hfConfig;
+    await Deno.writeTextFile(
+      `${dir}/config.json`,
+      JSON.stringify({ ...g1, architectures: ["GemmaForCausalLM"], model_type: "gemma" }),
+    );
+    const tokens = (await refTokens())[1].slice(0, 9);
+    const want = gemma1Forward64((n) => data.get(n)!, g1, tokens);
+    const V = g1.vocab_size;
+    const logSoftmax = (r: ArrayLike<number>) => {
+      const mx = Math.max(...Array.from(r));
+      const lse = mx + Math.log(Array.from(r).reduce((a, v) => a + Math.exp(v - mx), 0));
+      return Array.from(r, (v) => v - lse);
+    };
+    using raw = await HookedTransformer.fromPretrainedNoProcessing(dir);
+    assert.equal(raw.hookNames().some((n) => n.includes("_post.")), false, "no post-norms");
+    using l1 = await raw.forward([tokens]);
+    const got = await l1.toArray();
+    assert.ok(
+      maxRelErr(got, want.flatMap((r) => Array.from(r))) < TOL,
+      `raw ${maxRelErr(got, want.flatMap((r) => Array.from(r)))}`,
+    );
+    // Processed (center_unembed applies without a soft cap): the same log-probabilities.
+    using proc = await HookedTransformer.fromPretrained(dir);
+    using l2 = await proc.forward([tokens]);
+    const g2 = await l2.toArray();
+    for (let i = 0; i < tokens.length; i++) {
+      const e = maxRelErr(logSoftmax(g2.subarray(i * V, (i + 1) * V)), logSoftmax(want[i]));
+      assert.ok(e < TOL, `processed position ${i}: ${e}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 }); // deno-fmt-ignore
