@@ -220,7 +220,7 @@ function gemma1Forward64(
 ): Float64Array[] {
   const { hidden_size: D, num_attention_heads: H, num_key_value_heads: Hkv, head_dim: E } = c;
   const { intermediate_size: F, vocab_size: V, num_hidden_layers: L, rms_norm_eps: eps } = c;
-  const P = tokens.length, emb = t("model.embed_tokens.weight");
+  const emb = t("model.embed_tokens.weight");
   let h = tokens.map((id) =>
     Float64Array.from(emb.subarray(id * D, (id + 1) * D), (v) => v * Math.sqrt(D))
   );
