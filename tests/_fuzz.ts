@@ -88,7 +88,7 @@ async function expectTyped(
 export async function fuzzConfig(iterations: number, seed: number): Promise<FuzzResult> {
   const r = rng(seed);
   const res = { ok: 0, typed: 0 };
-  for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "llama3_tiny"]) {
+  for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "llama3_tiny", "gemma2_tiny"]) {
     const dir = await Deno.makeTempDir({ prefix: "hooklens-fuzz-cfg-" });
     await Deno.copyFile(`${REF}${name}/hf/model.safetensors`, join(dir, "model.safetensors"));
     const text = await Deno.readTextFile(`${REF}${name}/hf/config.json`);

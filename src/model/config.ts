@@ -406,7 +406,9 @@ function gemma(
   const nLayers = int("num_hidden_layers");
   const cap = (key: string): number => {
     const c = num(key, 0);
-    if (c < 0) throw new ConfigError(file, `must be a positive number or null, got ${c}`, key);
+    if (c < 0 || c > 3e38) {
+      throw new ConfigError(file, `must be a positive float32 number or null, got ${c}`, key);
+    }
     return c;
   };
   let attnTypes: ("global" | "local")[] | null = null;
