@@ -35,7 +35,10 @@ export function kernelRole(label: string): string {
  *   attention and MLP (NeoX) plain products and two adds, resid + attn_out + mlp_out.
  * - MLP in: the activation in the W_in pass; gated: x·W_gate, x·W_in, act(gate) * in, then
  *   + b_in (TransformerLens's GatedMLP always has b_in; zeros when the checkpoint has none).
- * - the final norm, then W_U.
+ * - post-norms (Gemma-2): W_O and W_out plain products, each output's norm (norm:fused), then the
+ *   residual add (elementwise:binary): the norm comes between the product and the add.
+ * - the final norm, then W_U; with a logit soft cap (Gemma-2) one elementwise pass after it. The
+ *   scores' soft cap and a sliding window cost nothing: they are in q·kᵀ's epilogue (or flash).
  *
  * No split-K sum appears: these models' products are at most 256 deep, and a
  * split needs two slices of at least 256 (linear's splitKMinDepth); their vocabularies (1000, 512)
@@ -66,10 +69,14 @@ export function expectedForwardKernels(
         "elementwise:binary",
         "elementwise:binary",
       );
+    } else if (cfg.useNormalizationBeforeAndAfter) {
+      const post = ["linear", "norm:fused", "elementwise:binary"];
+      seq.push(...post, "norm:fused", ...mlpIn, ...post);
     } else {
       seq.push("linear+resid", "norm:fused", ...mlpIn, "linear+resid");
     }
   }
   seq.push("norm:fused", "linear");
+  if (cfg.outputLogitsSoftCap > 0) seq.push("elementwise:softcap");
   return seq;
 }

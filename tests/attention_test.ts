@@ -8,7 +8,9 @@ import { runtime } from "../src/gpu/runtime.ts";
 import { expectedForwardKernels, kernelRole } from "./_fingerprint.ts";
 import { maxRelErr, recordDispatches } from "./_util.ts";
 
-for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
+// gemma2_tiny: soft-capped scores and a sliding window of 4, passed by the 19 tokens and by the
+// generation (5 + 6).
+for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "gemma2_tiny"]) {
   Deno.test(`${name}: fused attention gives the same logits and generations as the unfused path`, async () => {
     using model = await HookedTransformer.fromPretrained(
       new URL(`./reference/${name}/hf`, import.meta.url).pathname,

@@ -20,12 +20,21 @@ import { recordDispatches } from "./_util.ts";
  * - neox_tiny (parallel attention and MLP, partial rotary): ln1, q|k|v, rotate q, rotate k, the 3
  *   of attention, W_O, ln2, W_in+act, W_out, resid + attn_out, + mlp_out = 13; tokens, ln_final,
  *   W_U = 3.
+ * - gemma2_tiny (Gemma-2: post-norms, soft caps, sliding window): ln1, q|k|v, rotate q, rotate k,
+ *   the 3 of attention (cap and window in q·kᵀ's epilogue), W_O, ln1_post, + resid, ln2, W_gate,
+ *   W_in, act(gate) * in, + b_in, W_out, ln2_post, + resid = 18; tokens, ln_final, W_U, the logit
+ *   soft cap = 4.
  */
-const PER_BLOCK = { gpt2_tiny: [9, 5], rmsgqa_tiny: [14, 3], neox_tiny: [13, 3] } as const;
+const PER_BLOCK = {
+  gpt2_tiny: [9, 5],
+  rmsgqa_tiny: [14, 3],
+  neox_tiny: [13, 3],
+  gemma2_tiny: [18, 4],
+} as const;
 
 const TOKENS = [[5, 17, 90, 3, 44, 2, 99, 7], [0, 1, 2, 3, 4, 5, 6, 7]];
 
-for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"] as const) {
+for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "gemma2_tiny"] as const) {
   for (const processed of [false, true]) {
     const how = processed ? "processed" : "unprocessed";
     Deno.test(`${name} ${how}: a forward with no hooks dispatches the fused kernels its architecture needs, once`, async () => {
