@@ -4,7 +4,7 @@
 // helpers and greedy generation are in grads_test, cache_helpers_test and generate_test with the
 // other reference models. Tolerance as model_conformance_test: 1e-4 of a tensor's max magnitude.
 import assert from "node:assert/strict";
-import { ConfigError, HookedTransformer, type Tensor } from "../mod.ts";
+import { ConfigError, HookedTransformer, Tensor } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
 import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../src/io/safetensors.ts";
 import { configFromHf } from "../src/model/config.ts";
@@ -327,3 +327,25 @@ Deno.test("Gemma-1 (GemmaForCausalLM) on gemma2_tiny's weights: logits equal a f
     await Deno.remove(dir, { recursive: true });
   }
 }); // deno-fmt-ignore
+
+Deno.test("gemma2_tiny raw model with the Gemma Scope reconstruction spliced in at blocks.1.hook_resid_post (from the reference's float64 SAE outputs): the replaced and error-term logits match", async () => {
+  using model = await HookedTransformer.fromPretrainedNoProcessing(HF);
+  using ref = await SafetensorsFile.open(`${REF}sae_gemmascope_blocks_1_hook_resid_post.safetensors`);
+  const tokens = await refTokens();
+  assert.deepEqual(Array.from(await ref.int32("tokens")), tokens.flat());
+  const recon = await ref.float32("recon_f64"), error = await ref.float32("error_f64");
+  const shape = [...ref.info("recon_f64").shape];
+  const splice = (extra: Float32Array | null) => () => {
+    const v = extra ? recon.map((r, i) => r + extra[i]) : recon;
+    return Tensor.from(v, shape);
+  };
+  for (const [key, extra] of [["logits_sae_replaced", null], ["logits_sae_error_term", error]] as const) {
+    using logits = await model.runWithHooks(tokens, {
+      fwdHooks: [["blocks.1.hook_resid_post", splice(extra)]],
+    }) as Tensor;
+    const e = maxRelErr(await logits.toArray(), await ref.float32(key));
+    assert.ok(e < TOL, `${key}: ${e}`);
+  }
+  using clean = await model.forward(tokens);
+  assert.ok(maxRelErr(await clean.toArray(), await ref.float32("logits_clean")) < TOL, "clean");
+});
