@@ -2,8 +2,7 @@
  * TransformerLens's default weight processing, on the CPU state dict: fold_ln (LN -> LNPre,
  * RMS -> RMSPre; Gemma-2's post-norms `ln1_post` / `ln2_post` keep their weights),
  * center_writing_weights (LayerNorm models only), center_unembed (not with soft-capped logits),
- * fold_value_biases. Same operations in
- * the same order as `HookedTransformer.process_weights_`.
+ * fold_value_biases. Same operations in the same order as `HookedTransformer.process_weights_`.
  *
  * @example
  * ```ts

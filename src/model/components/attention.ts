@@ -1,12 +1,12 @@
 /**
  * Attention (multi-head, grouped-query, rotary), causal, with Gemma-2's soft cap on the scores
- * and sliding window on its local layers. Hook points under `blocks.L.attn.`, in
- * firing order: `hook_q`, `hook_k`, `hook_v` (k and v with Hkv heads under grouped-query
- * attention), `hook_rot_q`, `hook_rot_k` (rotary models), `hook_attn_scores` (soft-capped, then
- * causal and window -inf), `hook_pattern`, `hook_z`; then W_O (plus the residual in the same pass
- * when given). In a padded batch pad keys get no attention (-inf scores, as TransformerLens's), a
- * query that sees no real key (a left pad) gets a pattern of zeros, and rotary angles count real
- * tokens only.
+ * Attention (multi-head, grouped-query, rotary), causal, with Gemma-2's soft cap on the scores
+ * and sliding window on its local layers. Hook points under `blocks.L.attn.`, in firing order:
+ * `hook_q`, `hook_k`, `hook_v` (k and v with Hkv heads under grouped-query attention),
+ * `hook_rot_q`, `hook_rot_k` (rotary models), `hook_attn_scores` (soft-capped, then causal and
+ * window -inf), `hook_pattern`, `hook_z`; then W_O (plus the residual in the same pass when given).
+ * In a padded batch pad keys get no attention (-inf scores, as TransformerLens's), a query that
+ * sees no real key (a left pad) gets a pattern of zeros, and rotary angles count real tokens only.
  *
  * @example
  * ```ts
