@@ -1,10 +1,11 @@
 // Gemma-2 (gemma2_tiny, made by TransformerLens): every hook, logits, loss of the raw and processed
 // model, stop/start at a layer, the sliding window while decoding with the KV cache, the one-pass
-// attention, and the config (layer_types, HF's alternation rule, Gemma-1). Gradients, cache
+// attention, the config (layer_types, HF's alternation rule, Gemma-1), Gemma-1 against a float64
+// forward, and the Gemma Scope SAE's spliced-logit variants. Gradients, cache
 // helpers and greedy generation are in grads_test, cache_helpers_test and generate_test with the
 // other reference models. Tolerance as model_conformance_test: 1e-4 of a tensor's max magnitude.
 import assert from "node:assert/strict";
-import { ConfigError, HookedTransformer, Tensor } from "../mod.ts";
+import { ConfigError, HookedSAETransformer, HookedTransformer, SAE, type Tensor } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
 import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../src/io/safetensors.ts";
 import { configFromHf } from "../src/model/config.ts";
@@ -139,7 +140,7 @@ Deno.test("gemma2_tiny: decoding with the KV cache past the window gives the ful
   const prompt = (await refTokens())[0].slice(0, 3);
   const maxNewTokens = 9; // 12 positions, three times the window of 4
   for (const fused of [false, true]) {
-    ops.attentionConfig.fused = fused;
+    ops.tuning.attention.fused = fused;
     try {
       const steps: Float32Array[] = [];
       let rows: number[][];
@@ -167,11 +168,11 @@ Deno.test("gemma2_tiny: decoding with the KV cache past the window gives the ful
         assert.ok(e < TOL, `fused ${fused}, step ${s} (position ${at}): ${e}`);
       }
       // And the fused forward equals the unfused one on the same tokens.
-      ops.attentionConfig.fused = false;
+      ops.tuning.attention.fused = false;
       using plain = await model.forward([seq.slice(0, -1)]);
       assert.ok(maxRelErr(await full.toArray(), await plain.toArray()) < 1e-5);
     } finally {
-      ops.attentionConfig.fused = false;
+      ops.tuning.attention.fused = false;
     }
   }
 }); // deno-fmt-ignore
@@ -328,24 +329,49 @@ Deno.test("Gemma-1 (GemmaForCausalLM) on gemma2_tiny's weights: logits equal a f
   }
 }); // deno-fmt-ignore
 
-Deno.test("gemma2_tiny raw model with the Gemma Scope reconstruction spliced in at blocks.1.hook_resid_post (from the reference's float64 SAE outputs): the replaced and error-term logits match", async () => {
-  using model = await HookedTransformer.fromPretrainedNoProcessing(HF);
-  using ref = await SafetensorsFile.open(`${REF}sae_gemmascope_blocks_1_hook_resid_post.safetensors`);
-  const tokens = await refTokens();
-  assert.deepEqual(Array.from(await ref.int32("tokens")), tokens.flat());
-  const recon = await ref.float32("recon_f64"), error = await ref.float32("error_f64");
-  const shape = [...ref.info("recon_f64").shape];
-  const splice = (extra: Float32Array | null) => () => {
-    const v = extra ? recon.map((r, i) => r + extra[i]) : recon;
-    return Tensor.from(v, shape);
-  };
-  for (const [key, extra] of [["logits_sae_replaced", null], ["logits_sae_error_term", error]] as const) {
-    using logits = await model.runWithHooks(tokens, {
-      fwdHooks: [["blocks.1.hook_resid_post", splice(extra)]],
+// The Gemma Scope SAE of gemma2_tiny (params.npz) spliced into the raw model at
+// blocks.1.hook_resid_post: TransformerLens's raw model with a hook returning the reconstruction;
+// the reconstruction plus the error; the most active latent ablated before decoding, without and
+// with the error term. (The SAE's own tensors are checked in gemma_scope_test.ts.)
+Deno.test("gemma2_tiny + Gemma Scope SAE: replaced, error-term and ablated logits match the reference", async () => {
+  using model = await HookedSAETransformer.fromPretrainedNoProcessing(`${REF}hf`);
+  using sae = await SAE.load(`${REF}saes/gemmascope_blocks_1_hook_resid_post`);
+  using ref = await SafetensorsFile.open(
+    `${REF}sae_gemmascope_blocks_1_hook_resid_post.safetensors`,
+  );
+  const flat = await ref.int32("tokens");
+  const [B, P] = ref.info("tokens").shape;
+  const tokens = Array.from({ length: B }, (_, b) => Array.from(flat.subarray(b * P, (b + 1) * P)));
+  const latent = (await ref.int32("ablated_latent"))[0];
+  const acts = `${sae.cfg.hookName}.hook_sae_acts_post`;
+  const ablate = (a: Tensor) => a.fillAt(-1, [latent], 0);
+  const variants: [string, boolean, boolean][] = [
+    ["logits_sae_replaced", false, false],
+    ["logits_sae_error_term", true, false],
+    ["logits_ablate", false, true],
+    ["logits_ablate_error_term", true, true],
+  ];
+  const got = new Map<string, Float32Array>();
+  for (const [key, useErrorTerm, ablated] of variants) {
+    using logits = await model.runWithHooksWithSaes(tokens, {
+      saes: [sae],
+      useErrorTerm,
+      fwdHooks: ablated ? [[acts, ablate]] : [],
     }) as Tensor;
-    const e = maxRelErr(await logits.toArray(), await ref.float32(key));
+    got.set(key, await logits.toArray() as Float32Array);
+    const e = maxRelErr(got.get(key)!, await ref.float32(key));
     assert.ok(e < TOL, `${key}: ${e}`);
   }
   using clean = await model.forward(tokens);
-  assert.ok(maxRelErr(await clean.toArray(), await ref.float32("logits_clean")) < TOL, "clean");
+  const c = await clean.toArray();
+  assert.ok(maxRelErr(c, await ref.float32("logits_clean")) < TOL, "clean logits");
+  // Each variant differs from the clean run as the reference's does (the SAE and the ablation act).
+  assert.ok(
+    maxRelErr(got.get("logits_sae_replaced")!, c) > 1e-3,
+    "the reconstruction changes the logits",
+  );
+  assert.ok(
+    maxRelErr(got.get("logits_ablate_error_term")!, c) > 1e-4,
+    "the ablation changes the logits",
+  );
 });
