@@ -1,6 +1,6 @@
 // Model conformance: every tensor TransformerLens computed for gpt2_tiny (GPT-2), rmsgqa_tiny
-// (Llama: RMSNorm, rotary, grouped-query attention, gated MLP) and neox_tiny (GPT-NeoX: partial
-// rotary, parallel attention + MLP), within 1e-4 of the tensor's max magnitude (the reference
+// (Llama: RMSNorm, rotary, grouped-query attention, gated MLP), neox_tiny (GPT-NeoX: partial
+// rotary, parallel attention + MLP), llama3_tiny and gemma2_tiny, within 1e-4 of the tensor's max magnitude (the reference
 // README: a correct float32 implementation lands within ~1e-5).
 import assert from "node:assert/strict";
 import { HookedTransformer } from "../src/model/model.ts";
@@ -58,15 +58,17 @@ async function compareRun(REF: string, model: HookedTransformer, file: string): 
   assert.ok(maxRelErr(await lpt.toArray(), await ref.float32("loss_per_token")) < TOL);
 }
 
-// llama3_tiny: Llama-3.1 rope scaling (rope_type "llama3"); it has no hf_logits (tests/rope_test.ts
-// compares its logits with a float64 re-implementation of HF's forward instead).
-for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "llama3_tiny"]) {
+// llama3_tiny: Llama-3.1 rope scaling (rope_type "llama3"); gemma2_tiny: Gemma-2 (post-norms, soft
+// caps, sliding window). Neither has hf_logits: tests/rope_test.ts and tests/gemma2_test.ts compare
+// their logits with a float64 re-implementation of HF's forward instead.
+for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "llama3_tiny", "gemma2_tiny"]) {
   const REF = new URL(`./reference/${name}/`, import.meta.url).pathname;
+  const hasHf = name !== "llama3_tiny" && name !== "gemma2_tiny";
 
-  Deno.test(`${name} unprocessed: every hook, logits, loss, loss_per_token match tl_raw; logits match HF`, async () => {
+  Deno.test(`${name} unprocessed: every hook, logits, loss, loss_per_token match tl_raw${hasHf ? "; logits match HF" : ""}`, async () => {
     using model = await HookedTransformer.fromPretrainedNoProcessing(`${REF}hf`);
     await compareRun(REF, model, "tl_raw.safetensors");
-    if (name === "llama3_tiny") return;
+    if (!hasHf) return;
     using hf = await SafetensorsFile.open(`${REF}hf_logits.safetensors`);
     using logits = await model.forward(await refTokens(REF));
     assert.ok(maxRelErr(await logits.toArray(), await hf.float32("logits")) < TOL);
