@@ -100,7 +100,7 @@ Deno.test({
     "dtype float16 stores dense weights as f16: logits within f16 rounding of float32; no backward",
   ignore: !(await initGpu()).f16,
 }, async () => {
-  for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny"]) {
+  for (const name of ["gpt2_tiny", "rmsgqa_tiny", "neox_tiny", "gemma2_tiny"]) {
     const dir = `${REF}${name}/hf`;
     using m32 = await HookedTransformer.fromPretrained(dir);
     using m16 = await HookedTransformer.fromPretrained(dir, { dtype: "float16" });
