@@ -309,14 +309,56 @@ function build(hf: Json, file: string): HookedTransformerConfig {
     }; // deno-fmt-ignore
   }
   if (arch === "GemmaForCausalLM" || arch === "Gemma2ForCausalLM") {
-    return gemma(arch, o, file, {
-      int,
-      num,
-      str,
-      optInt,
-      common,
-      ropeTheta,
-    });
+    // As TransformerLens configures them: Llama's shape with gelu-tanh, tied embeddings and
+    // `head_dim` free of d_model; Gemma-2 adds post-norms, soft caps, the attention scale
+    // sqrt(query_pre_attn_scalar) and sliding-window layers.
+    const v2 = arch === "Gemma2ForCausalLM";
+    const dModel = int("hidden_size");
+    const nHeads = int("num_attention_heads");
+    const dHead = optInt("head_dim") ?? dModel / nHeads;
+    const kv = optInt("num_key_value_heads");
+    const nLayers = int("num_hidden_layers");
+    const cap = (key: string): number => {
+      const c = num(key, 0);
+      if (c < 0 || c > 3e38) {
+        throw new ConfigError(file, `must be a positive float32 number or null, got ${c}`, key);
+      }
+      return c;
+    };
+    const attnTypes = v2 ? slidingLayers(o.layer_types, nLayers, file) : null;
+    const scalar = v2 ? num("query_pre_attn_scalar", dHead) : dHead;
+    if (!(scalar > 0)) {
+      throw new ConfigError(file, `must be positive, got ${scalar}`, "query_pre_attn_scalar");
+    }
+    return {
+      ...common(dModel, nHeads, dHead),
+      attnScale: Math.sqrt(scalar),
+      nLayers,
+      dMlp: int("intermediate_size"),
+      nCtx: int("max_position_embeddings"),
+      // HF's Gemma reads hidden_activation (gelu-tanh when absent) and ignores hidden_act.
+      actFn: str("hidden_activation", "gelu_pytorch_tanh"),
+      eps: num("rms_norm_eps", 1e-6),
+      normalizationType: "RMS",
+      positionalEmbeddingType: "rotary",
+      rotaryDim: dHead,
+      rotaryBase: ropeTheta,
+      ropeScaling: ropeScalingFromHf(o, file),
+      nKeyValueHeads: kv !== null && kv !== nHeads ? kv : null,
+      parallelAttnMlp: false,
+      gatedMlp: true,
+      finalRms: true,
+      scaleAttnByInverseLayerIdx: false,
+      tieWordEmbeddings: o.tie_word_embeddings !== false,
+      attnBias: o.attention_bias === true,
+      mlpBias: false,
+      useNormalizationBeforeAndAfter: v2,
+      attnScoresSoftCap: v2 ? cap("attn_logit_softcapping") : 0,
+      outputLogitsSoftCap: v2 ? cap("final_logit_softcapping") : 0,
+      useLocalAttn: attnTypes !== null,
+      windowSize: attnTypes ? int("sliding_window") : null,
+      attnTypes,
+    }; // deno-fmt-ignore
   }
   if (arch === "GPTNeoXForCausalLM") {
     const dModel = int("hidden_size");
@@ -356,114 +398,31 @@ function build(hf: Json, file: string): HookedTransformerConfig {
   );
 }
 
-/** The readers `build` uses, handed to the per-family builders below. */
-interface Readers {
-  int: (key: string, ...alts: string[]) => number;
-  num: (key: string, dflt: number) => number;
-  str: (key: string, dflt: string) => string;
-  optInt: (key: string) => number | null;
-  common: (dModel: number, nHeads: number, dHead: number) => Omit<
-    HookedTransformerConfig,
-    | "nLayers"
-    | "dMlp"
-    | "nCtx"
-    | "actFn"
-    | "eps"
-    | "normalizationType"
-    | "positionalEmbeddingType"
-    | "rotaryDim"
-    | "rotaryBase"
-    | "ropeScaling"
-    | "nKeyValueHeads"
-    | "parallelAttnMlp"
-    | "gatedMlp"
-    | "finalRms"
-    | "scaleAttnByInverseLayerIdx"
-    | "tieWordEmbeddings"
-    | "attnBias"
-    | "mlpBias"
-  >;
-  ropeTheta: number;
-}
-
 /**
- * Gemma (1) and Gemma-2 as TransformerLens configures them: Llama's shape (RMSNorm, rotary,
- * grouped-query attention, gated MLP) with gelu-tanh, tied embeddings, `head_dim` free of
- * d_model; Gemma-2 adds post-norms, soft caps, the attention scale sqrt(query_pre_attn_scalar)
- * and sliding-window layers (`layer_types`, or HF's rule: even layers slide).
+ * Gemma-2's attention kind per layer: from `layer_types` ("sliding_attention" is local,
+ * "full_attention" global), else Hugging Face's rule (layer 0 slides, then they alternate); null
+ * when no layer slides.
  */
-function gemma(
-  arch: string,
-  o: Record<string, Json>,
+function slidingLayers(
+  lt: Json | undefined,
+  nLayers: number,
   file: string,
-  { int, num, str, optInt, common, ropeTheta }: Readers,
-): HookedTransformerConfig {
-  const v2 = arch === "Gemma2ForCausalLM";
-  const dModel = int("hidden_size");
-  const nHeads = int("num_attention_heads");
-  const dHead = optInt("head_dim") ?? dModel / nHeads;
-  const kv = optInt("num_key_value_heads");
-  const nLayers = int("num_hidden_layers");
-  const cap = (key: string): number => {
-    const c = num(key, 0);
-    if (c < 0 || c > 3e38) {
-      throw new ConfigError(file, `must be a positive float32 number or null, got ${c}`, key);
+): ("global" | "local")[] | null {
+  let types: ("global" | "local")[];
+  if (lt !== undefined && lt !== null) {
+    if (
+      !Array.isArray(lt) || lt.length !== nLayers ||
+      lt.some((t) => t !== "sliding_attention" && t !== "full_attention")
+    ) {
+      throw new ConfigError(
+        file,
+        `must list "sliding_attention" or "full_attention" for each of the ${nLayers} layers`,
+        "layer_types",
+      );
     }
-    return c;
-  };
-  let attnTypes: ("global" | "local")[] | null = null;
-  let windowSize: number | null = null;
-  if (v2) {
-    const lt = o.layer_types;
-    if (lt !== undefined && lt !== null) {
-      if (
-        !Array.isArray(lt) || lt.length !== nLayers ||
-        lt.some((t) => t !== "sliding_attention" && t !== "full_attention")
-      ) {
-        throw new ConfigError(
-          file,
-          `must list "sliding_attention" or "full_attention" for each of the ${nLayers} layers`,
-          "layer_types",
-        );
-      }
-      attnTypes = lt.map((t) => t === "sliding_attention" ? "local" : "global");
-    } else {
-      attnTypes = Array.from({ length: nLayers }, (_, i) => (i + 1) % 2 ? "local" : "global");
-    }
-    if (attnTypes.includes("local")) windowSize = int("sliding_window");
-    else attnTypes = null;
+    types = lt.map((t) => t === "sliding_attention" ? "local" : "global");
+  } else {
+    types = Array.from({ length: nLayers }, (_, i) => (i + 1) % 2 ? "local" : "global");
   }
-  const scalar = v2 ? num("query_pre_attn_scalar", dHead) : dHead;
-  if (!(scalar > 0)) {
-    throw new ConfigError(file, `must be positive, got ${scalar}`, "query_pre_attn_scalar");
-  }
-  return {
-    ...common(dModel, nHeads, dHead),
-    attnScale: Math.sqrt(scalar),
-    nLayers,
-    dMlp: int("intermediate_size"),
-    nCtx: int("max_position_embeddings"),
-    // HF's Gemma reads hidden_activation (gelu-tanh when absent) and ignores hidden_act.
-    actFn: str("hidden_activation", "gelu_pytorch_tanh"),
-    eps: num("rms_norm_eps", 1e-6),
-    normalizationType: "RMS",
-    positionalEmbeddingType: "rotary",
-    rotaryDim: dHead,
-    rotaryBase: ropeTheta,
-    ropeScaling: ropeScalingFromHf(o, file),
-    nKeyValueHeads: kv !== null && kv !== nHeads ? kv : null,
-    parallelAttnMlp: false,
-    gatedMlp: true,
-    finalRms: true,
-    scaleAttnByInverseLayerIdx: false,
-    tieWordEmbeddings: o.tie_word_embeddings !== false,
-    attnBias: o.attention_bias === true,
-    mlpBias: false,
-    useNormalizationBeforeAndAfter: v2,
-    attnScoresSoftCap: v2 ? cap("attn_logit_softcapping") : 0,
-    outputLogitsSoftCap: v2 ? cap("final_logit_softcapping") : 0,
-    useLocalAttn: attnTypes !== null,
-    windowSize,
-    attnTypes,
-  };
+  return types.includes("local") ? types : null;
 }
