@@ -1,6 +1,5 @@
 /**
  * Attention (multi-head, grouped-query, rotary), causal, with Gemma-2's soft cap on the scores
- * Attention (multi-head, grouped-query, rotary), causal, with Gemma-2's soft cap on the scores
  * and sliding window on its local layers. Hook points under `blocks.L.attn.`, in firing order:
  * `hook_q`, `hook_k`, `hook_v` (k and v with Hkv heads under grouped-query attention),
  * `hook_rot_q`, `hook_rot_k` (rotary models), `hook_attn_scores` (soft-capped, then causal and
