@@ -24,6 +24,7 @@ const ARCHS: [string, string | null][] = [
   ["rmsgqa_tiny", "std_resid_post1"],
   ["neox_tiny", "topk_resid_mid"],
   ["llama3_tiny", null], // Llama 3 rope scaling
+  ["gemma2_tiny", "gemmascope_blocks_1_hook_resid_post"], // soft caps, sliding window of 4
 ];
 
 /** A batch of 2-6 random prompts of 2-9 tokens, padded on `side`, with its mask. */
