@@ -8,10 +8,11 @@
  * the format check are fetched again. Repository ids, revisions and file names must be plain
  * path components; TransformerLens's model aliases ("gpt2-small", "pythia-70m") are accepted.
  *
- * @example
- * ```ts
+ * @example Download one file (not run as a doc test: it needs the network)
+ * ```
  * import { hubFile } from "./hub.ts";
  * const path = await hubFile("openai-community/gpt2", "config.json");
+ * console.log(path); // ~/.cache/huggingface/hub/models--openai-community--gpt2/snapshots/<commit>/config.json
  * ```
  * @module
  */
@@ -317,9 +318,12 @@ async function headOf(url: string, headers: Record<string, string>): Promise<Res
  * of LFS files, format) and only then renamed into the cache; a cached file that fails the
  * format check is fetched again (or, offline, reported).
  *
- * @example
- * ```ts
- * const cfg = await hubFile("org/model", "config.json");
+ * @example Not run as a doc test: it needs the network
+ * ```
+ * import { hubFile } from "./hub.ts";
+ * const cfg = await hubFile("openai-community/gpt2", "config.json");
+ * const card = await hubFile("openai-community/gpt2", "NO_SUCH_FILE.md", { optional: true });
+ * console.log(cfg, card); // <cache path> null
  * ```
  */
 export async function hubFile(
@@ -544,9 +548,12 @@ async function download(
  * shards; tokenizer files if present) and returns the local snapshot directory. `id` is a hub
  * id ("org/name" or "name") or a TransformerLens alias ({@link resolveModelAlias}).
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: it needs the network
+ * ```
+ * import { hubModelDir } from "./hub.ts";
+ * import { HookedTransformer } from "../../mod.ts";
  * const dir = await hubModelDir("openai-community/gpt2");
+ * const model = await HookedTransformer.fromPretrained(dir);
  * ```
  */
 export async function hubModelDir(id: string, opts: HubOptions = {}): Promise<string> {
@@ -584,9 +591,12 @@ export async function hubModelDir(id: string, opts: HubOptions = {}): Promise<st
  * Downloads an SAE ("org/name/path/in/repo": cfg.json + sae_weights.safetensors) and returns
  * its local directory.
  *
- * @example
- * ```ts
- * const dir = await hubSaeDir("org/saes/blocks.8.hook_resid_pre");
+ * @example Not run as a doc test: it needs the network
+ * ```
+ * import { hubSaeDir } from "./hub.ts";
+ * import { SAE } from "../../mod.ts";
+ * const dir = await hubSaeDir("jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre");
+ * const sae = await SAE.load(dir);
  * ```
  */
 export async function hubSaeDir(id: string, opts: HubOptions = {}): Promise<string> {
