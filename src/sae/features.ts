@@ -146,7 +146,7 @@ export async function topLatentsPerToken(
  * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/topk_mlp_out0");
  * const stopAtLayer = layerAfter(model, sae); // 1: blocks.0.hook_mlp_out is in layer 0
  * const [, cache] = await model.runWithCacheWithSaes([[1, 2, 3]], { saes: [sae], stopAtLayer });
- * using acts = cache.get("blocks.0.hook_mlp_out.hook_sae_acts_post");
+ * const acts = cache.get("blocks.0.hook_mlp_out.hook_sae_acts_post");
  * assert.deepEqual(acts.shape, [1, 3, sae.cfg.dSae]);
  * cache.dispose();
  * ```

@@ -351,7 +351,7 @@ export class HookedSAETransformer extends HookedTransformer {
    * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
    * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
    * const [logits, cache] = await model.runWithCacheWithSaes([[1, 2, 3]], { saes: [sae] });
-   * using acts = cache.get("blocks.1.hook_resid_pre.hook_sae_acts_post");
+   * const acts = cache.get("blocks.1.hook_resid_pre.hook_sae_acts_post");
    * assert.deepEqual(acts.shape, [1, 3, 256]); // [batch, pos, d_sae]
    * cache.dispose();
    * (logits as Tensor).dispose();
