@@ -567,7 +567,7 @@ export class HookedTransformer {
    * ```
    */
   forward(input: Input, opts: ForwardOptions & { returnType: "both" }): Promise<LogitsAndLoss>;
-  /** Logits [batch, pos, d_vocab], or with `returnType: "loss"` the loss (shape [1]). */
+  /** Logits [batch, pos, d_vocab], or with `returnType: "loss"` the loss (a scalar, shape []). */
   forward(input: Input, opts?: ForwardOptions): Promise<Tensor>;
   forward(input: Input, opts: ForwardOptions = {}): Promise<ForwardOutput> {
     return this.#call(opts.signal, null, (spec) => runForward(this.#host, input, opts, null, spec));

@@ -3,8 +3,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { HookedTransformer } from "@hooklens/hooklens";
  * import type { ForwardOptions } from "./options.ts";
+ *
+ * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
  * const opts: ForwardOptions = { returnType: "loss" };
+ * using loss = await model.forward([[1, 2, 3]], opts);
+ * assert.deepEqual(loss.shape, []); // a scalar: the mean next-token cross-entropy
  * ```
  * @module
  */

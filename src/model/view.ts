@@ -129,7 +129,7 @@ export class ModelView implements Disposable {
    * ```
    */
   forward(input: Input, opts: ForwardOptions & { returnType: "both" }): Promise<LogitsAndLoss>;
-  /** Logits [batch, pos, d_vocab], or with `returnType: "loss"` the loss (shape [1]). */
+  /** Logits [batch, pos, d_vocab], or with `returnType: "loss"` the loss (a scalar, shape []). */
   forward(input: Input, opts?: ForwardOptions): Promise<Tensor>;
   forward(input: Input, opts: ForwardOptions = {}): Promise<ForwardOutput> {
     return this.#async(() => this.#host.forward(input, opts));
