@@ -4,14 +4,18 @@
  *
  * @example
  * ```ts
- * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
- * const model = await HookedSAETransformer.fromPretrained("models/demo-pycode/hf");
- * const sae = await SAE.load("models/demo-pycode/sae");
+ * import assert from "node:assert/strict";
+ * import { HookedSAETransformer, provenanceOf, SAE } from "@hooklens/hooklens";
+ *
+ * using model = await HookedSAETransformer.fromPretrained("models/demo-pycode/hf");
+ * using sae = await SAE.load("models/demo-pycode/sae");
  * {
- *   using _ctx = model.withSaes([sae]);
- *   const logits = await model.forward([[1, 2, 3]]);
- *   console.log(logits.shape);
+ *   using withSae = model.withSaes([sae]); // attached until the block ends, also on a throw
+ *   using logits = await withSae.forward("def f(x):");
+ *   assert.deepEqual(logits.shape, [1, 6, 50257]); // [batch, pos, d_vocab]
+ *   assert.equal(provenanceOf(logits)?.saes[0].hookName, "blocks.2.hook_resid_pre");
  * }
+ * assert.equal(model.attachedSaes.size, 0);
  * ```
  * @module
  */

@@ -28,7 +28,11 @@ export const DEMO_CORPUS: string = new URL("models/demo-pycode/corpus.txt", ROOT
  *
  * @example
  * ```ts
- * const texts = await loadCorpus(DEMO_CORPUS);
+ * import assert from "node:assert/strict";
+ * import { DEMO_CORPUS, loadCorpus } from "./cli.ts";
+ *
+ * const texts = await loadCorpus(DEMO_CORPUS); // snippets separated by "# ----" lines
+ * assert.ok(texts.length > 1 && texts.every((t) => t.trim().length > 0));
  * ```
  */
 export async function loadCorpus(path: string): Promise<string[]> {
@@ -41,7 +45,13 @@ export async function loadCorpus(path: string): Promise<string[]> {
  *
  * @example
  * ```ts
- * const { model, sae } = await loadModelAndSae(undefined, undefined);
+ * import assert from "node:assert/strict";
+ * import { loadModelAndSae } from "./cli.ts";
+ *
+ * const { model, sae } = await loadModelAndSae(undefined, undefined); // the demo model and SAE
+ * using _model = model;
+ * using _sae = sae;
+ * assert.equal(sae.cfg.hookName, "blocks.2.hook_resid_pre");
  * ```
  */
 export async function loadModelAndSae(
