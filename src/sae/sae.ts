@@ -186,8 +186,18 @@ export class SAE {
    * (`HF_HUB_OFFLINE=1` or `{ offline: true }`), reading it from there. Without an id, `release`
    * is a local directory or hub path, as for {@link SAE.load}.
    *
-   * @example
+   @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { SAE } from "@hooklens/hooklens";
+   *
+   * // Without an id: a local folder (or hub path), as SAE.load.
+   * using sae = await SAE.fromPretrained("tests/reference/gpt2_tiny/saes/jumprelu_z1");
+   * assert.equal(sae.cfg.architecture, "jumprelu");
+   * ```
+   *
+   * @example By release and id (not run as a doc test: it downloads from the hub)
+   * ```
    * const sae = await SAE.fromPretrained("gemma-scope-2b-pt-res-canonical", "layer_20/width_16k/canonical");
    * console.log(sae.cfg.hookName); // blocks.20.hook_resid_post
    * ```
