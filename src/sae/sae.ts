@@ -186,7 +186,7 @@ export class SAE {
    * (`HF_HUB_OFFLINE=1` or `{ offline: true }`), reading it from there. Without an id, `release`
    * is a local directory or hub path, as for {@link SAE.load}.
    *
-   @example
+   * @example
    * ```ts
    * import assert from "node:assert/strict";
    * import { SAE } from "@hooklens/hooklens";
