@@ -42,15 +42,26 @@ export type {
 export { gatherPositions } from "./src/gpu/kernels/padding.ts";
 export { lastTokenIndices } from "./src/model/padding.ts";
 export type { AttentionMask, PaddingSide } from "./src/model/padding.ts";
-export type { HookedTransformerConfig } from "./src/model/config.ts";
+export type { HookedTransformerConfig, NormalizationType } from "./src/model/config.ts";
+export type { ToTokensOptions } from "./src/model/options.ts";
+export type { ProcessingOptions } from "./src/model/processing.ts";
+export type { HfTokenizer } from "./src/io/tokenizer.ts";
+export type { Json } from "./src/io/json.ts";
 export type { RopeScaling } from "./src/model/rope.ts";
 export { SUPPORTED_ARCHITECTURES } from "./src/model/config.ts";
 export { ActivationCache, actName } from "./src/model/cache.ts";
 export type { CacheModel, LabeledStack, StackOptions } from "./src/model/cache.ts";
-export type { AddHookOptions, HookFn, HookPoint, HookSpec } from "./src/model/hooks.ts";
+export type {
+  AddHookOptions,
+  HookEntry,
+  HookFn,
+  HookPoint,
+  HookRegistry,
+  HookSpec,
+} from "./src/model/hooks.ts";
 export { SAE } from "./src/sae/sae.ts";
-export type { SaeLoadOptions } from "./src/sae/sae.ts";
-export type { SaeConfig } from "./src/sae/config.ts";
+export type { SaeHookRunner, SaeLoadOptions } from "./src/sae/sae.ts";
+export type { NormalizeActivations, SaeArchitecture, SaeConfig } from "./src/sae/config.ts";
 export { Transcoder, transcoderConfigFromJson } from "./src/sae/transcoder.ts";
 export type {
   TranscoderArchitecture,
