@@ -14,6 +14,7 @@
  * await writeSafetensors(path, { w: { dtype: "F32", shape: [2], data } });
  * using f = await SafetensorsFile.open(path);
  * assert.deepEqual(await f.float32("w"), data);
+ * await Deno.remove(path);
  * ```
  * @module
  */
@@ -498,6 +499,7 @@ export function encodeSafetensors(
  * });
  * using f = await SafetensorsFile.open(path);
  * assert.equal(f.header.metadata.format, "pt");
+ * await Deno.remove(path);
  * ```
  */
 export async function writeSafetensors(
