@@ -415,8 +415,17 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * const { tokens, attentionMask } = model.toTokensWithMask(["a b", "a b c d"], { paddingSide: "left" });
-   * const logits = await model.forward(tokens, { attentionMask });
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("models/demo-pycode/hf"); // has a tokenizer
+   * const { tokens, attentionMask } = model.toTokensWithMask(["a b", "a b c d"], {
+   *   paddingSide: "left",
+   * });
+   * using _tokens = tokens;
+   * assert.deepEqual(attentionMask, [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]); // BOS, then the words
+   * using logits = await model.forward(tokens, { attentionMask });
+   * assert.deepEqual(logits.shape, [2, 5, 50257]);
    * ```
    */
   toTokensWithMask(text: string | string[], opts: ToTokensOptions = {}): TokensWithMask {
@@ -432,7 +441,14 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * const at = model.getTokenPosition(" Mary", ["When Mary and John", "Then Mary"], { paddingSide: "left" });
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("models/demo-pycode/hf"); // has a tokenizer
+   * const at = model.getTokenPosition(" Mary", ["When Mary and John", "Then Mary"], {
+   *   paddingSide: "left",
+   * });
+   * assert.deepEqual(at, [2, 4]); // the second row is left-padded by two
    * ```
    */
   getTokenPosition(

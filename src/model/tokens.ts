@@ -83,7 +83,18 @@ export function encodeTexts(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { HfTokenizer } from "../io/tokenizer.ts";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { configFromHf } from "./config.ts";
+ * import { encodeBatch } from "./tokens.ts";
+ *
+ * const dir = "models/demo-pycode/hf"; // a GPT-2 tokenizer
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * const tokenizer = await HfTokenizer.load(dir);
  * const { rows, padding } = encodeBatch(cfg, tokenizer, ["a", "a b c"], { paddingSide: "left" });
+ * assert.equal(rows[0].length, rows[1].length);
+ * assert.deepEqual(padding.mask, [[0, 0, 1, 1], [1, 1, 1, 1]]);
  * ```
  */
 export function encodeBatch(
@@ -205,7 +216,21 @@ export function tokensTensor(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { HfTokenizer } from "../io/tokenizer.ts";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { configFromHf } from "./config.ts";
+ * import { batchInput } from "./tokens.ts";
+ *
+ * await initGpu();
+ * const dir = "models/demo-pycode/hf"; // a GPT-2 tokenizer
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * const tokenizer = await HfTokenizer.load(dir);
  * const { tokens, padding } = batchInput(cfg, tokenizer, ["a", "a b"], { paddingSide: "left" });
+ * using _tokens = tokens;
+ * assert.deepEqual(tokens.shape, [2, 3]);
+ * assert.deepEqual(padding?.starts, [1, 0]);
  * ```
  */
 export function batchInput(
@@ -244,7 +269,18 @@ export function batchInput(
  *
  * @example
  * ```ts
- * const padding = inputPadding(cfg, tokenizer, ["a", "a b"], {});
+ * import assert from "node:assert/strict";
+ * import { HfTokenizer } from "../io/tokenizer.ts";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { configFromHf } from "./config.ts";
+ * import { inputPadding } from "./tokens.ts";
+ *
+ * const dir = "models/demo-pycode/hf"; // a GPT-2 tokenizer
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * const tokenizer = await HfTokenizer.load(dir);
+ * const padding = inputPadding(cfg, tokenizer, ["a", "a b"], {}); // the model's side: right
+ * assert.deepEqual(padding?.mask, [[1, 1, 0], [1, 1, 1]]);
+ * assert.equal(inputPadding(cfg, tokenizer, [[1, 2]], {}), null); // nothing masked
  * ```
  */
 export function inputPadding(

@@ -234,7 +234,19 @@ export function rotary(
  *
  * @example
  * ```ts
- * const rq = rotaryRows(q, table, 16, 0, starts);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { rotaryRows } from "./attention.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * // Tables for n_ctx 2, rotary dim 2: position 0 no rotation, position 1 a quarter turn.
+ * using table = Tensor.from([1, 1, 0, 0, 0, 0, 1, 1], [2, 2, 2]);
+ * using q = Tensor.from([1, 0, 1, 0, 1, 0, 1, 0], [2, 2, 1, 2]); // [batch, pos, heads, d_head]
+ * using starts = Tensor.from([1, 0], [2], "int32"); // row 0 is left-padded by one
+ * using rq = rotaryRows(q, table, 2, 0, starts);
+ * // Row 0's real token is its position 0 (not rotated); row 1's second token is position 1.
+ * assert.deepEqual(r4(await rq.toArray()), [1, 0, 1, 0, 1, 0, 0, 1]);
  * ```
  */
 export function rotaryRows(

@@ -120,7 +120,15 @@ export function embedPositions(table: Tensor, batch: number, pos: number, offset
  *
  * @example
  * ```ts
- * const p = embedPositionsRows(W_pos, 2, 12, 0, starts);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { embedPositionsRows } from "./embed.ts";
+ *
+ * await initGpu();
+ * using W_pos = Tensor.from([10, 20, 30], [3, 1]); // [n_ctx, d]
+ * using starts = Tensor.from([1, 0], [2], "int32"); // row 0 is left-padded by one
+ * using p = embedPositionsRows(W_pos, 2, 3, 0, starts);
+ * assert.deepEqual([...await p.toArray()], [10, 10, 20, 10, 20, 30]);
  * ```
  */
 export function embedPositionsRows(

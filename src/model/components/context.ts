@@ -228,7 +228,22 @@ export function contextFor(
  *
  * @example
  * ```ts
- * const padded = withPad(ctx, padState(padding));
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { paddingOf, padState } from "../padding.ts";
+ * import { contextFor, plainHookPoints, withPad } from "./context.ts";
+ *
+ * await initGpu();
+ * const path = "tests/reference/gpt2_tiny/hf/config.json";
+ * const cfg = configFromHf(await readJsonFile(path), path);
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * const pad = padState(paddingOf([2, 3], 3, "left"));
+ * const padded = withPad(ctx, pad);
+ * assert.equal(padded.pad, pad);
+ * assert.equal(padded.cfg, ctx.cfg); // everything else as before
  * ```
  */
 export function withPad(ctx: RunContext, pad: PadState | null): RunContext {

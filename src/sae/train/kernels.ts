@@ -7,10 +7,34 @@
  *
  * @example
  * ```ts
- * import { createTrainStep, recordTrainStep, readStepMetrics } from "./kernels.ts";
- * const st = createTrainStep(shape, initParams);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readStepMetrics, recordTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
  * recordTrainStep(st, batch, { lr: 3e-4, coefficient: 1, step: 1 });
  * const [m] = await readStepMetrics(st, 1);
+ * assert.ok(m.mseLoss > 0 && m.overallLoss >= m.mseLoss);
+ * disposeTrainStep(st);
  * ```
  * @module
  */
@@ -90,7 +114,10 @@ const ARCH_CODE: Record<TrainArchitecture, number> = {
  *
  * @example
  * ```ts
- * TRAIN_PARAMS.gated; // ["b_dec", "W_dec", "W_enc", "b_gate", "r_mag", "b_mag"]
+ * import assert from "node:assert/strict";
+ * import { TRAIN_PARAMS } from "./kernels.ts";
+ *
+ * assert.deepEqual(TRAIN_PARAMS.gated, ["b_dec", "W_dec", "W_enc", "b_gate", "r_mag", "b_mag"]);
  * ```
  */
 export const TRAIN_PARAMS: Readonly<Record<TrainArchitecture, readonly string[]>> = {
@@ -200,7 +227,22 @@ export interface TrainStep {
  *
  * @example
  * ```ts
- * trainParamSizes({ ...shape, dIn: 16, dSae: 48 }).W_enc; // 768
+ * import assert from "node:assert/strict";
+ * import { trainParamSizes } from "./kernels.ts";
+ *
+ * const shape = {
+ *   architecture: "jumprelu" as const,
+ *   batch: 4,
+ *   dIn: 16,
+ *   dSae: 48,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * assert.equal(trainParamSizes(shape).W_enc, 768); // d_in * d_sae
+ * assert.equal(trainParamSizes(shape).log_threshold, 48);
  * ```
  */
 export function trainParamSizes(shape: TrainShape): Record<string, number> {
@@ -218,7 +260,32 @@ export function trainParamSizes(shape: TrainShape): Record<string, number> {
  *
  * @example
  * ```ts
- * const st = createTrainStep(shape, { b_dec, W_dec, W_enc, b_enc });
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readTrainParams, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * assert.deepEqual((await readTrainParams(st)).W_enc, init.W_enc); // as given, before any step
+ * disposeTrainStep(st);
  * ```
  */
 export function createTrainStep(shape: TrainShape, init: Record<string, Float32Array>): TrainStep {
@@ -372,7 +439,33 @@ export type BatchSource = Float32Array | {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, recordTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
  * recordTrainStep(st, batch, { lr: 3e-4, coefficient: 1, step: st.steps + 1 });
+ * assert.equal(st.steps, 1);
+ * disposeTrainStep(st);
  * ```
  */
 export function recordTrainStep(st: TrainStep, batch: BatchSource, sched: StepSchedule): void {
@@ -457,7 +550,34 @@ export function recordTrainStep(st: TrainStep, batch: BatchSource, sched: StepSc
  *
  * @example
  * ```ts
- * const metrics = await readStepMetrics(st, 10);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readStepMetrics, recordTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * for (let step = 1; step <= 3; step++) recordTrainStep(st, batch, { lr: 1e-2, coefficient: 0, step });
+ * const metrics = await readStepMetrics(st, 3); // oldest first
+ * assert.ok(metrics[2].mseLoss < metrics[0].mseLoss); // it learns
+ * disposeTrainStep(st);
  * ```
  */
 export async function readStepMetrics(st: TrainStep, count: number): Promise<StepMetrics[]> {
@@ -494,7 +614,35 @@ export async function readStepMetrics(st: TrainStep, count: number): Promise<Ste
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readTrainParams, recordTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * recordTrainStep(st, batch, { lr: 1e-2, coefficient: 1, step: 1 });
  * const { W_enc, b_dec } = await readTrainParams(st);
+ * assert.notDeepEqual(W_enc, init.W_enc); // Adam moved it
+ * assert.equal(b_dec.length, 4);
+ * disposeTrainStep(st);
  * ```
  */
 export async function readTrainParams(st: TrainStep): Promise<Record<string, Float32Array>> {
@@ -520,7 +668,35 @@ export interface LatentStats {
  *
  * @example
  * ```ts
- * const { stepsSinceFired } = await readLatentStats(st);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readLatentStats, recordTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * recordTrainStep(st, batch, { lr: 1e-2, coefficient: 1, step: 1 });
+ * const { stepsSinceFired, fireCounts } = await readLatentStats(st);
+ * assert.equal(stepsSinceFired.length, 8);
+ * assert.ok(fireCounts.every((c, j) => (c > 0) === (stepsSinceFired[j] === 0)));
+ * disposeTrainStep(st);
  * ```
  */
 export async function readLatentStats(st: TrainStep): Promise<LatentStats> {
@@ -535,7 +711,35 @@ export async function readLatentStats(st: TrainStep): Promise<LatentStats> {
  *
  * @example
  * ```ts
- * const { featureActs } = await readStepForward(st);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readStepForward, recordTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * recordTrainStep(st, batch, { lr: 1e-2, coefficient: 1, step: 1 });
+ * const { featureActs, saeOut } = await readStepForward(st);
+ * assert.equal(featureActs.length, 4 * 8); // [batch, d_sae]
+ * assert.equal(saeOut.length, 4 * 4); // [batch, d_in]
+ * disposeTrainStep(st);
  * ```
  */
 export async function readStepForward(
@@ -559,7 +763,32 @@ export async function readStepForward(
  *
  * @example
  * ```ts
- * disposeTrainStep(st);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * disposeTrainStep(st); // frees its GPU buffers
+ * assert.ok(st);
  * ```
  */
 export function disposeTrainStep(st: TrainStep): void {
@@ -591,7 +820,34 @@ export interface TrainState {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readTrainState, recordTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * recordTrainStep(st, batch, { lr: 1e-2, coefficient: 1, step: 1 });
  * const state = await readTrainState(st);
+ * assert.ok(state.m.some((x) => x !== 0)); // Adam's moments after one step
+ * disposeTrainStep(st);
  * ```
  */
 export async function readTrainState(st: TrainStep): Promise<TrainState> {
@@ -618,7 +874,37 @@ export async function readTrainState(st: TrainStep): Promise<TrainState> {
  *
  * @example
  * ```ts
- * writeTrainState(st, state, 500);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readTrainParams, readTrainState, recordTrainStep, trainParamSizes, writeTrainState } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * recordTrainStep(st, batch, { lr: 1e-2, coefficient: 1, step: 1 });
+ * const state = await readTrainState(st);
+ * const again = createTrainStep(shape, init);
+ * writeTrainState(again, state, 1); // continues from step 1
+ * assert.deepEqual(await readTrainParams(again), await readTrainParams(st));
+ * disposeTrainStep(st);
+ * disposeTrainStep(again);
  * ```
  */
 export function writeTrainState(st: TrainStep, state: TrainState, steps: number): void {

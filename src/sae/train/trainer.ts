@@ -5,8 +5,8 @@
  * (folded into the saved SAE), dead-latent tracking, the metrics SAELens logs, and CE loss
  * recovered on an evaluation batch. Saved in SAELens's layout, which `SAE.load` reads.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: it trains an SAE on the demo model for minutes on lavapipe (the examples below train a small one fast)
+ * ```
  * import { HookedTransformer } from "../../model/model.ts";
  * import { saveTrainedSae, trainSae } from "./trainer.ts";
  * const model = await HookedTransformer.fromPretrained("models/demo-pycode/hf");
@@ -218,7 +218,13 @@ export interface ActivationSource {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { cpuActivationSource } from "./trainer.ts";
+ *
+ * await initGpu();
  * const src = cpuActivationSource(32, (rows) => new Float32Array(rows * 32).map(Math.random));
+ * assert.equal(src.dIn, 32);
  * ```
  */
 export function cpuActivationSource(
@@ -435,8 +441,20 @@ function inferenceWeights(
  *
  * @example
  * ```ts
- * const src = cpuActivationSource(32, makeRows);
- * const result = await trainSaeOnActivations(src, { hookName: "synthetic", dSae: 64, architecture: "topk", k: 3 });
+ * import assert from "node:assert/strict";
+ * import { cpuActivationSource, trainSaeOnActivations } from "./trainer.ts";
+ *
+ * const rows = (n: number) => Float32Array.from({ length: n * 8 }, (_, i) => Math.sin(i * 1.7));
+ * const src = cpuActivationSource(8, rows); // d_in 8, rows made on the CPU
+ * const result = await trainSaeOnActivations(src, {
+ *   hookName: "synthetic",
+ *   dSae: 16,
+ *   architecture: "topk",
+ *   k: 2,
+ *   totalSteps: 5,
+ *   batchSize: 8,
+ * });
+ * assert.equal(result.cfg.dSae, 16);
  * ```
  */
 export async function trainSaeOnActivations(
@@ -813,7 +831,18 @@ function contextStream(
  *
  * @example
  * ```ts
- * const src = modelActivationSource(model, "blocks.2.hook_resid_pre", { text: "def f(x):\n  return x" });
+ * import assert from "node:assert/strict";
+ * import { HookedTransformer } from "@hooklens/hooklens";
+ * import { modelActivationSource } from "./trainer.ts";
+ *
+ * using model = await HookedTransformer.fromPretrained("models/demo-pycode/hf");
+ * const src = modelActivationSource(model, "blocks.2.hook_resid_pre", {
+ *   text: "def f(x):\n  return x",
+ *   contextSize: 8,
+ *   excludeBos: true,
+ *   modelBatch: 1,
+ * });
+ * assert.equal(src.dIn, 128); // the model's d_model
  * ```
  */
 export function modelActivationSource(
@@ -889,10 +918,17 @@ function hookWidth(model: HookedTransformer, hookName: string): number {
  * `evalContexts` contexts. Config errors (d_sae 0, k > d_sae, unknown hook) throw a
  * TrainConfigError before any step.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: it trains for minutes (trainSaeOnActivations with a small totalSteps runs fast)
+ * ```
+ * import { HookedTransformer } from "../../../mod.ts";
+ * import { trainSae } from "./trainer.ts";
  * const model = await HookedTransformer.fromPretrained("models/demo-pycode/hf");
- * const { sae, eval: ce } = await trainSae(model, { hookName: "blocks.2.hook_resid_pre", dSae: 512, architecture: "topk", k: 16 }, {
+ * const { sae, eval: ce } = await trainSae(model, {
+ *   hookName: "blocks.2.hook_resid_pre",
+ *   dSae: 512,
+ *   architecture: "topk",
+ *   k: 16,
+ * }, {
  *   onProgress: (p) => console.log(p.step, p.metrics.mseLoss),
  * });
  * ```
@@ -966,8 +1002,25 @@ export async function trainSae(
  *
  * @example
  * ```ts
- * await saveTrainedSae("out/my_sae", result);
- * const sae = await SAE.load("out/my_sae");
+ * import assert from "node:assert/strict";
+ * import { SAE } from "@hooklens/hooklens";
+ * import { cpuActivationSource, saveTrainedSae, trainSaeOnActivations } from "./trainer.ts";
+ *
+ * const rows = (n: number) => Float32Array.from({ length: n * 8 }, (_, i) => Math.sin(i * 1.7));
+ * const src = cpuActivationSource(8, rows); // d_in 8, rows made on the CPU
+ * const result = await trainSaeOnActivations(src, {
+ *   hookName: "synthetic",
+ *   dSae: 16,
+ *   architecture: "topk",
+ *   k: 2,
+ *   totalSteps: 5,
+ *   batchSize: 8,
+ * });
+ * const dir = await Deno.makeTempDir();
+ * await saveTrainedSae(dir, result);
+ * using sae = await SAE.load(dir);
+ * assert.equal(sae.cfg.architecture, "topk");
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function saveTrainedSae(
