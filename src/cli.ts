@@ -272,7 +272,10 @@ function needText(values: CliValues, cmd: string): string {
  *
  * @example
  * ```ts
- * console.log(Object.keys(COMMANDS)); // ["demo", "features", ...]
+ * import assert from "node:assert/strict";
+ * import { COMMANDS } from "./cli.ts";
+ *
+ * assert.ok("demo" in COMMANDS && "features" in COMMANDS);
  * ```
  */
 export const COMMANDS: Record<string, CliCommand> = {
@@ -375,7 +378,10 @@ export const COMMANDS: Record<string, CliCommand> = {
  *
  * @example
  * ```ts
- * console.log(helpText());
+ * import assert from "node:assert/strict";
+ * import { helpText } from "./cli.ts";
+ *
+ * assert.match(helpText(), /demo/);
  * ```
  */
 export function helpText(): string {
@@ -401,7 +407,11 @@ Errors print one line and exit with status 1 (2 for a usage error); --verbose ad
  *
  * @example
  * ```ts
- * await main(["doctor", "--json"]);
+ * import assert from "node:assert/strict";
+ * import { main } from "./cli.ts";
+ *
+ * await main(["doctor", "--json"]); // prints what the GPU and the models look like, as JSON
+ * await assert.rejects(main(["no-such-command"]));
  * ```
  */
 export async function main(args: string[]): Promise<void> {
@@ -438,7 +448,11 @@ export async function main(args: string[]): Promise<void> {
  *
  * @example
  * ```ts
- * Deno.exit(await runCli(Deno.args));
+ * import assert from "node:assert/strict";
+ * import { runCli } from "./cli.ts";
+ *
+ * // In a script: Deno.exit(await runCli(Deno.args));
+ * assert.equal(await runCli(["no-such-command"]), 2); // a usage error, said on stderr
  * ```
  */
 export async function runCli(args: string[]): Promise<number> {

@@ -71,8 +71,11 @@ export function hubCacheDir(): string {
  *
  * @example
  * ```ts
- * isSafeComponent("main"); // true
- * isSafeComponent(".."); // false
+ * import assert from "node:assert/strict";
+ * import { isSafeComponent } from "./hub.ts";
+ *
+ * assert.equal(isSafeComponent("main"), true);
+ * assert.equal(isSafeComponent(".."), false);
  * ```
  */
 export function isSafeComponent(s: string): boolean {
@@ -92,8 +95,12 @@ function isRepoId(s: string): boolean {
  *
  * @example
  * ```ts
- * isHubId("gpt2"); // true
- * isHubId("jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre", true); // true
+ * import assert from "node:assert/strict";
+ * import { isHubId } from "./hub.ts";
+ *
+ * assert.equal(isHubId("gpt2"), true);
+ * assert.equal(isHubId("jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre", true), true);
+ * assert.equal(isHubId("../etc"), false);
  * ```
  */
 export function isHubId(s: string, withPath = false): boolean {
@@ -172,8 +179,11 @@ const ALIASES: ReadonlyMap<string, string> = new Map(
  *
  * @example
  * ```ts
- * resolveModelAlias("gpt2-small"); // "gpt2"
- * resolveModelAlias("my-org/my-model"); // "my-org/my-model"
+ * import assert from "node:assert/strict";
+ * import { resolveModelAlias } from "./hub.ts";
+ *
+ * assert.equal(resolveModelAlias("gpt2-small"), "gpt2");
+ * assert.equal(resolveModelAlias("my-org/my-model"), "my-org/my-model");
  * ```
  */
 export function resolveModelAlias(name: string): string {
@@ -251,7 +261,13 @@ export interface Announced {
  *
  * @example
  * ```ts
- * await verifyHubFile("/tmp/config.json", "org/model/config.json", { size: 512 });
+ * import assert from "node:assert/strict";
+ * import { HubError, verifyHubFile } from "./hub.ts";
+ *
+ * const path = "tests/reference/gpt2_tiny/hf/config.json";
+ * const { size } = await Deno.stat(path);
+ * await verifyHubFile(path, "org/model/config.json", { size });
+ * await assert.rejects(verifyHubFile(path, "org/model/config.json", { size: size + 1 }), HubError);
  * ```
  */
 export async function verifyHubFile(

@@ -384,7 +384,16 @@ export class SafetensorsFile implements Disposable {
    *
    * @example
    * ```ts
-   * const w = await f.floatWeights("transformer.wte.weight");
+   * import assert from "node:assert/strict";
+   * import { WeightsError } from "../errors.ts";
+   * import { encodeSafetensors, SafetensorsFile } from "./safetensors.ts";
+   *
+   * using f = SafetensorsFile.fromBytes("mem", encodeSafetensors({
+   *   w: { dtype: "F32", shape: [2], data: new Float32Array([1, 2]) },
+   *   ids: { dtype: "I32", shape: [2], data: new Int32Array([1, 2]) },
+   * }));
+   * assert.deepEqual(await f.floatWeights("w"), new Float32Array([1, 2]));
+   * await assert.rejects(f.floatWeights("ids"), WeightsError); // integers are not weights
    * ```
    */
   async floatWeights(name: string): Promise<Float32Array> {
