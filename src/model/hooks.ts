@@ -167,7 +167,22 @@ export function layeredHooks(layers: readonly HookRegistry[]): HookLookup {
  *
  * @example
  * ```ts
- * attachHooks([["hook_embed", (a) => a.scale(2)]], {}, registry, () => names, checkName);
+ * import assert from "node:assert/strict";
+ * import { HookNameError } from "../errors.ts";
+ * import { attachHooks, HookRegistry } from "./hooks.ts";
+ *
+ * const registry = new HookRegistry();
+ * const names = ["hook_embed", "hook_pos_embed"];
+ * const checkName = (n: string) => {
+ *   if (!names.includes(n)) throw new HookNameError(`no hook point ${n}`);
+ * };
+ * attachHooks([[(n) => n.startsWith("hook_"), () => {}]], {}, registry, () => names, checkName);
+ * assert.deepEqual(registry.names(), ["hook_embed", "hook_pos_embed"]);
+ * assert.throws(
+ *   () => attachHooks([["hook_embed", () => {}], ["nope", () => {}]], {}, registry, () => names, checkName),
+ *   HookNameError,
+ * );
+ * assert.equal(registry.size, 2); // the invalid name attached nothing
  * ```
  */
 export function attachHooks(
