@@ -4,14 +4,18 @@
  *
  * @example
  * ```ts
- * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
- * const model = await HookedSAETransformer.fromPretrained("models/demo-pycode/hf");
- * const sae = await SAE.load("models/demo-pycode/sae");
+ * import assert from "node:assert/strict";
+ * import { HookedSAETransformer, provenanceOf, SAE } from "@hooklens/hooklens";
+ *
+ * using model = await HookedSAETransformer.fromPretrained("models/demo-pycode/hf");
+ * using sae = await SAE.load("models/demo-pycode/sae");
  * {
- *   using _ctx = model.withSaes([sae]);
- *   const logits = await model.forward([[1, 2, 3]]);
- *   console.log(logits.shape);
+ *   using withSae = model.withSaes([sae]); // attached until the block ends, also on a throw
+ *   using logits = await withSae.forward("def f(x):");
+ *   assert.deepEqual(logits.shape, [1, 6, 50257]); // [batch, pos, d_vocab]
+ *   assert.equal(provenanceOf(logits)?.saes[0].hookName, "blocks.2.hook_resid_pre");
  * }
+ * assert.equal(model.attachedSaes.size, 0);
  * ```
  * @module
  */
@@ -38,15 +42,26 @@ export type {
 export { gatherPositions } from "./src/gpu/kernels/padding.ts";
 export { lastTokenIndices } from "./src/model/padding.ts";
 export type { AttentionMask, PaddingSide } from "./src/model/padding.ts";
-export type { HookedTransformerConfig } from "./src/model/config.ts";
+export type { HookedTransformerConfig, NormalizationType } from "./src/model/config.ts";
+export type { ToTokensOptions } from "./src/model/options.ts";
+export type { ProcessingOptions } from "./src/model/processing.ts";
+export type { HfTokenizer } from "./src/io/tokenizer.ts";
+export type { Json } from "./src/io/json.ts";
 export type { RopeScaling } from "./src/model/rope.ts";
 export { SUPPORTED_ARCHITECTURES } from "./src/model/config.ts";
 export { ActivationCache, actName } from "./src/model/cache.ts";
 export type { CacheModel, LabeledStack, StackOptions } from "./src/model/cache.ts";
-export type { AddHookOptions, HookFn, HookPoint, HookSpec } from "./src/model/hooks.ts";
+export type {
+  AddHookOptions,
+  HookEntry,
+  HookFn,
+  HookPoint,
+  HookRegistry,
+  HookSpec,
+} from "./src/model/hooks.ts";
 export { SAE } from "./src/sae/sae.ts";
-export type { SaeLoadOptions } from "./src/sae/sae.ts";
-export type { SaeConfig } from "./src/sae/config.ts";
+export type { SaeHookRunner, SaeLoadOptions } from "./src/sae/sae.ts";
+export type { NormalizeActivations, SaeArchitecture, SaeConfig } from "./src/sae/config.ts";
 export { Transcoder, transcoderConfigFromJson } from "./src/sae/transcoder.ts";
 export type {
   TranscoderArchitecture,

@@ -28,7 +28,11 @@ export const DEMO_CORPUS: string = new URL("models/demo-pycode/corpus.txt", ROOT
  *
  * @example
  * ```ts
- * const texts = await loadCorpus(DEMO_CORPUS);
+ * import assert from "node:assert/strict";
+ * import { DEMO_CORPUS, loadCorpus } from "./cli.ts";
+ *
+ * const texts = await loadCorpus(DEMO_CORPUS); // snippets separated by "# ----" lines
+ * assert.ok(texts.length > 1 && texts.every((t) => t.trim().length > 0));
  * ```
  */
 export async function loadCorpus(path: string): Promise<string[]> {
@@ -41,7 +45,13 @@ export async function loadCorpus(path: string): Promise<string[]> {
  *
  * @example
  * ```ts
- * const { model, sae } = await loadModelAndSae(undefined, undefined);
+ * import assert from "node:assert/strict";
+ * import { loadModelAndSae } from "./cli.ts";
+ *
+ * const { model, sae } = await loadModelAndSae(undefined, undefined); // the demo model and SAE
+ * using _model = model;
+ * using _sae = sae;
+ * assert.equal(sae.cfg.hookName, "blocks.2.hook_resid_pre");
  * ```
  */
 export async function loadModelAndSae(
@@ -262,7 +272,10 @@ function needText(values: CliValues, cmd: string): string {
  *
  * @example
  * ```ts
- * console.log(Object.keys(COMMANDS)); // ["demo", "features", ...]
+ * import assert from "node:assert/strict";
+ * import { COMMANDS } from "./cli.ts";
+ *
+ * assert.ok("demo" in COMMANDS && "features" in COMMANDS);
  * ```
  */
 export const COMMANDS: Record<string, CliCommand> = {
@@ -365,7 +378,10 @@ export const COMMANDS: Record<string, CliCommand> = {
  *
  * @example
  * ```ts
- * console.log(helpText());
+ * import assert from "node:assert/strict";
+ * import { helpText } from "./cli.ts";
+ *
+ * assert.match(helpText(), /demo/);
  * ```
  */
 export function helpText(): string {
@@ -391,7 +407,11 @@ Errors print one line and exit with status 1 (2 for a usage error); --verbose ad
  *
  * @example
  * ```ts
- * await main(["doctor", "--json"]);
+ * import assert from "node:assert/strict";
+ * import { main } from "./cli.ts";
+ *
+ * await main(["doctor", "--json"]); // prints what the GPU and the models look like, as JSON
+ * await assert.rejects(main(["no-such-command"]));
  * ```
  */
 export async function main(args: string[]): Promise<void> {
@@ -428,7 +448,11 @@ export async function main(args: string[]): Promise<void> {
  *
  * @example
  * ```ts
- * Deno.exit(await runCli(Deno.args));
+ * import assert from "node:assert/strict";
+ * import { runCli } from "./cli.ts";
+ *
+ * // In a script: Deno.exit(await runCli(Deno.args));
+ * assert.equal(await runCli(["no-such-command"]), 2); // a usage error, said on stderr
  * ```
  */
 export async function runCli(args: string[]): Promise<number> {

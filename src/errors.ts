@@ -4,15 +4,26 @@
  *
  * @example
  * ```ts
- * import { HooklensError } from "./errors.ts";
- * try { throw new HooklensError("boom"); } catch (e) { console.log(e instanceof HooklensError); }
+ * import assert from "node:assert/strict";
+ * import { FormatError, HooklensError } from "./errors.ts";
+ * import { parseStrictJson } from "./io/json.ts";
+ *
+ * // Every error hooklens throws on purpose is a HooklensError; file errors name the file.
+ * assert.throws(
+ *   () => parseStrictJson("{", "bad.json"),
+ *   (e) => e instanceof FormatError && e instanceof HooklensError && e.file === "bad.json",
+ * );
  * ```
  * @module
  */
 
 /** Base class of every error hooklens throws on purpose. */
 export class HooklensError extends Error {
-  /** @param message what was wrong, where, and what to do. */
+  /**
+   * Makes the error; its `name` is the subclass's name.
+   *
+   * @param message what was wrong, where, and what to do.
+   */
   constructor(message: string) {
     super(message);
     this.name = new.target.name;
@@ -35,6 +46,8 @@ export class FormatError extends HooklensError {
   /** The tensor or field involved, if any. */
   readonly field?: string;
   /**
+   * Makes the error; the message is prefixed with the file and the field.
+   *
    * @param file path of the file.
    * @param message what is wrong.
    * @param field tensor name or config field.

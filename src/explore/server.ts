@@ -14,9 +14,16 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
  * import { serveExplorer } from "./server.ts";
- * const ex = await serveExplorer({ model, sae, corpus: ["def f(x):\n    return x"] });
- * console.log(ex.url);
+ *
+ * using model = await HookedSAETransformer.fromPretrained("models/demo-pycode/hf");
+ * using sae = await SAE.load("models/demo-pycode/sae");
+ * const ex = await serveExplorer({ model, sae, corpus: ["def f(x):\n    return x"], port: 0 });
+ * const page = await fetch(ex.url);
+ * assert.equal(page.status, 200);
+ * await page.body?.cancel();
  * await ex.shutdown();
  * ```
  * @module
@@ -128,7 +135,15 @@ async function readBody(req: Request, max: number): Promise<string> {
  *
  * @example
  * ```ts
- * const ex = await serveExplorer({ model, sae, corpus, port: 0 });
+ * import assert from "node:assert/strict";
+ * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+ * import { serveExplorer } from "./server.ts";
+ *
+ * using model = await HookedSAETransformer.fromPretrained("models/demo-pycode/hf");
+ * using sae = await SAE.load("models/demo-pycode/sae");
+ * const ex = await serveExplorer({ model, sae, corpus: ["x = 1"], port: 0 }); // a free port
+ * assert.ok(ex.port > 0);
+ * await ex.shutdown();
  * ```
  */
 export async function serveExplorer(o: ExplorerOptions): Promise<Explorer> {

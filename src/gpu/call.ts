@@ -11,11 +11,16 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { currentCall, newCallRecord, runInCall } from "./call.ts";
+ *
  * const rec = newCallRecord(null);
  * await runInCall(rec, async () => {
- *   console.log(currentCall() === rec); // true
+ *   await Promise.resolve();
+ *   assert.equal(currentCall(), rec); // also after an await
  * });
+ * assert.equal(currentCall(), undefined);
+ * assert.equal(rec.done, true);
  * ```
  * @module
  */
@@ -42,7 +47,14 @@ const store = new AsyncLocalStorage<CallRecord>();
  *
  * @example
  * ```ts
- * const rec = newCallRecord(model, controller.signal);
+ * import assert from "node:assert/strict";
+ * import { newCallRecord } from "./call.ts";
+ *
+ * const controller = new AbortController();
+ * const owner = {};
+ * const rec = newCallRecord(owner, controller.signal);
+ * assert.equal(rec.owner, owner);
+ * assert.equal(rec.done, false);
  * ```
  */
 export function newCallRecord(owner: object | null, signal?: AbortSignal): CallRecord {
@@ -54,7 +66,11 @@ export function newCallRecord(owner: object | null, signal?: AbortSignal): CallR
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { newCallRecord, runInCall } from "./call.ts";
+ *
  * const out = await runInCall(newCallRecord(null), () => Promise.resolve(1));
+ * assert.equal(out, 1);
  * ```
  */
 export function runInCall<T>(rec: CallRecord, fn: () => Promise<T>): Promise<T> {
@@ -72,7 +88,16 @@ export function runInCall<T>(rec: CallRecord, fn: () => Promise<T>): Promise<T> 
  *
  * @example
  * ```ts
- * if (currentCall()?.owner === model) console.log("inside one of this model's calls");
+ * import assert from "node:assert/strict";
+ * import { HookedTransformer } from "@hooklens/hooklens";
+ * import { currentCall } from "./call.ts";
+ *
+ * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * let inside = false;
+ * model.addHook("hook_embed", () => void (inside = currentCall()?.owner === model));
+ * using _logits = await model.forward([[1, 2]]);
+ * assert.ok(inside); // hooks run inside the model's call
+ * assert.equal(currentCall(), undefined);
  * ```
  */
 export function currentCall(): CallRecord | undefined {

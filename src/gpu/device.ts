@@ -4,9 +4,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { getDevice } from "./device.ts";
+ *
  * const gpu = await getDevice();
- * console.log(gpu.adapterDescription, gpu.hasF16);
+ * assert.equal(typeof gpu.adapterDescription, "string");
+ * assert.equal(gpu, await getDevice()); // acquired once
  * ```
  * @module
  */
@@ -86,7 +89,12 @@ let askedVulkan = false;
  *
  * @example
  * ```ts
- * preferVulkan(); // before navigator.gpu.requestAdapter()
+ * import assert from "node:assert/strict";
+ * import { preferVulkan } from "./device.ts";
+ *
+ * // Before navigator.gpu.requestAdapter(); false where it does not apply (not Linux, or the
+ * // user set DENO_WEBGPU_BACKEND).
+ * assert.equal(typeof preferVulkan(), "boolean");
  * ```
  */
 export function preferVulkan(): boolean {
@@ -215,7 +223,11 @@ fn main(@builtin(subgroup_invocation_id) l: u32) { o[l] = subgroupBroadcast(o[l]
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { getDevice } from "./device.ts";
+ *
  * const { device } = await getDevice();
+ * assert.ok(device.limits.maxStorageBufferBindingSize >= 128 << 20);
  * ```
  */
 export function getDevice(): Promise<GpuDevice> {

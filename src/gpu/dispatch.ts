@@ -5,9 +5,22 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { dispatch, pipeline } from "./dispatch.ts";
- * const pipe = pipeline({ name: "fill", code: "..." }, "main");
- * dispatch(pipe, [4], [outBuf], [1]);
+ *
+ * await initGpu();
+ * const pipe = pipeline({
+ *   name: "doc_fill",
+ *   code: `@group(0) @binding(0) var<uniform> p: vec4u;
+ *     @group(0) @binding(1) var<storage, read_write> out: array<f32>;
+ *     @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+ *       if (g.x < p.x) { out[g.x] = f32(g.x); }
+ *     }`,
+ * }, "main");
+ * using out = Tensor.empty([4]);
+ * dispatch(pipe, [4], [out.buffer], [1]); // params -> binding 0, buffers -> 1..
+ * assert.deepEqual([...await out.toArray()], [0, 1, 2, 3]);
  * ```
  * @module
  */
@@ -31,7 +44,18 @@ const canonicalKeys = new Map<string, string>();
  *
  * @example
  * ```ts
- * const p = pipeline({ name: "x", code: "..." }, "main", { WG: 64 });
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { pipeline } from "./dispatch.ts";
+ *
+ * await initGpu();
+ * const shader = {
+ *   name: "doc_wg",
+ *   code: `@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+ *     @compute @workgroup_size(WG) fn main() { out[0] = 1.0; }`,
+ * };
+ * const p = pipeline(shader, "main", { WG: 64 });
+ * assert.equal(pipeline(shader, "main", { WG: 64 }), p); // compiled once, then cached
  * ```
  */
 export function pipeline(
@@ -70,7 +94,13 @@ export function pipeline(
  *
  * @example
  * ```ts
- * const code = shaderCode(SHADERS.linear, { WT: "f32", BK: 8, ACT: 0, RESID: false, GATE: 0, SPLIT: false, TRANS: false, SPLITK: false });
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { shaderCode } from "./dispatch.ts";
+ *
+ * await initGpu(); // the header depends on the device (its subgroup support)
+ * const code = shaderCode({ name: "x", code: "// body" }, { WG: 64, FUSED: true, T: "f32" });
+ * assert.equal(code, "const FUSED: bool = true;\nalias T = f32;\nconst WG: u32 = 64u;\n// body");
  * ```
  */
 export function shaderCode(
@@ -103,7 +133,11 @@ export type Param = number | { f32: number };
  *
  * @example
  * ```ts
- * const params = [4, f32(0.5)];
+ * import assert from "node:assert/strict";
+ * import { f32 } from "./dispatch.ts";
+ *
+ * const params = [4, f32(0.5)]; // a u32 4, then an f32 0.5 in the uniform block
+ * assert.deepEqual(params[1], { f32: 0.5 });
  * ```
  */
 export function f32(x: number): { f32: number } {
@@ -173,7 +207,22 @@ function computePass(r: Runtime): GPUComputePassEncoder {
  *
  * @example
  * ```ts
- * dispatch(pipe, [2, 3], [inBuf, outBuf], [1, 1, 1]);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { dispatch, pipeline } from "./dispatch.ts";
+ *
+ * await initGpu();
+ * const pipe = pipeline({
+ *   name: "doc_fill",
+ *   code: `@group(0) @binding(0) var<uniform> p: vec4u;
+ *     @group(0) @binding(1) var<storage, read_write> out: array<f32>;
+ *     @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+ *       if (g.x < p.x) { out[g.x] = f32(g.x); }
+ *     }`,
+ * }, "main");
+ * using out = Tensor.from([9, 9, 9], [3]);
+ * dispatch(pipe, [2], [out.buffer], [1, 1, 1]); // n = 2: the third value stays
+ * assert.deepEqual([...await out.toArray()], [0, 1, 9]);
  * ```
  */
 export function dispatch(

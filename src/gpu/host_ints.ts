@@ -23,7 +23,12 @@ const copies = new WeakMap<object, Int32Array>();
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { hostInts, recordHostInts } from "./host_ints.ts";
+ *
+ * const tensor = {};
  * recordHostInts(tensor, new Int32Array([5, 17]));
+ * assert.deepEqual(hostInts(tensor), new Int32Array([5, 17]));
  * ```
  */
 export function recordHostInts(tensor: object, data: Int32Array): void {
@@ -35,7 +40,14 @@ export function recordHostInts(tensor: object, data: Int32Array): void {
  *
  * @example
  * ```ts
- * const ids = hostInts(tensor); // Int32Array or undefined
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { hostInts } from "./host_ints.ts";
+ *
+ * await initGpu();
+ * using tokens = Tensor.from([5, 17], [1, 2], "int32"); // Tensor.from records int32 uploads
+ * assert.deepEqual(hostInts(tokens), new Int32Array([5, 17]));
+ * assert.equal(hostInts({}), undefined);
  * ```
  */
 export function hostInts(tensor: object): Int32Array | undefined {

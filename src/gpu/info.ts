@@ -3,9 +3,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { initGpu } from "./info.ts";
+ *
  * const info = await initGpu();
- * console.log(info.adapter);
+ * assert.equal(typeof info.adapter, "string"); // e.g. "llvmpipe (LLVM ...)" on lavapipe
  * ```
  * @module
  */
@@ -36,7 +38,12 @@ export interface GpuInfo {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ *
  * await initGpu();
+ * using t = Tensor.from([1, 2], [2]); // tensors need the GPU acquired first
+ * assert.deepEqual(t.shape, [2]);
  * ```
  */
 export async function initGpu(): Promise<GpuInfo> {
@@ -49,7 +56,14 @@ export async function initGpu(): Promise<GpuInfo> {
  *
  * @example
  * ```ts
- * console.log(gpuInfo().stats.submits);
+ * import assert from "node:assert/strict";
+ * import { gpuInfo, initGpu, Tensor } from "@hooklens/hooklens";
+ *
+ * await initGpu();
+ * const before = gpuInfo().stats.submits;
+ * using t = Tensor.from([1], [1]);
+ * await t.toArray(); // a readback submits
+ * assert.ok(gpuInfo().stats.submits > before);
  * ```
  */
 export function gpuInfo(): GpuInfo {

@@ -6,8 +6,16 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { matmul } from "./ops.ts";
- * const y = matmul(x, w, bias); // [.., M, K] x [K, N] + [N]
+ *
+ * await initGpu();
+ * using x = Tensor.from([1, 2], [1, 2]);
+ * using w = Tensor.from([1, 0, 1, 0, 1, 1], [2, 3]);
+ * using bias = Tensor.from([1, 1, 1], [3]);
+ * using y = matmul(x, w, bias); // [.., M, K] x [K, N] + [N]
+ * assert.deepEqual([...await y.toArray()], [2, 3, 4]);
  * ```
  * @module
  */

@@ -6,10 +6,12 @@
  *
  * @example
  * ```ts
- * import { initRuntime, flush } from "./runtime.ts";
+ * import assert from "node:assert/strict";
+ * import { flush, initRuntime } from "./runtime.ts";
+ *
  * const rt = await initRuntime();
- * flush(); // submits whatever was recorded
- * console.log(rt.stats.submits);
+ * flush(); // submits whatever was recorded (nothing here)
+ * assert.equal(rt.encoder, null);
  * ```
  * @module
  */
@@ -84,8 +86,11 @@ let rt: Runtime | null = null;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initRuntime } from "./runtime.ts";
+ *
  * const rt = await initRuntime();
- * console.log(rt.gpu.adapterDescription);
+ * assert.equal(await initRuntime(), rt); // once
  * ```
  */
 export async function initRuntime(): Promise<Runtime> {
@@ -127,8 +132,12 @@ export async function initRuntime(): Promise<Runtime> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initRuntime, runtime } from "./runtime.ts";
+ *
  * await initRuntime();
  * const { device } = runtime().gpu;
+ * assert.ok(device.limits.maxComputeWorkgroupSizeX >= 64);
  * ```
  */
 export function runtime(): Runtime {
@@ -146,7 +155,11 @@ export function runtime(): Runtime {
  *
  * @example
  * ```ts
- * const ready = currentRuntime() !== null;
+ * import assert from "node:assert/strict";
+ * import { currentRuntime, initRuntime } from "./runtime.ts";
+ *
+ * await initRuntime();
+ * assert.notEqual(currentRuntime(), null);
  * ```
  */
 export function currentRuntime(): Runtime | null {
@@ -173,8 +186,14 @@ export function bucketSize(bytes: number): number {
  *
  * @example
  * ```ts
- * const buf = acquireBuffer(1024);
+ * import assert from "node:assert/strict";
+ * import { acquireBuffer, initRuntime, releaseBuffer } from "./runtime.ts";
+ *
+ * await initRuntime();
+ * const buf = acquireBuffer(1000);
+ * assert.ok(buf.size >= 1000); // a pool bucket at least that large
  * releaseBuffer(buf);
+ * assert.equal(acquireBuffer(1000), buf); // back from the pool
  * ```
  */
 export function acquireBuffer(bytes: number): GPUBuffer {
@@ -241,7 +260,13 @@ export function releaseBuffer(buf: GPUBuffer): void {
  *
  * @example
  * ```ts
- * trimPoolIfLarge();
+ * import assert from "node:assert/strict";
+ * import { acquireBuffer, initRuntime, releaseBuffer, trimPoolIfLarge } from "./runtime.ts";
+ *
+ * const rt = await initRuntime();
+ * releaseBuffer(acquireBuffer(1024));
+ * trimPoolIfLarge(); // a small pool stays
+ * assert.ok(rt.free.size > 0);
  * ```
  */
 export function trimPoolIfLarge(): void {
@@ -258,7 +283,13 @@ export function trimPoolIfLarge(): void {
  *
  * @example
  * ```ts
- * trimPool();
+ * import assert from "node:assert/strict";
+ * import { acquireBuffer, initRuntime, releaseBuffer, trimPool } from "./runtime.ts";
+ *
+ * const rt = await initRuntime();
+ * releaseBuffer(acquireBuffer(1024));
+ * trimPool(); // every free buffer
+ * assert.equal([...rt.free.values()].flat().length, 0);
  * ```
  */
 export function trimPool(usedBefore = Infinity): void {
@@ -302,7 +333,14 @@ function stagingBytes(r: Runtime): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { createDataBuffer, initRuntime, readBuffers } from "./runtime.ts";
+ *
+ * await initRuntime();
  * const buf = createDataBuffer(new Float32Array([1, 2, 3]));
+ * const [bytes] = await readBuffers([{ buffer: buf, bytes: 12 }]);
+ * assert.deepEqual([...new Float32Array(bytes)], [1, 2, 3]);
+ * buf.destroy();
  * ```
  */
 export function createDataBuffer(data: ArrayBufferView, label = "data"): GPUBuffer {
@@ -335,7 +373,15 @@ export function createDataBuffer(data: ArrayBufferView, label = "data"): GPUBuff
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { acquireBuffer, initRuntime, readBuffers, releaseBuffer, writeBuffer } from "./runtime.ts";
+ *
+ * await initRuntime();
+ * const buf = acquireBuffer(8);
  * writeBuffer(buf, new Float32Array([1, 2]));
+ * const [bytes] = await readBuffers([{ buffer: buf, bytes: 8 }]);
+ * assert.deepEqual([...new Float32Array(bytes)], [1, 2]);
+ * releaseBuffer(buf);
  * ```
  */
 export function writeBuffer(buf: GPUBuffer, data: ArrayBufferView, offset = 0): void {
@@ -379,7 +425,15 @@ export function idOf(r: Runtime, o: object): number {
  *
  * @example
  * ```ts
- * copyBuffer(src, dst, 1024);
+ * import assert from "node:assert/strict";
+ * import { copyBuffer, createDataBuffer, initRuntime, readBuffers } from "./runtime.ts";
+ *
+ * await initRuntime();
+ * const src = createDataBuffer(new Float32Array([1, 2, 3, 4]));
+ * const dst = createDataBuffer(new Float32Array(4));
+ * copyBuffer(src, dst, 8, 8, 0); // bytes 8..16 of src to the start of dst
+ * const [bytes] = await readBuffers([{ buffer: dst, bytes: 16 }]);
+ * assert.deepEqual([...new Float32Array(bytes)], [3, 4, 0, 0]);
  * ```
  */
 export function copyBuffer(
@@ -397,7 +451,15 @@ export function copyBuffer(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { flush, runtime } from "./runtime.ts";
+ *
+ * await initGpu();
+ * using t = Tensor.from([1, 2], [2]);
+ * using u = t.scale(2); // recorded, not yet submitted
  * flush();
+ * assert.equal(runtime().encoder, null);
  * ```
  */
 export function flush(): void {
@@ -419,7 +481,14 @@ export function flush(): void {
  *
  * @example
  * ```ts
- * deferDestroy(buf);
+ * import assert from "node:assert/strict";
+ * import { createDataBuffer, deferDestroy, flush, initRuntime } from "./runtime.ts";
+ *
+ * await initRuntime();
+ * const buf = createDataBuffer(new Float32Array(4));
+ * deferDestroy(buf); // destroyed once the work recorded so far is submitted
+ * flush();
+ * assert.ok(buf);
  * ```
  */
 export function deferDestroy(buf: GPUBuffer): void {
@@ -435,7 +504,15 @@ export function deferDestroy(buf: GPUBuffer): void {
  *
  * @example
  * ```ts
- * const [bytes] = await readBuffers([{ buffer: buf, bytes: 16 }]);
+ * import assert from "node:assert/strict";
+ * import { createDataBuffer, initRuntime, readBuffers } from "./runtime.ts";
+ *
+ * await initRuntime();
+ * const a = createDataBuffer(new Float32Array([1, 2, 3, 4]));
+ * const b = createDataBuffer(new Int32Array([7]));
+ * const [fa, ib] = await readBuffers([{ buffer: a, bytes: 16 }, { buffer: b, bytes: 4 }]);
+ * assert.deepEqual([...new Float32Array(fa)], [1, 2, 3, 4]);
+ * assert.deepEqual([...new Int32Array(ib)], [7]);
  * ```
  */
 export async function readBuffers(

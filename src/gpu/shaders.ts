@@ -5,8 +5,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { SHADERS } from "./shaders.ts";
- * console.log(SHADERS.matmul.code.length > 0);
+ *
+ * assert.equal(SHADERS.matmul.name, "matmul");
+ * assert.match(SHADERS.matmul.code, /@compute/);
  * ```
  * @module
  */

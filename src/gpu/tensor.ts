@@ -5,11 +5,13 @@
  *
  * @example
  * ```ts
- * import { initGpu, Tensor } from "../../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ *
  * await initGpu();
  * using t = Tensor.from([1, 2, 3, 4], [2, 2]);
  * using u = t.scale(2).add(1);
- * console.log(await u.toArray()); // Float32Array [3, 5, 7, 9]
+ * assert.deepEqual(await u.toArray(), new Float32Array([3, 5, 7, 9]));
  * ```
  * @module
  */
@@ -78,7 +80,14 @@ let arithmetic: TensorArithmetic | null = null;
  *
  * @example
  * ```ts
- * provideArithmetic({ binary, affine, fillAt });
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import "./kernels/elementwise.ts"; // calls provideArithmetic on import
+ *
+ * await initGpu();
+ * using t = Tensor.from([1, 2], [2]);
+ * using u = t.mul(t); // arithmetic works once the kernels are installed
+ * assert.deepEqual([...await u.toArray()], [1, 4]);
  * ```
  */
 export function provideArithmetic(a: TensorArithmetic): void {
@@ -100,9 +109,17 @@ function arith(): TensorArithmetic {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { closeArena, openArena } from "./tensor.ts";
+ *
+ * await initGpu();
  * const arena = openArena();
- * // ... ops ...
- * closeArena(arena);
+ * const tmp = Tensor.from([1, 2], [2]);
+ * const kept = tmp.scale(3);
+ * closeArena(arena, [kept]);
+ * assert.ok(tmp.disposed && !kept.disposed);
+ * kept.dispose();
  * ```
  */
 export function openArena(): Set<Tensor> {
@@ -188,7 +205,14 @@ export class Tensor implements Disposable {
    *
    * @example
    * ```ts
-   * const t = Tensor.from(new Float32Array(6), [2, 3]);
+   * import assert from "node:assert/strict";
+   * import { initGpu, ShapeError, Tensor } from "@hooklens/hooklens";
+   *
+   * await initGpu();
+   * using t = Tensor.from(new Float32Array(6), [2, 3]);
+   * using ids = Tensor.from([5, 7], [1, 2], "int32");
+   * assert.equal(ids.dtype, "int32");
+   * assert.throws(() => Tensor.from([1, 2, 3], [2, 2]), ShapeError);
    * ```
    */
   static from(data: ArrayLike<number>, shape: number[], dtype: DType = "float32"): Tensor {
@@ -222,7 +246,12 @@ export class Tensor implements Disposable {
    *
    * @example
    * ```ts
-   * const t = Tensor.empty([4, 4]);
+   * import assert from "node:assert/strict";
+   * import { initGpu, Tensor } from "@hooklens/hooklens";
+   *
+   * await initGpu();
+   * using t = Tensor.empty([4, 4]); // contents undefined until written
+   * assert.equal(t.size, 16);
    * ```
    */
   static empty(shape: readonly number[], dtype: DType = "float32"): Tensor {
@@ -261,7 +290,13 @@ export class Tensor implements Disposable {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { initGpu, Tensor } from "@hooklens/hooklens";
+   *
+   * await initGpu();
+   * using t = Tensor.from([1.5, -2], [2]);
    * const values = await t.toArray();
+   * assert.deepEqual(values, new Float32Array([1.5, -2]));
    * ```
    */
   async toArray(): Promise<Float32Array | Int32Array> {

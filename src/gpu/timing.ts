@@ -2,8 +2,8 @@
  * GPU timing with `timestamp-query`: the GPU time between two markers around recorded work, no
  * matter how many submissions it spans, and a per-dispatch profile. Used by the benchmarks.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: timings vary and the adapter may lack timestamp queries
+ * ```
  * import { gpuTimeMs } from "./timing.ts";
  * const ms = await gpuTimeMs(async () => { (await model.forward(tokens)).dispose(); });
  * ```
@@ -19,7 +19,14 @@ let timer: { qs: GPUQuerySet; resolve: GPUBuffer; device: GPUDevice } | null = n
  *
  * @example
  * ```ts
- * const ms = await gpuTimeMs(() => { ops.matmul(a, b).dispose(); });
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { gpuTimeMs } from "./timing.ts";
+ *
+ * const { timestamps } = await initGpu();
+ * using a = Tensor.from(new Float32Array(64), [8, 8]);
+ * const ms = await gpuTimeMs(() => a.scale(2).dispose());
+ * assert.ok(timestamps ? ms! >= 0 : ms === null); // null without timestamp-query
  * ```
  */
 export async function gpuTimeMs(record: () => Promise<void> | void): Promise<number | null> {
@@ -69,8 +76,15 @@ export interface DispatchTime {
  *
  * @example
  * ```ts
- * const p = await profileDispatches(async () => { (await model.forward(tokens)).dispose(); });
- * for (const k of summarizeProfile(p!.dispatches)) console.log(k.kernel, k.count, k.ms);
+ * import assert from "node:assert/strict";
+ * import { HookedTransformer } from "@hooklens/hooklens";
+ * import { gpuInfo } from "./info.ts";
+ * import { profileDispatches, summarizeProfile } from "./timing.ts";
+ *
+ * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * const p = await profileDispatches(async () => (await model.forward([[1, 2, 3]])).dispose());
+ * if (gpuInfo().timestamps) assert.ok(summarizeProfile(p!.dispatches).length > 0);
+ * else assert.equal(p, null);
  * ```
  */
 export async function profileDispatches(
@@ -123,7 +137,15 @@ export async function profileDispatches(
  *
  * @example
  * ```ts
- * console.table(summarizeProfile([{ kernel: "softmax:main:", ms: 0.2 }]));
+ * import assert from "node:assert/strict";
+ * import { summarizeProfile } from "./timing.ts";
+ *
+ * const rows = summarizeProfile([
+ *   { kernel: "softmax:main:", ms: 0.2 },
+ *   { kernel: "linear:main:ACT=1", ms: 0.5 },
+ *   { kernel: "softmax:main:", ms: 0.2 },
+ * ]);
+ * assert.deepEqual(rows.map((r) => [r.kernel, r.count]), [["linear:main:ACT=1", 1], ["softmax:main:", 2]]);
  * ```
  */
 export function summarizeProfile(

@@ -7,9 +7,16 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { tuning } from "./tuning.ts";
+ *
+ * const saved = structuredClone(tuning);
  * tuning.cpuVariants.mode = "never"; // the GPU kernels, even on lavapipe
  * tuning.linear.splitK = "off";
+ * // ... run and measure ...
+ * Object.assign(tuning.cpuVariants, saved.cpuVariants);
+ * Object.assign(tuning.linear, saved.linear);
+ * assert.deepEqual(tuning, saved);
  * ```
  * @module
  */
@@ -116,10 +123,14 @@ export interface Tuning {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { tuning } from "./tuning.ts";
+ *
  * const saved = { ...tuning.linear };
  * tuning.linear.cpuKernel = "never"; // the tiled GPU kernels, even on lavapipe
  * // ...
  * Object.assign(tuning.linear, saved);
+ * assert.equal(tuning.linear.cpuKernel, saved.cpuKernel);
  * ```
  */
 export const tuning: Tuning = {

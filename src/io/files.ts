@@ -6,8 +6,13 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { FormatError } from "../errors.ts";
  * import { requireRegularFile } from "./files.ts";
- * const size = (await requireRegularFile("config.json")).size;
+ *
+ * const size = (await requireRegularFile("tests/reference/gpt2_tiny/hf/config.json")).size;
+ * assert.ok(size > 0);
+ * await assert.rejects(requireRegularFile("tests/reference/gpt2_tiny/hf"), FormatError); // a directory
  * ```
  * @module
  */
@@ -28,8 +33,13 @@ function kindOf(st: Deno.FileInfo): string {
  *
  * @example
  * ```ts
- * const st = await requireRegularFile("model_dir/config.json");
- * console.log(st.size);
+ * import assert from "node:assert/strict";
+ * import { FormatError } from "../errors.ts";
+ * import { requireRegularFile } from "./files.ts";
+ *
+ * const st = await requireRegularFile("tests/reference/gpt2_tiny/hf/config.json");
+ * assert.ok(st.isFile);
+ * await assert.rejects(requireRegularFile("no/such/config.json"), FormatError); // "cannot read: ..."
  * ```
  */
 export async function requireRegularFile(path: string): Promise<Deno.FileInfo> {

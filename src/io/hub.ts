@@ -8,10 +8,11 @@
  * the format check are fetched again. Repository ids, revisions and file names must be plain
  * path components; TransformerLens's model aliases ("gpt2-small", "pythia-70m") are accepted.
  *
- * @example
- * ```ts
+ * @example Download one file (not run as a doc test: it needs the network)
+ * ```
  * import { hubFile } from "./hub.ts";
  * const path = await hubFile("openai-community/gpt2", "config.json");
+ * console.log(path); // ~/.cache/huggingface/hub/models--openai-community--gpt2/snapshots/<commit>/config.json
  * ```
  * @module
  */
@@ -70,8 +71,11 @@ export function hubCacheDir(): string {
  *
  * @example
  * ```ts
- * isSafeComponent("main"); // true
- * isSafeComponent(".."); // false
+ * import assert from "node:assert/strict";
+ * import { isSafeComponent } from "./hub.ts";
+ *
+ * assert.equal(isSafeComponent("main"), true);
+ * assert.equal(isSafeComponent(".."), false);
  * ```
  */
 export function isSafeComponent(s: string): boolean {
@@ -91,8 +95,12 @@ function isRepoId(s: string): boolean {
  *
  * @example
  * ```ts
- * isHubId("gpt2"); // true
- * isHubId("jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre", true); // true
+ * import assert from "node:assert/strict";
+ * import { isHubId } from "./hub.ts";
+ *
+ * assert.equal(isHubId("gpt2"), true);
+ * assert.equal(isHubId("jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre", true), true);
+ * assert.equal(isHubId("../etc"), false);
  * ```
  */
 export function isHubId(s: string, withPath = false): boolean {
@@ -171,8 +179,11 @@ const ALIASES: ReadonlyMap<string, string> = new Map(
  *
  * @example
  * ```ts
- * resolveModelAlias("gpt2-small"); // "gpt2"
- * resolveModelAlias("my-org/my-model"); // "my-org/my-model"
+ * import assert from "node:assert/strict";
+ * import { resolveModelAlias } from "./hub.ts";
+ *
+ * assert.equal(resolveModelAlias("gpt2-small"), "gpt2");
+ * assert.equal(resolveModelAlias("my-org/my-model"), "my-org/my-model");
  * ```
  */
 export function resolveModelAlias(name: string): string {
@@ -250,7 +261,13 @@ export interface Announced {
  *
  * @example
  * ```ts
- * await verifyHubFile("/tmp/config.json", "org/model/config.json", { size: 512 });
+ * import assert from "node:assert/strict";
+ * import { HubError, verifyHubFile } from "./hub.ts";
+ *
+ * const path = "tests/reference/gpt2_tiny/hf/config.json";
+ * const { size } = await Deno.stat(path);
+ * await verifyHubFile(path, "org/model/config.json", { size });
+ * await assert.rejects(verifyHubFile(path, "org/model/config.json", { size: size + 1 }), HubError);
  * ```
  */
 export async function verifyHubFile(
@@ -317,9 +334,12 @@ async function headOf(url: string, headers: Record<string, string>): Promise<Res
  * of LFS files, format) and only then renamed into the cache; a cached file that fails the
  * format check is fetched again (or, offline, reported).
  *
- * @example
- * ```ts
- * const cfg = await hubFile("org/model", "config.json");
+ * @example Not run as a doc test: it needs the network
+ * ```
+ * import { hubFile } from "./hub.ts";
+ * const cfg = await hubFile("openai-community/gpt2", "config.json");
+ * const card = await hubFile("openai-community/gpt2", "NO_SUCH_FILE.md", { optional: true });
+ * console.log(cfg, card); // <cache path> null
  * ```
  */
 export async function hubFile(
@@ -544,9 +564,12 @@ async function download(
  * shards; tokenizer files if present) and returns the local snapshot directory. `id` is a hub
  * id ("org/name" or "name") or a TransformerLens alias ({@link resolveModelAlias}).
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: it needs the network
+ * ```
+ * import { hubModelDir } from "./hub.ts";
+ * import { HookedTransformer } from "../../mod.ts";
  * const dir = await hubModelDir("openai-community/gpt2");
+ * const model = await HookedTransformer.fromPretrained(dir);
  * ```
  */
 export async function hubModelDir(id: string, opts: HubOptions = {}): Promise<string> {
@@ -584,9 +607,12 @@ export async function hubModelDir(id: string, opts: HubOptions = {}): Promise<st
  * Downloads an SAE ("org/name/path/in/repo": cfg.json + sae_weights.safetensors) and returns
  * its local directory.
  *
- * @example
- * ```ts
- * const dir = await hubSaeDir("org/saes/blocks.8.hook_resid_pre");
+ * @example Not run as a doc test: it needs the network
+ * ```
+ * import { hubSaeDir } from "./hub.ts";
+ * import { SAE } from "../../mod.ts";
+ * const dir = await hubSaeDir("jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre");
+ * const sae = await SAE.load(dir);
  * ```
  */
 export async function hubSaeDir(id: string, opts: HubOptions = {}): Promise<string> {

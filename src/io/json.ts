@@ -5,8 +5,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseStrictJson } from "./json.ts";
- * parseStrictJson('{"a": [1, 2]}', "x.json"); // { a: [1, 2] }
+ *
+ * const v = parseStrictJson('{"a": [1, 2]}', "x.json") as { a: number[] };
+ * assert.deepEqual(v.a, [1, 2]);
+ * assert.equal(Object.getPrototypeOf(v), null); // objects come without a prototype
  * ```
  * @module
  */
@@ -23,7 +27,13 @@ export type Json = null | boolean | number | string | Json[] | { [k: string]: Js
  *
  * @example
  * ```ts
- * const cfg = parseStrictJson(await Deno.readTextFile("config.json"), "config.json");
+ * import assert from "node:assert/strict";
+ * import { FormatError } from "../errors.ts";
+ * import { parseStrictJson } from "./json.ts";
+ *
+ * assert.equal(JSON.stringify(parseStrictJson('{ "n_layer": 2 }', "config.json")), '{"n_layer":2}');
+ * // Keys that could reach a prototype are refused, naming the file.
+ * assert.throws(() => parseStrictJson('{"__proto__": {}}', "config.json"), FormatError);
  * ```
  */
 export function parseStrictJson(text: string, file: string, maxDepth = 64): Json {
@@ -160,7 +170,11 @@ export function parseStrictJson(text: string, file: string, maxDepth = 64): Json
  *
  * @example
  * ```ts
- * const cfg = await readJsonFile("config.json");
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "./json.ts";
+ *
+ * const cfg = await readJsonFile("tests/reference/gpt2_tiny/hf/config.json");
+ * assert.equal((cfg as { n_layer: number }).n_layer, 2);
  * ```
  */
 export async function readJsonFile(path: string, maxBytes = 64 * 1024 * 1024): Promise<Json> {

@@ -10,11 +10,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { NpzFile } from "./npz.ts";
- * const npz = await NpzFile.open("params.npz");
- * console.log(npz.names()); // ["W_enc", "W_dec", ...]
+ *
+ * const npz = await NpzFile.open("tests/reference/gemma2_tiny/saes/gemmascope_blocks_1_hook_resid_post/params.npz");
+ * assert.deepEqual(npz.names(), ["W_enc", "W_dec", "b_enc", "b_dec", "threshold"]);
  * const wEnc = await npz.float32("W_enc");
- * console.log((await npz.info("W_enc")).shape, wEnc.length);
+ * assert.deepEqual((await npz.info("W_enc")).shape, [64, 128]);
+ * assert.equal(wEnc.length, 64 * 128);
  * ```
  * @module
  */
@@ -78,7 +81,13 @@ export class NpzFile {
    *
    * @example
    * ```ts
-   * const npz = await NpzFile.open("params.npz");
+   * import assert from "node:assert/strict";
+   * import { NpzError } from "../errors.ts";
+   * import { NpzFile } from "./npz.ts";
+   *
+   * const npz = await NpzFile.open("tests/reference/gemma2_tiny/saes/gemmascope_blocks_1_hook_resid_post/params.npz");
+   * assert.ok(npz.has("threshold"));
+   * await assert.rejects(NpzFile.open("tests/reference/gemma2_tiny/saes/gemmascope_blocks_1_hook_resid_post/cfg.json"), NpzError); // not a zip archive
    * ```
    */
   static async open(path: string): Promise<NpzFile> {
@@ -96,7 +105,12 @@ export class NpzFile {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { NpzFile } from "./npz.ts";
+   *
+   * const bytes = await Deno.readFile("tests/reference/gemma2_tiny/saes/gemmascope_blocks_1_hook_resid_post/params.npz");
    * const npz = NpzFile.fromBytes("mem.npz", bytes);
+   * assert.equal((await npz.float32("b_dec")).length, 64);
    * ```
    */
   static fromBytes(label: string, bytes: Uint8Array): NpzFile {

@@ -6,10 +6,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { SafetensorsFile, writeSafetensors } from "./safetensors.ts";
- * await writeSafetensors("/tmp/x.safetensors", { w: { dtype: "F32", shape: [2], data: new Float32Array([1, 2]) } });
- * using f = await SafetensorsFile.open("/tmp/x.safetensors");
- * console.log(await f.float32("w")); // Float32Array [1, 2]
+ *
+ * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+ * const data = new Float32Array([1, 2]);
+ * await writeSafetensors(path, { w: { dtype: "F32", shape: [2], data } });
+ * using f = await SafetensorsFile.open(path);
+ * assert.deepEqual(await f.float32("w"), data);
+ * await Deno.remove(path);
  * ```
  * @module
  */
@@ -70,7 +75,12 @@ export interface Header {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { encodeSafetensors, parseHeader } from "./safetensors.ts";
+ *
+ * const bytes = encodeSafetensors({ w: { dtype: "F32", shape: [2, 3], data: new Float32Array(6) } });
  * const h = parseHeader("x.safetensors", bytes, bytes.length);
+ * assert.deepEqual(h.tensors.get("w")?.shape, [2, 3]);
  * ```
  */
 export function parseHeader(file: string, prefix: Uint8Array, fileSize: number): Header {
@@ -268,7 +278,11 @@ export class SafetensorsFile implements Disposable {
    *
    * @example
    * ```ts
-   * using f = await SafetensorsFile.open("model.safetensors");
+   * import assert from "node:assert/strict";
+   * import { SafetensorsFile } from "./safetensors.ts";
+   *
+   * using f = await SafetensorsFile.open("tests/reference/gpt2_tiny/hf/model.safetensors");
+   * assert.deepEqual(f.info("transformer.wte.weight").shape, [1000, 64]);
    * ```
    */
   static async open(path: string): Promise<SafetensorsFile> {
@@ -308,7 +322,12 @@ export class SafetensorsFile implements Disposable {
    *
    * @example
    * ```ts
-   * const f = SafetensorsFile.fromBytes("mem", bytes);
+   * import assert from "node:assert/strict";
+   * import { encodeSafetensors, SafetensorsFile } from "./safetensors.ts";
+   *
+   * const bytes = encodeSafetensors({ ids: { dtype: "I32", shape: [2], data: new Int32Array([7, 9]) } });
+   * using f = SafetensorsFile.fromBytes("mem", bytes);
+   * assert.deepEqual(await f.int32("ids"), new Int32Array([7, 9]));
    * ```
    */
   static fromBytes(label: string, bytes: Uint8Array): SafetensorsFile {
@@ -365,7 +384,16 @@ export class SafetensorsFile implements Disposable {
    *
    * @example
    * ```ts
-   * const w = await f.floatWeights("transformer.wte.weight");
+   * import assert from "node:assert/strict";
+   * import { WeightsError } from "../errors.ts";
+   * import { encodeSafetensors, SafetensorsFile } from "./safetensors.ts";
+   *
+   * using f = SafetensorsFile.fromBytes("mem", encodeSafetensors({
+   *   w: { dtype: "F32", shape: [2], data: new Float32Array([1, 2]) },
+   *   ids: { dtype: "I32", shape: [2], data: new Int32Array([1, 2]) },
+   * }));
+   * assert.deepEqual(await f.floatWeights("w"), new Float32Array([1, 2]));
+   * await assert.rejects(f.floatWeights("ids"), WeightsError); // integers are not weights
    * ```
    */
   async floatWeights(name: string): Promise<Float32Array> {
@@ -424,7 +452,13 @@ export interface TensorToWrite {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { encodeSafetensors } from "./safetensors.ts";
+ *
  * const bytes = encodeSafetensors({ w: { dtype: "F32", shape: [1], data: new Float32Array([1]) } });
+ * // An 8-byte header length, the JSON header, then 4 bytes of data.
+ * const headerLen = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+ * assert.equal(bytes.length, 8 + headerLen + 4);
  * ```
  */
 export function encodeSafetensors(
@@ -465,7 +499,16 @@ export function encodeSafetensors(
  *
  * @example
  * ```ts
- * await writeSafetensors("out.safetensors", { w: { dtype: "F32", shape: [1], data: new Float32Array([1]) } });
+ * import assert from "node:assert/strict";
+ * import { SafetensorsFile, writeSafetensors } from "./safetensors.ts";
+ *
+ * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+ * await writeSafetensors(path, { w: { dtype: "F32", shape: [1], data: new Float32Array([1]) } }, {
+ *   format: "pt",
+ * });
+ * using f = await SafetensorsFile.open(path);
+ * assert.equal(f.header.metadata.format, "pt");
+ * await Deno.remove(path);
  * ```
  */
 export async function writeSafetensors(

@@ -5,9 +5,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { HfTokenizer } from "./tokenizer.ts";
+ *
  * const tok = await HfTokenizer.load("tests/reference/tokenizer_gpt2");
- * console.log(tok!.encode("Hello world")); // [15496, 995]
+ * assert.deepEqual(tok!.encode("Hello world"), [15496, 995]);
  * ```
  * @module
  */
@@ -58,7 +60,12 @@ export class HfTokenizer {
    *
    * @example
    * ```ts
-   * const tok = await HfTokenizer.load("model_dir");
+   * import assert from "node:assert/strict";
+   * import { HfTokenizer } from "./tokenizer.ts";
+   *
+   * assert.ok(await HfTokenizer.load("tests/reference/tokenizer_gpt2"));
+   * // A folder without tokenizer.json gives null (the model then takes token ids only).
+   * assert.equal(await HfTokenizer.load("tests/reference/gpt2_tiny/hf"), null);
    * ```
    */
   static async load(dir: string): Promise<HfTokenizer | null> {
@@ -106,7 +113,11 @@ export class HfTokenizer {
    *
    * @example
    * ```ts
-   * tok.encode(" world"); // [995]
+   * import assert from "node:assert/strict";
+   * import { HfTokenizer } from "./tokenizer.ts";
+   *
+   * const tok = (await HfTokenizer.load("tests/reference/tokenizer_gpt2"))!;
+   * assert.deepEqual(tok.encode(" world"), [995]);
    * ```
    */
   encode(text: string): number[] {
@@ -123,7 +134,11 @@ export class HfTokenizer {
    *
    * @example
    * ```ts
-   * tok.decode([15496, 995]); // "Hello world"
+   * import assert from "node:assert/strict";
+   * import { HfTokenizer } from "./tokenizer.ts";
+   *
+   * const tok = (await HfTokenizer.load("tests/reference/tokenizer_gpt2"))!;
+   * assert.equal(tok.decode([15496, 995]), "Hello world");
    * ```
    */
   decode(ids: ArrayLike<number>): string {

@@ -4,8 +4,8 @@
  * caching `<hook>_grad` at every cached hook point. Each component records its own backward rule
  * as it runs (see `components/`); this module seeds and walks the tape.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: the host is the model (model.ts); use `runWithCache({ inclBwd })`
+ * ```
  * import { runWithBackward } from "./backward.ts";
  * const loss = await runWithBackward(host, tokens, { returnType: "loss" }, target);
  * ```
@@ -102,8 +102,8 @@ async function seedOf(
  * mean loss), in one arena. Returns the metric's value (kept); the gradients go into
  * `target.cache`. The caller holds the model lock.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: `HookedTransformer.runWithCache` calls it as its host
+ * ```
  * const value = await runWithBackward(host, tokens, { inclBwd: true }, target);
  * ```
  */

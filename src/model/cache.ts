@@ -4,9 +4,16 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { HookedTransformer, type Tensor } from "@hooklens/hooklens";
+ *
+ * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
  * const [logits, cache] = await model.runWithCache([[1, 2, 3]]);
- * using _c = cache;
- * const resid = await cache.get("resid_pre", 1).toArray();
+ * (logits as Tensor).dispose();
+ * using _cache = cache;
+ * const resid = cache.get("resid_pre", 1); // blocks.1.hook_resid_pre, owned by the cache
+ * assert.deepEqual(resid.shape, [1, 3, 64]); // [batch, pos, d_model]
+ * assert.equal((await resid.toArray()).length, 3 * 64);
  * ```
  * @module
  */
@@ -33,9 +40,12 @@ const MLP = new Set(["pre", "post", "mid", "pre_linear"]);
  *
  * @example
  * ```ts
- * actName("resid_pre", 0);        // "blocks.0.hook_resid_pre"
- * actName("scale", 0, "ln1");     // "blocks.0.ln1.hook_scale"
- * actName("pattern", 1);          // "blocks.1.attn.hook_pattern"
+ * import assert from "node:assert/strict";
+ * import { actName } from "@hooklens/hooklens";
+ *
+ * assert.equal(actName("resid_pre", 0), "blocks.0.hook_resid_pre");
+ * assert.equal(actName("scale", 0, "ln1"), "blocks.0.ln1.hook_scale");
+ * assert.equal(actName("pattern", 1), "blocks.1.attn.hook_pattern");
  * ```
  */
 export function actName(name: string, layer?: number, layerType?: string): string {
@@ -159,6 +169,19 @@ export class ActivationCache implements Disposable {
   attentionMask: number[][] | null = null;
 
   /**
+   * A cache over these tensors (model calls make them; build one by hand to use the helpers on
+   * tensors of your own).
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ActivationCache, initGpu, Tensor } from "@hooklens/hooklens";
+   *
+   * await initGpu(); // tensors need the device (loading a model or SAE also starts it)
+   * using cache = new ActivationCache(new Map([["hook_embed", Tensor.from([1, 2], [1, 1, 2])]]));
+   * assert.deepEqual(cache.keys(), ["hook_embed"]);
+   * ```
+   *
    * @param store tensors by hook name (the cache takes ownership).
    * @param model the model that filled it (needed by stackHeadResults and logitAttrs).
    * @param hasBatchDim whether the tensors have a leading batch dimension.
@@ -179,8 +202,17 @@ export class ActivationCache implements Disposable {
    *
    * @example
    * ```ts
-   * const [, cache] = await view.runWithCache(tokens);
-   * console.log(cache.provenance?.saes.map((s) => s.hookName));
+   * import assert from "node:assert/strict";
+   * import { ActivationCache, HookedSAETransformer, SAE, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * using view = model.withSaes([sae]);
+   * const [logits, cache] = await view.runWithCache([[1, 2, 3]], { namesFilter: "hook_embed" });
+   * (logits as Tensor).dispose();
+   * using _cache = cache;
+   * assert.deepEqual(cache.provenance?.saes.map((s) => s.hookName), ["blocks.1.hook_resid_pre"]);
+   * assert.equal(new ActivationCache().provenance, undefined); // built by hand
    * ```
    */
   get provenance(): Provenance | undefined {
@@ -264,7 +296,20 @@ export class ActivationCache implements Disposable {
    *
    * @example
    * ```ts
-   * const { stack, labels } = await cache.accumulatedResid({ applyLn: true, returnLabels: true }) as LabeledStack;
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer, type LabeledStack, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * const [logits, cache] = await model.runWithCache([[1, 2, 3]]);
+   * (logits as Tensor).dispose();
+   * using _cache = cache;
+   * const { stack, labels } = await cache.accumulatedResid({
+   *   applyLn: true,
+   *   returnLabels: true,
+   * }) as LabeledStack;
+   * using _stack = stack;
+   * assert.deepEqual(labels, ["0_pre", "1_pre", "final_post"]);
+   * assert.deepEqual(stack.shape, [3, 1, 3, 64]); // [components, batch, pos, d_model]
    * ```
    */
   async accumulatedResid(
@@ -303,7 +348,16 @@ export class ActivationCache implements Disposable {
    *
    * @example
    * ```ts
-   * const stack = await cache.decomposeResid() as Tensor; // [components, batch, pos, d_model]
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * const [logits, cache] = await model.runWithCache([[1, 2, 3]]);
+   * (logits as Tensor).dispose();
+   * using _cache = cache;
+   * using stack = await cache.decomposeResid() as Tensor;
+   * // embed, pos_embed, then attn_out and mlp_out of each of the 2 layers
+   * assert.deepEqual(stack.shape, [6, 1, 3, 64]); // [components, batch, pos, d_model]
    * ```
    */
   async decomposeResid(
@@ -341,7 +395,21 @@ export class ActivationCache implements Disposable {
    *
    * @example
    * ```ts
-   * const { stack, labels } = await cache.stackHeadResults({ applyLn: true, returnLabels: true }) as LabeledStack;
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer, type LabeledStack, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * const [logits, cache] = await model.runWithCache([[1, 2, 3]]);
+   * (logits as Tensor).dispose();
+   * using _cache = cache;
+   * const { stack, labels } = await cache.stackHeadResults({
+   *   applyLn: true,
+   *   returnLabels: true,
+   * }) as LabeledStack;
+   * using _stack = stack;
+   * assert.equal(labels.length, 2 * 4); // 2 layers x 4 heads
+   * assert.equal(labels[5], "L1H1");
+   * assert.deepEqual(stack.shape, [8, 1, 3, 64]);
    * ```
    */
   async stackHeadResults(
@@ -385,7 +453,17 @@ export class ActivationCache implements Disposable {
    *
    * @example
    * ```ts
-   * const scaled = await cache.applyLnToStack(stack, { posSlice: -1 });
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * const [logits, cache] = await model.runWithCache([[1, 2, 3]]);
+   * (logits as Tensor).dispose();
+   * using _cache = cache;
+   * // A stack at the last position, scaled by the final norm's scale there (as TransformerLens).
+   * using stack = await cache.decomposeResid({ posSlice: -1 }) as Tensor;
+   * using scaled = await cache.applyLnToStack(stack, { posSlice: -1 });
+   * assert.deepEqual(scaled.shape, [6, 1, 64]);
    * ```
    */
   async applyLnToStack(stack: Tensor, o: StackOptions = {}): Promise<Tensor> {
@@ -401,7 +479,16 @@ export class ActivationCache implements Disposable {
    *
    * @example
    * ```ts
-   * const attrs = await cache.logitAttrs(resid, { tokens: [42, 7], posSlice: -1 });
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * const [logits, cache] = await model.runWithCache([[1, 2, 3]]);
+   * (logits as Tensor).dispose();
+   * using _cache = cache;
+   * using stack = await cache.decomposeResid({ posSlice: -1 }) as Tensor; // [6, batch, d_model]
+   * using attrs = await cache.logitAttrs(stack, { tokens: [42], incorrectTokens: [7] });
+   * assert.deepEqual(attrs.shape, [6, 1]); // each component's share of logit 42 minus logit 7
    * ```
    */
   async logitAttrs(
@@ -451,7 +538,15 @@ export class ActivationCache implements Disposable {
    *
    * @example
    * ```ts
-   * cache.get("blocks.0.attn.hook_pattern"); cache.get("pattern", 0);
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * const [logits, cache] = await model.runWithCache([[1, 2, 3]]);
+   * (logits as Tensor).dispose();
+   * using _cache = cache;
+   * assert.equal(cache.get("pattern", 0), cache.get("blocks.0.attn.hook_pattern"));
+   * assert.deepEqual(cache.get("pattern", 0).shape, [1, 4, 3, 3]); // [batch, head, query, key]
    * ```
    */
   get(name: string, layer?: number, layerType?: string): Tensor {
@@ -502,7 +597,12 @@ export class ActivationCache implements Disposable {
  *
  * @example
  * ```ts
- * namesFilterFn(["hook_embed"])("hook_embed"); // true
+ * import assert from "node:assert/strict";
+ * import { namesFilterFn } from "./cache.ts";
+ *
+ * assert.equal(namesFilterFn(["hook_embed"])("hook_embed"), true);
+ * assert.equal(namesFilterFn("hook_embed")("hook_pos_embed"), false);
+ * assert.equal(namesFilterFn(undefined)("anything"), true);
  * ```
  */
 export function namesFilterFn(
@@ -523,7 +623,15 @@ export function namesFilterFn(
  *
  * @example
  * ```ts
- * const single = removeBatchDim(cache);
+ * import assert from "node:assert/strict";
+ * import { HookedTransformer, type Tensor } from "@hooklens/hooklens";
+ * import { removeBatchDim } from "./cache.ts";
+ *
+ * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * const [logits, cache] = await model.runWithCache([[1, 2, 3]], { namesFilter: "hook_embed" });
+ * (logits as Tensor).dispose();
+ * using single = removeBatchDim(cache); // `cache` is disposed
+ * assert.deepEqual(single.get("hook_embed").shape, [3, 64]);
  * ```
  */
 export function removeBatchDim(cache: ActivationCache): ActivationCache {

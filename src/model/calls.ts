@@ -5,8 +5,8 @@
  * model: waiting would never end), and a per-call `signal` ends it early with a typed error while
  * the model's queue moves on. Every output is tagged with what ran (provenance.ts).
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: the call spec and body come from the model (model.ts)
+ * ```
  * import { newCallQueue, startCall } from "./calls.ts";
  * const queue = newCallQueue();
  * const out = await startCall(model, queue, undefined, () => spec, async (s) => run(s));
@@ -42,7 +42,11 @@ export interface CallQueue {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { newCallQueue } from "./calls.ts";
+ *
  * const queue = newCallQueue();
+ * assert.equal(await queue.tail, undefined); // nothing to wait for
  * ```
  */
 export function newCallQueue(): CallQueue {
@@ -63,8 +67,8 @@ function abortable<T>(run: Promise<T>, signal: AbortSignal): Promise<T> {
  * calls (or nested, from inside one of `owner`'s calls), inside its own call record (arenas,
  * tape). Resolves to the body's result tagged with the spec's provenance.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: a method body of HookedTransformer (model.ts), which owns the spec
+ * ```
  * return startCall(this, this.#queue, opts.signal, () => this.#spec(), (s) => this.#run(s));
  * ```
  */

@@ -5,9 +5,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { openCheckpoint } from "./checkpoint.ts";
+ *
  * using ck = await openCheckpoint("tests/reference/gpt2_tiny/hf");
- * console.log(ck.names().length);
+ * assert.deepEqual(ck.shape("transformer.wte.weight"), [1000, 64]);
  * ```
  * @module
  */
@@ -46,7 +48,13 @@ export interface Checkpoint extends Disposable {
  *
  * @example
  * ```ts
- * using ck = await openCheckpoint("model_dir");
+ * import assert from "node:assert/strict";
+ * import { WeightsError } from "../errors.ts";
+ * import { openCheckpoint } from "./checkpoint.ts";
+ *
+ * using ck = await openCheckpoint("tests/reference/neox_tiny/hf");
+ * assert.ok(ck.names().length > 0);
+ * await assert.rejects(openCheckpoint("tests/reference"), WeightsError); // no weights there
  * ```
  */
 export async function openCheckpoint(dir: string): Promise<Checkpoint> {
@@ -120,7 +128,14 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
  *
  * @example
  * ```ts
- * const wte = await readTensor(ck, "wte.weight", [50257, 768]);
+ * import assert from "node:assert/strict";
+ * import { WeightsError } from "../errors.ts";
+ * import { openCheckpoint, readTensor } from "./checkpoint.ts";
+ *
+ * using ck = await openCheckpoint("tests/reference/gpt2_tiny/hf");
+ * const wte = await readTensor(ck, "transformer.wte.weight", [1000, 64]);
+ * assert.equal(wte.data.length, 1000 * 64);
+ * await assert.rejects(readTensor(ck, "transformer.wte.weight", [64, 1000]), WeightsError);
  * ```
  */
 export async function readTensor(

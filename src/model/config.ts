@@ -4,10 +4,18 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { configFromHf } from "./config.ts";
- * const cfg = configFromHf({ architectures: ["GPT2LMHeadModel"], n_embd: 64, n_layer: 2, n_head: 4,
- *   vocab_size: 1000, n_positions: 64 }, "config.json");
- * console.log(cfg.dHead); // 16
+ *
+ * const cfg = configFromHf({
+ *   architectures: ["GPT2LMHeadModel"],
+ *   n_embd: 64,
+ *   n_layer: 2,
+ *   n_head: 4,
+ *   vocab_size: 1000,
+ *   n_positions: 64,
+ * }, "config.json");
+ * assert.equal(cfg.dHead, 16);
  * ```
  * @module
  */
@@ -115,7 +123,15 @@ export const SUPPORTED_ARCHITECTURES: readonly string[] = [
  *
  * @example
  * ```ts
- * const cfg = configFromHf(JSON.parse(text), "model/config.json");
+ * import assert from "node:assert/strict";
+ * import { ConfigError } from "../errors.ts";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { configFromHf } from "./config.ts";
+ *
+ * const path = "tests/reference/rmsgqa_tiny/hf/config.json";
+ * const cfg = configFromHf(await readJsonFile(path), path);
+ * assert.equal(cfg.normalizationType, "RMS");
+ * assert.throws(() => configFromHf({ architectures: ["NoSuchLM"] }, path), ConfigError);
  * ```
  */
 export function configFromHf(hf: Json, file: string): HookedTransformerConfig {

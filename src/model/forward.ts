@@ -4,8 +4,8 @@
  * batch (text of different lengths, or an `attentionMask`) runs with its padding in the context;
  * its loss counts real next tokens only.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: the run context and weights come from the model (model.ts)
+ * ```
  * import { forwardPass } from "./forward.ts";
  * const logits = await forwardPass(ctx, weights, (i, o) => batchInput(cfg, tok, i, o), [[1, 2]], {});
  * ```
@@ -36,8 +36,8 @@ export type TokensOf = (
  * and finds the padding. A context that already has a padding (a generation step) keeps it. The
  * caller holds the model lock and owns the arena.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: `HookedTransformer.forward` calls it with its run context
+ * ```
  * const loss = await forwardPass(ctx, weights, tokensOf, tokens, { returnType: "loss" });
  * ```
  */

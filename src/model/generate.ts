@@ -2,8 +2,8 @@
  * Generation (TransformerLens's `generate`): greedy or sampled decoding on the GPU, with a KV
  * cache by default, checking for EOS every few steps without waiting for the GPU.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: the host is the model (model.ts); use `model.generate`
+ * ```
  * import { generateTokens } from "./generate.ts";
  * const rows = await generateTokens(host, [[1, 2, 3]], { maxNewTokens: 4, doSample: false });
  * ```
@@ -115,8 +115,8 @@ function promptOf(
  * ids otherwise. Prompts of different lengths are left-padded; each row keeps its own positions
  * and stops at its own stop token. The caller holds the model lock.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: `HookedTransformer.generate` calls it as its host
+ * ```
  * const text = await generateTokens(host, "def add(a, b):", { maxNewTokens: 8 });
  * ```
  */

@@ -3,10 +3,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { HookRegistry } from "./hooks.ts";
+ *
  * const reg = new HookRegistry();
  * const e = reg.add("blocks.0.hook_resid_pre", (act) => act.scale(2), {});
+ * assert.deepEqual(reg.names(), ["blocks.0.hook_resid_pre"]);
  * reg.remove([e]);
+ * assert.equal(reg.size, 0);
  * ```
  * @module
  */
@@ -128,10 +132,16 @@ export class HookRegistry {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { HookRegistry, layeredHooks } from "./hooks.ts";
+ *
  * const persistent = new HookRegistry();
  * const scoped = new HookRegistry();
+ * persistent.add("hook_embed", () => {}, {});
+ * scoped.add("hook_embed", () => {}, { prepend: true });
  * const all = layeredHooks([persistent, scoped]);
- * all.at("blocks.0.hook_resid_pre");
+ * // A prepended hook of a later layer still runs first, as in one registry.
+ * assert.deepEqual(all.at("hook_embed").map((e) => e.prepend), [true, false]);
  * ```
  */
 export function layeredHooks(layers: readonly HookRegistry[]): HookLookup {
@@ -157,7 +167,22 @@ export function layeredHooks(layers: readonly HookRegistry[]): HookLookup {
  *
  * @example
  * ```ts
- * attachHooks([["hook_embed", (a) => a.scale(2)]], {}, registry, () => names, checkName);
+ * import assert from "node:assert/strict";
+ * import { HookNameError } from "../errors.ts";
+ * import { attachHooks, HookRegistry } from "./hooks.ts";
+ *
+ * const registry = new HookRegistry();
+ * const names = ["hook_embed", "hook_pos_embed"];
+ * const checkName = (n: string) => {
+ *   if (!names.includes(n)) throw new HookNameError(`no hook point ${n}`);
+ * };
+ * attachHooks([[(n) => n.startsWith("hook_"), () => {}]], {}, registry, () => names, checkName);
+ * assert.deepEqual(registry.names(), ["hook_embed", "hook_pos_embed"]);
+ * assert.throws(
+ *   () => attachHooks([["hook_embed", () => {}], ["nope", () => {}]], {}, registry, () => names, checkName),
+ *   HookNameError,
+ * );
+ * assert.equal(registry.size, 2); // the invalid name attached nothing
  * ```
  */
 export function attachHooks(

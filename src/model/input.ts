@@ -5,8 +5,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { InputError, initGpu, Tensor } from "@hooklens/hooklens";
  * import { checkTokenTensor } from "./input.ts";
- * checkTokenTensor(Tensor.from([1, 2, 3], [1, 3], "int32"), { dVocab: 1000, nCtx: 64 });
+ *
+ * await initGpu();
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * checkTokenTensor(tokens, { dVocab: 1000, nCtx: 64 });
+ * assert.throws(() => checkTokenTensor(tokens, { dVocab: 1000, nCtx: 2 }), InputError); // too long
  * ```
  * @module
  */
@@ -22,7 +28,16 @@ import { hostInts } from "../gpu/host_ints.ts";
  *
  * @example
  * ```ts
- * checkTokenTensor(tokens, model.cfg); // throws "Token id 1000 at [0, 2] is outside the vocabulary (0..999)."
+ * import assert from "node:assert/strict";
+ * import { InputError, initGpu, Tensor } from "@hooklens/hooklens";
+ * import { checkTokenTensor } from "./input.ts";
+ *
+ * await initGpu();
+ * const cfg = { dVocab: 1000, nCtx: 64 };
+ * using ok = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * checkTokenTensor(ok, cfg);
+ * using bad = Tensor.from([1, 2, 1000], [1, 3], "int32");
+ * assert.throws(() => checkTokenTensor(bad, cfg), InputError); // "Token id 1000 at [0, 2] ..."
  * ```
  */
 export function checkTokenTensor(t: Tensor, cfg: { dVocab: number; nCtx: number }): void {

@@ -5,8 +5,13 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { loadPretrained } from "./load.ts";
+ *
  * const { cfg, sd, tokenizer } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * assert.deepEqual(sd.get("blocks.0.attn.W_Q")?.shape, [4, 64, 16]); // [heads, d_model, d_head]
+ * assert.equal(cfg.nLayers, 2);
+ * assert.equal(tokenizer, null); // this folder has no tokenizer.json
  * ```
  * @module
  */
@@ -27,6 +32,16 @@ import { loadStateDict } from "./weights.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { ConfigError } from "../errors.ts";
+ * import { resolveSource } from "./load.ts";
+ *
+ * assert.equal(await resolveSource("tests/reference/gpt2_tiny/hf"), "tests/reference/gpt2_tiny/hf");
+ * await assert.rejects(resolveSource("no such dir"), ConfigError); // neither a folder nor org/name
+ * ```
+ *
+ * @example A hub id (not run as a doc test: it needs the network)
+ * ```
  * const dir = await resolveSource("openai-community/gpt2");
  * ```
  */
@@ -54,7 +69,11 @@ export interface PretrainedParts {
  *
  * @example
  * ```ts
- * const parts = await loadPretrained("openai-community/gpt2", { foldLn: false });
+ * import assert from "node:assert/strict";
+ * import { loadPretrained } from "./load.ts";
+ *
+ * const parts = await loadPretrained("tests/reference/gpt2_tiny/hf", { foldLn: false });
+ * assert.equal(parts.cfg.normalizationType, "LN"); // not folded into "LNPre"
  * ```
  */
 export async function loadPretrained(

@@ -8,10 +8,17 @@
  *
  * @example
  * ```ts
- * import { HookedTransformer } from "./model.ts";
- * const model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
- * const [logits, cache] = await model.runWithCache([[1, 2, 3]], { namesFilter: (n) => n.endsWith("resid_pre") });
- * console.log(logits.shape, cache.keys());
+ * import assert from "node:assert/strict";
+ * import { HookedTransformer, type Tensor } from "@hooklens/hooklens";
+ *
+ * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * const [logits, cache] = await model.runWithCache([[1, 2, 3]], {
+ *   namesFilter: (n) => n.endsWith("resid_pre"),
+ * });
+ * using _cache = cache;
+ * assert.deepEqual((logits as Tensor).shape, [1, 3, 1000]); // [batch, pos, d_vocab]
+ * assert.deepEqual(cache.keys(), ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"]);
+ * (logits as Tensor).dispose();
  * ```
  * @module
  */
@@ -151,7 +158,12 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * const model = await HookedTransformer.fromPretrained("path/to/hf_dir");
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * // An HF model folder (config.json + model.safetensors), or a hub id such as "gpt2".
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * assert.equal(model.cfg.dModel, 64);
    * ```
    */
   static async fromPretrained(source: string, opts: LoadOptions = {}): Promise<HookedTransformer> {
@@ -165,7 +177,14 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * const raw = await HookedTransformer.fromPretrainedNoProcessing("path/to/hf_dir");
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using raw = await HookedTransformer.fromPretrainedNoProcessing("tests/reference/gpt2_tiny/hf");
+   * using processed = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * // fold_ln and center_unembed change W_U; without processing it is the checkpoint's.
+   * const rawWU = (await raw.weightData("unembed.W_U")).data;
+   * assert.notDeepEqual(rawWU, (await processed.weightData("unembed.W_U")).data);
    * ```
    */
   static fromPretrainedNoProcessing(
@@ -276,7 +295,15 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using clean = await model.forward([[1, 2, 3]]);
    * model.addHook("blocks.0.hook_resid_pre", (act) => act.scale(0.5));
+   * using halved = await model.forward([[1, 2, 3]]);
+   * assert.notDeepEqual(await halved.toArray(), await clean.toArray());
+   * model.resetHooks();
    * ```
    */
   addHook(name: string | ((name: string) => boolean), fn: HookFn, opts: AddHookOptions = {}): void {
@@ -293,7 +320,19 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * const seen: string[] = [];
+   * model.addHook("blocks.0.hook_resid_pre", (_a, h) => void seen.push(h.name), {
+   *   isPermanent: true,
+   * });
+   * model.resetHooks(); // keeps the permanent hook
+   * using _a = await model.forward([[1, 2]]);
    * model.resetHooks({ includingPermanent: true });
+   * using _b = await model.forward([[1, 2]]);
+   * assert.deepEqual(seen, ["blocks.0.hook_resid_pre"]); // fired once, before the reset
    * ```
    */
   resetHooks(opts: { includingPermanent?: boolean } = {}): void {
@@ -307,10 +346,17 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * let calls = 0;
    * {
-   *   using scope = model.hooks([["blocks.0.hook_resid_pre", (act) => act.scale(0)]]);
-   *   await scope.forward(tokens); // or model.forward(tokens) while the scope is open
-   * }
+   *   using scope = model.hooks([["blocks.0.hook_resid_pre", () => void calls++]]);
+   *   using _a = await scope.forward([[1, 2]]); // or model.forward while the scope is open
+   * } // the hook is removed here, also when the block throws
+   * using _b = await model.forward([[1, 2]]);
+   * assert.equal(calls, 1);
    * ```
    */
   hooks(specs: HookSpec[], opts: AddHookOptions = {}): ModelView {
@@ -349,7 +395,13 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * const tokens = model.toTokens("def f(x):");
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("models/demo-pycode/hf"); // has a tokenizer
+   * using tokens = model.toTokens("def f(x):");
+   * assert.deepEqual(tokens.shape, [1, 6]); // BOS, "def", " f", "(", "x", "):"
+   * assert.equal(tokens.dtype, "int32");
    * ```
    */
   toTokens(text: string | string[], opts: ToTokensOptions = {}): Tensor {
@@ -363,8 +415,17 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * const { tokens, attentionMask } = model.toTokensWithMask(["a b", "a b c d"], { paddingSide: "left" });
-   * const logits = await model.forward(tokens, { attentionMask });
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("models/demo-pycode/hf"); // has a tokenizer
+   * const { tokens, attentionMask } = model.toTokensWithMask(["a b", "a b c d"], {
+   *   paddingSide: "left",
+   * });
+   * using _tokens = tokens;
+   * assert.deepEqual(attentionMask, [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]); // BOS, then the words
+   * using logits = await model.forward(tokens, { attentionMask });
+   * assert.deepEqual(logits.shape, [2, 5, 50257]);
    * ```
    */
   toTokensWithMask(text: string | string[], opts: ToTokensOptions = {}): TokensWithMask {
@@ -380,7 +441,14 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * const at = model.getTokenPosition(" Mary", ["When Mary and John", "Then Mary"], { paddingSide: "left" });
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("models/demo-pycode/hf"); // has a tokenizer
+   * const at = model.getTokenPosition(" Mary", ["When Mary and John", "Then Mary"], {
+   *   paddingSide: "left",
+   * });
+   * assert.deepEqual(at, [2, 4]); // the second row is left-padded by two
    * ```
    */
   getTokenPosition(
@@ -410,7 +478,12 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * const [ids] = model.toTokenIds("def f(x):");
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("models/demo-pycode/hf"); // has a tokenizer
+   * const [ids] = model.toTokenIds("def f(x):", { prependBos: false });
+   * assert.deepEqual(model.toStrTokens(ids), ["def", " f", "(", "x", "):"]);
    * ```
    */
   toTokenIds(text: string | string[], opts: ToTokensOptions = {}): number[][] {
@@ -422,11 +495,18 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * model.toString([50256, 4299]); // "<|endoftext|>def"
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("models/demo-pycode/hf"); // has a tokenizer
+   * assert.equal(model.toString([50256, 4299]), "<|endoftext|>def");
+   * assert.deepEqual(model.toString([[4299], [50256]]), ["def", "<|endoftext|>"]);
    * ```
    */
   toString(): string;
+  /** Text of one row of token ids. */
   toString(tokens: number[]): string;
+  /** Text of each row of token ids. */
   toString(tokens: number[][]): string[];
   toString(tokens?: number[] | number[][]): string | string[] {
     if (tokens === undefined) return this.#describe();
@@ -454,7 +534,11 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * model.toStrTokens("def f"); // ["<|endoftext|>", "def", " f"]
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("models/demo-pycode/hf"); // has a tokenizer
+   * assert.deepEqual(model.toStrTokens("def f"), ["<|endoftext|>", "def", " f"]);
    * ```
    */
   toStrTokens(
@@ -469,7 +553,11 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * model.toSingleToken(" return");
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("models/demo-pycode/hf"); // has a tokenizer
+   * assert.equal(model.toStrTokens([model.toSingleToken(" return")])[0], " return");
    * ```
    */
   toSingleToken(text: string): number {
@@ -484,11 +572,18 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * const logits = await model.forward([[1, 2, 3]]);
-   * const loss = await model.forward([[1, 2, 3]], { returnType: "loss" });
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using logits = await model.forward([[1, 2, 3]]);
+   * assert.deepEqual(logits.shape, [1, 3, 1000]);
+   * using loss = await model.forward([[1, 2, 3]], { returnType: "loss" });
+   * assert.ok((await loss.toArray())[0] > 0); // mean next-token cross-entropy
    * ```
    */
   forward(input: Input, opts: ForwardOptions & { returnType: "both" }): Promise<LogitsAndLoss>;
+  /** Logits [batch, pos, d_vocab], or with `returnType: "loss"` the loss (a scalar, shape []). */
   forward(input: Input, opts?: ForwardOptions): Promise<Tensor>;
   forward(input: Input, opts: ForwardOptions = {}): Promise<ForwardOutput> {
     return this.#call(opts.signal, null, (spec) => runForward(this.#host, input, opts, null, spec));
@@ -499,7 +594,15 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * const logits = await model.runWithHooks(tokens, { fwdHooks: [["blocks.0.hook_resid_pre", (a) => a.scale(0)]] });
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using logits = await model.runWithHooks([[1, 2, 3]], {
+   *   fwdHooks: [["blocks.0.hook_resid_pre", (a) => a.scale(0)]],
+   * }) as Tensor;
+   * using clean = await model.forward([[1, 2, 3]]); // the hook was for that call only
+   * assert.notDeepEqual(await logits.toArray(), await clean.toArray());
    * ```
    */
   runWithHooks(input: Input, opts: RunWithHooksOptions = {}): Promise<ForwardOutput> {
@@ -518,7 +621,16 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * const [logits, cache] = await model.runWithCache(tokens, { namesFilter: (n) => n.includes("resid") });
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * const [logits, cache] = await model.runWithCache([[1, 2, 3]], {
+   *   namesFilter: (n) => n.includes("resid"),
+   * });
+   * using _cache = cache;
+   * using _logits = logits as Tensor;
+   * assert.deepEqual(cache.get("resid_post", 1).shape, [1, 3, 64]); // blocks.1.hook_resid_post
    * ```
    */
   runWithCache(
@@ -552,11 +664,20 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * const text = await model.generate("def add(a, b):", { maxNewTokens: 8, doSample: false });
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("models/demo-pycode/hf"); // has a tokenizer
+   * const text = await model.generate("def add(a, b):", { maxNewTokens: 4, doSample: false });
+   * assert.ok(text.startsWith("def add(a, b):"));
+   * const [row] = await model.generate([[50256, 4299]], { maxNewTokens: 2, doSample: false });
+   * assert.equal(row.length, 4); // the prompt and two new tokens
    * ```
    */
   generate(input: string, opts?: GenerateOptions): Promise<string>;
+  /** One completion per prompt text. */
   generate(input: string[], opts?: GenerateOptions): Promise<string[]>;
+  /** Token ids in, token ids out: each row is its prompt followed by the new tokens. */
   generate(input: number[][] | number[] | Tensor, opts?: GenerateOptions): Promise<number[][]>;
   generate(input: Input, opts: GenerateOptions = {}): Promise<string | string[] | number[][]> {
     return this.#call(opts.signal, null, (spec) => runGenerate(this.#host, input, opts, spec));
@@ -568,7 +689,14 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
-   * using logits = model.unembedDirection(sae.decoderDirection(42));
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+   *
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * using dir = sae.decoderDirection(42);
+   * using logits = model.unembedDirection(dir); // the tokens latent 42 pushes up
+   * assert.deepEqual(logits.shape, [1000]);
    * ```
    */
   unembedDirection(v: Tensor): Tensor {
@@ -584,7 +712,13 @@ export class HookedTransformer {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
    * const { shape, data } = await model.weightData("unembed.W_U");
+   * assert.deepEqual(shape, [64, 1000]); // [d_model, d_vocab]
+   * assert.equal(data.length, 64 * 1000);
    * ```
    */
   weightData(name: string): Promise<{ shape: number[]; data: Float32Array }> {

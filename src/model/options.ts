@@ -3,8 +3,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { HookedTransformer } from "@hooklens/hooklens";
  * import type { ForwardOptions } from "./options.ts";
+ *
+ * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
  * const opts: ForwardOptions = { returnType: "loss" };
+ * using loss = await model.forward([[1, 2, 3]], opts);
+ * assert.deepEqual(loss.shape, []); // a scalar: the mean next-token cross-entropy
  * ```
  * @module
  */
@@ -90,7 +96,14 @@ export interface ForwardOptions {
    *
    * @example
    * ```ts
-   * const next = await model.forward(tokens, { logitsAt: "last" }); // [batch, 1, d_vocab]
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using all = await model.forward([[1, 2, 3]]);
+   * using next = await model.forward([[1, 2, 3]], { logitsAt: "last" }); // [batch, 1, d_vocab]
+   * assert.deepEqual(next.shape, [1, 1, 1000]);
+   * assert.deepEqual(await next.toArray(), (await all.toArray()).subarray(2000)); // the same row
    * ```
    */
   logitsAt?: "all" | "last" | number[];

@@ -9,9 +9,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { checkMask, lastTokenIndices } from "./padding.ts";
+ *
  * const padding = checkMask([[0, 1, 1], [1, 1, 1]], 2, 3);
- * lastTokenIndices(padding.mask); // [2, 2]
+ * assert.deepEqual(lastTokenIndices(padding.mask), [2, 2]);
  * ```
  * @module
  */
@@ -54,7 +56,13 @@ export interface PadState {
  *
  * @example
  * ```ts
- * const { starts, ends } = checkMask([[0, 0, 1, 1]], 1, 4); // starts [2], ends [4]
+ * import assert from "node:assert/strict";
+ * import { InputError } from "../errors.ts";
+ * import { checkMask } from "./padding.ts";
+ *
+ * const { starts, ends } = checkMask([[0, 0, 1, 1]], 1, 4);
+ * assert.deepEqual([starts, ends], [[2], [4]]);
+ * assert.throws(() => checkMask([[1, 0, 1]], 1, 3), InputError); // a gap inside a row
  * ```
  */
 export function checkMask(mask: unknown, B: number, P: number): Padding {
@@ -112,7 +120,13 @@ export function checkMask(mask: unknown, B: number, P: number): Padding {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { maskRows } from "./padding.ts";
+ *
+ * await initGpu();
  * const o = await maskRows({ attentionMask: Tensor.from([0, 1, 1], [1, 3], "int32") });
+ * assert.deepEqual(o.attentionMask, [[0, 1, 1]]); // read back to rows
  * ```
  */
 export async function maskRows<O extends { attentionMask?: AttentionMask | Tensor }>(
@@ -136,7 +150,10 @@ export async function maskRows<O extends { attentionMask?: AttentionMask | Tenso
  *
  * @example
  * ```ts
- * paddingOf([2, 4], 4, "left").mask; // [[0, 0, 1, 1], [1, 1, 1, 1]]
+ * import assert from "node:assert/strict";
+ * import { paddingOf } from "./padding.ts";
+ *
+ * assert.deepEqual(paddingOf([2, 4], 4, "left").mask, [[0, 0, 1, 1], [1, 1, 1, 1]]);
  * ```
  */
 export function paddingOf(lengths: readonly number[], P: number, side: PaddingSide): Padding {
@@ -154,7 +171,11 @@ export function paddingOf(lengths: readonly number[], P: number, side: PaddingSi
  *
  * @example
  * ```ts
- * isFull(paddingOf([3, 3], 3, "left")); // true
+ * import assert from "node:assert/strict";
+ * import { isFull, paddingOf } from "./padding.ts";
+ *
+ * assert.equal(isFull(paddingOf([3, 3], 3, "left")), true);
+ * assert.equal(isFull(paddingOf([2, 3], 3, "left")), false);
  * ```
  */
 export function isFull(p: Padding): boolean {
@@ -167,7 +188,14 @@ export function isFull(p: Padding): boolean {
  *
  * @example
  * ```ts
- * const pad = padState(padding, 16);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { paddingOf, padState } from "./padding.ts";
+ *
+ * await initGpu();
+ * const pad = padState(paddingOf([2, 3], 3, "left"), 16); // room for 13 generated tokens
+ * assert.deepEqual(pad.keyMask.shape, [2, 16]);
+ * assert.equal(pad.shifted, true);
  * ```
  */
 export function padState(p: Padding, stride = p.mask[0].length): PadState {
@@ -188,7 +216,10 @@ export function padState(p: Padding, stride = p.mask[0].length): PadState {
  *
  * @example
  * ```ts
- * lastTokenIndices([[1, 1, 0], [1, 1, 1]]); // [1, 2]
+ * import assert from "node:assert/strict";
+ * import { lastTokenIndices } from "./padding.ts";
+ *
+ * assert.deepEqual(lastTokenIndices([[1, 1, 0], [1, 1, 1]]), [1, 2]);
  * ```
  */
 export function lastTokenIndices(mask: AttentionMask): number[] {
@@ -201,7 +232,11 @@ export function lastTokenIndices(mask: AttentionMask): number[] {
  *
  * @example
  * ```ts
- * const [m, n] = lossMask(paddingOf([2, 3], 3, "right")); // [[1, 0], [1, 1]], 3
+ * import assert from "node:assert/strict";
+ * import { lossMask, paddingOf } from "./padding.ts";
+ *
+ * const [m, n] = lossMask(paddingOf([2, 3], 3, "right"));
+ * assert.deepEqual([m, n], [[1, 0, 1, 1], 3]);
  * ```
  */
 export function lossMask(p: Padding): [number[], number] {
@@ -224,7 +259,10 @@ export function lossMask(p: Padding): [number[], number] {
  *
  * @example
  * ```ts
- * tokenPositions(7, [[0, 7, 3, 7]], paddingOf([3], 4, "left"), "last"); // [3]
+ * import assert from "node:assert/strict";
+ * import { paddingOf, tokenPositions } from "./padding.ts";
+ *
+ * assert.deepEqual(tokenPositions(7, [[0, 7, 3, 7]], paddingOf([3], 4, "left"), "last"), [3]);
  * ```
  */
 export function tokenPositions(

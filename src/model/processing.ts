@@ -6,9 +6,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { loadPretrained } from "./load.ts";
  * import { processWeights } from "./processing.ts";
- * const cfg2 = processWeights(sd, cfg, { foldLn: true, centerWritingWeights: true,
- *   centerUnembed: true, foldValueBiases: true });
+ *
+ * const none = { foldLn: false, centerWritingWeights: false, centerUnembed: false };
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {
+ *   ...none,
+ *   foldValueBiases: false,
+ * });
+ * const cfg2 = processWeights(sd, cfg, { ...none, foldLn: true, foldValueBiases: false });
+ * assert.equal(cfg2.normalizationType, "LNPre"); // the LayerNorm weights now live in W_Q, W_in, W_U
  * ```
  * @module
  */
@@ -78,7 +86,22 @@ function centerLast(t: CpuTensor): void {
  *
  * @example
  * ```ts
- * cfg = processWeights(sd, cfg, DEFAULT_PROCESSING);
+ * import assert from "node:assert/strict";
+ * import { loadPretrained } from "./load.ts";
+ * import { processWeights } from "./processing.ts";
+ *
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {
+ *   centerUnembed: false,
+ * });
+ * processWeights(sd, cfg, {
+ *   foldLn: false,
+ *   centerWritingWeights: false,
+ *   centerUnembed: true,
+ *   foldValueBiases: false,
+ * });
+ * // W_U [d_model, d_vocab]: each row now sums to zero over the vocabulary.
+ * const { shape: [, V], data } = sd.get("unembed.W_U")!;
+ * assert.ok(Math.abs(data.subarray(0, V).reduce((a, b) => a + b, 0)) < 1e-3);
  * ```
  */
 export function processWeights(
@@ -164,7 +187,13 @@ export function processWeights(
  *
  * @example
  * ```ts
- * const { cos, sin } = rotaryTables(64, 16, 10000);
+ * import assert from "node:assert/strict";
+ * import { rotaryTables } from "./processing.ts";
+ *
+ * const { cos, sin } = rotaryTables(64, 16, 10000); // n_ctx 64, rotary dim 16
+ * assert.equal(cos.length, 64 * 16);
+ * assert.equal(cos[0], 1); // position 0: no rotation
+ * assert.equal(sin[0], 0);
  * ```
  */
 export function rotaryTables(

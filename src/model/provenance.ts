@@ -6,9 +6,14 @@
  *
  * @example
  * ```ts
- * import { provenanceOf } from "./provenance.ts";
- * const logits = await model.forward(tokens);
- * console.log(provenanceOf(logits)?.saes.map((s) => s.hookName));
+ * import assert from "node:assert/strict";
+ * import { HookedSAETransformer, provenanceOf, SAE } from "@hooklens/hooklens";
+ *
+ * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+ * using view = model.withSaes([sae]);
+ * using logits = await view.forward([[1, 2, 3]]);
+ * assert.deepEqual(provenanceOf(logits)?.saes.map((s) => s.hookName), ["blocks.1.hook_resid_pre"]);
  * ```
  * @module
  */
@@ -68,8 +73,17 @@ const tags = new WeakMap<object, Provenance>();
  *
  * @example
  * ```ts
- * const p = provenanceOf(await model.forward(tokens));
- * console.log(p?.saes.length, p?.hooks.length);
+ * import assert from "node:assert/strict";
+ * import { HookedSAETransformer, provenanceOf, SAE } from "@hooklens/hooklens";
+ *
+ * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+ * using view = model.hooks([["hook_embed", () => {}]]);
+ * using logits = await view.forward([[1, 2, 3]]);
+ * const p = provenanceOf(logits);
+ * assert.equal(p?.saes.length, 0);
+ * assert.deepEqual(p?.hooks, [{ name: "hook_embed", dir: "fwd" }]);
+ * assert.equal(provenanceOf(new Float32Array(1)), undefined); // no model call made it
  * ```
  */
 export function provenanceOf(output: unknown): Provenance | undefined {
@@ -81,7 +95,12 @@ export function provenanceOf(output: unknown): Provenance | undefined {
  *
  * @example
  * ```ts
- * return tagOutput(logits, spec.provenance);
+ * import assert from "node:assert/strict";
+ * import { provenanceOf, tagOutput } from "./provenance.ts";
+ *
+ * const p = { saes: [], hooks: [] };
+ * const pair = tagOutput({ logits: {}, loss: {} }, p);
+ * assert.equal(provenanceOf(pair.loss), p); // the pair's parts are tagged too
  * ```
  */
 export function tagOutput<T>(output: T, p: Provenance): T {
@@ -99,7 +118,14 @@ export function tagOutput<T>(output: T, p: Provenance): T {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { HookRegistry } from "./hooks.ts";
+ * import { provenanceFor } from "./provenance.ts";
+ *
+ * const registry = new HookRegistry();
+ * registry.add("blocks.0.hook_resid_pre", () => {}, { dir: "bwd" });
  * const p = provenanceFor(new Map(), [registry]);
+ * assert.deepEqual(p.hooks, [{ name: "blocks.0.hook_resid_pre", dir: "bwd" }]);
  * ```
  */
 export function provenanceFor(
@@ -127,7 +153,11 @@ export function provenanceFor(
  *
  * @example
  * ```ts
- * console.log(describeProvenance(provenanceOf(logits)!));
+ * import assert from "node:assert/strict";
+ * import { describeProvenance } from "./provenance.ts";
+ *
+ * const text = describeProvenance({ saes: [], hooks: [{ name: "hook_embed", dir: "bwd" }] });
+ * assert.equal(text, "  no SAEs\n  hooks at: hook_embed (bwd)");
  * ```
  */
 export function describeProvenance(p: Provenance): string {

@@ -4,9 +4,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { seededUniform } from "./random.ts";
- * const u = seededUniform(42);
- * console.log(u(), u());
+ *
+ * const a = seededUniform(42), b = seededUniform(42);
+ * assert.equal(a(), b()); // the same seed gives the same stream
  * ```
  * @module
  */
@@ -16,8 +18,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { seededUniform } from "./random.ts";
+ *
  * const u = seededUniform(42);
- * const x = u(); // 0 <= x < 1
+ * const x = u();
+ * assert.ok(x >= 0 && x < 1);
  * ```
  */
 export function seededUniform(seed: number): () => number {

@@ -6,13 +6,21 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ropeScalingFromHf, rotaryFrequencies } from "./rope.ts";
+ *
  * const scaling = ropeScalingFromHf({
- *   rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4,
- *     original_max_position_embeddings: 8192 },
+ *   rope_scaling: {
+ *     rope_type: "llama3",
+ *     factor: 8,
+ *     low_freq_factor: 1,
+ *     high_freq_factor: 4,
+ *     original_max_position_embeddings: 8192,
+ *   },
  * }, "config.json");
  * const freq = rotaryFrequencies(128, 500000, scaling); // angle at position p: p / freq[j]
- * console.log(freq.length); // 64
+ * assert.equal(freq.length, 64);
+ * assert.equal(freq[0], 1); // the fastest pair is not scaled
  * ```
  * @module
  */
@@ -40,8 +48,18 @@ export const SUPPORTED_ROPE_TYPES: readonly string[] = ["default", "linear", "ll
  *
  * @example
  * ```ts
- * ropeScalingFromHf({ rope_scaling: { type: "linear", factor: 2 } }, "config.json");
- * // { ropeType: "linear", factor: 2 }
+ * import assert from "node:assert/strict";
+ * import { ConfigError } from "../errors.ts";
+ * import { ropeScalingFromHf } from "./rope.ts";
+ *
+ * const linear = ropeScalingFromHf({ rope_scaling: { type: "linear", factor: 2 } }, "config.json");
+ * assert.deepEqual(linear, { ropeType: "linear", factor: 2 });
+ * assert.equal(ropeScalingFromHf({}, "config.json"), null);
+ * // A scaling hooklens does not compute is refused, not ignored.
+ * assert.throws(
+ *   () => ropeScalingFromHf({ rope_scaling: { rope_type: "yarn", factor: 4 } }, "config.json"),
+ *   ConfigError,
+ * );
  * ```
  */
 export function ropeScalingFromHf(hf: Record<string, Json>, file: string): RopeScaling | null {
@@ -108,7 +126,12 @@ function isObject(v: Json | undefined): boolean {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { rotaryFrequencies } from "./rope.ts";
+ *
  * const freq = rotaryFrequencies(16, 10000, null); // freq[j] = 10000^(j / 8)
+ * assert.equal(freq.length, 8);
+ * assert.ok(Math.abs(freq[4] - 100) < 1e-3);
  * ```
  */
 export function rotaryFrequencies(

@@ -4,8 +4,8 @@
  * asked), and generation. The model class keeps the API and what each call runs with; these hold
  * what a call does.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: internal to HookedTransformer, whose private state is the host (model.ts); use the model's methods
+ * ```
  * import { runForward } from "./run.ts";
  * const logits = await runForward(host, [[1, 2, 3]], {}, null, spec);
  * ```
@@ -59,8 +59,8 @@ export interface RunHost {
  * The run context of a call: its hooks (caching into `target`, ending at its signal), under its
  * SAE layer, with the KV state and padding of a generation step.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: internal to HookedTransformer, whose private state is the host (model.ts); use the model's methods
+ * ```
  * const ctx = runContext(host, null, spec, null);
  * ```
  */
@@ -95,8 +95,8 @@ function forwardIn(
  * One forward pass inside its call: arena, run context, outputs kept, one submission. `target`
  * receives the cached activations.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: internal to HookedTransformer, whose private state is the host (model.ts); use the model's methods
+ * ```
  * const out = await runForward(host, tokens, { returnType: "both" }, null, spec);
  * ```
  */
@@ -129,8 +129,8 @@ export async function runForward(
  * pass adding `<hook>_grad` entries with `inclBwd`). The cache is the caller's; on a throw it is
  * freed here.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: internal to HookedTransformer, whose private state is the host (model.ts); use the model's methods
+ * ```
  * const [logits, cache] = await runCached(host, tokens, { namesFilter: "hook_embed" }, spec);
  * ```
  */
@@ -177,8 +177,8 @@ export async function runCached(
 /**
  * generate's body inside its call: every step a forward pass with the call's hooks and SAEs.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: internal to HookedTransformer, whose private state is the host (model.ts); use the model's methods
+ * ```
  * const ids = await runGenerate(host, [[1, 2, 3]], { maxNewTokens: 4, doSample: false }, spec);
  * ```
  */

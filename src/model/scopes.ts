@@ -40,8 +40,8 @@ export class ScopeStack {
   /**
    * The stack over a model's persistent hooks and SAEs (read each time, as they change).
    *
-   * @example
-   * ```ts
+   * @example Not run as a doc test: needs the scope stack a HookedTransformer owns (model.ts); use model.hooks / model.withSaes
+   * ```
    * const stack = new ScopeStack(registry, () => persistentSaes);
    * ```
    */
@@ -59,8 +59,8 @@ export class ScopeStack {
    * Runs `fn` synchronously as if the open scopes were `chain` (how a view's call sees its own
    * layers: a call reads them when it starts, before it awaits anything).
    *
-   * @example
-   * ```ts
+   * @example Not run as a doc test: needs the scope stack a HookedTransformer owns (model.ts); use model.hooks / model.withSaes
+   * ```
    * const names = stack.withChain(view.chain, () => model.hookNames());
    * ```
    */
@@ -77,8 +77,8 @@ export class ScopeStack {
   /**
    * The layers a call starting now runs with: a view's (inside withChain), else every open one.
    *
-   * @example
-   * ```ts
+   * @example Not run as a doc test: needs the scope stack a HookedTransformer owns (model.ts); use model.hooks / model.withSaes
+   * ```
    * const layers = stack.chain();
    * ```
    */
@@ -91,8 +91,8 @@ export class ScopeStack {
    * when a view opens it (inside withChain), `layer` alone when the model does (other open scopes
    * are not the view's). `register` makes plain calls see it until it closes.
    *
-   * @example
-   * ```ts
+   * @example Not run as a doc test: needs the scope stack a HookedTransformer owns (model.ts); use model.hooks / model.withSaes
+   * ```
    * const chain = stack.open({ hooks: null, saes: new Map() }, false); // a private view
    * ```
    */
@@ -104,8 +104,8 @@ export class ScopeStack {
   /**
    * Removes `layer` from the open scopes (nothing if it is not open).
    *
-   * @example
-   * ```ts
+   * @example Not run as a doc test: needs the scope stack a HookedTransformer owns (model.ts); use model.hooks / model.withSaes
+   * ```
    * stack.close(layer);
    * ```
    */
@@ -117,8 +117,8 @@ export class ScopeStack {
    * The SAEs a call with these layers runs with: the persistent ones, then each layer's (a later
    * layer's SAE at the same hook wins).
    *
-   * @example
-   * ```ts
+   * @example Not run as a doc test: needs the scope stack a HookedTransformer owns (model.ts); use model.hooks / model.withSaes
+   * ```
    * const saes = stack.saes();
    * ```
    */
@@ -131,8 +131,8 @@ export class ScopeStack {
   /**
    * The hook registries a call with these layers runs with, persistent first.
    *
-   * @example
-   * ```ts
+   * @example Not run as a doc test: needs the scope stack a HookedTransformer owns (model.ts); use model.hooks / model.withSaes
+   * ```
    * const count = stack.hooks().reduce((n, r) => n + r.size, 0);
    * ```
    */
@@ -144,8 +144,8 @@ export class ScopeStack {
    * What a call starting now runs with, plus `own` hooks for that call only; `saeLayer` splices
    * the SAEs in (it may throw a typed error for an SAE that cannot run).
    *
-   * @example
-   * ```ts
+   * @example Not run as a doc test: needs the scope stack a HookedTransformer owns (model.ts); use model.hooks / model.withSaes
+   * ```
    * const spec = stack.spec(null, () => null);
    * ```
    */

@@ -7,10 +7,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Tape } from "./tape.ts";
+ *
  * const tape = Tape.begin();
- * // ... forward pass recording entries ...
+ * assert.equal(Tape.active, tape); // steps run now record into it
+ * await Tape.untaped(() => Promise.resolve(assert.equal(Tape.active, null)));
  * Tape.end(tape);
+ * assert.equal(Tape.active, null);
  * ```
  * @module
  */

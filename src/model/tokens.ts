@@ -4,8 +4,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { HfTokenizer } from "../io/tokenizer.ts";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { configFromHf } from "./config.ts";
  * import { encodeTexts } from "./tokens.ts";
- * const rows = encodeTexts(model.cfg, model.tokenizer, "def f(x):", {});
+ *
+ * const dir = "models/demo-pycode/hf"; // a GPT-2 tokenizer
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * const tokenizer = await HfTokenizer.load(dir);
+ * const rows = encodeTexts(cfg, tokenizer, "def f(x):", {});
+ * assert.equal(rows[0][0], 50256); // BOS first, as TransformerLens
  * ```
  * @module
  */
@@ -22,7 +31,14 @@ import { checkTokenTensor } from "./input.ts";
  *
  * @example
  * ```ts
- * const tok = requireTokenizer(model.tokenizer);
+ * import assert from "node:assert/strict";
+ * import { InputError } from "../errors.ts";
+ * import { HfTokenizer } from "../io/tokenizer.ts";
+ * import { requireTokenizer } from "./tokens.ts";
+ *
+ * const tok = requireTokenizer(await HfTokenizer.load("models/demo-pycode/hf"));
+ * assert.deepEqual(tok.encode("def"), [4299]);
+ * assert.throws(() => requireTokenizer(null), InputError); // "pass token ids instead of text"
  * ```
  */
 export function requireTokenizer(tok: HfTokenizer | null): HfTokenizer {
@@ -39,7 +55,17 @@ export function requireTokenizer(tok: HfTokenizer | null): HfTokenizer {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { HfTokenizer } from "../io/tokenizer.ts";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { configFromHf } from "./config.ts";
+ * import { encodeTexts } from "./tokens.ts";
+ *
+ * const dir = "models/demo-pycode/hf"; // a GPT-2 tokenizer
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * const tokenizer = await HfTokenizer.load(dir);
  * const [ids] = encodeTexts(cfg, tokenizer, "def f", { prependBos: true });
+ * assert.deepEqual(ids, [50256, 4299, 277]);
  * ```
  */
 export function encodeTexts(
@@ -57,7 +83,18 @@ export function encodeTexts(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { HfTokenizer } from "../io/tokenizer.ts";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { configFromHf } from "./config.ts";
+ * import { encodeBatch } from "./tokens.ts";
+ *
+ * const dir = "models/demo-pycode/hf"; // a GPT-2 tokenizer
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * const tokenizer = await HfTokenizer.load(dir);
  * const { rows, padding } = encodeBatch(cfg, tokenizer, ["a", "a b c"], { paddingSide: "left" });
+ * assert.equal(rows[0].length, rows[1].length);
+ * assert.deepEqual(padding.mask, [[0, 0, 1, 1], [1, 1, 1, 1]]);
  * ```
  */
 export function encodeBatch(
@@ -121,7 +158,19 @@ function checkLength(cfg: HookedTransformerConfig, P: number): void {
  *
  * @example
  * ```ts
- * const tokens = tokensTensor(cfg, tokenizer, [[1, 2, 3]]);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { InputError } from "../errors.ts";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { configFromHf } from "./config.ts";
+ * import { tokensTensor } from "./tokens.ts";
+ *
+ * await initGpu();
+ * const path = "tests/reference/gpt2_tiny/hf/config.json";
+ * const cfg = configFromHf(await readJsonFile(path), path);
+ * using tokens = tokensTensor(cfg, null, [[1, 2, 3]]);
+ * assert.deepEqual(tokens.shape, [1, 3]);
+ * assert.throws(() => tokensTensor(cfg, null, [[1, 2, 1000]]), InputError); // d_vocab is 1000
  * ```
  */
 export function tokensTensor(
@@ -167,7 +216,21 @@ export function tokensTensor(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { HfTokenizer } from "../io/tokenizer.ts";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { configFromHf } from "./config.ts";
+ * import { batchInput } from "./tokens.ts";
+ *
+ * await initGpu();
+ * const dir = "models/demo-pycode/hf"; // a GPT-2 tokenizer
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * const tokenizer = await HfTokenizer.load(dir);
  * const { tokens, padding } = batchInput(cfg, tokenizer, ["a", "a b"], { paddingSide: "left" });
+ * using _tokens = tokens;
+ * assert.deepEqual(tokens.shape, [2, 3]);
+ * assert.deepEqual(padding?.starts, [1, 0]);
  * ```
  */
 export function batchInput(
@@ -206,7 +269,18 @@ export function batchInput(
  *
  * @example
  * ```ts
- * const padding = inputPadding(cfg, tokenizer, ["a", "a b"], {});
+ * import assert from "node:assert/strict";
+ * import { HfTokenizer } from "../io/tokenizer.ts";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { configFromHf } from "./config.ts";
+ * import { inputPadding } from "./tokens.ts";
+ *
+ * const dir = "models/demo-pycode/hf"; // a GPT-2 tokenizer
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * const tokenizer = await HfTokenizer.load(dir);
+ * const padding = inputPadding(cfg, tokenizer, ["a", "a b"], {}); // the model's side: right
+ * assert.deepEqual(padding?.mask, [[1, 1, 0], [1, 1, 1]]);
+ * assert.equal(inputPadding(cfg, tokenizer, [[1, 2]], {}), null); // nothing masked
  * ```
  */
 export function inputPadding(
@@ -235,7 +309,12 @@ export function inputPadding(
  *
  * @example
  * ```ts
- * decodeTokens(tokenizer, [50256, 4299]); // "<|endoftext|>def"
+ * import assert from "node:assert/strict";
+ * import { HfTokenizer } from "../io/tokenizer.ts";
+ * import { decodeTokens } from "./tokens.ts";
+ *
+ * const tokenizer = await HfTokenizer.load("models/demo-pycode/hf");
+ * assert.equal(decodeTokens(tokenizer, [50256, 4299]), "<|endoftext|>def");
  * ```
  */
 export function decodeTokens(
@@ -252,7 +331,16 @@ export function decodeTokens(
  *
  * @example
  * ```ts
- * strTokens(cfg, tokenizer, "def f", {}); // ["<|endoftext|>", "def", " f"]
+ * import assert from "node:assert/strict";
+ * import { HfTokenizer } from "../io/tokenizer.ts";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { configFromHf } from "./config.ts";
+ * import { strTokens } from "./tokens.ts";
+ *
+ * const dir = "models/demo-pycode/hf"; // a GPT-2 tokenizer
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * const tokenizer = await HfTokenizer.load(dir);
+ * assert.deepEqual(strTokens(cfg, tokenizer, "def f", {}), ["<|endoftext|>", "def", " f"]);
  * ```
  */
 export function strTokens(
@@ -278,7 +366,14 @@ export function strTokens(
  *
  * @example
  * ```ts
- * singleToken(tokenizer, " return");
+ * import assert from "node:assert/strict";
+ * import { InputError } from "../errors.ts";
+ * import { HfTokenizer } from "../io/tokenizer.ts";
+ * import { singleToken } from "./tokens.ts";
+ *
+ * const tokenizer = await HfTokenizer.load("models/demo-pycode/hf");
+ * assert.equal(tokenizer!.piece(singleToken(tokenizer, " return")), " return");
+ * assert.throws(() => singleToken(tokenizer, "def f"), InputError); // two tokens
  * ```
  */
 export function singleToken(tokenizer: HfTokenizer | null, text: string): number {

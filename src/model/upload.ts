@@ -4,8 +4,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { loadPretrained } from "./load.ts";
  * import { uploadWeights } from "./upload.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
  * const weights = uploadWeights(sd, cfg, "float32");
+ * assert.equal(weights.blocks.length, 2);
  * ```
  * @module
  */
@@ -36,7 +43,18 @@ type Uploader = (name: string, data?: Float32Array, shape?: number[], dt?: DType
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { loadPretrained } from "./load.ts";
+ * import { uploadWeights, weightData } from "./upload.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
  * const w = uploadWeights(sd, cfg, "float16");
+ * // Read back to float32: the f16 rounding error is small.
+ * const { data } = await weightData(w, cfg, "embed.W_E");
+ * const wE = sd.get("embed.W_E")!.data;
+ * assert.ok(data.every((x, i) => Math.abs(x - wE[i]) <= 1e-3 * Math.max(1, Math.abs(wE[i]))));
  * ```
  */
 export function uploadWeights(
@@ -174,7 +192,17 @@ function rotaryTensor(cfg: HookedTransformerConfig): Tensor {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { loadPretrained } from "./load.ts";
+ * import { uploadWeights, weightData } from "./upload.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const weights = uploadWeights(sd, cfg, "float32");
  * const { shape, data } = await weightData(weights, cfg, "unembed.W_U");
+ * assert.deepEqual(shape, [64, 1000]); // without the padding of its columns
+ * assert.deepEqual(data, sd.get("unembed.W_U")!.data);
  * ```
  */
 export async function weightData(

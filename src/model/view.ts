@@ -10,14 +10,18 @@
  *
  * @example
  * ```ts
- * import { HookedSAETransformer, SAE } from "../../mod.ts";
- * const model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
- * const sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+ * import assert from "node:assert/strict";
+ * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+ *
+ * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
  * {
  *   using withSae = model.withSaes([sae]);
  *   using logits = await withSae.forward([[1, 2, 3]]); // through the SAE, whatever else runs
- *   console.log(logits.shape, [...withSae.saes.keys()]);
+ *   assert.deepEqual(logits.shape, [1, 3, 1000]);
+ *   assert.deepEqual([...withSae.saes.keys()], ["blocks.1.hook_resid_pre"]);
  * }
+ * assert.equal(model.attachedSaes.size, 0); // the scope's end detached it
  * ```
  * @module
  */
@@ -67,7 +71,12 @@ export class ModelView implements Disposable {
    *
    * @example
    * ```ts
-   * const view = model.hooks([["hook_embed", (a) => a.scale(2)]]);
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using view = model.hooks([["hook_embed", (a) => a.scale(2)]]);
+   * assert.equal(view.closed, false);
    * ```
    */
   constructor(host: ViewHost, stack: ScopeStack, chain: readonly ScopeLayer[]) {
@@ -110,10 +119,17 @@ export class ModelView implements Disposable {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using view = model.hooks([["hook_embed", (a) => a.scale(0)]]);
    * using logits = await view.forward([[1, 2, 3]]);
+   * assert.deepEqual(logits.shape, [1, 3, 1000]);
    * ```
    */
   forward(input: Input, opts: ForwardOptions & { returnType: "both" }): Promise<LogitsAndLoss>;
+  /** Logits [batch, pos, d_vocab], or with `returnType: "loss"` the loss (a scalar, shape []). */
   forward(input: Input, opts?: ForwardOptions): Promise<Tensor>;
   forward(input: Input, opts: ForwardOptions = {}): Promise<ForwardOutput> {
     return this.#async(() => this.#host.forward(input, opts));
@@ -124,7 +140,16 @@ export class ModelView implements Disposable {
    *
    * @example
    * ```ts
-   * const out = await view.runWithHooks(tokens, { fwdHooks: [["hook_embed", (a) => a.scale(0)]] });
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * const order: string[] = [];
+   * using view = model.hooks([["hook_embed", () => void order.push("view")]]);
+   * using out = await view.runWithHooks([[1, 2, 3]], {
+   *   fwdHooks: [["hook_embed", () => void order.push("call")]],
+   * }) as Tensor;
+   * assert.deepEqual(order, ["view", "call"]); // the call's hooks run after the view's
    * ```
    */
   runWithHooks(input: Input, opts: RunWithHooksOptions = {}): Promise<ForwardOutput> {
@@ -136,7 +161,15 @@ export class ModelView implements Disposable {
    *
    * @example
    * ```ts
-   * const [logits, cache] = await view.runWithCache(tokens, { inclBwd: true });
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using view = model.hooks([["hook_embed", (a) => a.scale(2)]]);
+   * const [logits, cache] = await view.runWithCache([[1, 2, 3]], { namesFilter: "hook_embed" });
+   * using _cache = cache;
+   * using _logits = logits as Tensor;
+   * assert.deepEqual(cache.keys(), ["hook_embed"]); // the cache holds the hooked value
    * ```
    */
   runWithCache(
@@ -151,7 +184,15 @@ export class ModelView implements Disposable {
    *
    * @example
    * ```ts
-   * const [loss, cache] = await view.runWithBackward(tokens, { namesFilter: "hook_embed" });
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using view = model.hooks([]);
+   * const [loss, cache] = await view.runWithBackward([[1, 2, 3]], { namesFilter: "hook_embed" });
+   * using _cache = cache;
+   * using _loss = loss as Tensor;
+   * assert.deepEqual(cache.get("hook_embed_grad").shape, [1, 3, 64]); // d loss / d hook_embed
    * ```
    */
   runWithBackward(
@@ -166,11 +207,19 @@ export class ModelView implements Disposable {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using view = model.hooks([]);
    * const [ids] = await view.generate([[1, 2, 3]], { maxNewTokens: 4, doSample: false });
+   * assert.equal(ids.length, 3 + 4);
    * ```
    */
   generate(input: string, opts?: GenerateOptions): Promise<string>;
+  /** One completion per prompt text. */
   generate(input: string[], opts?: GenerateOptions): Promise<string[]>;
+  /** Token ids in, token ids out: each row is its prompt followed by the new tokens. */
   generate(input: number[][] | number[] | Tensor, opts?: GenerateOptions): Promise<number[][]>;
   generate(input: Input, opts: GenerateOptions = {}): Promise<string | string[] | number[][]> {
     return this.#async(() => this.#host.generate(input, opts));
@@ -181,7 +230,14 @@ export class ModelView implements Disposable {
    *
    * @example
    * ```ts
-   * view.hookNames().filter((n) => n.includes("hook_sae"));
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+   *
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * using view = model.withSaes([sae]);
+   * assert.ok(view.hookNames().includes("blocks.1.hook_resid_pre.hook_sae_acts_post"));
+   * assert.ok(!model.hookNames().includes("blocks.1.hook_resid_pre")); // open scope: model too
    * ```
    */
   hookNames(): string[] {
@@ -193,7 +249,15 @@ export class ModelView implements Disposable {
    *
    * @example
    * ```ts
-   * using inner = view.hooks([["hook_embed", (a) => a.scale(2)]]);
+   * import assert from "node:assert/strict";
+   * import { HookedTransformer } from "@hooklens/hooklens";
+   *
+   * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * let calls = 0;
+   * using view = model.hooks([["hook_embed", () => void calls++]]);
+   * using inner = view.hooks([["hook_embed", () => void calls++]]);
+   * using _logits = await inner.forward([[1, 2]]);
+   * assert.equal(calls, 2); // the outer view's hook and the inner one
    * ```
    */
   hooks(specs: HookSpec[], opts: AddHookOptions = {}): ModelView {
@@ -206,7 +270,16 @@ export class ModelView implements Disposable {
    *
    * @example
    * ```ts
-   * using both = view.withSaes([otherSae]);
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+   *
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * using other = await SAE.load("tests/reference/gpt2_tiny/saes/topk_mlp_out0");
+   * using view = model.withSaes([sae]);
+   * using both = view.withSaes([other]);
+   * assert.equal(both.saes.size, 2);
+   * assert.equal(view.saes.size, 1);
    * ```
    */
   withSaes(
@@ -228,8 +301,16 @@ export class ModelView implements Disposable {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+   *
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
    * const view = model.withSaes([sae]);
    * view.close();
+   * view.close(); // closing twice does nothing
+   * assert.equal(model.attachedSaes.size, 0);
+   * await assert.rejects(view.forward([[1, 2]])); // a closed view no longer runs
    * ```
    */
   close(): void {
@@ -248,7 +329,13 @@ export class ModelView implements Disposable {
    *
    * @example
    * ```ts
-   * console.log(String(view));
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+   *
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * using view = model.withSaes([sae]);
+   * assert.match(String(view), /blocks\.1\.hook_resid_pre/);
    * ```
    */
   toString(): string {

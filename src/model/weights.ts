@@ -6,9 +6,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { configFromHf } from "./config.ts";
  * import { loadStateDict } from "./weights.ts";
- * const sd = await loadStateDict("tests/reference/gpt2_tiny/hf", cfg);
- * console.log(sd.get("blocks.0.attn.W_Q")!.shape); // [4, 64, 16]
+ *
+ * const dir = "tests/reference/gpt2_tiny/hf";
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * const sd = await loadStateDict(dir, cfg);
+ * assert.deepEqual(sd.get("blocks.0.attn.W_Q")!.shape, [4, 64, 16]); // [heads, d_model, d_head]
  * ```
  * @module
  */
@@ -25,7 +31,15 @@ export { transpose2d } from "./convert/layout.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { configFromHf } from "./config.ts";
+ * import { loadStateDict } from "./weights.ts";
+ *
+ * const dir = "tests/reference/gpt2_tiny/hf";
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
  * const sd = await loadStateDict(dir, cfg);
+ * assert.deepEqual(sd.get("unembed.W_U")!.shape, [64, 1000]); // [d_model, d_vocab]
  * ```
  */
 export async function loadStateDict(dir: string, cfg: HookedTransformerConfig): Promise<StateDict> {

@@ -5,10 +5,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { saeConfigFromJson } from "./config.ts";
- * const cfg = saeConfigFromJson({ d_in: 64, d_sae: 256, architecture: "standard",
- *   metadata: { hook_name: "blocks.1.hook_resid_pre", sae_lens_version: "6.18.0" } }, "cfg.json");
- * console.log(cfg.hookName);
+ *
+ * const cfg = saeConfigFromJson({
+ *   d_in: 64,
+ *   d_sae: 256,
+ *   architecture: "standard",
+ *   metadata: { hook_name: "blocks.1.hook_resid_pre", sae_lens_version: "6.18.0" },
+ * }, "cfg.json");
+ * assert.equal(cfg.hookName, "blocks.1.hook_resid_pre");
+ * assert.equal(cfg.dSae, 256);
  * ```
  * @module
  */
@@ -64,7 +71,16 @@ const NORMS: readonly NormalizeActivations[] = [
  *
  * @example
  * ```ts
- * const cfg = saeConfigFromJson(JSON.parse(text), "sae/cfg.json");
+ * import assert from "node:assert/strict";
+ * import { ConfigError } from "../errors.ts";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { saeConfigFromJson } from "./config.ts";
+ *
+ * const path = "tests/reference/gpt2_tiny/saes/topk_mlp_out0/cfg.json";
+ * const cfg = saeConfigFromJson(await readJsonFile(path), path);
+ * assert.equal(cfg.architecture, "topk");
+ * // A field missing or of the wrong type names the file and the field.
+ * assert.throws(() => saeConfigFromJson({ d_in: 64 }, "cfg.json"), ConfigError);
  * ```
  */
 export function saeConfigFromJson(j: Json, file: string): SaeConfig {

@@ -4,8 +4,16 @@
  *
  * @example
  * ```ts
- * import { nextTokens, topLatentsPerToken } from "./features.ts";
+ * import assert from "node:assert/strict";
+ * import { HookedSAETransformer, nextTokens, SAE, topLatentsPerToken } from "@hooklens/hooklens";
+ *
+ * using model = await HookedSAETransformer.fromPretrained("models/demo-pycode/hf");
+ * using sae = await SAE.load("models/demo-pycode/sae");
  * const rows = await topLatentsPerToken(model, sae, "def f(x):", 3);
+ * assert.equal(rows[1].token, "def"); // rows[0] is the BOS token the model prepends
+ * using logits = await model.forward("def f(x):");
+ * const [best] = await nextTokens(model, logits, 1);
+ * assert.ok(best.prob > 0 && best.prob <= 1);
  * ```
  * @module
  */
@@ -69,7 +77,15 @@ export interface PaddingOptions {
  *
  * @example
  * ```ts
- * const rows = await topLatentsPerToken(model, sae, "def f(x):", 5);
+ * import assert from "node:assert/strict";
+ * import { HookedSAETransformer, SAE, topLatentsPerToken } from "@hooklens/hooklens";
+ *
+ * using model = await HookedSAETransformer.fromPretrained("models/demo-pycode/hf");
+ * using sae = await SAE.load("models/demo-pycode/sae");
+ * const rows = await topLatentsPerToken(model, sae, "return x", 5);
+ * assert.deepEqual(rows.map((r) => r.token), ["<|endoftext|>", "return", " x"]);
+ * assert.ok(rows[0].latents.length <= 5);
+ * assert.equal(model.attachedSaes.size, 0); // the SAE was attached for this run only
  * ```
  */
 export async function topLatentsPerToken(
@@ -122,7 +138,17 @@ export async function topLatentsPerToken(
  *
  * @example
  * ```ts
- * await model.runWithCacheWithSaes(tokens, { saes: [sae], stopAtLayer: layerAfter(model, sae) });
+ * import assert from "node:assert/strict";
+ * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+ * import { layerAfter } from "./features.ts";
+ *
+ * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/topk_mlp_out0");
+ * const stopAtLayer = layerAfter(model, sae); // 1: blocks.0.hook_mlp_out is in layer 0
+ * const [, cache] = await model.runWithCacheWithSaes([[1, 2, 3]], { saes: [sae], stopAtLayer });
+ * const acts = cache.get("blocks.0.hook_mlp_out.hook_sae_acts_post");
+ * assert.deepEqual(acts.shape, [1, 3, sae.cfg.dSae]);
+ * cache.dispose();
  * ```
  */
 export function layerAfter(model: HookedSAETransformer, sae: SAE): number | undefined {
@@ -149,7 +175,14 @@ export interface NextToken {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { HookedSAETransformer, nextTokens } from "@hooklens/hooklens";
+ *
+ * using model = await HookedSAETransformer.fromPretrained("models/demo-pycode/hf");
+ * using logits = await model.forward("for i in");
  * const top = await nextTokens(model, logits, 5);
+ * assert.equal(top.length, 5);
+ * assert.ok(top[0].prob >= top[1].prob);
  * ```
  */
 export async function nextTokens(

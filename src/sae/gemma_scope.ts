@@ -7,9 +7,13 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { readGemmaScope } from "./gemma_scope.ts";
- * const { cfg, weights } = await readGemmaScope("gemmascope_dir", { hookName: "blocks.1.hook_resid_post" });
- * console.log(cfg.architecture, cfg.dSae, weights.W_enc.length);
+ *
+ * const dir = "tests/reference/gemma2_tiny/saes/gemmascope_blocks_1_hook_resid_post";
+ * const { cfg, weights } = await readGemmaScope(dir, { hookName: "blocks.1.hook_resid_post" });
+ * assert.equal(cfg.architecture, "jumprelu");
+ * assert.equal(weights.W_enc.length, 64 * 128); // [d_in, d_sae]
  * ```
  * @module
  */
@@ -30,7 +34,14 @@ const ARRAYS = ["W_enc", "W_dec", "b_enc", "b_dec", "threshold"] as const;
  *
  * @example
  * ```ts
- * const { cfg, weights } = await readGemmaScope(dir, { hookName: "blocks.20.hook_resid_post" });
+ * import assert from "node:assert/strict";
+ * import { SAE } from "@hooklens/hooklens";
+ * import { readGemmaScope } from "./gemma_scope.ts";
+ *
+ * const dir = "tests/reference/gemma2_tiny/saes/gemmascope_blocks_1_hook_resid_post";
+ * const { cfg, weights } = await readGemmaScope(dir, { hookName: "blocks.1.hook_resid_post" });
+ * using sae = await SAE.fromWeights(cfg, weights, { source: dir });
+ * assert.equal(sae.cfg.dSae, 128);
  * ```
  */
 export async function readGemmaScope(

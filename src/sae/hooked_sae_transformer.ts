@@ -9,19 +9,28 @@
  * ({@link ModelView}): the view's calls run with the persistent SAEs plus its own, whatever other
  * tasks do; plain model calls see every open scope. Closing removes exactly that scope's layer.
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+ *
+ * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
  * {
  *   using withSae = model.withSaes([sae]);
- *   await withSae.forward(tokens); // with the SAE; so is model.forward while the scope is open
- * }                                // detached here, also when the block throws
+ *   using logits = await withSae.forward([[1, 2, 3]]); // with the SAE; so is model.forward
+ *   assert.equal(model.attachedSaes.size, 1);
+ * } // detached here, also when the block throws
+ * assert.equal(model.attachedSaes.size, 0);
  * ```
  *
  * @example
  * ```ts
- * import { HookedSAETransformer } from "./hooked_sae_transformer.ts";
- * import { SAE } from "./sae.ts";
- * const model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
- * const sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
- * const logits = await model.runWithSaes([[1, 2, 3]], { saes: [sae] });
+ * import assert from "node:assert/strict";
+ * import { HookedSAETransformer, SAE, type Tensor } from "@hooklens/hooklens";
+ *
+ * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+ * using logits = await model.runWithSaes([[1, 2, 3]], { saes: [sae] }) as Tensor;
+ * assert.deepEqual(logits.shape, [1, 3, 1000]); // [batch, pos, d_vocab]
  * ```
  * @module
  */
@@ -100,7 +109,12 @@ export class HookedSAETransformer extends HookedTransformer {
    *
    * @example
    * ```ts
-   * const model = await HookedSAETransformer.fromPretrained("path/to/hf_dir");
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer } from "@hooklens/hooklens";
+   *
+   * // An HF model folder (config.json + model.safetensors), or a hub id such as "gpt2".
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * assert.equal(model.cfg.nLayers, 2);
    * ```
    */
   static override async fromPretrained(
@@ -115,7 +129,11 @@ export class HookedSAETransformer extends HookedTransformer {
    *
    * @example
    * ```ts
-   * const raw = await HookedSAETransformer.fromPretrainedNoProcessing("path/to/hf_dir");
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer } from "@hooklens/hooklens";
+   *
+   * using raw = await HookedSAETransformer.fromPretrainedNoProcessing("tests/reference/gpt2_tiny/hf");
+   * assert.ok(raw.hookNames().includes("blocks.0.ln1.hook_scale"));
    * ```
    */
   static override async fromPretrainedNoProcessing(
@@ -130,7 +148,13 @@ export class HookedSAETransformer extends HookedTransformer {
    *
    * @example
    * ```ts
-   * console.log([...model.attachedSaes.keys()]);
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+   *
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * model.addSae(sae);
+   * assert.deepEqual([...model.attachedSaes.keys()], ["blocks.1.hook_resid_pre"]);
    * ```
    */
   get attachedSaes(): ReadonlyMap<string, SAE> {
@@ -221,7 +245,14 @@ export class HookedSAETransformer extends HookedTransformer {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+   *
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
    * model.addSae(sae, { useErrorTerm: true });
+   * assert.ok(model.hookNames().includes("blocks.1.hook_resid_pre.hook_sae_error"));
+   * model.resetSaes();
    * ```
    */
   addSae(sae: SAE, opts: AddSaeOptions = {}): void {
@@ -234,7 +265,14 @@ export class HookedSAETransformer extends HookedTransformer {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+   *
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * model.addSae(sae);
    * model.resetSaes();
+   * assert.equal(model.attachedSaes.size, 0);
    * ```
    */
   resetSaes(hookNames?: string[]): void {
@@ -250,9 +288,18 @@ export class HookedSAETransformer extends HookedTransformer {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, SAE } from "@hooklens/hooklens";
+   *
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * using plain = await model.forward([[1, 2, 3]]);
    * {
    *   using v = model.withSaes([sae], { useErrorTerm: true });
-   *   await v.forward(tokens);
+   *   using withError = await v.forward([[1, 2, 3]]);
+   *   // With the error term the SAE changes nothing downstream (up to rounding).
+   *   const [a, b] = [await plain.toArray(), await withError.toArray()];
+   *   assert.ok(a.every((x, i) => Math.abs(x - b[i]) < 1e-3));
    * }
    * ```
    */
@@ -278,7 +325,14 @@ export class HookedSAETransformer extends HookedTransformer {
    *
    * @example
    * ```ts
-   * const logits = await model.runWithSaes(tokens, { saes: [sae] });
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, SAE, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * using logits = await model.runWithSaes([[1, 2, 3]], { saes: [sae] }) as Tensor;
+   * assert.deepEqual(logits.shape, [1, 3, 1000]);
+   * assert.equal(model.attachedSaes.size, 0); // attached for that call only
    * ```
    */
   async runWithSaes(input: Input, opts: WithSaesOptions & ForwardOptions): Promise<ForwardOutput> {
@@ -291,7 +345,16 @@ export class HookedSAETransformer extends HookedTransformer {
    *
    * @example
    * ```ts
-   * const [logits, cache] = await model.runWithCacheWithSaes(tokens, { saes: [sae] });
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, SAE, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * const [logits, cache] = await model.runWithCacheWithSaes([[1, 2, 3]], { saes: [sae] });
+   * const acts = cache.get("blocks.1.hook_resid_pre.hook_sae_acts_post");
+   * assert.deepEqual(acts.shape, [1, 3, 256]); // [batch, pos, d_sae]
+   * cache.dispose();
+   * (logits as Tensor).dispose();
    * ```
    */
   async runWithCacheWithSaes(
@@ -307,8 +370,18 @@ export class HookedSAETransformer extends HookedTransformer {
    *
    * @example
    * ```ts
-   * const logits = await model.runWithHooksWithSaes(tokens, { saes: [sae],
-   *   fwdHooks: [[`${sae.cfg.hookName}.hook_sae_acts_post`, (a) => a.fillAt(-1, [3], 0)]] });
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, SAE, type Tensor } from "@hooklens/hooklens";
+   *
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * const zeroAll = (a: Tensor): Tensor => a.scale(0); // ablate every latent
+   * using ablated = await model.runWithHooksWithSaes([[1, 2, 3]], {
+   *   saes: [sae],
+   *   fwdHooks: [[`${sae.cfg.hookName}.hook_sae_acts_post`, zeroAll]],
+   * }) as Tensor;
+   * using clean = await model.runWithSaes([[1, 2, 3]], { saes: [sae] }) as Tensor;
+   * assert.notDeepEqual(await ablated.toArray(), await clean.toArray());
    * ```
    */
   async runWithHooksWithSaes(

@@ -9,8 +9,8 @@
  * weights as SAELens does (W_enc * s, W_dec / s, b_dec / s); without it the config keeps
  * `expected_average_only_in`, as SAELens does when it has no factor.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: no Llama Scope folder is vendored (tests/ builds a synthetic one)
+ * ```
  * import { readLlamaScope } from "./llama_scope.ts";
  * const { cfg, weights } = await readLlamaScope("Llama3_1-8B-Base-L15R-8x", { normScalingFactor: 2.1 });
  * console.log(cfg.hookName, weights.threshold[0]);
@@ -29,9 +29,13 @@ export const LLAMA_SCOPE_FILE = "hyperparams.json";
 /**
  * Reads a Llama Scope SAE folder into a JumpReLU config and float32 weights in SAELens's layout.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: it needs a downloaded Llama Scope folder
+ * ```
+ * import { SAE } from "../../mod.ts";
+ * import { readLlamaScope } from "./llama_scope.ts";
+ * const dir = "Llama3_1-8B-Base-L15R-8x"; // hyperparams.json + checkpoints/final.safetensors
  * const { cfg, weights } = await readLlamaScope(dir);
+ * const sae = await SAE.fromWeights(cfg, weights, { source: dir });
  * ```
  */
 export async function readLlamaScope(

@@ -7,9 +7,13 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { resolvePretrainedSae } from "./registry.ts";
+ *
  * const e = resolvePretrainedSae("gemma-scope-2b-pt-res-canonical", "layer_20/width_16k/canonical");
- * console.log(e.repo, e.path, e.hook); // google/gemma-scope-2b-pt-res layer_20/width_16k/average_l0_71 blocks.20.hook_resid_post
+ * assert.equal(e.repo, "google/gemma-scope-2b-pt-res");
+ * assert.equal(e.path, "layer_20/width_16k/average_l0_71");
+ * assert.equal(e.hook, "blocks.20.hook_resid_post");
  * ```
  * @module
  */
@@ -70,7 +74,10 @@ const FILES: Record<PretrainedSaeFormat, string[]> = {
  *
  * @example
  * ```ts
- * pretrainedSaeReleases().includes("gpt2-small-res-jb"); // true
+ * import assert from "node:assert/strict";
+ * import { pretrainedSaeReleases } from "./registry.ts";
+ *
+ * assert.ok(pretrainedSaeReleases().includes("gpt2-small-res-jb"));
  * ```
  */
 export function pretrainedSaeReleases(): string[] {
@@ -83,7 +90,13 @@ export function pretrainedSaeReleases(): string[] {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { PretrainedSaeError } from "../errors.ts";
+ * import { resolvePretrainedSae } from "./registry.ts";
+ *
  * const e = resolvePretrainedSae("gpt2-small-res-jb", "blocks.8.hook_resid_pre");
+ * assert.equal(e.model, "gpt2-small");
+ * assert.throws(() => resolvePretrainedSae("gpt2-small-res-jb", "blocks.99.hook_resid_pre"), PretrainedSaeError);
  * ```
  */
 export function resolvePretrainedSae(release: string, saeId: string): PretrainedSaeEntry {
@@ -121,8 +134,9 @@ export function resolvePretrainedSae(release: string, saeId: string): Pretrained
  * Downloads (or finds in the hub cache) the files of a resolved SAE and returns their local
  * directory: `cfg.json` + `sae_weights.safetensors` (SAELens) or `params.npz` (Gemma Scope).
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: it downloads from the hub
+ * ```
+ * import { downloadPretrainedSae, resolvePretrainedSae } from "./registry.ts";
  * const dir = await downloadPretrainedSae(resolvePretrainedSae("gpt2-small-res-jb", "blocks.8.hook_resid_pre"));
  * ```
  */
@@ -149,8 +163,9 @@ export async function downloadPretrainedSae(
  * optional `cfg.json` beside it) or Llama Scope's (`hyperparams.json` +
  * `checkpoints/final.safetensors`); returns its local directory.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: it downloads from the hub
+ * ```
+ * import { downloadSaeFolder } from "./registry.ts";
  * const dir = await downloadSaeFolder("google/gemma-scope-2b-pt-res/layer_20/width_16k/average_l0_71");
  * ```
  */

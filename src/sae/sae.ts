@@ -7,9 +7,14 @@
  *
  * @example
  * ```ts
- * import { SAE } from "./sae.ts";
- * const sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
- * console.log(sae.cfg.hookName, sae.cfg.dSae);
+ * import assert from "node:assert/strict";
+ * import { SAE, Tensor } from "@hooklens/hooklens";
+ *
+ * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+ * assert.equal(sae.cfg.hookName, "blocks.1.hook_resid_pre");
+ * using x = Tensor.from(new Float32Array(2 * 64).fill(0.5), [2, 64]); // [pos, d_in]
+ * using acts = await sae.encode(x);
+ * assert.deepEqual(acts.shape, [2, 256]); // [pos, d_sae]
  * ```
  * @module
  */
@@ -88,7 +93,12 @@ export class SAE {
    *
    * @example
    * ```ts
-   * const sae = await SAE.load("path/to/sae_dir");
+   * import assert from "node:assert/strict";
+   * import { SAE } from "@hooklens/hooklens";
+   *
+   * // A folder holding cfg.json + sae_weights.safetensors (or a hub path "org/name/folder").
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/topk_mlp_out0");
+   * assert.equal(sae.cfg.architecture, "topk");
    * ```
    */
   static async load(dir: string, opts: SaeLoadOptions = {}): Promise<SAE> {
@@ -178,6 +188,16 @@ export class SAE {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { SAE } from "@hooklens/hooklens";
+   *
+   * // Without an id: a local folder (or hub path), as SAE.load.
+   * using sae = await SAE.fromPretrained("tests/reference/gpt2_tiny/saes/jumprelu_z1");
+   * assert.equal(sae.cfg.architecture, "jumprelu");
+   * ```
+   *
+   * @example By release and id (not run as a doc test: it downloads from the hub)
+   * ```
    * const sae = await SAE.fromPretrained("gemma-scope-2b-pt-res-canonical", "layer_20/width_16k/canonical");
    * console.log(sae.cfg.hookName); // blocks.20.hook_resid_post
    * ```
@@ -210,7 +230,26 @@ export class SAE {
    *
    * @example
    * ```ts
-   * const sae = await SAE.fromWeights(cfg, { W_enc, b_enc, W_dec, b_dec });
+   * import assert from "node:assert/strict";
+   * import { SAE, Tensor } from "@hooklens/hooklens";
+   * import { saeConfigFromJson } from "./config.ts";
+   *
+   * const cfg = saeConfigFromJson({
+   *   d_in: 2,
+   *   d_sae: 2,
+   *   architecture: "standard",
+   *   metadata: { hook_name: "blocks.0.hook_resid_pre" },
+   * }, "cfg.json");
+   * const identity = new Float32Array([1, 0, 0, 1]);
+   * using sae = await SAE.fromWeights(cfg, {
+   *   W_enc: identity,
+   *   b_enc: new Float32Array(2),
+   *   W_dec: identity,
+   *   b_dec: new Float32Array(2),
+   * });
+   * using x = Tensor.from([3, -1], [1, 2]);
+   * using acts = await sae.encode(x);
+   * assert.deepEqual([...await acts.toArray()], [3, 0]); // ReLU(x · W_enc + b_enc)
    * ```
    */
   static async fromWeights(
@@ -395,7 +434,12 @@ export class SAE {
    *
    * @example
    * ```ts
-   * using dir = sae.decoderDirection(42);
+   * import assert from "node:assert/strict";
+   * import { SAE } from "@hooklens/hooklens";
+   *
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * using dir = sae.decoderDirection(42); // row 42 of W_dec
+   * assert.deepEqual(dir.shape, [64]);
    * ```
    */
   decoderDirection(j: number): Tensor {
@@ -433,7 +477,14 @@ export class SAE {
    *
    * @example
    * ```ts
-   * const acts = await sae.encode(x);
+   * import assert from "node:assert/strict";
+   * import { SAE, Tensor } from "@hooklens/hooklens";
+   *
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * using x = Tensor.from(new Float32Array(3 * 64).fill(1), [3, 64]);
+   * using acts = await sae.encode(x);
+   * assert.deepEqual(acts.shape, [3, 256]);
+   * assert.ok((await acts.toArray()).every((a) => a >= 0)); // ReLU latents
    * ```
    */
   async encode(x: Tensor): Promise<Tensor> {
@@ -456,7 +507,16 @@ export class SAE {
    *
    * @example
    * ```ts
-   * const recons = await sae.decode(acts);
+   * import assert from "node:assert/strict";
+   * import { SAE, Tensor } from "@hooklens/hooklens";
+   * import { SafetensorsFile } from "../io/safetensors.ts";
+   *
+   * const dir = "tests/reference/gpt2_tiny/saes/std_resid_pre1";
+   * using sae = await SAE.load(dir);
+   * using acts = Tensor.from(new Float32Array(256), [1, 256]); // no latent active
+   * using recons = await sae.decode(acts);
+   * using weights = await SafetensorsFile.open(`${dir}/sae_weights.safetensors`);
+   * assert.deepEqual(await recons.toArray(), await weights.float32("b_dec")); // just b_dec
    * ```
    */
   async decode(acts: Tensor): Promise<Tensor> {
@@ -468,7 +528,13 @@ export class SAE {
    *
    * @example
    * ```ts
-   * const y = await sae.forward(x);
+   * import assert from "node:assert/strict";
+   * import { SAE, Tensor } from "@hooklens/hooklens";
+   *
+   * using sae = await SAE.load("tests/reference/gpt2_tiny/saes/std_resid_pre1");
+   * using x = Tensor.from(new Float32Array(2 * 64).fill(0.5), [2, 64]);
+   * using y = await sae.forward(x);
+   * assert.deepEqual(y.shape, [2, 64]);
    * ```
    */
   async forward(x: Tensor): Promise<Tensor> {

@@ -12,12 +12,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { Tensor } from "@hooklens/hooklens";
  * import { Transcoder } from "./transcoder.ts";
- * import { Tensor } from "../gpu/tensor.ts";
- * const tc = await Transcoder.load("path/to/transcoder", { hookName: "blocks.0.ln2.hook_normalized", hookNameOut: "blocks.0.hook_mlp_out" });
+ *
+ * using tc = await Transcoder.load("tests/reference/sae_training/transcoders/skip_transcoder", {
+ *   hookName: "blocks.0.ln2.hook_normalized",
+ *   hookNameOut: "blocks.0.hook_mlp_out",
+ * });
  * using x = Tensor.from(new Float32Array(tc.cfg.dIn), [1, tc.cfg.dIn]);
  * using y = await tc.forward(x);
- * console.log(y.shape); // [1, d_out]
+ * assert.deepEqual(y.shape, [1, tc.cfg.dOut]);
  * ```
  * @module
  */
@@ -70,7 +75,14 @@ const ARCHS: readonly TranscoderArchitecture[] = [
  *
  * @example
  * ```ts
- * const cfg = transcoderConfigFromJson(JSON.parse(text), "cfg.json");
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../io/json.ts";
+ * import { transcoderConfigFromJson } from "./transcoder.ts";
+ *
+ * const path = "tests/reference/sae_training/transcoders/jumprelu_transcoder/cfg.json";
+ * const cfg = transcoderConfigFromJson(await readJsonFile(path), path);
+ * assert.equal(cfg.architecture, "jumprelu_transcoder");
+ * assert.equal(cfg.hookName, null); // this cfg.json names no hooks
  * ```
  */
 export function transcoderConfigFromJson(j: Json, file: string): TranscoderConfig {
@@ -143,7 +155,11 @@ export class Transcoder implements Disposable {
    *
    * @example
    * ```ts
-   * const tc = await Transcoder.load("path/to/skip_transcoder");
+   * import assert from "node:assert/strict";
+   * import { Transcoder } from "./transcoder.ts";
+   *
+   * using tc = await Transcoder.load("tests/reference/sae_training/transcoders/skip_transcoder");
+   * assert.equal(tc.cfg.architecture, "skip_transcoder");
    * ```
    */
   static async load(dir: string, opts: TranscoderLoadOptions = {}): Promise<Transcoder> {
@@ -265,7 +281,19 @@ export class Transcoder implements Disposable {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { Tensor } from "@hooklens/hooklens";
+   * import { SafetensorsFile } from "../io/safetensors.ts";
+   * import { Transcoder } from "./transcoder.ts";
+   *
+   * const dir = "tests/reference/sae_training/transcoders/transcoder"; // d_in 16, d_sae 32, d_out 16
+   * using tc = await Transcoder.load(dir);
+   * using io = await SafetensorsFile.open(`${dir}/io.safetensors`); // SAELens's outputs
+   * using x = Tensor.from(await io.float32("x"), [8, 16]);
+   * const close = (a: ArrayLike<number>, b: ArrayLike<number>) =>
+   *   Array.from(a).every((v, i) => Math.abs(v - b[i]) <= 1e-4 * (1 + Math.abs(b[i])));
    * using pre = await tc.preActivations(x);
+   * assert.ok(close(await pre.toArray(), await io.float32("hidden_pre")));
    * ```
    */
   preActivations(x: Tensor): Promise<Tensor> {
@@ -277,7 +305,19 @@ export class Transcoder implements Disposable {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { Tensor } from "@hooklens/hooklens";
+   * import { SafetensorsFile } from "../io/safetensors.ts";
+   * import { Transcoder } from "./transcoder.ts";
+   *
+   * const dir = "tests/reference/sae_training/transcoders/transcoder"; // d_in 16, d_sae 32, d_out 16
+   * using tc = await Transcoder.load(dir);
+   * using io = await SafetensorsFile.open(`${dir}/io.safetensors`); // SAELens's outputs
+   * using x = Tensor.from(await io.float32("x"), [8, 16]);
+   * const close = (a: ArrayLike<number>, b: ArrayLike<number>) =>
+   *   Array.from(a).every((v, i) => Math.abs(v - b[i]) <= 1e-4 * (1 + Math.abs(b[i])));
    * using acts = await tc.encode(x);
+   * assert.ok(close(await acts.toArray(), await io.float32("encode")));
    * ```
    */
   encode(x: Tensor): Promise<Tensor> {
@@ -289,7 +329,20 @@ export class Transcoder implements Disposable {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { Tensor } from "@hooklens/hooklens";
+   * import { SafetensorsFile } from "../io/safetensors.ts";
+   * import { Transcoder } from "./transcoder.ts";
+   *
+   * const dir = "tests/reference/sae_training/transcoders/transcoder"; // d_in 16, d_sae 32, d_out 16
+   * using tc = await Transcoder.load(dir);
+   * using io = await SafetensorsFile.open(`${dir}/io.safetensors`); // SAELens's outputs
+   * using x = Tensor.from(await io.float32("x"), [8, 16]);
+   * const close = (a: ArrayLike<number>, b: ArrayLike<number>) =>
+   *   Array.from(a).every((v, i) => Math.abs(v - b[i]) <= 1e-4 * (1 + Math.abs(b[i])));
+   * using acts = await tc.encode(x);
    * using y = await tc.decode(acts);
+   * assert.ok(close(await y.toArray(), await io.float32("decode_of_encode")));
    * ```
    */
   decode(acts: Tensor): Promise<Tensor> {
@@ -302,7 +355,19 @@ export class Transcoder implements Disposable {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { Tensor } from "@hooklens/hooklens";
+   * import { SafetensorsFile } from "../io/safetensors.ts";
+   * import { Transcoder } from "./transcoder.ts";
+   *
+   * const dir = "tests/reference/sae_training/transcoders/transcoder"; // d_in 16, d_sae 32, d_out 16
+   * using tc = await Transcoder.load(dir);
+   * using io = await SafetensorsFile.open(`${dir}/io.safetensors`); // SAELens's outputs
+   * using x = Tensor.from(await io.float32("x"), [8, 16]);
+   * const close = (a: ArrayLike<number>, b: ArrayLike<number>) =>
+   *   Array.from(a).every((v, i) => Math.abs(v - b[i]) <= 1e-4 * (1 + Math.abs(b[i])));
    * using y = await tc.forward(x);
+   * assert.ok(close(await y.toArray(), await io.float32("forward")));
    * ```
    */
   forward(x: Tensor): Promise<Tensor> {

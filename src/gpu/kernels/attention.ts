@@ -5,9 +5,19 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { flashFits, rotary } from "./attention.ts";
- * const rq = rotary(q, table, 16, 0);
- * if (flashFits(64)) console.log("fused attention available");
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * // Tables for n_ctx 2, rotary dim 2: position 0 no rotation, position 1 a quarter turn.
+ * using table = Tensor.from([1, 1, 0, 0, 0, 0, 1, 1], [2, 2, 2]); // cos [2, 2] then sin [2, 2]
+ * using q = Tensor.from([1, 0, 1, 0], [1, 2, 1, 2]); // [batch, pos, heads, d_head]
+ * using rq = rotary(q, table, 2, 0);
+ * assert.deepEqual(r4(await rq.toArray()), [1, 0, 0, 1]); // pairs (i, i + R/2) rotate
+ * assert.equal(flashFits(64), true); // d_head 64 fits the fused kernel
+ * assert.equal(flashFits(6), false); // not a multiple of 4
  * ```
  * @module
  */
@@ -106,7 +116,13 @@ export interface FlashShape {
  *
  * @example
  * ```ts
- * if (flashFits(64)) console.log("fused attention available");
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { flashFits } from "./attention.ts";
+ *
+ * await initGpu();
+ * assert.equal(flashFits(64), true);
+ * assert.equal(flashFits(512), false); // over 256
  * ```
  */
 export function flashFits(E: number): boolean {
@@ -122,7 +138,20 @@ export function flashFits(E: number): boolean {
  *
  * @example
  * ```ts
- * const z = flashAttention(q, k, v, { B, P, Pk: P, H, Hkv: H, E, kvStride: P * H * E, alpha: 0.125, offset: 0 });
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { flashAttention, flashFits } from "./attention.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * // Zero queries and keys: each query averages the values it may see (causal).
+ * using q = Tensor.from(new Float32Array(8), [1, 2, 1, 4]); // [batch, pos, heads, d_head]
+ * using k = Tensor.from(new Float32Array(8), [1, 2, 1, 4]);
+ * using v = Tensor.from([1, 1, 1, 1, 3, 3, 3, 3], [1, 2, 1, 4]);
+ * const shape = { B: 1, P: 2, Pk: 2, H: 1, Hkv: 1, E: 4, kvStride: 8, alpha: 0.5, offset: 0 };
+ * assert.ok(flashFits(4));
+ * using z = flashAttention(q, k, v, shape);
+ * assert.deepEqual(r4(await z.toArray()), [1, 1, 1, 1, 2, 2, 2, 2]);
  * ```
  */
 export function flashAttention(q: Tensor, k: Tensor, v: Tensor, s: FlashShape): Tensor {
@@ -164,7 +193,19 @@ export function flashAttention(q: Tensor, k: Tensor, v: Tensor, s: FlashShape): 
  *
  * @example
  * ```ts
- * const rq = rotary(q, table, 16, 0);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { rotary } from "./attention.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * // Tables for n_ctx 2, rotary dim 2: position 0 no rotation, position 1 a quarter turn.
+ * using table = Tensor.from([1, 1, 0, 0, 0, 0, 1, 1], [2, 2, 2]); // cos [2, 2] then sin [2, 2]
+ * using q = Tensor.from([1, 0, 1, 0], [1, 2, 1, 2]); // [batch, pos, heads, d_head]
+ * using rq = rotary(q, table, 2, 0);
+ * assert.deepEqual(r4(await rq.toArray()), [1, 0, 0, 1]); // pairs (i, i + R/2) rotate
+ * using back = rotary(rq, table, 2, 0, true); // inverse
+ * assert.deepEqual(r4(await back.toArray()), [1, 0, 1, 0]);
  * ```
  */
 export function rotary(
@@ -203,7 +244,19 @@ export function rotary(
  *
  * @example
  * ```ts
- * const rq = rotaryRows(q, table, 16, 0, starts);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { rotaryRows } from "./attention.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * // Tables for n_ctx 2, rotary dim 2: position 0 no rotation, position 1 a quarter turn.
+ * using table = Tensor.from([1, 1, 0, 0, 0, 0, 1, 1], [2, 2, 2]);
+ * using q = Tensor.from([1, 0, 1, 0, 1, 0, 1, 0], [2, 2, 1, 2]); // [batch, pos, heads, d_head]
+ * using starts = Tensor.from([1, 0], [2], "int32"); // row 0 is left-padded by one
+ * using rq = rotaryRows(q, table, 2, 0, starts);
+ * // Row 0's real token is its position 0 (not rotated); row 1's second token is position 1.
+ * assert.deepEqual(r4(await rq.toArray()), [1, 0, 1, 0, 1, 0, 0, 1]);
  * ```
  */
 export function rotaryRows(

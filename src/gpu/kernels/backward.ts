@@ -5,9 +5,20 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { activationGrad, softmaxGrad } from "./backward.ts";
- * const gScores = softmaxGrad(gPattern, pattern);
- * const gPre = activationGrad(gPost, pre, "gelu_new");
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using pattern = Tensor.from([0.5, 0.5], [1, 2]);
+ * using gPattern = Tensor.from([1, 0], [1, 2]);
+ * using gScores = softmaxGrad(gPattern, pattern); // pattern * (g - sum(g * pattern))
+ * assert.deepEqual(r4(await gScores.toArray()), [0.25, -0.25]);
+ * using pre = Tensor.from([-1, 2], [2]);
+ * using gPost = Tensor.from([5, 5], [2]);
+ * using gPre = activationGrad(gPost, pre, "relu");
+ * assert.deepEqual([...await gPre.toArray()], [0, 5]);
  * ```
  * @module
  */
@@ -61,7 +72,16 @@ function bwd(
  *
  * @example
  * ```ts
- * const gPre = activationGrad(gPost, pre, "gelu_new");
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { activationGrad } from "./backward.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using pre = Tensor.from([-1, 0, 1], [3]);
+ * using gPost = Tensor.from([1, 1, 1], [3]);
+ * using gPre = activationGrad(gPost, pre, "gelu_new"); // g * gelu_new'(pre)
+ * assert.deepEqual(r4(await gPre.toArray()), [-0.0830, 0.5, 1.0830]);
  * ```
  */
 export function activationGrad(g: Tensor, x: Tensor, fn: string): Tensor {
@@ -77,7 +97,20 @@ export function activationGrad(g: Tensor, x: Tensor, fn: string): Tensor {
  *
  * @example
  * ```ts
- * const [gPre, gLin] = gatedGrad(g, pre, lin, "silu");
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { gatedGrad } from "./backward.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using pre = Tensor.from([2, -1], [2]);
+ * using lin = Tensor.from([3, 4], [2]);
+ * using g = Tensor.from([1, 1], [2]);
+ * const [gPre, gLin] = gatedGrad(g, pre, lin, "relu"); // post = relu(pre) * lin
+ * assert.deepEqual([...await gPre.toArray()], [3, 0]);
+ * assert.deepEqual([...await gLin.toArray()], [2, 0]);
+ * gPre.dispose();
+ * gLin.dispose();
  * ```
  */
 export function gatedGrad(g: Tensor, pre: Tensor, lin: Tensor, fn: string): [Tensor, Tensor] {
@@ -98,7 +131,16 @@ export function gatedGrad(g: Tensor, pre: Tensor, lin: Tensor, fn: string): [Ten
  *
  * @example
  * ```ts
- * const gPre = maskGrad(gPost, post);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { maskGrad } from "./backward.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using post = Tensor.from([0, 5, 1], [3]);
+ * using gPost = Tensor.from([1, 2, 3], [3]);
+ * using gPre = maskGrad(gPost, post); // g where post is non-zero
+ * assert.deepEqual([...await gPre.toArray()], [0, 2, 3]);
  * ```
  */
 export function maskGrad(g: Tensor, acts: Tensor, scale?: Tensor): Tensor {
@@ -118,7 +160,16 @@ export function maskGrad(g: Tensor, acts: Tensor, scale?: Tensor): Tensor {
  *
  * @example
  * ```ts
- * const gScores = softmaxGrad(gPattern, pattern);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { softmaxGrad } from "./backward.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using pattern = Tensor.from([0.25, 0.75], [1, 2]);
+ * using gPattern = Tensor.from([1, 1], [1, 2]);
+ * using gScores = softmaxGrad(gPattern, pattern); // a constant gradient changes nothing
+ * assert.deepEqual(r4(await gScores.toArray()), [0, 0]);
  * ```
  */
 export function softmaxGrad(g: Tensor, pattern: Tensor): Tensor {
@@ -139,7 +190,20 @@ export function softmaxGrad(g: Tensor, pattern: Tensor): Tensor {
  *
  * @example
  * ```ts
- * const [gx, gScale] = normApplyGrad(g, x, scale, "LN");
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { normApplyGrad } from "./backward.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using x = Tensor.from([2, 4], [1, 2]);
+ * using scale = Tensor.from([2], [1, 1]);
+ * using g = Tensor.from([1, 1], [1, 2]);
+ * const [gx, gScale] = normApplyGrad(g, x, scale, "RMS"); // normalized = x / scale
+ * assert.deepEqual(r4(await gx.toArray()), [0.5, 0.5]);
+ * assert.deepEqual(r4(await gScale.toArray()), [-1.5]); // -sum(g * x) / scale^2
+ * gx.dispose();
+ * gScale.dispose();
  * ```
  */
 export function normApplyGrad(
@@ -167,7 +231,17 @@ export function normApplyGrad(
  *
  * @example
  * ```ts
- * const gx = normScaleGrad(gScale, x, scale, "LN");
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { normScaleGrad } from "./backward.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using x = Tensor.from([3, 4], [1, 2]);
+ * using scale = Tensor.from([Math.sqrt(12.5)], [1, 1]); // RMS scale of x
+ * using gScale = Tensor.from([1], [1, 1]);
+ * using gx = normScaleGrad(gScale, x, scale, "RMS"); // x / (n * scale)
+ * assert.deepEqual(r4(await gx.toArray()), r4([3 / (2 * Math.sqrt(12.5)), 4 / (2 * Math.sqrt(12.5))]));
  * ```
  */
 export function normScaleGrad(gScale: Tensor, x: Tensor, scale: Tensor, kind: NormKind): Tensor {
@@ -190,7 +264,16 @@ export function normScaleGrad(gScale: Tensor, x: Tensor, scale: Tensor, kind: No
  *
  * @example
  * ```ts
- * const g = lossGrad(logits, tokens, 1 / (B * (P - 1)));
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { lossGrad } from "./backward.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using logits = Tensor.from(new Float32Array(6), [1, 2, 3]); // uniform
+ * using tokens = Tensor.from([0, 2], [1, 2], "int32");
+ * using g = lossGrad(logits, tokens, 1); // softmax - one-hot(next token); the last row zero
+ * assert.deepEqual(r4(await g.toArray()), r4([1 / 3, 1 / 3, -2 / 3, 0, 0, 0]));
  * ```
  */
 export function lossGrad(logits: Tensor, tokens: Tensor, scale: number): Tensor {
@@ -214,7 +297,19 @@ export function lossGrad(logits: Tensor, tokens: Tensor, scale: number): Tensor 
  *
  * @example
  * ```ts
- * const gx = rowNormInGrad(g, x, stats, "layerNormIn");
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { rowNormInGrad } from "./backward.ts";
+ * import { rowStats } from "./sae.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using x = Tensor.from([1, 2, 4], [1, 3]);
+ * using stats = rowStats(x);
+ * using g = Tensor.from([1, 0, 0], [1, 3]);
+ * using gx = rowNormInGrad(g, x, stats, "layerNormIn");
+ * // (x - mean) / std does not change when x shifts: the gradient sums to zero.
+ * assert.ok(Math.abs([...await gx.toArray()].reduce((a, b) => a + b, 0)) < 1e-5);
  * ```
  */
 export function rowNormInGrad(
@@ -242,7 +337,22 @@ export function rowNormInGrad(
  *
  * @example
  * ```ts
- * const [gr, gx] = rowNormOutGrad(g, recons, stats, x, "layerNormOut");
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { rowNormOutGrad } from "./backward.ts";
+ * import { rowStats } from "./sae.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using x = Tensor.from([1, 3], [1, 2]); // the SAE input: mean 2, std sqrt(2)
+ * using stats = rowStats(x);
+ * using recons = Tensor.from([0.5, -0.5], [1, 2]);
+ * using g = Tensor.from([1, 1], [1, 2]);
+ * const [gr, gx] = rowNormOutGrad(g, recons, stats, x, "layerNormOut"); // out = r * std + mean
+ * assert.deepEqual(r4(await gr.toArray()), r4([Math.SQRT2, Math.SQRT2]));
+ * assert.deepEqual(gx.shape, [1, 2]);
+ * gr.dispose();
+ * gx.dispose();
  * ```
  */
 export function rowNormOutGrad(

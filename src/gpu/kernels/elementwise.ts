@@ -5,8 +5,16 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { activation, binary } from "./elementwise.ts";
- * const y = activation(binary(x, bias, "add"), "gelu_new");
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using x = Tensor.from([-1, 0, 1], [1, 3]);
+ * using bias = Tensor.from([1, 1, 1], [3]);
+ * using y = activation(binary(x, bias, "add"), "relu");
+ * assert.deepEqual([...await y.toArray()], [0, 1, 2]);
  * ```
  * @module
  */
@@ -52,7 +60,16 @@ const BINARY_OPS = { add: 0, sub: 1, mul: 2 } as const;
  *
  * @example
  * ```ts
- * const y = binary(x, bias, "add");
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { binary } from "./elementwise.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using x = Tensor.from([1, 2, 3, 4], [2, 2]);
+ * using bias = Tensor.from([10, 20], [2]); // a suffix of x's shape: broadcast
+ * using y = binary(x, bias, "add");
+ * assert.deepEqual([...await y.toArray()], [11, 22, 13, 24]);
  * ```
  */
 export function binary(a: Tensor, b: Tensor, op: keyof typeof BINARY_OPS): Tensor {
@@ -82,7 +99,17 @@ export function binary(a: Tensor, b: Tensor, op: keyof typeof BINARY_OPS): Tenso
  *
  * @example
  * ```ts
- * const y = scaleShift(normalized, w, b);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { scaleShift } from "./elementwise.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using normalized = Tensor.from([1, 2], [1, 2]);
+ * using w = Tensor.from([2, 3], [2]);
+ * using b = Tensor.from([1, 1], [2]);
+ * using y = scaleShift(normalized, w, b); // normalized * w + b
+ * assert.deepEqual([...await y.toArray()], [3, 7]);
  * ```
  */
 export function scaleShift(a: Tensor, w: Tensor, b: Tensor): Tensor {
@@ -106,7 +133,15 @@ export function scaleShift(a: Tensor, w: Tensor, b: Tensor): Tensor {
  *
  * @example
  * ```ts
- * const y = affine(x, 2, 1);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { affine } from "./elementwise.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using x = Tensor.from([1, 2], [2]);
+ * using y = affine(x, 2, 1); // 2x + 1
+ * assert.deepEqual([...await y.toArray()], [3, 5]);
  * ```
  */
 export function affine(a: Tensor, s: number, t: number): Tensor {
@@ -126,7 +161,15 @@ export function affine(a: Tensor, s: number, t: number): Tensor {
  *
  * @example
  * ```ts
- * const ablated = fillAt(acts, -1, [3], 0);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { fillAt } from "./elementwise.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using acts = Tensor.from([1, 2, 3, 4, 5, 6], [2, 3]);
+ * using ablated = fillAt(acts, -1, [1], 0); // column 1 of the last dimension
+ * assert.deepEqual([...await ablated.toArray()], [1, 0, 3, 4, 0, 6]);
  * ```
  */
 export function fillAt(a: Tensor, dim: number, indices: number[], value: number): Tensor {
@@ -178,7 +221,11 @@ export const ACT_CODES: Readonly<Record<string, number>> = {
  *
  * @example
  * ```ts
- * const code = actCode("gelu_new"); // 0
+ * import assert from "node:assert/strict";
+ * import { actCode } from "./elementwise.ts";
+ *
+ * assert.equal(actCode("gelu_new"), 0);
+ * assert.equal(actCode("silu"), actCode("swish"));
  * ```
  */
 export function actCode(fn: string): number {
@@ -196,7 +243,17 @@ export function actCode(fn: string): number {
  *
  * @example
  * ```ts
- * const post = activation(pre, "gelu_new");
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { activation } from "./elementwise.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using pre = Tensor.from([-1, 0, 2], [3]);
+ * using post = activation(pre, "relu");
+ * assert.deepEqual([...await post.toArray()], [0, 0, 2]);
+ * using gelu = activation(pre, "gelu_new");
+ * assert.deepEqual(r4(await gelu.toArray()), [-0.1588, 0, 1.9546]);
  * ```
  */
 export function activation(a: Tensor, fn: string, gate?: Tensor): Tensor {
@@ -217,7 +274,15 @@ export function activation(a: Tensor, fn: string, gate?: Tensor): Tensor {
  *
  * @example
  * ```ts
- * const capped = softCap(logits, 30);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { softCap } from "./elementwise.ts";
+ *
+ * await initGpu();
+ * using logits = Tensor.from([-60, 0, 30], [3]);
+ * using capped = softCap(logits, 30);
+ * const got = await capped.toArray();
+ * assert.ok(Math.abs(got[2] - 30 * Math.tanh(1)) < 1e-4 && got[1] === 0);
  * ```
  */
 export function softCap(x: Tensor, c: number): Tensor {
@@ -238,7 +303,17 @@ export function softCap(x: Tensor, c: number): Tensor {
  *
  * @example
  * ```ts
- * const gIn = softCapGrad(gOut, capped, 30);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { softCap, softCapGrad } from "./elementwise.ts";
+ *
+ * await initGpu();
+ * using x = Tensor.from([15], [1]);
+ * using y = softCap(x, 30);
+ * using g = Tensor.from([1], [1]);
+ * using gIn = softCapGrad(g, y, 30);
+ * const [d] = await gIn.toArray(); // d/dx 30 tanh(x / 30) = 1 - tanh(0.5)^2
+ * assert.ok(Math.abs(d - (1 - Math.tanh(0.5) ** 2)) < 1e-4);
  * ```
  */
 export function softCapGrad(g: Tensor, y: Tensor, c: number): Tensor {
@@ -261,7 +336,20 @@ export function softCapGrad(g: Tensor, y: Tensor, c: number): Tensor {
  *
  * @example
  * ```ts
- * kvWrite(k, v, kCache, vCache, 7); // a one-token step after 7 positions
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { kvWrite } from "./elementwise.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * // k, v [batch 1, pos 1, heads 1, d_head 2] into caches [1, cap 4, 1, 2] at position 2
+ * using k = Tensor.from([1, 2], [1, 1, 1, 2]);
+ * using v = Tensor.from([3, 4], [1, 1, 1, 2]);
+ * using kCache = Tensor.from(new Float32Array(8), [1, 4, 1, 2]);
+ * using vCache = Tensor.from(new Float32Array(8), [1, 4, 1, 2]);
+ * kvWrite(k, v, kCache, vCache, 2);
+ * assert.deepEqual([...await kCache.toArray()], [0, 0, 0, 0, 1, 2, 0, 0]);
+ * assert.deepEqual([...await vCache.toArray()], [0, 0, 0, 0, 3, 4, 0, 0]);
  * ```
  */
 export function kvWrite(

@@ -4,9 +4,18 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { embedPositions, embedTokens } from "./embed.ts";
- * const e = embedTokens(W_E, tokens);
- * const p = embedPositions(W_pos, 2, 12, 0);
+ *
+ * await initGpu();
+ * using W_E = Tensor.from([0, 0, 1, 1, 2, 2], [3, 2]); // [d_vocab, d_model]
+ * using W_pos = Tensor.from([10, 10, 20, 20, 30, 30], [3, 2]); // [n_ctx, d_model]
+ * using tokens = Tensor.from([2, 1], [1, 2], "int32");
+ * using e = embedTokens(W_E, tokens);
+ * using p = embedPositions(W_pos, 1, 2, 0);
+ * assert.deepEqual([...await e.toArray()], [2, 2, 1, 1]);
+ * assert.deepEqual([...await p.toArray()], [10, 10, 20, 20]);
  * ```
  * @module
  */
@@ -51,7 +60,16 @@ function tableType(table: Tensor): "f16" | "f32" {
  *
  * @example
  * ```ts
- * const e = embedTokens(W_E, tokens);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { embedTokens } from "./embed.ts";
+ *
+ * await initGpu();
+ * using W_E = Tensor.from([0, 0, 1, 1, 2, 2], [3, 2]);
+ * using tokens = Tensor.from([2, 0, 1], [1, 3], "int32");
+ * using e = embedTokens(W_E, tokens); // [batch, pos, d_model]
+ * assert.deepEqual(e.shape, [1, 3, 2]);
+ * assert.deepEqual([...await e.toArray()], [2, 2, 0, 0, 1, 1]);
  * ```
  */
 export function embedTokens(table: Tensor, ids: Tensor): Tensor {
@@ -72,7 +90,15 @@ export function embedTokens(table: Tensor, ids: Tensor): Tensor {
  *
  * @example
  * ```ts
- * const p = embedPositions(W_pos, 2, 12, 0);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { embedPositions } from "./embed.ts";
+ *
+ * await initGpu();
+ * using W_pos = Tensor.from([10, 20, 30], [3, 1]);
+ * using p = embedPositions(W_pos, 2, 2, 1); // 2 rows, positions 1..2
+ * assert.deepEqual(p.shape, [2, 2, 1]);
+ * assert.deepEqual([...await p.toArray()], [20, 30, 20, 30]);
  * ```
  */
 export function embedPositions(table: Tensor, batch: number, pos: number, offset: number): Tensor {
@@ -94,7 +120,15 @@ export function embedPositions(table: Tensor, batch: number, pos: number, offset
  *
  * @example
  * ```ts
- * const p = embedPositionsRows(W_pos, 2, 12, 0, starts);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { embedPositionsRows } from "./embed.ts";
+ *
+ * await initGpu();
+ * using W_pos = Tensor.from([10, 20, 30], [3, 1]); // [n_ctx, d]
+ * using starts = Tensor.from([1, 0], [2], "int32"); // row 0 is left-padded by one
+ * using p = embedPositionsRows(W_pos, 2, 3, 0, starts);
+ * assert.deepEqual([...await p.toArray()], [10, 10, 20, 10, 20, 30]);
  * ```
  */
 export function embedPositionsRows(

@@ -4,8 +4,10 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { grid256 } from "./launch.ts";
- * const groups = grid256(1 << 20); // [4096, 1]
+ *
+ * assert.deepEqual(grid256(1 << 20), [4096, 1]); // 256 elements per workgroup
  * ```
  * @module
  */
@@ -20,7 +22,11 @@ import { tuning } from "../tuning.ts";
  *
  * @example
  * ```ts
- * const [x, y] = grid256(1000); // [4, 1]
+ * import assert from "node:assert/strict";
+ * import { grid256 } from "./launch.ts";
+ *
+ * assert.deepEqual(grid256(1000), [4, 1]);
+ * assert.deepEqual(grid256(256 * 70000), [65535, 2]); // past the 65535 limit: a second row
  * ```
  */
 export function grid256(n: number): [number, number] {
@@ -34,7 +40,10 @@ export function grid256(n: number): [number, number] {
  *
  * @example
  * ```ts
- * const [x, y] = gridRows(70000); // [65535, 2]
+ * import assert from "node:assert/strict";
+ * import { gridRows } from "./launch.ts";
+ *
+ * assert.deepEqual(gridRows(70000), [65535, 2]);
  * ```
  */
 export function gridRows(rows: number): [number, number] {
@@ -48,7 +57,16 @@ export function gridRows(rows: number): [number, number] {
  *
  * @example
  * ```ts
- * const entry = useCpuVariants() ? "matvec_cpu" : "matvec";
+ * import assert from "node:assert/strict";
+ * import { tuning } from "../tuning.ts";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { useCpuVariants } from "./launch.ts";
+ *
+ * await initGpu();
+ * const saved = tuning.cpuVariants.mode;
+ * tuning.cpuVariants.mode = "never";
+ * assert.equal(useCpuVariants(), false);
+ * tuning.cpuVariants.mode = saved;
  * ```
  */
 export function useCpuVariants(): boolean {
@@ -62,7 +80,14 @@ export function useCpuVariants(): boolean {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { useCpuVariants, useSubgroups } from "./launch.ts";
+ *
+ * const { fallback } = await initGpu();
  * const sg = useCpuVariants() && useSubgroups();
+ * assert.equal(typeof sg, "boolean");
+ * assert.equal(typeof fallback, "boolean");
  * ```
  */
 export function useSubgroups(): boolean {
@@ -76,7 +101,18 @@ export function useSubgroups(): boolean {
  *
  * @example
  * ```ts
- * dispatchRows(SOFTMAX_SHADER, "main", params, [x.buffer, out.buffer], rows);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { SOFTMAX_SHADER } from "./softmax.ts";
+ * import { dispatchRows } from "./launch.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * // softmax.ts's own launch, by hand: rows of n values, one workgroup (or lane) per row.
+ * using x = Tensor.from([0, Math.log(3)], [1, 2]);
+ * using out = Tensor.empty([1, 2]);
+ * dispatchRows(SOFTMAX_SHADER, "main", [1, 2, 0, 0], [x.buffer, out.buffer], 1);
+ * assert.deepEqual(r4(await out.toArray()), [0.25, 0.75]);
  * ```
  */
 export function dispatchRows(
@@ -100,7 +136,14 @@ export function dispatchRows(
  *
  * @example
  * ```ts
- * assertF32(x, "softmax");
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { ShapeError } from "../../errors.ts";
+ * import { assertF32 } from "./launch.ts";
+ *
+ * await initGpu();
+ * using ids = Tensor.from([1, 2], [2], "int32");
+ * assert.throws(() => assertF32(ids, "softmax"), ShapeError); // names the op
  * ```
  */
 export function assertF32(t: Tensor, what: string): void {
@@ -116,7 +159,13 @@ const scratchTensors = new WeakMap<object, Tensor[]>();
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { scratch } from "./launch.ts";
+ *
+ * await initGpu();
  * const unused = scratch(1).buffer;
+ * assert.equal(scratch(1).buffer, unused); // one set per device, reused
  * ```
  */
 export function scratch(i = 0): Tensor {

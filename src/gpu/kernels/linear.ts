@@ -7,9 +7,24 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { linear, linearSplit } from "./linear.ts";
- * const [pre, post] = linear(x, W_in, b_in, { act: "gelu_new" });
- * const [q, k, v] = linearSplit(x, wQKV, bQKV, [768, 768, 768]);
+ *
+ * await initGpu();
+ * using x = Tensor.from([1, 2], [1, 2]); // [rows, K]
+ * using W = Tensor.from([1, 0, 1, 0, 1, 1], [2, 3]); // [K, N]
+ * using b = Tensor.from([0, 0, -5], [3]);
+ * const [pre, post] = linear(x, W, b, { act: "relu" });
+ * assert.deepEqual([...await pre.toArray()], [1, 2, -2]);
+ * assert.deepEqual([...await post!.toArray()], [1, 2, 0]);
+ * // W_Q | W_K | W_V [4, 12] = [I | 2I | 3I]: K and each part a multiple of 4 (dense kernels).
+ * const eye = (i: number) => (i % 12) % 4 === Math.floor(i / 12) ? Math.floor((i % 12) / 4) + 1 : 0;
+ * using wQKV = Tensor.from(Array.from({ length: 48 }, (_, i) => eye(i)), [4, 12]);
+ * using x4 = Tensor.from([1, 2, 3, 4], [1, 4]);
+ * const [q, k, v] = linearSplit(x4, wQKV, undefined, [4, 4, 4]);
+ * assert.deepEqual([...await v.toArray()], [3, 6, 9, 12]);
+ * for (const t of [pre, post!, q, k, v]) t.dispose();
  * ```
  * @module
  */
@@ -100,7 +115,17 @@ export interface LinearEpilogue {
  *
  * @example
  * ```ts
- * const [pre, post] = linear(x, W_in, b_in, { act: "gelu_new" });
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { linear } from "./linear.ts";
+ *
+ * await initGpu();
+ * using x = Tensor.from([1, 2], [1, 2]); // [rows, K]
+ * using W = Tensor.from([1, 0, 1, 0, 1, 1], [2, 3]); // [K, N]
+ * const [pre, post] = linear(x, W, undefined, { act: "relu" });
+ * using _pre = pre;
+ * using _post = post!;
+ * assert.deepEqual([...await post!.toArray()], [1, 2, 3]);
  * ```
  */
 export function linear(
@@ -302,7 +327,16 @@ function splitFactor(tiles: number, K: number): number {
  *
  * @example
  * ```ts
- * const k = linearBlock(x, wQKV, 768, 768, bK);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { linearBlock } from "./linear.ts";
+ *
+ * await initGpu();
+ * using x = Tensor.from([1, 2], [1, 2]); // [rows, K]
+ * using W = Tensor.from([1, 0, 1, 0, 1, 1], [2, 3]); // [K, N]
+ * using bK = Tensor.from([10], [1]);
+ * using k = linearBlock(x, W, 1, 1, bK); // column 1 of W, plus bias
+ * assert.deepEqual([...await k.toArray()], [12]);
  * ```
  */
 export function linearBlock(x: Tensor, w: Tensor, off: number, n: number, bias?: Tensor): Tensor {
@@ -348,7 +382,19 @@ export function linearBlock(x: Tensor, w: Tensor, off: number, n: number, bias?:
  *
  * @example
  * ```ts
- * const [q, k, v] = linearSplit(x, wQKV, bQKV, [768, 768, 768]);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { linearSplit } from "./linear.ts";
+ *
+ * await initGpu();
+ * // W_Q | W_K | W_V [4, 12] = [I | 2I | 3I]: K and each part a multiple of 4 (dense kernels).
+ * const eye = (i: number) => (i % 12) % 4 === Math.floor(i / 12) ? Math.floor((i % 12) / 4) + 1 : 0;
+ * using wQKV = Tensor.from(Array.from({ length: 48 }, (_, i) => eye(i)), [4, 12]);
+ * using x4 = Tensor.from([1, 2, 3, 4], [1, 4]);
+ * const [q, k, v] = linearSplit(x4, wQKV, undefined, [4, 4, 4]);
+ * assert.deepEqual([...await q.toArray()], [1, 2, 3, 4]);
+ * assert.deepEqual([...await k.toArray()], [2, 4, 6, 8]);
+ * for (const t of [q, k, v]) t.dispose();
  * ```
  */
 export function linearSplit(
@@ -431,7 +477,16 @@ function cpuKernel(M: number, K: number, N: number): "large" | "small" | null {
  *
  * @example
  * ```ts
- * const gx = linearBack(gy, W, N);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { linearBack } from "./linear.ts";
+ *
+ * await initGpu();
+ * using x = Tensor.from([1, 2], [1, 2]); // [rows, K]
+ * using W = Tensor.from([1, 0, 1, 0, 1, 1], [2, 3]); // [K, N]
+ * using gy = Tensor.from([1, 0, 1], [1, 3]); // dL/dy [rows, N]
+ * using gx = linearBack(gy, W); // gy · Wᵀ
+ * assert.deepEqual([...await gx.toArray()], [2, 1]);
  * ```
  */
 export function linearBack(g: Tensor, w: Tensor, n?: number, off = 0): Tensor {

@@ -7,8 +7,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { linearCpuWgsl, linearSgWgsl } from "./linear_cpu_gen.ts";
- * console.log(linearCpuWgsl().length > 0, linearSgWgsl().includes("subgroupBroadcast"));
+ *
+ * assert.ok(linearCpuWgsl().length > 0);
+ * assert.ok(linearSgWgsl().includes("subgroupBroadcast"));
  * ```
  * @module
  */
@@ -213,7 +216,11 @@ fn epi(r: u32, q: u32) {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { linearCpuWgsl } from "./linear_cpu_gen.ts";
+ *
  * const code = linearCpuWgsl();
+ * assert.match(code, /@compute/);
  * ```
  */
 export function linearCpuWgsl(): string {
@@ -254,7 +261,11 @@ ${entry("small_t", SMALL_ROWS, SMALL_QUADS, true)}`;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { linearSgWgsl } from "./linear_cpu_gen.ts";
+ *
  * const code = linearSgWgsl();
+ * assert.match(code, /@compute/);
  * ```
  */
 export function linearSgWgsl(): string {

@@ -4,8 +4,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { lossPerToken, meanAll } from "./loss.ts";
- * const loss = meanAll(lossPerToken(logits, tokens));
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using logits = Tensor.from([0, 0, 0, 0, 0, 0], [1, 2, 3]); // uniform over 3 tokens
+ * using tokens = Tensor.from([1, 2], [1, 2], "int32");
+ * using lpt = lossPerToken(logits, tokens); // [batch, pos - 1]
+ * using loss = meanAll(lpt);
+ * assert.deepEqual(r4(await loss.toArray()), r4([Math.log(3)]));
  * ```
  * @module
  */
@@ -34,7 +43,17 @@ export const LOSS_SHADER: ShaderSource = shaderSource("loss", LOSS_P, reduceWgsl
  *
  * @example
  * ```ts
- * const lpt = lossPerToken(logits, tokens);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { lossPerToken } from "./loss.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using logits = Tensor.from([0, 0, 0, 0, 0, 0], [1, 2, 3]);
+ * using tokens = Tensor.from([1, 2], [1, 2], "int32");
+ * using lpt = lossPerToken(logits, tokens); // -log p(token at pos + 1)
+ * assert.deepEqual(lpt.shape, [1, 1]);
+ * assert.deepEqual(r4(await lpt.toArray()), r4([Math.log(3)]));
  * ```
  */
 export function lossPerToken(logits: Tensor, tokens: Tensor): Tensor {
@@ -55,7 +74,14 @@ export function lossPerToken(logits: Tensor, tokens: Tensor): Tensor {
  *
  * @example
  * ```ts
- * const loss = meanAll(lpt);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { meanAll } from "./loss.ts";
+ *
+ * await initGpu();
+ * using lpt = Tensor.from([1, 2, 3, 6], [2, 2]);
+ * using loss = meanAll(lpt);
+ * assert.deepEqual([...await loss.toArray()], [3]);
  * ```
  */
 export function meanAll(x: Tensor): Tensor {

@@ -6,9 +6,20 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { bmm, matmul } from "./matmul.ts";
- * const y = matmul(x, w, bias); // [.., M, K] x [K, N] + [N]
- * const c = bmm(a, b); // [B, M, K] x [B, K, N]
+ *
+ * await initGpu();
+ * using x = Tensor.from([1, 2], [1, 2]); // [rows, K]
+ * using W = Tensor.from([1, 0, 1, 0, 1, 1], [2, 3]); // [K, N]
+ * using bias = Tensor.from([1, 1, 1], [3]);
+ * using y = matmul(x, W, bias); // [.., M, K] x [K, N] + [N]
+ * assert.deepEqual([...await y.toArray()], [2, 3, 4]);
+ * using a = Tensor.from([1, 2, 3, 4], [2, 1, 2]); // [B, M, K]
+ * using b = Tensor.from([1, 1, 2, 2], [2, 2, 1]); // [B, K, N]
+ * using c = bmm(a, b);
+ * assert.deepEqual([...await c.toArray()], [3, 14]);
  * ```
  * @module
  */
@@ -146,7 +157,21 @@ function dispatchMatmul(
  *
  * @example
  * ```ts
- * gemm({ t: c, row: n, col: 1 }, { t: a, row: k, col: 1 }, { t: b, row: n, col: 1 }, { M: m, N: n, K: k });
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { gemm } from "./matmul.ts";
+ *
+ * await initGpu();
+ * // C [2, 2] = A [2, 3] · B [3, 2] with explicit strides (here B is read transposed from [2, 3]).
+ * using A = Tensor.from([1, 2, 3, 4, 5, 6], [2, 3]);
+ * using Bt = Tensor.from([1, 0, 0, 0, 1, 0], [2, 3]);
+ * using C = Tensor.empty([2, 2]);
+ * gemm({ t: C, row: 2, col: 1 }, { t: A, row: 3, col: 1 }, { t: Bt, row: 1, col: 3 }, {
+ *   M: 2,
+ *   N: 2,
+ *   K: 3,
+ * });
+ * assert.deepEqual([...await C.toArray()], [1, 2, 4, 5]);
  * ```
  */
 export function gemm(C: Operand, A: Operand, B: Operand, o: GemmOptions): void {
@@ -194,7 +219,16 @@ export function gemm(C: Operand, A: Operand, B: Operand, o: GemmOptions): void {
  *
  * @example
  * ```ts
- * const y = matmul(x, w, b);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { matmul } from "./matmul.ts";
+ *
+ * await initGpu();
+ * using x = Tensor.from([1, 2], [1, 2]); // [rows, K]
+ * using W = Tensor.from([1, 0, 1, 0, 1, 1], [2, 3]); // [K, N]
+ * using y = matmul(x, W);
+ * assert.deepEqual(y.shape, [1, 3]);
+ * assert.deepEqual([...await y.toArray()], [1, 2, 3]);
  * ```
  */
 export function matmul(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
@@ -224,7 +258,16 @@ export function matmul(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
  *
  * @example
  * ```ts
- * const c = bmm(a, b);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { bmm } from "./matmul.ts";
+ *
+ * await initGpu();
+ * using a = Tensor.from([1, 2, 3, 4], [2, 1, 2]); // [B, M, K]
+ * using b = Tensor.from([1, 1, 2, 2], [2, 2, 1]); // [B, K, N]
+ * using c = bmm(a, b);
+ * assert.deepEqual(c.shape, [2, 1, 1]);
+ * assert.deepEqual([...await c.toArray()], [3, 14]);
  * ```
  */
 export function bmm(a: Tensor, b: Tensor): Tensor {
@@ -250,7 +293,19 @@ export function bmm(a: Tensor, b: Tensor): Tensor {
  *
  * @example
  * ```ts
- * const [pre, post] = matmulEncode(x, wEnc, bEnc, 1);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { matmulEncode } from "./matmul.ts";
+ *
+ * await initGpu();
+ * using x = Tensor.from([1, 2], [1, 2]); // [rows, K]
+ * using W = Tensor.from([1, 0, 1, 0, 1, 1], [2, 3]); // [K, N]
+ * using bEnc = Tensor.from([0, 0, -5], [3]);
+ * const [pre, post] = matmulEncode(x, W, bEnc, 1); // 1: ReLU
+ * assert.deepEqual([...await pre.toArray()], [1, 2, -2]);
+ * assert.deepEqual([...await post.toArray()], [1, 2, 0]);
+ * pre.dispose();
+ * post.dispose();
  * ```
  */
 export function matmulEncode(

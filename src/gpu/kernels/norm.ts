@@ -4,9 +4,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { normApply, normScale } from "./norm.ts";
- * const scale = normScale(x, "LN", 1e-5);
- * const y = normApply(x, scale, "LN", w, b);
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using x = Tensor.from([1, 3], [1, 2]); // mean 2, variance 1
+ * using scale = normScale(x, "LN", 0);
+ * using y = normApply(x, scale, "LN"); // (x - mean) / scale (times w, plus b, when given)
+ * assert.deepEqual(r4(await scale.toArray()), [1]);
+ * assert.deepEqual(r4(await y.toArray()), [-1, 1]);
  * ```
  * @module
  */
@@ -43,7 +51,15 @@ export type NormKind = "LN" | "RMS";
  *
  * @example
  * ```ts
- * const scale = normScale(x, "LN", 1e-5);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { normApply, normScale } from "./norm.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using x = Tensor.from([3, 4], [1, 2]);
+ * using scale = normScale(x, "RMS", 0); // sqrt(mean(x^2))
+ * assert.deepEqual(r4(await scale.toArray()), r4([Math.sqrt(12.5)]));
  * ```
  */
 export function normScale(x: Tensor, kind: NormKind, eps: number): Tensor {
@@ -65,7 +81,18 @@ export function normScale(x: Tensor, kind: NormKind, eps: number): Tensor {
  *
  * @example
  * ```ts
- * const y = normApply(x, scale, "LN", w, b);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { normApply, normScale } from "./norm.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using x = Tensor.from([1, 3], [1, 2]);
+ * using w = Tensor.from([2, 2], [2]);
+ * using b = Tensor.from([0, 1], [2]);
+ * using scale = normScale(x, "LN", 0);
+ * using y = normApply(x, scale, "LN", w, b);
+ * assert.deepEqual(r4(await y.toArray()), [-2, 3]);
  * ```
  */
 export function normApply(
@@ -99,7 +126,19 @@ export function normApply(
  *
  * @example
  * ```ts
- * const [scale, normalized, y] = normFused(x, "LN", 1e-5, w, b);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { normFused } from "./norm.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using x = Tensor.from([1, 3], [1, 2]);
+ * using w = Tensor.from([2, 2], [2]);
+ * using b = Tensor.from([0, 1], [2]);
+ * const [scale, normalized, y] = normFused(x, "LN", 0, w, b);
+ * assert.deepEqual(r4(await scale.toArray()), [1]);
+ * assert.deepEqual(r4(await normalized.toArray()), [-1, 1]);
+ * assert.deepEqual(r4(await y!.toArray()), [-2, 3]);
  * ```
  */
 export function normFused(

@@ -6,8 +6,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { maskKeys } from "./padding.ts";
+ *
+ * await initGpu();
+ * using scores = Tensor.from([1, 2, 3], [1, 1, 3]); // [B, query, key]
+ * using keyMask = Tensor.from([0, 1, 1], [1, 3], "int32");
  * maskKeys(scores, keyMask, keyMask.shape[1]); // -inf at every pad key, in place
+ * assert.deepEqual([...await scores.toArray()], [-Infinity, 2, 3]);
  * ```
  * @module
  */
@@ -40,7 +47,15 @@ export const PADDING_SHADER: ShaderSource = shaderSource("padding", MASK_P, padd
  *
  * @example
  * ```ts
- * maskKeys(scores, keyMask, keyMask.shape[1]);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { maskKeys } from "./padding.ts";
+ *
+ * await initGpu();
+ * using scores = Tensor.from([1, 2], [1, 1, 2]);
+ * using keyMask = Tensor.from([1, 0, 1, 1], [1, 4], "int32"); // a KV cache's mask: stride 4
+ * maskKeys(scores, keyMask, 4);
+ * assert.deepEqual([...await scores.toArray()], [1, -Infinity]);
  * ```
  */
 export function maskKeys(scores: Tensor, mask: Tensor, stride: number): void {
@@ -71,7 +86,16 @@ export function maskKeys(scores: Tensor, mask: Tensor, stride: number): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { lastTokenIndices } from "../../model/padding.ts";
+ * import { gatherPositions } from "./padding.ts";
+ *
+ * await initGpu();
+ * using logits = Tensor.from([1, 2, 3, 4, 5, 6, 7, 8], [2, 2, 2]); // [B, P, d_vocab]
+ * const mask = [[1, 0], [1, 1]]; // row 0 right-padded
  * using last = gatherPositions(logits, lastTokenIndices(mask)); // [B, d_vocab]
+ * assert.deepEqual([...await last.toArray()], [1, 2, 7, 8]);
  * ```
  */
 export function gatherPositions(x: Tensor, positions: readonly number[]): Tensor {

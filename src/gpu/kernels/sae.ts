@@ -6,9 +6,22 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { saeDecode, saeEncode } from "./sae.ts";
+ *
+ * await initGpu();
+ * using x = Tensor.from([1, 2], [1, 2]); // [rows, d_in]
+ * using W_enc = Tensor.from([1, 0, 1, 0, 1, -1], [2, 3]); // [d_in, d_sae]
+ * using b_enc = Tensor.from([0, 0, 0], [3]);
  * const [pre, post] = saeEncode(x, W_enc, b_enc, "relu");
- * const recons = saeDecode(post, W_dec, extra, 64, false);
+ * assert.deepEqual([...await post.toArray()], [1, 2, 0]);
+ * using W_dec = Tensor.from([1, 1, 0, 1, 5, 5], [3, 2]); // [d_sae, d_in]
+ * using extra = Tensor.from([0.5, 0.5, 1, 1, 1], [5]); // b_dec [d_in], then a scale per latent
+ * using recons = saeDecode(post, W_dec, extra, 64, false);
+ * assert.deepEqual([...await recons.toArray()], [1.5, 3.5]); // 1·[1, 1] + 2·[0, 1] + b_dec
+ * pre.dispose();
+ * post.dispose();
  * ```
  * @module
  */
@@ -50,7 +63,19 @@ export const SAE_ACT = { relu: 1, jumprelu: 2, gated: 3 } as const;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { saeEncode } from "./sae.ts";
+ *
+ * await initGpu();
+ * using x = Tensor.from([1, 2], [1, 2]); // [rows, d_in]
+ * using W_enc = Tensor.from([1, 0, 1, 0, 1, -1], [2, 3]); // [d_in, d_sae]
+ * using b_enc = Tensor.from([0, 0, 0], [3]);
  * const [pre, post] = saeEncode(x, W_enc, b_enc, "relu");
+ * assert.deepEqual([...await pre.toArray()], [1, 2, -1]);
+ * assert.deepEqual([...await post.toArray()], [1, 2, 0]);
+ * pre.dispose();
+ * post.dispose();
  * ```
  */
 export function saeEncode(
@@ -80,7 +105,15 @@ export function saeEncode(
  *
  * @example
  * ```ts
- * const post = saeActivation(pre, "jumprelu", threshold);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { saeActivation } from "./sae.ts";
+ *
+ * await initGpu();
+ * using pre = Tensor.from([0.5, 2, -1], [1, 3]);
+ * using threshold = Tensor.from([1, 1, 1], [3]);
+ * using post = saeActivation(pre, "jumprelu", threshold); // zero unless above the threshold
+ * assert.deepEqual([...await post.toArray()], [0, 2, 0]);
  * ```
  */
 export function saeActivation(pre: Tensor, act: keyof typeof SAE_ACT, aux?: Tensor): Tensor {
@@ -102,7 +135,14 @@ export function saeActivation(pre: Tensor, act: keyof typeof SAE_ACT, aux?: Tens
  *
  * @example
  * ```ts
- * const post = topK(pre, 8);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { topK } from "./sae.ts";
+ *
+ * await initGpu();
+ * using pre = Tensor.from([3, -1, 5, 4, 0], [1, 5]);
+ * using post = topK(pre, 2);
+ * assert.deepEqual([...await post.toArray()], [0, 0, 5, 4, 0]);
  * ```
  */
 export function topK(pre: Tensor, k: number): Tensor {
@@ -125,7 +165,18 @@ export function topK(pre: Tensor, k: number): Tensor {
  *
  * @example
  * ```ts
- * const recons = saeDecode(acts, wDec, extra, 64, false);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { saeDecode } from "./sae.ts";
+ *
+ * await initGpu();
+ * using acts = Tensor.from([0, 2, 0], [1, 3]); // [rows, d_sae]: one latent active
+ * using wDec = Tensor.from([1, 1, 0, 1, 5, 5], [3, 2]);
+ * using extra = Tensor.from([0, 0, 1, 3, 1], [5]); // b_dec, then the per-latent scale
+ * using plain = saeDecode(acts, wDec, extra, 64, false);
+ * using scaled = saeDecode(acts, wDec, extra, 64, true);
+ * assert.deepEqual([...await plain.toArray()], [0, 2]);
+ * assert.deepEqual([...await scaled.toArray()], [0, 6]);
  * ```
  */
 export function saeDecode(
@@ -163,7 +214,16 @@ export function saeDecode(
  *
  * @example
  * ```ts
- * const stats = rowStats(x);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { rowStats } from "./sae.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using x = Tensor.from([1, 3], [1, 2]);
+ * using stats = rowStats(x); // [rows, 4]: mean, unbiased std, L2 norm, (unused)
+ * const [mean, std, norm] = r4(await stats.toArray());
+ * assert.deepEqual([mean, std, norm], r4([2, Math.SQRT2, Math.sqrt(10)]));
  * ```
  */
 export function rowStats(x: Tensor): Tensor {
@@ -187,7 +247,16 @@ export const ROW_NORM = { constantIn: 0, constantOut: 1, layerNormIn: 2, layerNo
  *
  * @example
  * ```ts
- * const y = rowNorm(x, stats, "layerNormIn", 1e-5);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { rowNorm, rowStats } from "./sae.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using x = Tensor.from([1, 3], [1, 2]);
+ * using stats = rowStats(x);
+ * using y = rowNorm(x, stats, "layerNormIn", 0); // (x - mean) / std
+ * assert.deepEqual(r4(await y.toArray()), r4([-1 / Math.SQRT2, 1 / Math.SQRT2]));
  * ```
  */
 export function rowNorm(x: Tensor, stats: Tensor, mode: keyof typeof ROW_NORM, eps = 1e-5): Tensor {

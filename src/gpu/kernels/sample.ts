@@ -4,8 +4,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { sampleNext } from "./sample.ts";
- * sampleNext(logits, seq, 4, { greedy: true });
+ *
+ * await initGpu();
+ * using logits = Tensor.from([0, 5, 1, 0, 2, 9], [1, 2, 3]); // [batch, pos, vocab]
+ * using seq = Tensor.from([7, 7, -1, -1, -1], [1, 5], "int32");
+ * sampleNext(logits, seq, 2, { greedy: true }); // argmax of the last position into column 2
+ * assert.deepEqual([...await seq.toArray()], [7, 7, 2, -1, -1]);
  * ```
  * @module
  */
@@ -54,7 +61,15 @@ export interface SampleOptions {
  *
  * @example
  * ```ts
- * sampleNext(logits, seq, 4, { greedy: true });
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { sampleNext } from "./sample.ts";
+ *
+ * await initGpu();
+ * using logits = Tensor.from([0, 5, 1, 0, 2, 9], [1, 2, 3]); // [batch, pos, vocab]
+ * using seq = Tensor.from([7, 7, -1, -1, -1], [1, 5], "int32");
+ * sampleNext(logits, seq, 2, { greedy: true }); // argmax of the last position into column 2
+ * assert.deepEqual([...await seq.toArray()], [7, 7, 2, -1, -1]);
  * ```
  */
 export function sampleNext(logits: Tensor, seq: Tensor, col: number, o: SampleOptions): void {

@@ -3,8 +3,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
  * import { softmax } from "./softmax.ts";
- * const p = softmax(scores);
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using scores = Tensor.from([0, Math.log(3), 0, 0], [2, 2]);
+ * using p = softmax(scores); // over the last dimension
+ * assert.deepEqual(r4(await p.toArray()), [0.25, 0.75, 0.5, 0.5]);
  * ```
  * @module
  */
@@ -31,7 +38,15 @@ export const SOFTMAX_SHADER: ShaderSource = shaderSource(
  *
  * @example
  * ```ts
- * const p = softmax(scores);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { softmax } from "./softmax.ts";
+ *
+ * await initGpu();
+ * const r4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+ * using scores = Tensor.from([0, Math.log(3), 0, 0], [2, 2]);
+ * using p = softmax(scores); // over the last dimension
+ * assert.deepEqual(r4(await p.toArray()), [0.25, 0.75, 0.5, 0.5]);
  * ```
  */
 export function softmax(x: Tensor): Tensor {

@@ -5,10 +5,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { shaderSource, uniforms } from "./uniforms.ts";
+ *
  * const P = uniforms({ rows: "u32", n: "u32", eps: "f32" });
- * const src = shaderSource("demo", P, "@group(0) @binding(0) var<uniform> p: P;\n...");
- * const params = P.pack({ rows: 4, n: 8, eps: 1e-5 }); // [4, 8, f32(1e-5), 0]
+ * const src = shaderSource("demo", P, "@group(0) @binding(0) var<uniform> p: P;");
+ * assert.ok(src.code.startsWith(P.wgsl));
+ * const params = P.pack({ rows: 4, n: 8, eps: 1e-5 });
+ * assert.deepEqual(params, [4, 8, { f32: 1e-5 }, 0]); // padded to 16 bytes
  * ```
  * @module
  */
@@ -35,8 +39,11 @@ export interface Uniforms<F extends string> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { uniforms } from "./uniforms.ts";
+ *
  * const P = uniforms({ n: "u32", scale: "f32" });
- * console.log(P.wgsl); // struct P { n: u32, scale: f32, _pad0: u32, _pad1: u32 }
+ * assert.equal(P.wgsl, "struct P { n: u32, scale: f32, _pad0: u32, _pad1: u32 }\n");
  * ```
  */
 export function uniforms<const T extends Record<string, UniformType>>(
@@ -72,7 +79,13 @@ export function uniforms<const T extends Record<string, UniformType>>(
  *
  * @example
  * ```ts
- * const src = shaderSource("softmax", P, reduceWgsl, softmaxWgsl);
+ * import assert from "node:assert/strict";
+ * import { shaderSource, uniforms } from "./uniforms.ts";
+ *
+ * const P = uniforms({ n: "u32" });
+ * const src = shaderSource("demo", P, "// reduce\n", "// softmax\n");
+ * assert.equal(src.name, "demo");
+ * assert.equal(src.code, P.wgsl + "// reduce\n// softmax\n"); // the struct, then the parts
  * ```
  */
 export function shaderSource(
@@ -89,7 +102,14 @@ export function shaderSource(
  *
  * @example
  * ```ts
- * const src = lazyShaderSource("linear_cpu", P, () => activationsWgsl + generate());
+ * import assert from "node:assert/strict";
+ * import { lazyShaderSource, uniforms } from "./uniforms.ts";
+ *
+ * let made = 0;
+ * const src = lazyShaderSource("demo_lazy", uniforms({ n: "u32" }), () => (made++, "// generated"));
+ * assert.equal(made, 0); // not at import
+ * assert.match(src.code, /generated/);
+ * assert.equal(made, 1);
  * ```
  */
 export function lazyShaderSource(

@@ -9,8 +9,26 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
  * import { attentionForward } from "./attention.ts";
- * const [out, residPlusOut] = await attentionForward(ctx, 0, weights, rot, [x, x, x], resid);
+ * import { embedForward } from "./embed.ts";
+ * import { normForward } from "./norm.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * const resid = await embedForward(ctx, w.embed, tokens); // [1, 3, d_model]
+ * const { y: x } = await normForward(ctx, "blocks.0.ln1", resid, w.blocks[0].ln1);
+ * const [out, residPlusOut] = await attentionForward(ctx, 0, w.blocks[0].attn, w.rot, [x, x, x], resid);
+ * assert.deepEqual(out.shape, [1, 3, 64]); // hook_attn_out's value
+ * assert.deepEqual(residPlusOut!.shape, [1, 3, 64]); // resid + out, from the same pass
  * ```
  * @module
  */
@@ -46,7 +64,20 @@ export interface AttentionWeights {
  *
  * @example
  * ```ts
- * attentionHookNames(cfg, "blocks.0.attn");
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { attentionHookNames } from "./attention.ts";
+ *
+ * const path = "tests/reference/gpt2_tiny/hf/config.json";
+ * const cfg = configFromHf(await readJsonFile(path), path);
+ * const names = attentionHookNames(cfg, "blocks.0.attn");
+ * assert.deepEqual(names.slice(0, 3), [
+ *   "blocks.0.attn.hook_q",
+ *   "blocks.0.attn.hook_k",
+ *   "blocks.0.attn.hook_v",
+ * ]);
+ * assert.equal(names.at(-1), "blocks.0.attn.hook_z");
  * ```
  */
 export function attentionHookNames(cfg: HookedTransformerConfig, prefix: string): string[] {
@@ -111,7 +142,26 @@ function qkv(
  *
  * @example
  * ```ts
- * const [out] = await attentionForward(ctx, 0, weights, undefined, [x, x, x]);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
+ * import { attentionForward } from "./attention.ts";
+ * import { embedForward } from "./embed.ts";
+ * import { normForward } from "./norm.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * const resid = await embedForward(ctx, w.embed, tokens); // [1, 3, d_model]
+ * const { y: x } = await normForward(ctx, "blocks.0.ln1", resid, w.blocks[0].ln1);
+ * const [out, none] = await attentionForward(ctx, 0, w.blocks[0].attn, undefined, [x, x, x]);
+ * assert.deepEqual(out.shape, [1, 3, 64]);
+ * assert.equal(none, null); // no residual given
  * ```
  */
 export async function attentionForward(

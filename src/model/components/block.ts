@@ -7,8 +7,23 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
  * import { blockForward } from "./block.ts";
- * const residOut = await blockForward(ctx, 0, weights, rot, residIn);
+ * import { embedForward } from "./embed.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * const residIn = await embedForward(ctx, w.embed, tokens);
+ * const residOut = await blockForward(ctx, 0, w.blocks[0], w.rot, residIn);
+ * assert.deepEqual(residOut.shape, [1, 3, 64]); // blocks.0.hook_resid_post
  * ```
  * @module
  */
@@ -47,7 +62,19 @@ export interface BlockWeights {
  *
  * @example
  * ```ts
- * for (const t of blockTensors(w)) t.dispose();
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { blockTensors } from "./block.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const tensors = blockTensors(w.blocks[0]);
+ * assert.ok(tensors.length > 0);
+ * for (const t of tensors) t.dispose();
+ * assert.ok(tensors.every((t) => t.disposed));
  * ```
  */
 export function blockTensors(w: BlockWeights): Tensor[] {
@@ -61,7 +88,16 @@ export function blockTensors(w: BlockWeights): Tensor[] {
  *
  * @example
  * ```ts
- * blockHookNames(cfg, 0)[0]; // "blocks.0.hook_resid_pre"
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { blockHookNames } from "./block.ts";
+ *
+ * const path = "tests/reference/gpt2_tiny/hf/config.json";
+ * const cfg = configFromHf(await readJsonFile(path), path);
+ * const names = blockHookNames(cfg, 0);
+ * assert.equal(names[0], "blocks.0.hook_resid_pre");
+ * assert.equal(names.at(-1), "blocks.0.hook_resid_post");
  * ```
  */
 export function blockHookNames(cfg: HookedTransformerConfig, l: number): string[] {
@@ -104,7 +140,23 @@ function attentionInputs(
  *
  * @example
  * ```ts
- * resid = await blockForward(ctx, l, weights.blocks[l], weights.rot, resid);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
+ * import { blockForward } from "./block.ts";
+ * import { embedForward } from "./embed.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * let resid = await embedForward(ctx, w.embed, tokens);
+ * for (let l = 0; l < cfg.nLayers; l++) resid = await blockForward(ctx, l, w.blocks[l], w.rot, resid);
+ * assert.deepEqual(resid.shape, [1, 3, 64]);
  * ```
  */
 export async function blockForward(

@@ -7,9 +7,22 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { HookRegistry } from "../hooks.ts";
  * import { contextFor, plainHookPoints } from "./context.ts";
+ *
+ * await initGpu();
+ * const path = "tests/reference/gpt2_tiny/hf/config.json";
+ * const cfg = configFromHf(await readJsonFile(path), path);
+ * const registry = new HookRegistry();
+ * registry.add("blocks.0.hook_resid_pre", (a) => a.scale(2), {});
  * const ctx = contextFor(cfg, plainHookPoints(registry, null), null, null);
+ * using x = Tensor.from([1, 2], [1, 1, 2]);
  * const resid = await ctx.hook("blocks.0.hook_resid_pre", x);
+ * assert.deepEqual([...await resid.toArray()], [2, 4]);
  * ```
  * @module
  */
@@ -56,10 +69,20 @@ export interface HookPoints {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { type HookLayer, plainHookPoints } from "./context.ts";
+ *
  * const double: HookLayer = (inner) => ({
  *   hook: (n, t) => inner.hook(n, n === "hook_embed" ? t.scale(2) : t),
  *   mayReplace: (n) => n === "hook_embed" || inner.mayReplace(n),
  * });
+ * await initGpu();
+ * const points = double(plainHookPoints(new HookRegistry(), null));
+ * using x = Tensor.from([1, 2], [1, 2]);
+ * assert.deepEqual([...await (await points.hook("hook_embed", x)).toArray()], [2, 4]);
+ * assert.equal(points.mayReplace("hook_pos_embed"), false);
  * ```
  */
 export type HookLayer = (inner: HookPoints) => HookPoints;
@@ -85,7 +108,18 @@ export interface RunContext extends HookPoints {
  *
  * @example
  * ```ts
- * const points = plainHookPoints(registry, { cache, cacheFilter: () => true });
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { ActivationCache } from "../cache.ts";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { plainHookPoints } from "./context.ts";
+ *
+ * await initGpu();
+ * using cache = new ActivationCache();
+ * const points = plainHookPoints(new HookRegistry(), { cache, cacheFilter: () => true });
+ * using x = Tensor.from([1, 2], [1, 2]);
+ * await points.hook("hook_embed", x);
+ * assert.deepEqual(cache.keys(), ["hook_embed"]); // a kept copy
  * ```
  */
 export function plainHookPoints(
@@ -126,7 +160,15 @@ export function plainHookPoints(
  *
  * @example
  * ```ts
- * if (signal.aborted) throw abortedError(signal, "blocks.0.hook_resid_pre");
+ * import assert from "node:assert/strict";
+ * import { CallAbortedError } from "../../errors.ts";
+ * import { abortedError } from "./context.ts";
+ *
+ * const ac = new AbortController();
+ * ac.abort(new Error("user pressed stop"));
+ * const e = abortedError(ac.signal, "blocks.0.hook_resid_pre");
+ * assert.ok(e instanceof CallAbortedError);
+ * assert.match(e.message, /user pressed stop\) at blocks\.0\.hook_resid_pre/);
  * ```
  */
 export function abortedError(signal: AbortSignal, where?: string): CallAbortedError {
@@ -144,7 +186,19 @@ export function abortedError(signal: AbortSignal, where?: string): CallAbortedEr
  *
  * @example
  * ```ts
- * const ctx = contextFor(model.cfg, plainHookPoints(registry, null), null, null);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
+ *
+ * await initGpu();
+ * const path = "tests/reference/gpt2_tiny/hf/config.json";
+ * const cfg = configFromHf(await readJsonFile(path), path);
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * assert.equal(ctx.cfg, cfg);
+ * assert.equal(ctx.mayReplace("hook_embed"), false); // no hooks there
  * ```
  */
 export function contextFor(
@@ -174,7 +228,22 @@ export function contextFor(
  *
  * @example
  * ```ts
- * const padded = withPad(ctx, padState(padding));
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { paddingOf, padState } from "../padding.ts";
+ * import { contextFor, plainHookPoints, withPad } from "./context.ts";
+ *
+ * await initGpu();
+ * const path = "tests/reference/gpt2_tiny/hf/config.json";
+ * const cfg = configFromHf(await readJsonFile(path), path);
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * const pad = padState(paddingOf([2, 3], 3, "left"));
+ * const padded = withPad(ctx, pad);
+ * assert.equal(padded.pad, pad);
+ * assert.equal(padded.cfg, ctx.cfg); // everything else as before
  * ```
  */
 export function withPad(ctx: RunContext, pad: PadState | null): RunContext {
@@ -186,7 +255,15 @@ export function withPad(ctx: RunContext, pad: PadState | null): RunContext {
  *
  * @example
  * ```ts
- * const y = linear(x, w, undefined, [B, P, F]);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { linear } from "./context.ts";
+ *
+ * await initGpu();
+ * using x = Tensor.from([1, 2], [1, 1, 2]); // [B, P, K]
+ * using w = Tensor.from([1, 0, 1, 0, 1, 1], [2, 3]); // [K, N]
+ * using y = linear(x, w, undefined, [1, 1, 3]);
+ * assert.deepEqual([...await y.toArray()], [1, 2, 3]);
  * ```
  */
 export function linear(x: Tensor, w: Tensor, b: Tensor | undefined, shape: number[]): Tensor {
@@ -203,7 +280,15 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | undefined, shape: numbe
  *
  * @example
  * ```ts
- * const mid = addResidual(resid, attnOut);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { addResidual } from "./context.ts";
+ *
+ * await initGpu();
+ * using resid = Tensor.from([1, 2], [1, 2]);
+ * using attnOut = Tensor.from([10, 20], [1, 2]);
+ * using mid = addResidual(resid, attnOut);
+ * assert.deepEqual([...await mid.toArray()], [11, 22]);
  * ```
  */
 export function addResidual(a: Tensor, b: Tensor): Tensor {

@@ -4,8 +4,21 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
  * import { embedForward } from "./embed.ts";
- * const resid = await embedForward(ctx, { wE, wPos }, tokens);
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * const resid = await embedForward(ctx, w.embed, tokens); // [1, 3, d_model]
+ * assert.deepEqual(resid.shape, [1, 3, 64]);
  * ```
  * @module
  */
@@ -28,7 +41,14 @@ export interface EmbedWeights {
  *
  * @example
  * ```ts
- * embedHookNames(cfg); // ["hook_embed", "hook_pos_embed"]
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { embedHookNames } from "./embed.ts";
+ *
+ * const path = "tests/reference/gpt2_tiny/hf/config.json";
+ * const cfg = configFromHf(await readJsonFile(path), path);
+ * assert.deepEqual(embedHookNames(cfg), ["hook_embed", "hook_pos_embed"]); // learned positions
  * ```
  */
 export function embedHookNames(cfg: HookedTransformerConfig): string[] {
@@ -44,7 +64,24 @@ export function embedHookNames(cfg: HookedTransformerConfig): string[] {
  *
  * @example
  * ```ts
- * const resid = await embedForward(ctx, weights, tokens);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
+ * import { embedForward } from "./embed.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * const resid = await embedForward(ctx, w.embed, tokens); // [1, 3, d_model]
+ * // hook_embed + hook_pos_embed: row 0 is W_E[1] + W_pos[0].
+ * const wE = sd.get("embed.W_E")!.data, wPos = sd.get("pos_embed.W_pos")!.data;
+ * const row0 = (await resid.toArray()).subarray(0, 64);
+ * assert.ok(row0.every((x, i) => Math.abs(x - (wE[64 + i] + wPos[i])) < 1e-6));
  * ```
  */
 export async function embedForward(

@@ -19,8 +19,14 @@
  *
  * @example
  * ```ts
- * import { contextFor, hookNamesFor, plainHookPoints } from "./index.ts";
- * const names = hookNamesFor(cfg);
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { hookNamesFor } from "./index.ts";
+ *
+ * const path = "tests/reference/rmsgqa_tiny/hf/config.json";
+ * const cfg = configFromHf(await readJsonFile(path), path);
+ * assert.ok(hookNamesFor(cfg).includes("blocks.0.attn.hook_rot_q")); // a rotary model
  * ```
  * @module
  */

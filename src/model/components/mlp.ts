@@ -5,8 +5,24 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
+ * import { embedForward } from "./embed.ts";
  * import { mlpForward } from "./mlp.ts";
- * const [out, residPlusOut] = await mlpForward(ctx, 0, weights, x, resid);
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * const resid = await embedForward(ctx, w.embed, tokens); // [1, 3, d_model]
+ * const [out, residPlusOut] = await mlpForward(ctx, 0, w.blocks[0].mlp, resid, resid);
+ * assert.deepEqual(out.shape, [1, 3, 64]); // hook_mlp_out's value
+ * assert.deepEqual(residPlusOut!.shape, [1, 3, 64]);
  * ```
  * @module
  */
@@ -35,7 +51,18 @@ export interface MlpWeights {
  *
  * @example
  * ```ts
- * mlpHookNames(cfg, "blocks.0.mlp");
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { mlpHookNames } from "./mlp.ts";
+ *
+ * const path = "tests/reference/gpt2_tiny/hf/config.json";
+ * const cfg = configFromHf(await readJsonFile(path), path);
+ * assert.deepEqual(mlpHookNames(cfg, "blocks.0.mlp"), [
+ *   "blocks.0.mlp.hook_in",
+ *   "blocks.0.mlp.hook_pre",
+ *   "blocks.0.mlp.hook_post",
+ * ]); // gated MLPs (LLaMA) also have hook_pre_linear
  * ```
  */
 export function mlpHookNames(cfg: HookedTransformerConfig, prefix: string): string[] {
@@ -86,7 +113,24 @@ async function plainPost(
  *
  * @example
  * ```ts
- * const [out] = await mlpForward(ctx, 0, weights, x);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
+ * import { embedForward } from "./embed.ts";
+ * import { mlpForward } from "./mlp.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * const resid = await embedForward(ctx, w.embed, tokens); // [1, 3, d_model]
+ * const [out, none] = await mlpForward(ctx, 0, w.blocks[0].mlp, resid);
+ * assert.deepEqual(out.shape, [1, 3, 64]);
+ * assert.equal(none, null);
  * ```
  */
 export async function mlpForward(

@@ -5,8 +5,24 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
+ * import { embedForward } from "./embed.ts";
  * import { normForward } from "./norm.ts";
- * const { y } = await normForward(ctx, "blocks.0.ln1", resid, { w, b });
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * const resid = await embedForward(ctx, w.embed, tokens); // [1, 3, d_model]
+ * const { y, scale } = await normForward(ctx, "blocks.0.ln1", resid, w.blocks[0].ln1);
+ * assert.deepEqual(y.shape, [1, 3, 64]);
+ * assert.deepEqual(scale.shape, [1, 3, 1]); // blocks.0.ln1.hook_scale
  * ```
  * @module
  */
@@ -47,7 +63,10 @@ export interface NormResult {
  *
  * @example
  * ```ts
- * normHookNames("ln_final"); // ["ln_final.hook_scale", "ln_final.hook_normalized"]
+ * import assert from "node:assert/strict";
+ * import { normHookNames } from "./norm.ts";
+ *
+ * assert.deepEqual(normHookNames("ln_final"), ["ln_final.hook_scale", "ln_final.hook_normalized"]);
  * ```
  */
 export function normHookNames(prefix: string): string[] {
@@ -66,7 +85,25 @@ function normKind(cfg: HookedTransformerConfig): "LN" | "RMS" {
  *
  * @example
  * ```ts
- * const { y } = await normForward(ctx, "ln_final", resid, weights);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
+ * import { embedForward } from "./embed.ts";
+ * import { normForward } from "./norm.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * const resid = await embedForward(ctx, w.embed, tokens); // [1, 3, d_model]
+ * // gpt2_tiny's weights are processed (fold_ln): ln_final is a bare LayerNorm ("LNPre").
+ * const { y } = await normForward(ctx, "ln_final", resid, w.lnFinal);
+ * const row = (await y.toArray()).subarray(0, 64);
+ * assert.ok(Math.abs([...row].reduce((a, b) => a + b, 0) / 64) < 1e-5); // centred
  * ```
  */
 export async function normForward(
@@ -101,7 +138,24 @@ export async function normForward(
  *
  * @example
  * ```ts
- * const xk = normTapedCopy(ln1, weights);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
+ * import { embedForward } from "./embed.ts";
+ * import { normForward, normTapedCopy } from "./norm.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * const resid = await embedForward(ctx, w.embed, tokens); // [1, 3, d_model]
+ * const ln1 = await normForward(ctx, "blocks.0.ln1", resid, w.blocks[0].ln1);
+ * const xk = normTapedCopy(ln1, w.blocks[0].ln1); // the same values, its own tape entries
+ * assert.deepEqual(await xk.toArray(), await ln1.y.toArray());
  * ```
  */
 export function normTapedCopy(ln: NormResult, { w, b }: NormWeights): Tensor {

@@ -4,8 +4,18 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { configFromHf } from "../config.ts";
  * import { hookNamesFor } from "./transformer.ts";
- * hookNamesFor(cfg).slice(0, 3); // ["hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre"]
+ *
+ * const path = "tests/reference/gpt2_tiny/hf/config.json";
+ * const cfg = configFromHf(await readJsonFile(path), path);
+ * assert.deepEqual(hookNamesFor(cfg).slice(0, 3), [
+ *   "hook_embed",
+ *   "hook_pos_embed",
+ *   "blocks.0.hook_resid_pre",
+ * ]);
  * ```
  * @module
  */
@@ -37,7 +47,12 @@ export interface ModelWeights {
  *
  * @example
  * ```ts
- * const names = hookNamesFor(model.cfg);
+ * import assert from "node:assert/strict";
+ * import { HookedTransformer } from "@hooklens/hooklens";
+ * import { hookNamesFor } from "./transformer.ts";
+ *
+ * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * assert.deepEqual(hookNamesFor(model.cfg), model.hookNames()); // no SAEs attached
  * ```
  */
 export function hookNamesFor(cfg: HookedTransformerConfig): string[] {
@@ -51,7 +66,18 @@ export function hookNamesFor(cfg: HookedTransformerConfig): string[] {
  *
  * @example
  * ```ts
- * for (const t of modelTensors(w)) t.dispose();
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { modelTensors } from "./transformer.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const tensors = modelTensors(w);
+ * for (const t of tensors) t.dispose();
+ * assert.ok(tensors.every((t) => t.disposed));
  * ```
  */
 export function modelTensors(w: ModelWeights): Tensor[] {
@@ -75,7 +101,23 @@ export function modelTensors(w: ModelWeights): Tensor[] {
  *
  * @example
  * ```ts
- * resid = await blocksForward(ctx, weights, resid, 0, cfg.nLayers);
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
+ * import { embedForward } from "./embed.ts";
+ * import { blocksForward } from "./transformer.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * let resid = await embedForward(ctx, w.embed, tokens);
+ * resid = await blocksForward(ctx, w, resid, 0, cfg.nLayers);
+ * assert.deepEqual(resid.shape, [1, 3, 64]);
  * ```
  */
 export async function blocksForward(
@@ -102,8 +144,29 @@ export async function blocksForward(
  *
  * @example
  * ```ts
- * const logits = await headForward(ctx, weights, resid);
- * const last = await headForward(ctx, weights, resid, [[resid.shape[1] - 1]]); // batch 1
+ * import assert from "node:assert/strict";
+ * import { HookedTransformer, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
+ * import { embedForward } from "./embed.ts";
+ * import { blocksForward, headForward } from "./transformer.ts";
+ *
+ * using model = await HookedTransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * const resid = await embedForward(ctx, w.embed, tokens);
+ * const final = await blocksForward(ctx, w, resid, 0, cfg.nLayers);
+ * const logits = await headForward(ctx, w, final);
+ * const last = await headForward(ctx, w, final, [[2]]); // only position 2 of batch row 0
+ * assert.deepEqual(last.shape, [1, 1, 1000]);
+ * // The components in sequence are the model's forward pass.
+ * using expected = await model.forward([[1, 2, 3]]);
+ * const [a, b] = [await logits.toArray(), await expected.toArray()];
+ * assert.ok(a.every((x, i) => Math.abs(x - b[i]) < 1e-4));
  * ```
  */
 export async function headForward(

@@ -5,8 +5,22 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
  * import { unembedForward } from "./unembed.ts";
- * const logits = await unembedForward(ctx, { wU, bU }, x);
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using tokens = Tensor.from([1, 2, 3], [1, 3], "int32");
+ * using x = Tensor.from(new Float32Array(3 * 64), [1, 3, 64]);
+ * const logits = await unembedForward(ctx, w.unembed, x);
+ * assert.deepEqual(logits.shape, [1, 3, 1000]); // [batch, pos, d_vocab]
  * ```
  * @module
  */
@@ -29,7 +43,10 @@ export interface UnembedWeights {
  *
  * @example
  * ```ts
- * unembedHookNames(); // ["unembed.hook_in", "unembed.hook_out"]
+ * import assert from "node:assert/strict";
+ * import { unembedHookNames } from "./unembed.ts";
+ *
+ * assert.deepEqual(unembedHookNames(), ["unembed.hook_in", "unembed.hook_out"]);
  * ```
  */
 export function unembedHookNames(): string[] {
@@ -46,8 +63,24 @@ export function unembedHookNames(): string[] {
  *
  * @example
  * ```ts
- * const logits = await unembedForward(ctx, weights, x);
- * const last = await unembedForward(ctx, weights, x, [[x.shape[1] - 1]]); // [1, 1, d_vocab]
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { HookRegistry } from "../hooks.ts";
+ * import { loadPretrained } from "../load.ts";
+ * import { uploadWeights } from "../upload.ts";
+ * import { contextFor, plainHookPoints } from "./context.ts";
+ * import { unembedForward } from "./unembed.ts";
+ *
+ * await initGpu();
+ * const { cfg, sd } = await loadPretrained("tests/reference/gpt2_tiny/hf", {});
+ * const w = uploadWeights(sd, cfg, "float32");
+ * const ctx = contextFor(cfg, plainHookPoints(new HookRegistry(), null), null, null);
+ * using x = Tensor.from(new Float32Array(64), [1, 1, 64]);
+ * const logits = await unembedForward(ctx, w.unembed, x); // 0 · W_U + b_U
+ * assert.deepEqual(await logits.toArray(), sd.get("unembed.b_U")!.data);
+ * using x3 = Tensor.from(new Float32Array(3 * 64), [1, 3, 64]);
+ * const last = await unembedForward(ctx, w.unembed, x3, [[2]]); // only position 2
+ * assert.deepEqual(last.shape, [1, 1, 1000]);
  * ```
  */
 export async function unembedForward(

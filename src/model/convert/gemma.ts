@@ -9,9 +9,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { openCheckpoint } from "../checkpoint.ts";
+ * import { configFromHf } from "../config.ts";
  * import { convertGemma } from "./gemma.ts";
- * using ck = await openCheckpoint("tests/reference/gemma2_tiny/hf");
+ *
+ * const dir = "tests/reference/gemma2_tiny/hf";
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * using ck = await openCheckpoint(dir);
  * const sd = await convertGemma(ck, cfg);
+ * assert.ok(sd.has("blocks.0.ln1_post.w")); // Gemma-2's post-attention norm
  * ```
  * @module
  */
@@ -29,7 +37,18 @@ function onePlus(t: CpuTensor): CpuTensor {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { openCheckpoint } from "../checkpoint.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { convertGemma } from "./gemma.ts";
+ *
+ * const dir = "tests/reference/gemma2_tiny/hf";
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * using ck = await openCheckpoint(dir);
  * const sd = await convertGemma(ck, cfg);
+ * // Tied: W_U is the (unscaled) embedding transposed.
+ * assert.deepEqual(sd.get("unembed.W_U")!.shape, [cfg.dModel, cfg.dVocab]);
  * ```
  */
 export async function convertGemma(

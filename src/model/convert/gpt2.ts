@@ -3,9 +3,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { openCheckpoint } from "../checkpoint.ts";
+ * import { configFromHf } from "../config.ts";
  * import { convertGpt2 } from "./gpt2.ts";
- * using ck = await openCheckpoint("tests/reference/gpt2_tiny/hf");
+ *
+ * const dir = "tests/reference/gpt2_tiny/hf";
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * using ck = await openCheckpoint(dir);
  * const sd = await convertGpt2(ck, cfg);
+ * assert.deepEqual(sd.get("blocks.0.attn.W_K")!.shape, [4, 64, 16]); // split out of c_attn
  * ```
  * @module
  */
@@ -18,7 +26,18 @@ import { checkExtra, slice1d, splitHeadsIn, transpose2d, zeros } from "./layout.
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { openCheckpoint } from "../checkpoint.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { convertGpt2 } from "./gpt2.ts";
+ *
+ * const dir = "tests/reference/gpt2_tiny/hf";
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * using ck = await openCheckpoint(dir);
  * const sd = await convertGpt2(ck, cfg);
+ * // No lm_head in the checkpoint: W_U is W_E transposed (tied).
+ * assert.deepEqual(sd.get("unembed.W_U")!.shape, [64, 1000]);
  * ```
  */
 export async function convertGpt2(

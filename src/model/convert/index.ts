@@ -5,8 +5,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { openCheckpoint } from "../checkpoint.ts";
+ * import { configFromHf } from "../config.ts";
  * import { converterFor } from "./index.ts";
- * const sd = await converterFor(cfg.originalArchitecture)(ck, cfg);
+ *
+ * const dir = "tests/reference/neox_tiny/hf";
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * using ck = await openCheckpoint(dir);
+ * const sd = await converterFor(cfg.originalArchitecture)(ck, cfg); // GPTNeoXForCausalLM
+ * assert.ok(sd.has("embed.W_E"));
  * ```
  * @module
  */
@@ -25,7 +34,11 @@ export type Converter = (ck: Checkpoint, cfg: HookedTransformerConfig) => Promis
  *
  * @example
  * ```ts
- * CONVERTERS["GPT2LMHeadModel"] === convertGpt2; // true
+ * import assert from "node:assert/strict";
+ * import { convertGpt2 } from "./gpt2.ts";
+ * import { CONVERTERS } from "./index.ts";
+ *
+ * assert.equal(CONVERTERS["GPT2LMHeadModel"], convertGpt2);
  * ```
  */
 export const CONVERTERS: Readonly<Record<string, Converter>> = {
@@ -44,7 +57,12 @@ export const CONVERTERS: Readonly<Record<string, Converter>> = {
  *
  * @example
  * ```ts
- * const convert = converterFor("LlamaForCausalLM");
+ * import assert from "node:assert/strict";
+ * import { converterFor } from "./index.ts";
+ * import { convertLlama } from "./llama.ts";
+ *
+ * assert.equal(converterFor("LlamaForCausalLM"), convertLlama);
+ * assert.equal(converterFor("Qwen2ForCausalLM"), convertLlama);
  * ```
  */
 export function converterFor(architecture: string): Converter {

@@ -5,8 +5,10 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { transpose2d } from "./layout.ts";
- * transpose2d({ shape: [2, 3], data: new Float32Array(6) }).shape; // [3, 2]
+ *
+ * assert.deepEqual(transpose2d({ shape: [2, 3], data: new Float32Array(6) }).shape, [3, 2]);
  * ```
  * @module
  */
@@ -18,7 +20,12 @@ import type { Checkpoint, CpuTensor } from "../checkpoint.ts";
  *
  * @example
  * ```ts
- * const wIn = transpose2d(upProj); // [F, E] -> [E, F]
+ * import assert from "node:assert/strict";
+ * import { transpose2d } from "./layout.ts";
+ *
+ * const upProj = { shape: [2, 3], data: new Float32Array([1, 2, 3, 4, 5, 6]) }; // [F, E]
+ * const wIn = transpose2d(upProj); // [E, F]
+ * assert.deepEqual([...wIn.data], [1, 4, 2, 5, 3, 6]);
  * ```
  */
 export function transpose2d(t: CpuTensor): CpuTensor {
@@ -33,7 +40,14 @@ export function transpose2d(t: CpuTensor): CpuTensor {
  *
  * @example
  * ```ts
- * const wq = splitHeadsIn(cAttn, 0, H, D);
+ * import assert from "node:assert/strict";
+ * import { splitHeadsIn } from "./layout.ts";
+ *
+ * // c_attn [d_model 1, 3 * heads 2 * d_head 1]: columns q0 q1 k0 k1 v0 v1.
+ * const cAttn = { shape: [1, 6], data: new Float32Array([1, 2, 3, 4, 5, 6]) };
+ * const wk = splitHeadsIn(cAttn, 2, 2, 1); // [heads, d_model, d_head]
+ * assert.deepEqual(wk.shape, [2, 1, 1]);
+ * assert.deepEqual([...wk.data], [3, 4]);
  * ```
  */
 export function splitHeadsIn(t: CpuTensor, c0: number, heads: number, dHead: number): CpuTensor {
@@ -54,7 +68,12 @@ export function splitHeadsIn(t: CpuTensor, c0: number, heads: number, dHead: num
  *
  * @example
  * ```ts
- * const bq = slice1d(bias, 0, H * D, [H, D]);
+ * import assert from "node:assert/strict";
+ * import { slice1d } from "./layout.ts";
+ *
+ * const bias = { shape: [6], data: new Float32Array([1, 2, 3, 4, 5, 6]) };
+ * const bk = slice1d(bias, 2, 2, [2, 1]);
+ * assert.deepEqual([...bk.data], [3, 4]);
  * ```
  */
 export function slice1d(t: CpuTensor, start: number, n: number, shape: number[]): CpuTensor {
@@ -66,7 +85,11 @@ export function slice1d(t: CpuTensor, start: number, n: number, shape: number[])
  *
  * @example
  * ```ts
- * sd.set("unembed.b_U", zeros([V]));
+ * import assert from "node:assert/strict";
+ * import { zeros } from "./layout.ts";
+ *
+ * const bU = zeros([1000]);
+ * assert.ok(bU.data.length === 1000 && bU.data.every((x) => x === 0));
  * ```
  */
 export function zeros(shape: number[]): CpuTensor {
@@ -78,7 +101,15 @@ export function zeros(shape: number[]): CpuTensor {
  *
  * @example
  * ```ts
- * checkExtra(ck, used, /attention\.bias$/);
+ * import assert from "node:assert/strict";
+ * import { checkExtra } from "./layout.ts";
+ * import { WeightsError } from "../../errors.ts";
+ * import { openCheckpoint } from "../checkpoint.ts";
+ *
+ * using ck = await openCheckpoint("tests/reference/gpt2_tiny/hf");
+ * const used = new Set(ck.names().filter((n) => !n.endsWith("ln_f.bias")));
+ * assert.throws(() => checkExtra(ck, used, /attn\.bias$/), WeightsError); // ln_f.bias unused
+ * assert.doesNotThrow(() => checkExtra(ck, used, /ln_f\.bias$/));
  * ```
  */
 export function checkExtra(ck: Checkpoint, used: Set<string>, ignore: RegExp): void {
@@ -100,7 +131,14 @@ export function checkExtra(ck: Checkpoint, used: Set<string>, ignore: RegExp): v
  *
  * @example
  * ```ts
- * const wq = linearToHeads(qProj, H, D);
+ * import assert from "node:assert/strict";
+ * import { linearToHeads } from "./layout.ts";
+ *
+ * // q_proj.weight [heads 2 * d_head 1, d_model 2] (torch Linear: [out, in]).
+ * const qProj = { shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) };
+ * const wq = linearToHeads(qProj, 2, 1); // [heads, d_model, d_head]
+ * assert.deepEqual(wq.shape, [2, 2, 1]);
+ * assert.deepEqual([...wq.data], [1, 2, 3, 4]);
  * ```
  */
 export function linearToHeads(
@@ -127,7 +165,14 @@ export function linearToHeads(
  *
  * @example
  * ```ts
- * const wo = linearToWO(oProj, H, D);
+ * import assert from "node:assert/strict";
+ * import { linearToWO } from "./layout.ts";
+ *
+ * // o_proj.weight [d_model 2, heads 2 * d_head 1].
+ * const oProj = { shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) };
+ * const wo = linearToWO(oProj, 2, 1); // [heads, d_head, d_model]
+ * assert.deepEqual(wo.shape, [2, 1, 2]);
+ * assert.deepEqual([...wo.data], [1, 3, 2, 4]);
  * ```
  */
 export function linearToWO(t: CpuTensor, heads: number, dHead: number): CpuTensor {

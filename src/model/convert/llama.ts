@@ -3,9 +3,18 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { openCheckpoint } from "../checkpoint.ts";
+ * import { configFromHf } from "../config.ts";
  * import { convertLlama } from "./llama.ts";
- * using ck = await openCheckpoint("tests/reference/rmsgqa_tiny/hf");
+ *
+ * const dir = "tests/reference/rmsgqa_tiny/hf";
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * using ck = await openCheckpoint(dir);
  * const sd = await convertLlama(ck, cfg);
+ * assert.ok(sd.has("blocks.0.attn._W_K")); // grouped-query K/V keep their own heads
+ * assert.ok(sd.has("blocks.0.mlp.W_gate"));
  * ```
  * @module
  */
@@ -18,7 +27,17 @@ import { checkExtra, linearToHeads, linearToWO, transpose2d, zeros } from "./lay
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { openCheckpoint } from "../checkpoint.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { convertLlama } from "./llama.ts";
+ *
+ * const dir = "tests/reference/rmsgqa_tiny/hf";
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * using ck = await openCheckpoint(dir);
  * const sd = await convertLlama(ck, cfg);
+ * assert.equal(sd.get("blocks.0.attn.W_Q")!.shape[0], cfg.nHeads);
  * ```
  */
 export async function convertLlama(

@@ -3,9 +3,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { openCheckpoint } from "../checkpoint.ts";
+ * import { configFromHf } from "../config.ts";
  * import { convertNeox } from "./neox.ts";
- * using ck = await openCheckpoint("tests/reference/neox_tiny/hf");
+ *
+ * const dir = "tests/reference/neox_tiny/hf";
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * using ck = await openCheckpoint(dir);
  * const sd = await convertNeox(ck, cfg);
+ * assert.ok(sd.has("blocks.0.ln1.b")); // LayerNorms with biases
  * ```
  * @module
  */
@@ -18,7 +26,17 @@ import { checkExtra, linearToHeads, linearToWO, transpose2d, zeros } from "./lay
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { openCheckpoint } from "../checkpoint.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { convertNeox } from "./neox.ts";
+ *
+ * const dir = "tests/reference/neox_tiny/hf";
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * using ck = await openCheckpoint(dir);
  * const sd = await convertNeox(ck, cfg);
+ * assert.deepEqual(sd.get("blocks.0.attn.W_V")!.shape, [cfg.nHeads, cfg.dModel, cfg.dHead]);
  * ```
  */
 export async function convertNeox(

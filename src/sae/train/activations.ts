@@ -36,7 +36,13 @@ export interface ActivationSource {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { cpuActivationSource } from "./trainer.ts";
+ *
+ * await initGpu();
  * const src = cpuActivationSource(32, (rows) => new Float32Array(rows * 32).map(Math.random));
+ * assert.equal(src.dIn, 32);
  * ```
  */
 export function cpuActivationSource(
@@ -104,7 +110,18 @@ function contextStream(
  *
  * @example
  * ```ts
- * const src = modelActivationSource(model, "blocks.2.hook_resid_pre", { text: "def f(x):\n  return x" });
+ * import assert from "node:assert/strict";
+ * import { HookedTransformer } from "@hooklens/hooklens";
+ * import { modelActivationSource } from "./trainer.ts";
+ *
+ * using model = await HookedTransformer.fromPretrained("models/demo-pycode/hf");
+ * const src = modelActivationSource(model, "blocks.2.hook_resid_pre", {
+ *   text: "def f(x):\n  return x",
+ *   contextSize: 8,
+ *   excludeBos: true,
+ *   modelBatch: 1,
+ * });
+ * assert.equal(src.dIn, 128); // the model's d_model
  * ```
  */
 export function modelActivationSource(
@@ -163,7 +180,8 @@ export function modelActivationSource(
  * the model has no such hook or SAE training does not support it.
  *
  * @example
- * ```ts
+ * A fragment: `model` stands for a loaded HookedTransformer.
+ * ```
  * hookWidth(model, "blocks.0.hook_resid_pre"); // model.cfg.dModel
  * ```
  */

@@ -3,7 +3,8 @@
  * that `resumeFrom` continues from ({@link writeCheckpoint}, {@link readCheckpoint}).
  *
  * @example
- * ```ts
+ * Not run here: it needs a finished training run (`result`); tests/train_sae_test.ts saves and loads one.
+ * ```
  * import { SAE } from "../sae.ts";
  * import { saveTrainedSae } from "./checkpoint.ts";
  * await saveTrainedSae("out/sae", result);
@@ -23,7 +24,8 @@ import type { TrainArchitecture, TrainStep } from "./step.ts";
  * JumpReLU's log_threshold becomes threshold; W_enc × scale, W_dec and b_dec ÷ scale.
  *
  * @example
- * ```ts
+ * A fragment: it needs a training step (`st`); createTrainStep's example makes one.
+ * ```
  * const weights = inferenceWeights("jumprelu", await readTrainParams(st), null);
  * weights.threshold; // exp(log_threshold)
  * ```
@@ -64,7 +66,8 @@ interface CheckpointInfo {
  * `trainer_state.json` (step, scale, sizes), which {@link readCheckpoint} reads back.
  *
  * @example
- * ```ts
+ * Not run here: it needs a training run's state and writes files; tests/train_resume_test.ts does.
+ * ```
  * await writeCheckpoint("ckpt/500", r, 32, st, 500, null, { model_name: "demo" });
  * ```
  */
@@ -115,7 +118,8 @@ export async function writeCheckpoint(
  * and store (a TrainConfigError naming the checkpoint and the setting that differs).
  *
  * @example
- * ```ts
+ * Not run here: it needs a checkpoint on disk; tests/train_resume_test.ts writes and reads one.
+ * ```
  * const { step, scale, state } = await readCheckpoint(resolveConfig({ ...cfg, resumeFrom: "ckpt/500" }), 32);
  * ```
  */
@@ -169,8 +173,25 @@ export async function readCheckpoint(
  *
  * @example
  * ```ts
- * await saveTrainedSae("out/my_sae", result);
- * const sae = await SAE.load("out/my_sae");
+ * import assert from "node:assert/strict";
+ * import { SAE } from "@hooklens/hooklens";
+ * import { cpuActivationSource, saveTrainedSae, trainSaeOnActivations } from "./trainer.ts";
+ *
+ * const rows = (n: number) => Float32Array.from({ length: n * 8 }, (_, i) => Math.sin(i * 1.7));
+ * const src = cpuActivationSource(8, rows); // d_in 8, rows made on the CPU
+ * const result = await trainSaeOnActivations(src, {
+ *   hookName: "synthetic",
+ *   dSae: 16,
+ *   architecture: "topk",
+ *   k: 2,
+ *   totalSteps: 5,
+ *   batchSize: 8,
+ * });
+ * const dir = await Deno.makeTempDir();
+ * await saveTrainedSae(dir, result);
+ * using sae = await SAE.load(dir);
+ * assert.equal(sae.cfg.architecture, "topk");
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function saveTrainedSae(

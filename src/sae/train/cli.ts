@@ -2,8 +2,8 @@
  * `hooklens train`: trains an SAE on a model's activations with a progress line (steps, tokens/s,
  * the metrics) and writes it in SAELens's layout.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: it trains an SAE (minutes on lavapipe) and writes out/sae
+ * ```
  * import { trainCommand } from "./cli.ts";
  * await trainCommand(["--hook", "blocks.2.hook_resid_pre", "--d-sae", "512", "--arch", "topk", "--k", "16", "--out", "out/sae"]);
  * ```
@@ -56,8 +56,9 @@ function bar(p: TrainProgress): string {
 /**
  * Runs `train` with its arguments (after the command name).
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: it trains an SAE and writes /tmp/sae (tests/train_cli_test.ts runs the command)
+ * ```
+ * import { trainCommand } from "./cli.ts";
  * await trainCommand(["--hook", "blocks.0.hook_resid_pre", "--d-sae", "64", "--out", "/tmp/sae", "--steps", "10"]);
  * ```
  */

@@ -230,8 +230,15 @@ function positiveInt(v: number, what: string, hook: string): number {
  *
  * @example
  * ```ts
- * resolveConfig({ hookName: "blocks.0.hook_resid_pre", dSae: 64 }).architecture; // "standard"
- * resolveConfig({ hookName: "blocks.0.hook_resid_pre", dSae: 64, architecture: "topk" }); // throws: needs k
+ * import assert from "node:assert/strict";
+ * import { TrainConfigError } from "../../errors.ts";
+ * import { resolveConfig } from "./config.ts";
+ *
+ * assert.equal(resolveConfig({ hookName: "blocks.0.hook_resid_pre", dSae: 64 }).architecture, "standard");
+ * assert.throws( // a top-k SAE needs k
+ *   () => resolveConfig({ hookName: "blocks.0.hook_resid_pre", dSae: 64, architecture: "topk" }),
+ *   TrainConfigError,
+ * );
  * ```
  */
 export function resolveConfig(c: TrainSaeConfig): ResolvedTrainConfig {

@@ -9,7 +9,8 @@
  * re-exported here.
  *
  * @example
- * ```ts
+ * A fragment: createTrainStep's example below runs a step with real shapes.
+ * ```
  * import { createTrainStep, recordTrainStep, readStepMetrics } from "./kernels.ts";
  * const st = createTrainStep(shape, initParams);
  * recordTrainStep(st, batch, { lr: 3e-4, coefficient: 1, step: 1 });
@@ -113,7 +114,32 @@ const ARCH_CODE: Record<TrainArchitecture, number> = {
  *
  * @example
  * ```ts
- * const st = createTrainStep(shape, { b_dec, W_dec, W_enc, b_enc });
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readTrainParams, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * assert.deepEqual((await readTrainParams(st)).W_enc, init.W_enc); // as given, before any step
+ * disposeTrainStep(st);
  * ```
  */
 export function createTrainStep(shape: TrainShape, init: Record<string, Float32Array>): TrainStep {
@@ -267,7 +293,33 @@ export type BatchSource = Float32Array | {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, recordTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
  * recordTrainStep(st, batch, { lr: 3e-4, coefficient: 1, step: st.steps + 1 });
+ * assert.equal(st.steps, 1);
+ * disposeTrainStep(st);
  * ```
  */
 export function recordTrainStep(st: TrainStep, batch: BatchSource, sched: StepSchedule): void {
@@ -352,7 +404,32 @@ export function recordTrainStep(st: TrainStep, batch: BatchSource, sched: StepSc
  *
  * @example
  * ```ts
- * disposeTrainStep(st);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * disposeTrainStep(st); // frees its GPU buffers
+ * assert.ok(st);
  * ```
  */
 export function disposeTrainStep(st: TrainStep): void {

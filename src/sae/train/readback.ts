@@ -4,7 +4,8 @@
  * called per step unless asked: the step itself never reads back.
  *
  * @example
- * ```ts
+ * A fragment: it needs a training step (`st`); createTrainStep's example makes one.
+ * ```
  * import { readStepMetrics, readTrainParams } from "./readback.ts";
  * const [m] = await readStepMetrics(st, 1);
  * const { W_enc } = await readTrainParams(st);
@@ -19,7 +20,34 @@ import { NM, type StepMetrics, type TrainStep, VAR } from "./step.ts";
  *
  * @example
  * ```ts
- * const metrics = await readStepMetrics(st, 10);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readStepMetrics, recordTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * for (let step = 1; step <= 3; step++) recordTrainStep(st, batch, { lr: 1e-2, coefficient: 0, step });
+ * const metrics = await readStepMetrics(st, 3); // oldest first
+ * assert.ok(metrics[2].mseLoss < metrics[0].mseLoss); // it learns
+ * disposeTrainStep(st);
  * ```
  */
 export async function readStepMetrics(st: TrainStep, count: number): Promise<StepMetrics[]> {
@@ -56,7 +84,35 @@ export async function readStepMetrics(st: TrainStep, count: number): Promise<Ste
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readTrainParams, recordTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * recordTrainStep(st, batch, { lr: 1e-2, coefficient: 1, step: 1 });
  * const { W_enc, b_dec } = await readTrainParams(st);
+ * assert.notDeepEqual(W_enc, init.W_enc); // Adam moved it
+ * assert.equal(b_dec.length, 4);
+ * disposeTrainStep(st);
  * ```
  */
 export async function readTrainParams(st: TrainStep): Promise<Record<string, Float32Array>> {
@@ -82,7 +138,35 @@ export interface LatentStats {
  *
  * @example
  * ```ts
- * const { stepsSinceFired } = await readLatentStats(st);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readLatentStats, recordTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * recordTrainStep(st, batch, { lr: 1e-2, coefficient: 1, step: 1 });
+ * const { stepsSinceFired, fireCounts } = await readLatentStats(st);
+ * assert.equal(stepsSinceFired.length, 8);
+ * assert.ok(fireCounts.every((c, j) => (c > 0) === (stepsSinceFired[j] === 0)));
+ * disposeTrainStep(st);
  * ```
  */
 export async function readLatentStats(st: TrainStep): Promise<LatentStats> {
@@ -97,7 +181,35 @@ export async function readLatentStats(st: TrainStep): Promise<LatentStats> {
  *
  * @example
  * ```ts
- * const { featureActs } = await readStepForward(st);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readStepForward, recordTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * recordTrainStep(st, batch, { lr: 1e-2, coefficient: 1, step: 1 });
+ * const { featureActs, saeOut } = await readStepForward(st);
+ * assert.equal(featureActs.length, 4 * 8); // [batch, d_sae]
+ * assert.equal(saeOut.length, 4 * 4); // [batch, d_in]
+ * disposeTrainStep(st);
  * ```
  */
 export async function readStepForward(
@@ -135,7 +247,34 @@ export interface TrainState {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readTrainState, recordTrainStep, trainParamSizes } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * recordTrainStep(st, batch, { lr: 1e-2, coefficient: 1, step: 1 });
  * const state = await readTrainState(st);
+ * assert.ok(state.m.some((x) => x !== 0)); // Adam's moments after one step
+ * disposeTrainStep(st);
  * ```
  */
 export async function readTrainState(st: TrainStep): Promise<TrainState> {
@@ -162,7 +301,37 @@ export async function readTrainState(st: TrainStep): Promise<TrainState> {
  *
  * @example
  * ```ts
- * writeTrainState(st, state, 500);
+ * import assert from "node:assert/strict";
+ * import { initGpu } from "@hooklens/hooklens";
+ * import { createTrainStep, disposeTrainStep, readTrainParams, readTrainState, recordTrainStep, trainParamSizes, writeTrainState } from "./kernels.ts";
+ *
+ * await initGpu();
+ * const shape = {
+ *   architecture: "standard" as const,
+ *   batch: 4,
+ *   dIn: 4,
+ *   dSae: 8,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * const init = Object.fromEntries(
+ *   Object.entries(trainParamSizes(shape)).map(([name, n]) => [
+ *     name,
+ *     Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(7 * i + name.length)),
+ *   ]),
+ * );
+ * const batch = Float32Array.from({ length: 4 * 4 }, (_, i) => Math.cos(i)); // [batch, d_in]
+ * const st = createTrainStep(shape, init);
+ * recordTrainStep(st, batch, { lr: 1e-2, coefficient: 1, step: 1 });
+ * const state = await readTrainState(st);
+ * const again = createTrainStep(shape, init);
+ * writeTrainState(again, state, 1); // continues from step 1
+ * assert.deepEqual(await readTrainParams(again), await readTrainParams(st));
+ * disposeTrainStep(st);
+ * disposeTrainStep(again);
  * ```
  */
 export function writeTrainState(st: TrainStep, state: TrainState, steps: number): void {

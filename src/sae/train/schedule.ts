@@ -5,9 +5,20 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { coefficientAt, lrAt } from "./schedule.ts";
- * const lr = lrAt({ lr: 3e-4, scheduler: "constant", warmUpSteps: 10, decaySteps: 0, lrEnd: 3e-5, totalSteps: 100 }, 5);
- * const l1 = coefficientAt(5, 10, 3); // 1.5
+ *
+ * const o = {
+ *   lr: 3e-4,
+ *   scheduler: "constant" as const,
+ *   warmUpSteps: 10,
+ *   decaySteps: 0,
+ *   lrEnd: 3e-5,
+ *   totalSteps: 100,
+ * };
+ * assert.ok(Math.abs(lrAt(o, 5) - 3e-4 * 6 / 10) < 1e-12); // linear warm-up
+ * assert.equal(coefficientAt(5, 10, 3), 10); // warm-up over
+ * assert.equal(coefficientAt(1, 9, 3), 3);
  * ```
  * @module
  */
@@ -33,7 +44,19 @@ export interface LrSchedule {
  *
  * @example
  * ```ts
- * lrAt({ lr: 1, scheduler: "constant", warmUpSteps: 4, decaySteps: 0, lrEnd: 0, totalSteps: 10 }, 0); // 0.25
+ * import assert from "node:assert/strict";
+ * import { lrAt } from "./schedule.ts";
+ *
+ * const o = {
+ *   lr: 1,
+ *   scheduler: "constant" as const,
+ *   warmUpSteps: 4,
+ *   decaySteps: 0,
+ *   lrEnd: 0,
+ *   totalSteps: 10,
+ * };
+ * assert.equal(lrAt(o, 0), 0.25);
+ * assert.equal(lrAt(o, 8), 1);
  * ```
  */
 export function lrAt(o: LrSchedule, s: number): number {
@@ -61,7 +84,11 @@ export function lrAt(o: LrSchedule, s: number): number {
  *
  * @example
  * ```ts
- * coefficientAt(1, 1, 3); // 1/3
+ * import assert from "node:assert/strict";
+ * import { coefficientAt } from "./schedule.ts";
+ *
+ * assert.equal(coefficientAt(1, 1, 3), 1 / 3);
+ * assert.equal(coefficientAt(7, 1, 0), 1); // no warm-up
  * ```
  */
 export function coefficientAt(s: number, final: number, warmUpSteps: number): number {

@@ -21,7 +21,10 @@ export type TrainArchitecture = "standard" | "topk" | "jumprelu" | "gated";
  *
  * @example
  * ```ts
- * TRAIN_PARAMS.gated; // ["b_dec", "W_dec", "W_enc", "b_gate", "r_mag", "b_mag"]
+ * import assert from "node:assert/strict";
+ * import { TRAIN_PARAMS } from "./kernels.ts";
+ *
+ * assert.deepEqual(TRAIN_PARAMS.gated, ["b_dec", "W_dec", "W_enc", "b_gate", "r_mag", "b_mag"]);
  * ```
  */
 export const TRAIN_PARAMS: Readonly<Record<TrainArchitecture, readonly string[]>> = {
@@ -103,7 +106,8 @@ export interface StepMetrics {
  * 4 values per batch row, then the metrics ring); {@link NM} is the metrics each step logs.
  *
  * @example
- * ```ts
+ * A fragment: offsets inside the step's small buffer; readback.ts uses them.
+ * ```
  * const ringStart = VAR + shape.dIn + 4 * shape.batch; // slot t at ringStart + t * NM
  * ```
  */
@@ -112,7 +116,8 @@ export const NM = 10;
  * Offset (floats) of the step's schedule in `sm`: lr / bias correction, coefficient, √bc2, lr.
  *
  * @example
- * ```ts
+ * A fragment: offsets inside the step's small buffer; kernels.ts writes the schedule there.
+ * ```
  * writeBuffer(st.buf.sm, new Float32Array([lr / bc1, coefficient, Math.sqrt(bc2), lr]), SCHED * 4);
  * ```
  */
@@ -121,7 +126,8 @@ export const SCHED = 8;
  * Offset (floats) of the per-dimension variances in `sm` (see {@link NM}).
  *
  * @example
- * ```ts
+ * A fragment: offsets inside the step's small buffer; readback.ts uses them.
+ * ```
  * const metricsBase = VAR + shape.dIn + 4 * shape.batch;
  * ```
  */
@@ -157,7 +163,22 @@ export interface TrainStep {
  *
  * @example
  * ```ts
- * trainParamSizes({ ...shape, dIn: 16, dSae: 48 }).W_enc; // 768
+ * import assert from "node:assert/strict";
+ * import { trainParamSizes } from "./kernels.ts";
+ *
+ * const shape = {
+ *   architecture: "jumprelu" as const,
+ *   batch: 4,
+ *   dIn: 16,
+ *   dSae: 48,
+ *   applyBDecToInput: true,
+ *   deadFeatureWindow: 1000,
+ *   adamBeta1: 0.9,
+ *   adamBeta2: 0.999,
+ *   metricSlots: 4,
+ * };
+ * assert.equal(trainParamSizes(shape).W_enc, 768); // d_in * d_sae
+ * assert.equal(trainParamSizes(shape).log_threshold, 48);
  * ```
  */
 export function trainParamSizes(shape: TrainShape): Record<string, number> {

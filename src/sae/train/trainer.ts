@@ -126,8 +126,20 @@ function geometricMedian(x: Float32Array, rows: number, D: number, iters = 100):
  *
  * @example
  * ```ts
- * const src = cpuActivationSource(32, makeRows);
- * const result = await trainSaeOnActivations(src, { hookName: "synthetic", dSae: 64, architecture: "topk", k: 3 });
+ * import assert from "node:assert/strict";
+ * import { cpuActivationSource, trainSaeOnActivations } from "./trainer.ts";
+ *
+ * const rows = (n: number) => Float32Array.from({ length: n * 8 }, (_, i) => Math.sin(i * 1.7));
+ * const src = cpuActivationSource(8, rows); // d_in 8, rows made on the CPU
+ * const result = await trainSaeOnActivations(src, {
+ *   hookName: "synthetic",
+ *   dSae: 16,
+ *   architecture: "topk",
+ *   k: 2,
+ *   totalSteps: 5,
+ *   batchSize: 8,
+ * });
+ * assert.equal(result.cfg.dSae, 16);
  * ```
  */
 export async function trainSaeOnActivations(
@@ -345,10 +357,17 @@ async function evalWith(
  * `evalContexts` contexts. Config errors (d_sae 0, k > d_sae, unknown hook) throw a
  * TrainConfigError before any step.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: it trains for minutes (trainSaeOnActivations with a small totalSteps runs fast)
+ * ```
+ * import { HookedTransformer } from "../../../mod.ts";
+ * import { trainSae } from "./trainer.ts";
  * const model = await HookedTransformer.fromPretrained("models/demo-pycode/hf");
- * const { sae, eval: ce } = await trainSae(model, { hookName: "blocks.2.hook_resid_pre", dSae: 512, architecture: "topk", k: 16 }, {
+ * const { sae, eval: ce } = await trainSae(model, {
+ *   hookName: "blocks.2.hook_resid_pre",
+ *   dSae: 512,
+ *   architecture: "topk",
+ *   k: 16,
+ * }, {
  *   onProgress: (p) => console.log(p.step, p.metrics.mseLoss),
  * });
  * ```
