@@ -25,7 +25,9 @@ export interface SaeInfo {
   readonly source: string;
   /** Its configuration. */
   readonly cfg: {
-    readonly hookName: string;
+    readonly hookName: string | null;
+    /** A transcoder's output hook (it reads `hookName`); absent for an SAE. */
+    readonly hookNameOut?: string | null;
     readonly dSae: number;
     readonly architecture: string;
     readonly dIn: number;
@@ -54,6 +56,8 @@ export interface SaeProvenance {
   readonly dSae: number;
   /** Whether its reconstruction error was added back. */
   readonly useErrorTerm: boolean;
+  /** For a transcoder: the hook it reads (it replaces `hookName`); absent for an SAE. */
+  readonly inputHook?: string;
 }
 
 /** What ran in a call: the SAEs and the user hooks. */
@@ -140,6 +144,7 @@ export function provenanceFor(
       architecture: a.sae.cfg.architecture,
       dSae: a.sae.cfg.dSae,
       useErrorTerm: a.useErrorTerm ?? a.sae.useErrorTerm,
+      ...(a.sae.cfg.hookNameOut && a.sae.cfg.hookName ? { inputHook: a.sae.cfg.hookName } : {}),
     }));
   }
   const hookList = hooks.flatMap((r) =>
@@ -162,7 +167,9 @@ export function provenanceFor(
  */
 export function describeProvenance(p: Provenance): string {
   const lines = p.saes.map((s) =>
-    `  ${s.hookName} <- SAE ${s.source} (${s.architecture}, d_sae ${s.dSae}, error term ` +
+    `  ${s.hookName} <- ${
+      s.inputHook ? `transcoder ${s.source} reading ${s.inputHook}` : `SAE ${s.source}`
+    } (${s.architecture}, d_sae ${s.dSae}, error term ` +
     `${s.useErrorTerm ? "on" : "off"})`
   );
   if (!lines.length) lines.push("  no SAEs");

@@ -22,6 +22,13 @@
  * assert.equal(model.attachedSaes.size, 0);
  * ```
  *
+ * Transcoders (SAELens's Transcoder, SkipTranscoder, JumpReLUTranscoder) attach the same way
+ * (`addTranscoder` / `withTranscoders`, in the same layers and scopes as SAEs): a transcoder reads
+ * its input hook `cfg.hookName` (which stays a hook point) and replaces its output hook
+ * `cfg.hookNameOut` with its prediction, whose hook points are `OUT.hook_sae_input` (the input
+ * hook's activation), `OUT.hook_sae_acts_pre`, ... `OUT.hook_sae_output` as for an SAE at OUT.
+ * With the error term, OUT's real activation minus the (hook-free) prediction is added back.
+ *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
@@ -51,6 +58,7 @@ import {
 } from "../model/model.ts";
 import type { SaeAttachment } from "../model/provenance.ts";
 import { type SAE, SAE_HOOKS } from "./sae.ts";
+import { Transcoder } from "./transcoder.ts";
 
 /** Options of `addSae` / `withSaes`. */
 export interface AddSaeOptions {
@@ -69,23 +77,49 @@ export interface WithSaesOptions extends AddSaeOptions {
 /** A scope of SAEs (and hooks) that is also a view of the model: see {@link ModelView}. */
 export type SaeScope = ModelView;
 
-type Attachment = SaeAttachment<SAE>;
+type Attachment = SaeAttachment<SAE | Transcoder>;
 
 /**
- * The layer that splices `saes` into the hook points: at an SAE's hook, the SAE runs with its
- * own hook points passed to the layer beneath.
+ * The layer that splices `saes` (SAEs and transcoders, by the hook they replace) into the hook
+ * points: at an SAE's hook, the SAE runs with its own hook points passed to the layer beneath; a
+ * transcoder's input hook stashes the activation that goes on (for this call: the layer is made
+ * per call), and its output hook runs the transcoder on it.
  */
 function saeLayer(saes: ReadonlyMap<string, Attachment>): HookLayer {
-  return (inner) => ({
-    mayReplace: (name) => saes.has(name) || inner.mayReplace(name),
-    hook(name: string, act: Tensor): Promise<Tensor> {
+  const reads = new Map<string, string[]>(); // input hook -> the output hooks that read it
+  for (const [out, a] of saes) {
+    if (!(a.sae instanceof Transcoder)) continue;
+    const h = a.sae.cfg.hookName!;
+    reads.set(h, [...reads.get(h) ?? [], out]);
+  }
+  return (inner) => {
+    const stashed = new Map<string, Tensor>();
+    const run = async (name: string, act: Tensor): Promise<Tensor> => {
       const a = saes.get(name);
-      if (!a) return inner.hook(name, act);
+      if (!a) return await inner.hook(name, act);
       const errorTerm = a.useErrorTerm ?? a.sae.useErrorTerm;
       const hooked = SAE_HOOKS.some((h) => inner.mayReplace(`${name}.${h}`));
-      return a.sae.run(act, (n, t) => inner.hook(`${name}.${n}`, t), errorTerm, hooked);
-    },
-  });
+      const sub = (n: string, t: Tensor) => inner.hook(`${name}.${n}`, t);
+      if (!(a.sae instanceof Transcoder)) return await a.sae.run(act, sub, errorTerm, hooked);
+      const x = stashed.get(name);
+      if (!x) {
+        throw new SaeAttachError(
+          `Transcoder ${a.sae.source} replaces ${name} but its input hook ${a.sae.cfg.hookName} ` +
+            "did not fire before it in this call: attach it to a model that runs both hooks.",
+        );
+      }
+      stashed.delete(name);
+      return await a.sae.run(x, act, sub, errorTerm, hooked);
+    };
+    return {
+      mayReplace: (name) => saes.has(name) || reads.has(name) || inner.mayReplace(name),
+      async hook(name: string, act: Tensor): Promise<Tensor> {
+        const out = await run(name, act);
+        for (const o of reads.get(name) ?? []) stashed.set(o, out);
+        return out;
+      },
+    };
+  };
 }
 
 /** Width of the activation an SAE sees at a hook point, or null for hooks no SAE can read. */
@@ -97,6 +131,11 @@ function hookWidth(model: HookedTransformer, name: string, reshapeZ: boolean): n
   if (/hook_scale$/.test(name) || /hook_(attn_scores|pattern)$/.test(name)) return null;
   if (name === "unembed.hook_out") return c.dVocabOut;
   return c.dModel;
+}
+
+/** The hook an SAE or transcoder replaces. */
+function hookOf(s: SAE | Transcoder): string {
+  return s instanceof Transcoder ? s.cfg.hookNameOut! : s.cfg.hookName;
 }
 
 /** A HookedTransformer that SAEs attach to. See the module docs. */
@@ -158,7 +197,27 @@ export class HookedSAETransformer extends HookedTransformer {
    * ```
    */
   get attachedSaes(): ReadonlyMap<string, SAE> {
-    return new Map([...this.effectiveSaes()].map(([k, a]) => [k, a.sae as SAE]));
+    return new Map(
+      [...this.effectiveSaes()].flatMap(([k, a]) =>
+        a.sae instanceof Transcoder ? [] : [[k, a.sae as SAE] as const]
+      ),
+    );
+  }
+
+  /**
+   * The transcoders plain calls run with now (persistent and every open scope's), by output hook.
+   *
+   * @example
+   * ```ts
+   * console.log([...model.attachedTranscoders.keys()]); // ["blocks.0.hook_mlp_out"]
+   * ```
+   */
+  get attachedTranscoders(): ReadonlyMap<string, Transcoder> {
+    return new Map(
+      [...this.effectiveSaes()].flatMap(([k, a]) =>
+        a.sae instanceof Transcoder ? [[k, a.sae] as const] : []
+      ),
+    );
   }
 
   /** Every hook point, in firing order; an attached SAE's hooks replace its hook name. */
@@ -219,6 +278,70 @@ export class HookedSAETransformer extends HookedTransformer {
     }
   }
 
+  /** Checks that every transcoder fits this model; throws before anything changes. */
+  #validateTranscoders(tcs: readonly Transcoder[], opts: AddSaeOptions): void {
+    const seen = new Set<string>();
+    const base = (n: string) => n.toLowerCase().split("/").at(-1)!;
+    const order = super.hookNames();
+    for (const tc of tcs) {
+      const { hookName: hIn, hookNameOut: hOut } = tc.cfg;
+      if (tc.disposed) {
+        throw new DisposedError(
+          `Transcoder ${tc.source} was disposed: load it again with Transcoder.load before attaching it.`,
+        );
+      }
+      if (!hIn || !hOut) {
+        throw new SaeAttachError(
+          `Transcoder ${tc.source} names no ${
+            hIn ? "output hook (hook_name_out)" : "input hook (hook_name)"
+          }` +
+            ": load it with Transcoder.load(dir, { hookName, hookNameOut }).",
+        );
+      }
+      const [mine, theirs] = [this.cfg.modelName, tc.cfg.modelName];
+      if (!opts.allowOtherModel && mine && theirs && base(mine) !== base(theirs)) {
+        throw new SaeAttachError(
+          `Transcoder ${tc.source} was trained on model "${theirs}" (metadata.model_name), but this ` +
+            `model is "${mine}": load the transcoder made for this model, or pass ` +
+            "{ allowOtherModel: true } to attach it anyway.",
+        );
+      }
+      for (
+        const [h, d, what] of [[hIn, tc.cfg.dIn, "d_in"], [hOut, tc.cfg.dOut, "d_out"]] as const
+      ) {
+        if (!this.hasBaseHook(h)) {
+          throw new SaeAttachError(
+            `Transcoder ${tc.source} uses "${h}", which is not a hook point of this model ` +
+              `(${this.cfg.originalArchitecture}, ${this.cfg.nLayers} layers). Valid hook names: ` +
+              `${order.join(", ")}.`,
+          );
+        }
+        const width = hookWidth(this, h, false);
+        if (width === null) {
+          throw new SaeAttachError(`Transcoder ${tc.source}: no transcoder can use "${h}".`);
+        }
+        if (width !== d) {
+          throw new SaeAttachError(
+            `Transcoder ${tc.source} has ${what} ${d}, but ${h} has width ${width}` +
+              ` (d_model ${this.cfg.dModel}): load the transcoder trained for these hooks and model.`,
+          );
+        }
+      }
+      if (order.indexOf(hOut) <= order.indexOf(hIn)) {
+        throw new SaeAttachError(
+          `Transcoder ${tc.source} writes ${hOut}, which does not come after its input hook ${hIn} ` +
+            "in the forward pass: the output hook must fire after the input hook.",
+        );
+      }
+      if (seen.has(hOut)) {
+        throw new SaeAttachError(
+          `Two transcoders given for the same output hook ${hOut}: attach one per hook.`,
+        );
+      }
+      seen.add(hOut);
+    }
+  }
+
   /** @ignore The persistent layer, for the model's call machinery. */
   protected override persistentSaes(): ReadonlyMap<string, SaeAttachment> {
     return this.#saes;
@@ -226,11 +349,13 @@ export class HookedSAETransformer extends HookedTransformer {
 
   /** @ignore Splices the SAEs of a call in; a disposed one is a typed error before anything runs. */
   protected override saeLayer(saes: ReadonlyMap<string, SaeAttachment>): HookLayer | null {
-    for (const [h, a] of saes) {
-      if ((a.sae as SAE).disposed) {
+    for (const [h, a] of saes as ReadonlyMap<string, Attachment>) {
+      if (a.sae.disposed) {
+        const what = a.sae instanceof Transcoder ? "Transcoder" : "SAE";
+        const load = a.sae instanceof Transcoder ? "Transcoder.load" : "SAE.load";
         throw new DisposedError(
-          `SAE ${a.sae.source} attached at ${h} was disposed: detach it (resetSaes, or close its ` +
-            "scope) or load it again with SAE.load.",
+          `${what} ${a.sae.source} attached at ${h} was disposed: detach it (resetSaes, or close its ` +
+            `scope) or load it again with ${load}.`,
         );
       }
     }
@@ -308,10 +433,44 @@ export class HookedSAETransformer extends HookedTransformer {
     return this.openScope(this.#layer(saes, opts));
   }
 
-  #layer(saes: SAE[], opts: AddSaeOptions): ScopeLayer {
+  #layer(saes: (SAE | Transcoder)[], opts: AddSaeOptions): ScopeLayer {
     const map = new Map<string, Attachment>();
-    for (const sae of saes) map.set(sae.cfg.hookName, { sae, useErrorTerm: opts.useErrorTerm });
+    for (const sae of saes) map.set(hookOf(sae), { sae, useErrorTerm: opts.useErrorTerm });
     return { hooks: null, saes: map };
+  }
+
+  /**
+   * Attaches a transcoder until `resetSaes` (with the output hook's name), like `addSae`: it reads
+   * `tc.cfg.hookName` and replaces `tc.cfg.hookNameOut` (and whatever SAE or transcoder is
+   * persistent there). A transcoder that does not fit throws a {@link SaeAttachError} and leaves
+   * the model unchanged.
+   *
+   * @example
+   * ```ts
+   * const tc = await Transcoder.load("path/to/transcoder");
+   * model.addTranscoder(tc, { useErrorTerm: true });
+   * ```
+   */
+  addTranscoder(tc: Transcoder, opts: AddSaeOptions = {}): void {
+    this.#validateTranscoders([tc], opts);
+    this.#saes.set(hookOf(tc), { sae: tc, useErrorTerm: opts.useErrorTerm });
+  }
+
+  /**
+   * Opens a scope with these transcoders, as `withSaes` does for SAEs: `using v =
+   * model.withTranscoders([tc])`; they are detached when the scope closes.
+   *
+   * @example
+   * ```ts
+   * {
+   *   using v = model.withTranscoders([tc]);
+   *   await v.forward(tokens);
+   * }
+   * ```
+   */
+  withTranscoders(tcs: Transcoder[], opts: AddSaeOptions = {}): SaeScope {
+    this.#validateTranscoders(tcs, opts);
+    return this.openScope(this.#layer(tcs, opts));
   }
 
   /** A private view with these SAEs (plain calls and other tasks never see it). */

@@ -8,7 +8,8 @@
  *   decode: out = acts · W_dec + b_dec
  *   forward: decode(encode(x)), plus x · W_skipᵀ for a skip transcoder
  *
- * Standalone use (encode / decode / forward on tensors); attaching them to a model is separate.
+ * Standalone use (encode / decode / forward on tensors), or attached to a HookedSAETransformer
+ * (`addTranscoder` / `withTranscoders`), where {@link Transcoder.run} replaces the output hook.
  *
  * @example
  * ```ts
@@ -33,6 +34,8 @@ import { SafetensorsFile } from "../io/safetensors.ts";
 import * as ops from "../gpu/ops.ts";
 import { initRuntime } from "../gpu/runtime.ts";
 import { closeArena, openArena, Tensor } from "../gpu/tensor.ts";
+import { Tape } from "../model/tape.ts";
+import type { SaeHookRunner } from "./sae.ts";
 
 /** Transcoder architectures (SAELens's names). */
 export type TranscoderArchitecture = "transcoder" | "skip_transcoder" | "jumprelu_transcoder";
@@ -377,6 +380,73 @@ export class Transcoder implements Disposable {
       return skip ? y.add(ops.matmul(x, skip)) : y;
     });
   }
+
+  /**
+   * The transcoder as attached to a model (inside a model call, like `SAE.run`): from the input
+   * hook's activation `x` it predicts the output hook's, firing its hook points (`hook_sae_input`,
+   * `hook_sae_acts_pre`, `hook_sae_acts_post`, `hook_sae_recons`, with `errorTerm` also
+   * `hook_sae_error`, then `hook_sae_output`) through `hook`. With `errorTerm`, the error
+   * `original` - (clean prediction) is added back, as SAELens's wrapper does; it is a constant for
+   * gradients. `hooksMayChange`: whether a hook may replace a tensor (then the clean prediction is
+   * recomputed without hooks).
+   *
+   * @example
+   * ```ts
+   * const out = await tc.run(x, mlpOut, (n, t) => Promise.resolve(t), true, false);
+   * ```
+   */
+  async run(
+    x: Tensor,
+    original: Tensor,
+    hook: SaeHookRunner,
+    errorTerm: boolean,
+    hooksMayChange: boolean,
+  ): Promise<Tensor> {
+    this.#check(x, this.cfg.dIn, "input");
+    this.#check(original, this.cfg.dOut, "output hook activation");
+    const pred = await this.#predict(x, hook);
+    if (!errorTerm) return await hook("hook_sae_output", pred);
+    const clean = hooksMayChange
+      ? await Tape.untaped(() => this.#predict(x, (_n, t) => Promise.resolve(t)))
+      : pred;
+    const error = await hook("hook_sae_error", original.sub(clean));
+    const out = pred.add(error);
+    Tape.record([out], [pred, null], ([g]) => [g, null]);
+    return await hook("hook_sae_output", out);
+  }
+
+  async #predict(x: Tensor, hook: SaeHookRunner): Promise<Tensor> {
+    const w = this.#w;
+    const jump = this.cfg.architecture === "jumprelu_transcoder";
+    const act = jump ? "jumprelu" : "relu";
+    const aux = jump ? w.get("threshold") : undefined;
+    const sin = await hook("hook_sae_input", x);
+    const [pre, post] = ops.saeEncode(sin, w.get("W_enc")!, w.get("b_enc")!, act, aux);
+    Tape.record([pre], [sin], ([g]) => [ops.linearBack(g!, w.get("W_enc")!)]);
+    const hookedPre = await hook("hook_sae_acts_pre", pre);
+    const hookedPost = hookedPre === pre ? post : ops.saeActivation(hookedPre, act, aux);
+    Tape.record([hookedPost], [hookedPre], ([g]) => [ops.maskGrad(g!, hookedPost)]);
+    const acts = await hook("hook_sae_acts_post", hookedPost);
+    let y = ops.matmul(acts, w.get("W_dec")!, w.get("b_dec"));
+    Tape.record([y], [acts], ([g]) => [ops.linearBack(g!, w.get("W_dec")!)]);
+    const skipT = w.get("W_skipT");
+    if (skipT) {
+      const s = ops.matmul(sin, skipT);
+      Tape.record([s], [sin], ([g]) => [ops.linearBack(g!, skipT)]);
+      const sum = y.add(s);
+      Tape.record([sum], [y, s], ([g]) => [g, g]);
+      y = sum;
+    }
+    return await hook("hook_sae_recons", y);
+  }
+
+  /** Whether the weights were freed. */
+  get disposed(): boolean {
+    return this.#w.size === 0;
+  }
+
+  /** Whether the transcoder adds its error back by default (false, as SAELens). */
+  readonly useErrorTerm: boolean = false;
 
   /** Frees the GPU weights. */
   dispose(): void {
