@@ -238,3 +238,67 @@ Deno.test("a scope closes its transcoder, also on a throw; an unfitting transcod
   assert.equal(model.attachedTranscoders.size, 0, "nothing half-applied");
   assert.ok(model.hasHook(OUT));
 });
+
+/** Mean next-token cross-entropy of one sequence's logits [pos, vocab], in float64. */
+function meanLoss(seq: number[], vocab: number): (l: Float32Array) => number {
+  return (l) => {
+    let s = 0;
+    for (let p = 0; p < seq.length - 1; p++) {
+      const row = l.subarray(p * vocab, (p + 1) * vocab);
+      let m = -Infinity;
+      for (const v of row) m = Math.max(m, v);
+      let z = 0;
+      for (const v of row) z += Math.exp(v - m);
+      s += m + Math.log(z) - row[seq[p + 1]];
+    }
+    return s / (seq.length - 1);
+  };
+}
+
+Deno.test("gradients through an attached transcoder (input hook, hook_sae_input, latents) match finite differences", async () => {
+  using model = await HookedSAETransformer.fromPretrained(`${REF}hf`);
+  const [dir] = await makeTranscoder("skip_transcoder", "grads");
+  using tc = await Transcoder.load(dir);
+  using v = model.withTranscoders([tc]);
+  const lossOf = meanLoss(tokens[0], model.cfg.dVocabOut);
+  const [loss, cache] = await v.runWithCache(tokens, { inclBwd: true });
+  (loss as Tensor).dispose();
+  const acts = await cache.get(`${OUT}.hook_sae_acts_post`).toArray();
+  const grads: Record<string, Float32Array> = {};
+  for (const h of [IN, `${OUT}.hook_sae_input`, `${OUT}.hook_sae_acts_post`]) {
+    grads[h] = await cache.get(`${h}_grad`).toArray() as Float32Array;
+  }
+  cache.dispose();
+  assert.ok(
+    maxRelErr(grads[IN], grads[`${OUT}.hook_sae_input`]) < 1e-5,
+    "the input hook's gradient is the transcoder's",
+  );
+  const fd = async (hook: string, index: number, eps = 3e-2) => {
+    const at = async (delta: number) => {
+      using l = await v.runWithHooks(tokens, {
+        fwdHooks: [[hook, (a) => {
+          const one = new Float32Array(a.size);
+          one[index] = delta;
+          using d = Tensor.from(one, [...a.shape]);
+          return a.add(d);
+        }]],
+      }) as Tensor;
+      return lossOf(await l.toArray() as Float32Array);
+    };
+    return (await at(eps) - await at(-eps)) / (2 * eps);
+  };
+  const active = [...acts.keys()].filter((i) => acts[i] > 0.5).slice(0, 2);
+  assert.equal(active.length, 2, "some active latents to test");
+  const checks: [string, number][] = [
+    ...active.map((i) => [`${OUT}.hook_sae_acts_post`, i] as [string, number]),
+    [`${OUT}.hook_sae_input`, 2 * 64 + 9],
+    [IN, 5 * 64 + 33],
+  ];
+  for (const [hook, index] of checks) {
+    const want = await fd(hook, index), got = grads[hook][index];
+    assert.ok(
+      Math.abs(want - got) <= 5e-6 + 1e-2 * Math.abs(want),
+      `${hook}[${index}]: finite difference ${want}, gradient ${got}`,
+    );
+  }
+}); // deno-fmt-ignore
