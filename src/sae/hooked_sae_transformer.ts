@@ -209,7 +209,20 @@ export class HookedSAETransformer extends HookedTransformer {
    *
    * @example
    * ```ts
-   * console.log([...model.attachedTranscoders.keys()]); // ["blocks.0.hook_mlp_out"]
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, Transcoder } from "@hooklens/hooklens";
+   * import { writeSafetensors } from "../io/safetensors.ts";
+   *
+   * // A zero transcoder for gpt2_tiny's first MLP, in SAELens's layout.
+   * const dir = await Deno.makeTempDir();
+   * const zeros = (...shape: number[]) => ({ dtype: "F32" as const, shape, data: new Float32Array(shape.reduce((a, b) => a * b)) });
+   * await writeSafetensors(`${dir}/sae_weights.safetensors`, { W_enc: zeros(64, 8), b_enc: zeros(8), W_dec: zeros(8, 64), b_dec: zeros(64) });
+   * await Deno.writeTextFile(`${dir}/cfg.json`, JSON.stringify({ architecture: "transcoder", d_in: 64, d_sae: 8, d_out: 64,
+   *   hook_name: "blocks.0.ln2.hook_normalized", hook_name_out: "blocks.0.hook_mlp_out" }));
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using tc = await Transcoder.load(dir);
+   * model.addTranscoder(tc);
+   * assert.deepEqual([...model.attachedTranscoders.keys()], ["blocks.0.hook_mlp_out"]);
    * ```
    */
   get attachedTranscoders(): ReadonlyMap<string, Transcoder> {
@@ -447,8 +460,22 @@ export class HookedSAETransformer extends HookedTransformer {
    *
    * @example
    * ```ts
-   * const tc = await Transcoder.load("path/to/transcoder");
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, Transcoder } from "@hooklens/hooklens";
+   * import { writeSafetensors } from "../io/safetensors.ts";
+   *
+   * // A zero transcoder for gpt2_tiny's first MLP, in SAELens's layout.
+   * const dir = await Deno.makeTempDir();
+   * const zeros = (...shape: number[]) => ({ dtype: "F32" as const, shape, data: new Float32Array(shape.reduce((a, b) => a * b)) });
+   * await writeSafetensors(`${dir}/sae_weights.safetensors`, { W_enc: zeros(64, 8), b_enc: zeros(8), W_dec: zeros(8, 64), b_dec: zeros(64) });
+   * await Deno.writeTextFile(`${dir}/cfg.json`, JSON.stringify({ architecture: "transcoder", d_in: 64, d_sae: 8, d_out: 64,
+   *   hook_name: "blocks.0.ln2.hook_normalized", hook_name_out: "blocks.0.hook_mlp_out" }));
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using tc = await Transcoder.load(dir);
    * model.addTranscoder(tc, { useErrorTerm: true });
+   * assert.ok(model.hasHook("blocks.0.hook_mlp_out.hook_sae_error"));
+   * model.resetSaes();
+   * assert.ok(model.hasHook("blocks.0.hook_mlp_out"));
    * ```
    */
   addTranscoder(tc: Transcoder, opts: AddSaeOptions = {}): void {
@@ -462,10 +489,24 @@ export class HookedSAETransformer extends HookedTransformer {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
+   * import { HookedSAETransformer, Transcoder } from "@hooklens/hooklens";
+   * import { writeSafetensors } from "../io/safetensors.ts";
+   *
+   * // A zero transcoder for gpt2_tiny's first MLP, in SAELens's layout.
+   * const dir = await Deno.makeTempDir();
+   * const zeros = (...shape: number[]) => ({ dtype: "F32" as const, shape, data: new Float32Array(shape.reduce((a, b) => a * b)) });
+   * await writeSafetensors(`${dir}/sae_weights.safetensors`, { W_enc: zeros(64, 8), b_enc: zeros(8), W_dec: zeros(8, 64), b_dec: zeros(64) });
+   * await Deno.writeTextFile(`${dir}/cfg.json`, JSON.stringify({ architecture: "transcoder", d_in: 64, d_sae: 8, d_out: 64,
+   *   hook_name: "blocks.0.ln2.hook_normalized", hook_name_out: "blocks.0.hook_mlp_out" }));
+   * using model = await HookedSAETransformer.fromPretrained("tests/reference/gpt2_tiny/hf");
+   * using tc = await Transcoder.load(dir);
    * {
    *   using v = model.withTranscoders([tc]);
-   *   await v.forward(tokens);
+   *   using logits = await v.forward([[1, 2, 3]]); // MLP 0's output is the transcoder's (b_dec)
+   *   assert.equal(model.attachedTranscoders.size, 1);
    * }
+   * assert.equal(model.attachedTranscoders.size, 0);
    * ```
    */
   withTranscoders(tcs: Transcoder[], opts: AddSaeOptions = {}): SaeScope {

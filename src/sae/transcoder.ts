@@ -392,7 +392,16 @@ export class Transcoder implements Disposable {
    *
    * @example
    * ```ts
-   * const out = await tc.run(x, mlpOut, (n, t) => Promise.resolve(t), true, false);
+   * import assert from "node:assert/strict";
+   * import { Tensor, Transcoder } from "@hooklens/hooklens";
+   *
+   * using tc = await Transcoder.load("tests/reference/sae_training/transcoders/transcoder");
+   * using x = Tensor.from(new Float32Array(2 * 16).fill(0.5), [2, 16]);
+   * using real = Tensor.from(new Float32Array(2 * 16).fill(1), [2, 16]);
+   * const noHooks = (_name: string, t: Tensor) => Promise.resolve(t);
+   * // With the error term, the output is the real activation (prediction + (real - prediction)).
+   * using out = await tc.run(x, real, noHooks, true, false);
+   * assert.ok((await out.toArray()).every((v) => Math.abs(v - 1) < 1e-5));
    * ```
    */
   async run(
