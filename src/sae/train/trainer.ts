@@ -9,8 +9,9 @@
  * config and result types (./config.ts) and saving and checkpoints (./checkpoint.ts) have their
  * own modules, and their public names are re-exported here.
  *
- * @example
- * ```ts
+ * @example Not run as a doc test: it trains an SAE on the demo model (a minute on lavapipe) and
+ * writes out/sae; tests/train_sae_test.ts trains, saves and loads one.
+ * ```
  * import { HookedTransformer } from "../../model/model.ts";
  * import { saveTrainedSae, trainSae } from "./trainer.ts";
  * const model = await HookedTransformer.fromPretrained("models/demo-pycode/hf");
