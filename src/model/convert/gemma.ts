@@ -25,7 +25,7 @@
  */
 import { type Checkpoint, type CpuTensor, readTensor, type StateDict } from "../checkpoint.ts";
 import type { HookedTransformerConfig } from "../config.ts";
-import { checkExtra, linearToHeads, linearToWO, transpose2d, zeros } from "./layout.ts";
+import { checkExtra, hfAttention, transpose2d, zeros } from "./layout.ts";
 
 /** `1 + w` in float32 (Gemma's RMSNorm multiplies by 1 + w). */
 function onePlus(t: CpuTensor): CpuTensor {
@@ -58,9 +58,7 @@ export async function convertGemma(
   const used = new Set<string>();
   const get = (n: string, shape: number[]) => (used.add(n), readTensor(ck, n, shape));
   const has = (n: string) => ck.names().includes(n);
-  const { dModel: D, nHeads: H, dHead: E, dMlp: F, dVocab: V } = cfg;
-  const Hkv = cfg.nKeyValueHeads ?? H;
-  const kv = cfg.nKeyValueHeads ? "_" : "";
+  const { dModel: D, dMlp: F, dVocab: V } = cfg;
   const v2 = cfg.useNormalizationBeforeAndAfter;
   const sd: StateDict = new Map();
   const embed = await get("model.embed_tokens.weight", [V, D]);
@@ -72,24 +70,7 @@ export async function convertGemma(
     const b = `blocks.${l}.`, L = `model.layers.${l}.`;
     const a = L + "self_attn.", m = L + "mlp.";
     sd.set(b + "ln1.w", await normW(L + "input_layernorm.weight"));
-    sd.set(b + "attn.W_Q", linearToHeads(await get(a + "q_proj.weight", [H * E, D]), H, E));
-    sd.set(
-      b + `attn.${kv}W_K`,
-      linearToHeads(await get(a + "k_proj.weight", [Hkv * E, D]), Hkv, E),
-    );
-    sd.set(
-      b + `attn.${kv}W_V`,
-      linearToHeads(await get(a + "v_proj.weight", [Hkv * E, D]), Hkv, E),
-    );
-    const bias = async (n: string, heads: number) =>
-      has(a + n)
-        ? { shape: [heads, E], data: (await get(a + n, [heads * E])).data }
-        : zeros([heads, E]);
-    sd.set(b + "attn.b_Q", await bias("q_proj.bias", H));
-    sd.set(b + `attn.${kv}b_K`, await bias("k_proj.bias", Hkv));
-    sd.set(b + `attn.${kv}b_V`, await bias("v_proj.bias", Hkv));
-    sd.set(b + "attn.W_O", linearToWO(await get(a + "o_proj.weight", [D, H * E]), H, E));
-    sd.set(b + "attn.b_O", has(a + "o_proj.bias") ? await get(a + "o_proj.bias", [D]) : zeros([D]));
+    await hfAttention(sd, cfg, b, a, get, has);
     if (v2) {
       sd.set(b + "ln1_post.w", await normW(L + "post_attention_layernorm.weight"));
       sd.set(b + "ln2.w", await normW(L + "pre_feedforward_layernorm.weight"));

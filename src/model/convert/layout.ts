@@ -13,7 +13,8 @@
  * @module
  */
 import { WeightsError } from "../../errors.ts";
-import type { Checkpoint, CpuTensor } from "../checkpoint.ts";
+import type { Checkpoint, CpuTensor, StateDict } from "../checkpoint.ts";
+import type { HookedTransformerConfig } from "../config.ts";
 
 /**
  * [rows, cols] -> [cols, rows].
@@ -182,4 +183,53 @@ export function linearToWO(t: CpuTensor, heads: number, dHead: number): CpuTenso
     for (let i = 0; i < inner; i++) out[i * D + m] = t.data[m * inner + i];
   }
   return { shape: [heads, dHead, D], data: out };
+}
+
+/**
+ * One block's attention in the Hugging Face `self_attn.{q,k,v,o}_proj` layout (Llama, Mistral,
+ * Qwen2, Gemma) into TransformerLens's names under `b` (e.g. "blocks.0."): W_Q/W_K/W_V per head
+ * (`_W_K`, `_W_V` with grouped-query heads), W_O, and their biases (zeros where the checkpoint
+ * has none). `get` reads a tensor of the given shape and marks it used; `has` says whether the
+ * checkpoint holds one.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { readJsonFile } from "../../io/json.ts";
+ * import { openCheckpoint, readTensor, type StateDict } from "../checkpoint.ts";
+ * import { configFromHf } from "../config.ts";
+ * import { hfAttention } from "./layout.ts";
+ *
+ * const dir = "tests/reference/rmsgqa_tiny/hf";
+ * const cfg = configFromHf(await readJsonFile(`${dir}/config.json`), dir);
+ * using ck = await openCheckpoint(dir);
+ * const sd: StateDict = new Map();
+ * const get = (n: string, shape: number[]) => readTensor(ck, n, shape);
+ * await hfAttention(sd, cfg, "blocks.0.", "model.layers.0.self_attn.", get, (n) => ck.names().includes(n));
+ * assert.deepEqual(sd.get("blocks.0.attn._W_K")!.shape, [cfg.nKeyValueHeads, cfg.dModel, cfg.dHead]);
+ * ```
+ */
+export async function hfAttention(
+  sd: StateDict,
+  cfg: HookedTransformerConfig,
+  b: string,
+  a: string,
+  get: (name: string, shape: number[]) => Promise<CpuTensor>,
+  has: (name: string) => boolean,
+): Promise<void> {
+  const { dModel: D, nHeads: H, dHead: E } = cfg;
+  const Hkv = cfg.nKeyValueHeads ?? H;
+  const kv = cfg.nKeyValueHeads ? "_" : "";
+  sd.set(b + "attn.W_Q", linearToHeads(await get(a + "q_proj.weight", [H * E, D]), H, E));
+  sd.set(b + `attn.${kv}W_K`, linearToHeads(await get(a + "k_proj.weight", [Hkv * E, D]), Hkv, E));
+  sd.set(b + `attn.${kv}W_V`, linearToHeads(await get(a + "v_proj.weight", [Hkv * E, D]), Hkv, E));
+  const bias = async (n: string, heads: number) =>
+    has(a + n)
+      ? { shape: [heads, E], data: (await get(a + n, [heads * E])).data }
+      : zeros([heads, E]);
+  sd.set(b + "attn.b_Q", await bias("q_proj.bias", H));
+  sd.set(b + `attn.${kv}b_K`, await bias("k_proj.bias", Hkv));
+  sd.set(b + `attn.${kv}b_V`, await bias("v_proj.bias", Hkv));
+  sd.set(b + "attn.W_O", linearToWO(await get(a + "o_proj.weight", [D, H * E]), H, E));
+  sd.set(b + "attn.b_O", has(a + "o_proj.bias") ? await get(a + "o_proj.bias", [D]) : zeros([D]));
 }

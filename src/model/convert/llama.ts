@@ -20,7 +20,7 @@
  */
 import { type Checkpoint, readTensor, type StateDict } from "../checkpoint.ts";
 import type { HookedTransformerConfig } from "../config.ts";
-import { checkExtra, linearToHeads, linearToWO, transpose2d, zeros } from "./layout.ts";
+import { checkExtra, hfAttention, transpose2d, zeros } from "./layout.ts";
 
 /**
  * Converts a Llama, Mistral or Qwen2 checkpoint.
@@ -47,32 +47,13 @@ export async function convertLlama(
   const used = new Set<string>();
   const get = (n: string, shape: number[]) => (used.add(n), readTensor(ck, n, shape));
   const has = (n: string) => ck.names().includes(n);
-  const { dModel: D, nHeads: H, dHead: E, dMlp: F, dVocab: V } = cfg;
-  const Hkv = cfg.nKeyValueHeads ?? H;
-  const kv = cfg.nKeyValueHeads ? "_" : "";
+  const { dModel: D, dMlp: F, dVocab: V } = cfg;
   const sd: StateDict = new Map();
   sd.set("embed.W_E", await get("model.embed_tokens.weight", [V, D]));
   for (let l = 0; l < cfg.nLayers; l++) {
     const b = `blocks.${l}.`, a = `model.layers.${l}.self_attn.`, m = `model.layers.${l}.mlp.`;
     sd.set(b + "ln1.w", await get(`model.layers.${l}.input_layernorm.weight`, [D]));
-    sd.set(b + "attn.W_Q", linearToHeads(await get(a + "q_proj.weight", [H * E, D]), H, E));
-    sd.set(
-      b + `attn.${kv}W_K`,
-      linearToHeads(await get(a + "k_proj.weight", [Hkv * E, D]), Hkv, E),
-    );
-    sd.set(
-      b + `attn.${kv}W_V`,
-      linearToHeads(await get(a + "v_proj.weight", [Hkv * E, D]), Hkv, E),
-    );
-    const bias = async (n: string, heads: number) =>
-      has(a + n)
-        ? { shape: [heads, E], data: (await get(a + n, [heads * E])).data }
-        : zeros([heads, E]);
-    sd.set(b + "attn.b_Q", await bias("q_proj.bias", H));
-    sd.set(b + `attn.${kv}b_K`, await bias("k_proj.bias", Hkv));
-    sd.set(b + `attn.${kv}b_V`, await bias("v_proj.bias", Hkv));
-    sd.set(b + "attn.W_O", linearToWO(await get(a + "o_proj.weight", [D, H * E]), H, E));
-    sd.set(b + "attn.b_O", has(a + "o_proj.bias") ? await get(a + "o_proj.bias", [D]) : zeros([D]));
+    await hfAttention(sd, cfg, b, a, get, has);
     sd.set(b + "ln2.w", await get(`model.layers.${l}.post_attention_layernorm.weight`, [D]));
     sd.set(b + "mlp.W_in", transpose2d(await get(m + "up_proj.weight", [F, D])));
     sd.set(b + "mlp.W_gate", transpose2d(await get(m + "gate_proj.weight", [F, D])));
