@@ -30,6 +30,8 @@
 @group(0) @binding(6) var<storage, read> R: array<f32>;
 @group(0) @binding(7) var<storage, read_write> E3: array<f32>;
 @group(0) @binding(8) var<storage, read> S: array<f32>;  // splitk_sum: the partial products
+@group(0) @binding(9) var BT: texture_2d<f32>;  // matvec_tex: the weight as matvec_pack wrote it
+@group(0) @binding(10) var BTW: texture_storage_2d<rgba32float, write>;  // matvec_pack's output
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
@@ -315,4 +317,44 @@ fn matvec_cpu(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index)
     acc = fma(vec4(xv.w), b3, fma(vec4(xv.z), b2, fma(vec4(xv.y), b1, fma(vec4(xv.x), b0, acc))));
   }
   store_q(row, nq * 4u, acc);
+}
+
+// The matrix-vector product for software adapters from a copy of the weight in a texture (see
+// matvec_pack): lavapipe fetches texels with vector gathers, while a storage-buffer load there is
+// a loop over the SIMD lanes with a branch and a bounds check per element (3-4x slower on the
+// unembedding, bench/RESULTS.md). One output column an invocation, all of K; columns past the end
+// are clamped on load (their lanes store the last column's value again).
+@compute @workgroup_size(64)
+fn matvec_tex(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let K4 = p.K / 4u;
+  let n = min(wg.x * 64u + li, p.N - 1u);
+  let x0 = i32(K4 * (n % p.per));
+  let y = i32(n / p.per);
+  let row = wg.y;
+  var acc = vec4<f32>(0.0);
+  for (var kq = 0u; kq < K4; kq++) {
+    acc = fma(A[row * K4 + kq], textureLoad(BT, vec2<i32>(x0 + i32(kq), y), 0), acc);
+  }
+  store(row, n, (acc.x + acc.y) + (acc.z + acc.w));
+}
+
+// Packs the weight B [K, LDB] for matvec_tex into BTW [K / 4 per, ceil(LDB / per)]: texel
+// (kq + K/4 (n % per), n / per) holds rows 4kq .. 4kq + 3 of column n, so that one column's K
+// values lie side by side in one texture row (`per` columns a row, within the texture width
+// limit). Texels past the last column are zero.
+@compute @workgroup_size(64)
+fn matvec_pack(@builtin(global_invocation_id) g: vec3u) {
+  let K4 = p.K / 4u;
+  if (g.x >= K4 * p.per) { return; }
+  let n = g.y * p.per + g.x / K4;
+  let k = (g.x % K4) * 4u;
+  var v = vec4<f32>();
+  if (n < p.LDB) {
+    let LDB4 = p.LDB / 4u;
+    let q = n / 4u;
+    let j = n % 4u;
+    v = vec4<f32>(f32(B[k * LDB4 + q][j]), f32(B[(k + 1u) * LDB4 + q][j]),
+      f32(B[(k + 2u) * LDB4 + q][j]), f32(B[(k + 3u) * LDB4 + q][j]));
+  }
+  textureStore(BTW, vec2<i32>(i32(g.x), i32(g.y)), v);
 }

@@ -408,7 +408,21 @@ const TILE128 = {
 } as const;
 const LINEAR_MODES = {
   matvec: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "never" },
-  matvecCpu: { matvecMaxRows: 1e9, smallTileMaxRows: 1e9, cpuKernel: "never", variants: "always" },
+  matvecCpu: {
+    matvecMaxRows: 1e9,
+    smallTileMaxRows: 1e9,
+    cpuKernel: "never",
+    variants: "always",
+    matvecTexture: "never",
+  },
+  // matvec_tex: the software-adapter matrix-vector kernel on a frozen weight's texture copy.
+  matvecTex: {
+    matvecMaxRows: 1e9,
+    smallTileMaxRows: 1e9,
+    cpuKernel: "never",
+    variants: "always",
+    matvecTexture: "auto",
+  },
   tile64: { matvecMaxRows: 0, smallTileMaxRows: 1e9, cpuKernel: "never" },
   // K step 8 (16, the default, is tile128bk16 and the other tiled modes).
   tile128: { ...TILE128, bk: 8 },
@@ -481,6 +495,11 @@ const LINEAR_CASES = [
   [3, 772, 260, 260, 8, "matvecCpu"],
   [2, 132, 33, 36, 8, "matvecCpu"],
   [1, 68, 1100, 1100, 8, "matvecCpu"],
+  [1, 4, 4, 4, 8, "matvecTex"],
+  [3, 772, 260, 260, 8, "matvecTex"],
+  [2, 132, 33, 36, 8, "matvecTex"],
+  [1, 68, 1100, 1100, 8, "matvecTex"],
+  [4, 128, 5003, 5004, 8, "matvecTex"],
   [130, 68, 200, 200, 8, "splitK3"],
   [129, 772, 260, 260, 16, "splitK3"],
   [65, 132, 33, 36, 8, "splitK64"],
@@ -494,6 +513,7 @@ for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
     using tw = Tensor.from(w, [K, LDB]);
     using tb = Tensor.from(bias, [N]);
     using tr = Tensor.from(resid, [M, N]);
+    if (mode === "matvecTex") ops.freezeWeight(tw); // read from its texture copy
     // Reference on the first N columns of the (padded) weight.
     const wN = new Float32Array(K * N);
     for (let k = 0; k < K; k++) for (let j = 0; j < N; j++) wN[k * N + j] = w[k * LDB + j];
@@ -516,6 +536,63 @@ for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
     for (const t of [y1, y2, y3, post!, sum!]) t.dispose();
   });
 }
+
+Deno.test("matvec_tex: a frozen weight's texture copy is packed once, read by the matrix-vector products of a few rows (gates and q/k/v split too), and freed with the weight; unfrozen or too deep weights take matvec_cpu", async () => {
+  const [M, K, N] = [3, 132, 1028];
+  const a = randArray(M * K, seed++), w = randArray(K * N, seed++), bias = randArray(N, seed++);
+  const thr = randArray(N, seed++).map((v) => Math.abs(v) * 2);
+  using ta = Tensor.from(a, [M, K]);
+  using tb = Tensor.from(bias, [N]);
+  using tt = Tensor.from(thr, [N]);
+  const ref = refMatmul(a, w, bias, M, K, N);
+  const stats = runtime().stats;
+  const before = stats.dataBytes;
+  const tw = ops.freezeWeight(Tensor.from(w, [K, N]));
+  const withWeight = stats.dataBytes;
+  const mode = LINEAR_MODES.matvecTex;
+  poisonPool(M * N * 4, 4);
+  const first = builtEntries("linear:", () => withLinear(mode, () => ops.linear(ta, tw, tb)));
+  assert.deepEqual(first.entries, ["linear:matvec_pack", "linear:matvec_tex"]);
+  assert.ok(stats.dataBytes > withWeight, "the texture copy is counted with the weights");
+  assert.ok(relErr(await first.out[0].toArray(), ref) < 1e-5, "first product");
+  // The copy is kept: the next product is one dispatch, no second pack.
+  const d0 = stats.dispatches;
+  const [y2, d2] = withLinear(
+    mode,
+    () => ops.linear(ta, tw, tb, { act: "relu", gate: { kind: "threshold", t: tt } }),
+  );
+  assert.equal(stats.dispatches - d0, 1);
+  assert.ok(relErr(await y2.toArray(), ref) < 1e-5, "second product");
+  const jump = ref.map((v, j) => (v > thr[j % N] ? Math.max(v, 0) : 0));
+  assert.ok(relErr(await d2!.toArray(), jump) < 1e-5, "JumpReLU epilogue");
+  // q/k/v from one frozen joint weight.
+  const [q, k, v] = withLinear(mode, () => ops.linearSplit(ta, tw, tb, [256, 512, 260]));
+  const cols = (lo: number, hi: number) =>
+    Array.from(
+      { length: M * (hi - lo) },
+      (_, i) => ref[Math.floor(i / (hi - lo)) * N + lo + (i % (hi - lo))],
+    );
+  assert.ok(relErr(await q.toArray(), cols(0, 256)) < 1e-5, "q");
+  assert.ok(relErr(await k.toArray(), cols(256, 768)) < 1e-5, "k");
+  assert.ok(relErr(await v.toArray(), cols(768, 1028)) < 1e-5, "v");
+  tw.dispose();
+  assert.equal(stats.dataBytes, before, "the weight and its texture copy are freed together");
+  // Unfrozen, or K / 4 wider than the texture limit: the storage-buffer kernel.
+  const deepK = 4 * (runtime().gpu.device.limits.maxTextureDimension2D + 1);
+  const xd = randArray(deepK, seed++), wd = randArray(deepK * 8, seed++);
+  using txd = Tensor.from(xd, [1, deepK]);
+  using twd = ops.freezeWeight(Tensor.from(wd, [deepK, 8]));
+  using twu = Tensor.from(w, [K, N]);
+  const deep = builtEntries("linear:", () => withLinear(mode, () => ops.linear(txd, twd)));
+  const plain = builtEntries("linear:", () => withLinear(mode, () => ops.linear(ta, twu, tb)));
+  assert.deepEqual(deep.entries, ["linear:matvec_cpu"]);
+  assert.deepEqual(plain.entries, ["linear:matvec_cpu"]);
+  assert.ok(
+    relErr(await deep.out[0].toArray(), refMatmul(xd, wd, new Float32Array(8), 1, deepK, 8)) < 1e-5,
+  );
+  assert.ok(relErr(await plain.out[0].toArray(), ref) < 1e-5);
+  for (const t of [first.out[0], y2, d2!, q, k, v, deep.out[0], plain.out[0]]) t.dispose();
+}); // deno-fmt-ignore
 
 Deno.test("split-K: the SAE encode's gates (JumpReLU threshold, gated) apply to the summed slices, and auto splits only outputs of few tiles", async () => {
   const [M, K, N] = [130, 772, 72];
@@ -654,7 +731,8 @@ Deno.test({ name: "f16 weight storage: dense layers on f16 weights equal float64
   using tw = Tensor.from(w, [K, N], "float16");
   using tb = Tensor.from(bias, [N]);
   const ref = refMatmul(a, w16, bias, M, K, N);
-  for (const mode of ["matvec", "matvecCpu", "tile64", "tile128", "cpu", "cpuSmall", "sg", "sgSmall", "splitK3"] as const) {
+  ops.freezeWeight(tw); // for matvecTex (the other modes do not read texture copies)
+  for (const mode of ["matvec", "matvecCpu", "matvecTex", "tile64", "tile128", "cpu", "cpuSmall", "sg", "sgSmall", "splitK3"] as const) {
     poisonPool(M * N * 4);
     const [y] = withLinear(LINEAR_MODES[mode], () => ops.linear(ta, tw, tb));
     assert.ok(relErr(await y.toArray(), ref) < 1e-5, `${mode}: f32 accumulation over f16 weights`);

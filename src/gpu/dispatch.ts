@@ -203,7 +203,8 @@ function computePass(r: Runtime): GPUComputePassEncoder {
 
 /**
  * Records one compute dispatch: binding 0 is the uniform block of `params` (if any), bindings
- * 1..n the storage buffers in `buffers` (undefined entries are skipped).
+ * 1..n the storage buffers in `buffers`, or texture views where the shader binds a texture there
+ * (undefined entries are skipped).
  *
  * @example
  * ```ts
@@ -228,7 +229,7 @@ function computePass(r: Runtime): GPUComputePassEncoder {
 export function dispatch(
   pipe: GPUComputePipeline,
   params: readonly Param[],
-  buffers: readonly (GPUBuffer | undefined)[],
+  buffers: readonly (GPUBuffer | GPUTextureView | undefined)[],
   groups: readonly [number, number?, number?],
 ): void {
   const r = runtime();
@@ -242,7 +243,10 @@ export function dispatch(
     const maxBind = r.gpu.limits.maxStorageBufferBindingSize;
     buffers.forEach((b, i) => {
       if (!b) return;
-      entries.push({ binding: i + 1, resource: { buffer: b, size: Math.min(b.size, maxBind) } });
+      entries.push({
+        binding: i + 1,
+        resource: b instanceof GPUTextureView ? b : { buffer: b, size: Math.min(b.size, maxBind) },
+      });
     });
     bg = r.gpu.device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
     // Generation makes ~1000 new bind groups a call (new uniform blocks per position, pooled

@@ -40,7 +40,7 @@ export {
 } from "./kernels/elementwise.ts";
 export { bmm, gemm, matmul } from "./kernels/matmul.ts";
 export type { GemmOptions, Operand } from "./kernels/matmul.ts";
-export { linear, linearBack, linearBlock, linearSplit } from "./kernels/linear.ts";
+export { freezeWeight, linear, linearBack, linearBlock, linearSplit } from "./kernels/linear.ts";
 export type { LinearEpilogue } from "./kernels/linear.ts";
 export { normApply, normFused, normScale } from "./kernels/norm.ts";
 export type { NormKind } from "./kernels/norm.ts";

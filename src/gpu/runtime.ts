@@ -64,8 +64,8 @@ export interface Runtime {
   readonly bindGroups: Map<string, GPUBindGroup>;
   /** Small ids of buffers and pipelines for cache keys. */
   readonly ids: WeakMap<object, number>;
-  /** Buffers to destroy once the commands recorded so far are submitted. */
-  readonly deferred: GPUBuffer[];
+  /** Buffers (and textures) to destroy once the commands recorded so far are submitted. */
+  readonly deferred: (GPUBuffer | GPUTexture)[];
   /** Pooled buffers this device's pool created (a buffer of a lost device never re-enters). */
   readonly owned: WeakSet<GPUBuffer>;
   /** Pooled buffers by the call ({@link trimPoolIfLarge} count) that last took them. */
@@ -477,7 +477,8 @@ export function flush(): void {
 }
 
 /**
- * Destroys a buffer once the commands recorded so far (which may use it) are submitted.
+ * Destroys a buffer (or texture) once the commands recorded so far (which may use it) are
+ * submitted.
  *
  * @example
  * ```ts
@@ -491,10 +492,10 @@ export function flush(): void {
  * assert.ok(buf);
  * ```
  */
-export function deferDestroy(buf: GPUBuffer): void {
+export function deferDestroy(buf: GPUBuffer | GPUTexture): void {
   const r = rt;
   if (!r || r.gpu.lost) return;
-  if (r.data.delete(buf)) r.stats.dataBytes -= buf.size;
+  if (buf instanceof GPUBuffer && r.data.delete(buf)) r.stats.dataBytes -= buf.size;
   if (r.encoder) r.deferred.push(buf);
   else buf.destroy();
 }

@@ -52,6 +52,42 @@ function arenaStack(): Set<Tensor>[] {
 /** The arena each tensor is in (whichever call's stack holds it). */
 const arenaOf = new WeakMap<Tensor, Set<Tensor>>();
 
+/** What to run when a tensor is disposed (see {@link onDispose}). */
+const disposers = new WeakMap<Tensor, (() => void)[]>();
+
+/**
+ * Runs `fn` once when `t` is disposed: for GPU resources kept alongside a tensor (a kernel's copy
+ * of a weight in another layout), which must go when it does.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { onDispose } from "./tensor.ts";
+ *
+ * await initGpu();
+ * const w = Tensor.from([1, 2, 3, 4], [2, 2]);
+ * let freed = 0;
+ * onDispose(w, () => freed++);
+ * w.dispose();
+ * w.dispose(); // idempotent: runs once
+ * assert.equal(freed, 1);
+ * ```
+ */
+export function onDispose(t: Tensor, fn: () => void): void {
+  const list = disposers.get(t);
+  if (list) list.push(fn);
+  else disposers.set(t, [fn]);
+}
+
+/** Runs (once) what {@link onDispose} registered for `t`. */
+function runDisposers(t: Tensor): void {
+  const fns = disposers.get(t);
+  if (!fns) return;
+  disposers.delete(t);
+  for (const fn of fns) fn();
+}
+
 /** Takes `t` out of its arena: it is no longer freed when that arena closes. */
 function leaveArena(t: Tensor): void {
   arenaOf.get(t)?.delete(t);
@@ -370,6 +406,7 @@ export class Tensor implements Disposable {
     const t = new Tensor(b, shape, this.dtype, this.#pooled);
     this.#buffer = null;
     leaveArena(this);
+    runDisposers(this);
     return t;
   }
 
@@ -385,6 +422,7 @@ export class Tensor implements Disposable {
     if (!b) return;
     this.#buffer = null;
     leaveArena(this);
+    runDisposers(this);
     if (this.#base) return;
     if (this.#pooled) releaseBuffer(b);
     else deferDestroy(b);

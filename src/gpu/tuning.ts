@@ -88,6 +88,13 @@ export interface LinearTuning {
    * variant to compile (once per machine: Mesa caches it on disk); small layers would not win
    * that back. */
   cpuMinMacs: number;
+  /** On a software adapter, the matrix-vector products (up to `matvecMaxRows` rows) of a weight
+   * declared frozen (`freezeWeight`: a model's W_U) read it from a copy in a texture, made on
+   * first use and freed with the weight: lavapipe fetches texels with vector gathers where each
+   * storage-buffer load is a loop over the SIMD lanes (the unembedding of one position 3-4x
+   * faster, bench/RESULTS.md "Issue 26"). The copy costs the weight's size again in float32.
+   * "never": the storage-buffer kernel. */
+  matvecTexture: "auto" | "never";
 }
 
 /**
@@ -146,6 +153,7 @@ export const tuning: Tuning = {
     splitKMinDepth: 256,
     cpuKernel: "auto",
     cpuMinMacs: 2 ** 24,
+    matvecTexture: "auto",
   },
   pool: { freeLimitBytes: 2 ** 30, keepCalls: 4, stagingKeepBytes: 2 ** 27 },
 };

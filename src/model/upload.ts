@@ -17,6 +17,7 @@
  * @module
  */
 import { GpuLimitError, HookNameError } from "../errors.ts";
+import { freezeWeight } from "../gpu/kernels/linear.ts";
 import { runtime } from "../gpu/runtime.ts";
 import { type DType, Tensor } from "../gpu/tensor.ts";
 import type { BlockWeights, ModelWeights } from "./components/index.ts";
@@ -94,7 +95,9 @@ export function uploadWeights(
     blocks,
     lnFinal: { w: opt("ln_final.w"), b: opt("ln_final.b") },
     unembed: {
-      wU: padColumns(matrix, sd.get("unembed.W_U")!, "unembed.W_U"),
+      // Frozen: on a software adapter the products of a few rows (logitsAt, generation) read
+      // W_U from a texture copy made on first use (see tuning.linear.matvecTexture).
+      wU: freezeWeight(padColumns(matrix, sd.get("unembed.W_U")!, "unembed.W_U")),
       bU: t("unembed.b_U"),
     },
     rot: cfg.rotaryDim ? rotaryTensor(cfg) : undefined,

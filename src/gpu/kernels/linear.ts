@@ -32,8 +32,8 @@ import activationsWgsl from "../../../shaders/activations.wgsl" with { type: "te
 import linearWgsl from "../../../shaders/linear.wgsl" with { type: "text" };
 import { ShapeError } from "../../errors.ts";
 import { dispatch, pipeline, type ShaderSource } from "../dispatch.ts";
-import { runtime } from "../runtime.ts";
-import { Tensor } from "../tensor.ts";
+import { deferDestroy, runtime } from "../runtime.ts";
+import { onDispose, Tensor } from "../tensor.ts";
 import { tuning } from "../tuning.ts";
 import { actCode, activation, binary } from "./elementwise.ts";
 import { scratch, useCpuVariants, useSubgroups } from "./launch.ts";
@@ -60,6 +60,8 @@ const LINEAR_P = uniforms({
   /** Split-K (linear only): depth of a slice (0: all of K) and number of slices. */
   kc: "u32",
   ks: "u32",
+  /** matvec_tex / matvec_pack: the weight's columns per texture row. */
+  per: "u32",
 });
 
 /** shaders/linear.wgsl (with shaders/activations.wgsl). */
@@ -252,6 +254,23 @@ function launchDense(o: {
     return;
   }
   const entry = useCpuVariants() ? "matvec_cpu" : "matvec";
+  const packed = entry === "matvec_cpu" && o.boff === undefined ? packedWeight(w) : null;
+  if (packed) {
+    const texBuffers = [...buffers, undefined, packed.view];
+    texBuffers[1] = undefined; // B is read from the texture
+    dispatch(
+      pipeline(LINEAR_SHADER, "matvec_tex", {
+        ...defines,
+        BK: tuning.linear.bk,
+        TRANS: false,
+        SPLITK: false,
+      }),
+      LINEAR_P.pack({ ...params, kc: 0, ks: 1, per: packed.per }),
+      texBuffers,
+      [Math.ceil(N / 64), M, 1],
+    );
+    return;
+  }
   dispatch(
     pipeline(LINEAR_SHADER, entry, {
       ...defines,
@@ -263,6 +282,94 @@ function launchDense(o: {
     buffers,
     [Math.ceil(N / (entry === "matvec" ? 64 : 256)), M, 1],
   );
+}
+
+/** Weights whose contents never change (see {@link freezeWeight}). */
+const frozenWeights = new WeakSet<Tensor>();
+/** Their copies packed for matvec_tex, made on first use (null: the layout does not fit). */
+const packedWeights = new WeakMap<Tensor, { view: GPUTextureView; per: number } | null>();
+
+/**
+ * Declares that a weight [K, LDB] will not change from now on (a model's weights once uploaded),
+ * so that the dense kernels may keep a copy of it in another layout until it is disposed: on a
+ * software adapter, the matrix-vector products of a frozen weight read it from a texture (see
+ * `tuning.linear.matvecTexture`). Writing into a frozen weight afterwards leaves those copies
+ * stale: freeze only what nothing writes.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { initGpu, Tensor } from "@hooklens/hooklens";
+ * import { freezeWeight, linear } from "./linear.ts";
+ *
+ * await initGpu();
+ * using W = freezeWeight(Tensor.from([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1], [4, 4]));
+ * using x = Tensor.from([1, 2, 3, 4], [1, 4]);
+ * const [y] = linear(x, W); // x · I
+ * using _y = y;
+ * assert.deepEqual([...await y.toArray()], [1, 2, 3, 4]);
+ * ```
+ */
+export function freezeWeight(w: Tensor): Tensor {
+  frozenWeights.add(w);
+  return w;
+}
+
+/**
+ * The texture copy of a frozen weight w [K, LDB] that matvec_tex reads, packed by matvec_pack
+ * (recorded before the product that needs it) on first use and destroyed when w is disposed; null
+ * when w is not frozen, `tuning.linear.matvecTexture` is "never", or the layout would exceed the
+ * device's texture size limit.
+ */
+function packedWeight(w: Tensor): { view: GPUTextureView; per: number } | null {
+  if (tuning.linear.matvecTexture === "never" || !frozenWeights.has(w)) return null;
+  const known = packedWeights.get(w);
+  if (known !== undefined) return known;
+  const [K, LDB] = w.shape;
+  const r = runtime();
+  const maxDim = r.gpu.device.limits.maxTextureDimension2D;
+  const K4 = K / 4;
+  const per = Math.min(Math.floor(maxDim / K4), LDB);
+  const height = Math.ceil(LDB / Math.max(per, 1));
+  if (per < 1 || height > maxDim) {
+    packedWeights.set(w, null);
+    return null;
+  }
+  const tex = r.gpu.device.createTexture({
+    size: [K4 * per, height],
+    format: "rgba32float",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
+    label: "packed weight",
+  });
+  const bytes = K4 * per * height * 16;
+  r.stats.dataBytes += bytes;
+  const view = tex.createView();
+  const defines = {
+    ACT: 0,
+    RESID: false,
+    GATE: 0,
+    SPLIT: false,
+    WT: w.dtype === "float16" ? "f16" : "f32",
+    BK: tuning.linear.bk,
+    TRANS: false,
+    SPLITK: false,
+  };
+  const packBuffers: (GPUBuffer | GPUTextureView | undefined)[] = Array(10).fill(undefined);
+  packBuffers[1] = w.buffer;
+  packBuffers[9] = view;
+  dispatch(
+    pipeline(LINEAR_SHADER, "matvec_pack", defines),
+    LINEAR_P.pack({ K, LDB, per }),
+    packBuffers,
+    [Math.ceil((K4 * per) / 64), height, 1],
+  );
+  const packed = { view, per };
+  packedWeights.set(w, packed);
+  onDispose(w, () => {
+    r.stats.dataBytes -= bytes;
+    deferDestroy(tex);
+  });
+  return packed;
 }
 
 /**
