@@ -14,6 +14,8 @@ import { median } from "./_common.ts";
 const info = await initGpu();
 const ROUNDS = Number(Deno.env.get("HOOKLENS_NUMPY_ROUNDS") ?? 15);
 const P = 128;
+/** Idle ms before each timed call (see the rounds loop). */
+const SETTLE_MS = Number(Deno.env.get("HOOKLENS_NUMPY_SETTLE_MS") ?? 250);
 
 /** The numpy subprocess: one JSON command a line in, one JSON answer a line out. */
 async function startNumpy(): Promise<
@@ -125,7 +127,13 @@ if (typeof numpy === "string") {
         // Alternate which side goes first, so neither always follows the other.
         const order = c.sides.map((_, i) => i);
         if (r % 2) order.reverse();
-        for (const i of order) ms[i].push(await c.sides[i].run());
+        for (const i of order) {
+          // Let the other side's idle threads settle first: OpenBLAS keeps its worker threads
+          // spinning for ~0.1 s after a call (its thread timeout), which on a 2-core machine
+          // took a core from whatever ran next (hooklens measured ~1.5x slower right after numpy).
+          await new Promise((res) => setTimeout(res, SETTLE_MS));
+          ms[i].push(await c.sides[i].run());
+        }
       }
       // (Deno may call a case more than once: the last call's rounds stand.)
       for (let i = results.length - 1; i >= 0; i--) {

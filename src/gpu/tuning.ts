@@ -85,8 +85,9 @@ export interface LinearTuning {
    * split-K.) */
   cpuKernel: "auto" | "large" | "small" | "never";
   /** Multiply-adds (M·K·N) from which "auto" takes the large block, which LLVM takes seconds a
-   * variant to compile (once per machine: Mesa caches it on disk); small layers would not win
-   * that back. */
+   * variant to compile (once per machine: Mesa caches it on disk); smaller layers would not win
+   * that back. 2^21: the demo model's layers at 128 tokens (128 x 128 x 128 and up) take it,
+   * 2-4 ms less a forward than the small block (bench/RESULTS.md "Issue 26"). */
   cpuMinMacs: number;
   /** On a software adapter, the matrix-vector products (up to `matvecMaxRows` rows) of a weight
    * declared frozen (`freezeWeight`: a model's W_U) read it from a copy in a texture, made on
@@ -152,7 +153,7 @@ export const tuning: Tuning = {
     splitKTiles: 320,
     splitKMinDepth: 256,
     cpuKernel: "auto",
-    cpuMinMacs: 2 ** 24,
+    cpuMinMacs: 2 ** 21,
     matvecTexture: "auto",
   },
   pool: { freeLimitBytes: 2 ** 30, keepCalls: 4, stagingKeepBytes: 2 ** 27 },
