@@ -86,8 +86,9 @@ export interface LinearTuning {
   cpuKernel: "auto" | "large" | "small" | "never";
   /** Multiply-adds (M·K·N) from which "auto" takes the large block, which LLVM takes seconds a
    * variant to compile (once per machine: Mesa caches it on disk); smaller layers would not win
-   * that back. 2^21: the demo model's layers at 128 tokens (128 x 128 x 128 and up) take it,
-   * 2-4 ms less a forward than the small block (bench/RESULTS.md "Issue 26"). */
+   * that back: with 2^21 the demo model's layers at 128 tokens took it, 2-4 ms less a forward, but
+   * the first such forward on a machine compiled for 55 s instead of 2.6 (bench/RESULTS.md,
+   * "lavapipe against numpy, quiet machine"). */
   cpuMinMacs: number;
   /** On a software adapter, the matrix-vector products (up to `matvecMaxRows` rows) of a weight
    * declared frozen (`freezeWeight`: a model's W_U) read it from a copy in a texture, made on
@@ -153,7 +154,7 @@ export const tuning: Tuning = {
     splitKTiles: 320,
     splitKMinDepth: 256,
     cpuKernel: "auto",
-    cpuMinMacs: 2 ** 21,
+    cpuMinMacs: 2 ** 24,
     matvecTexture: "auto",
   },
   pool: { freeLimitBytes: 2 ** 30, keepCalls: 4, stagingKeepBytes: 2 ** 27 },
