@@ -537,7 +537,7 @@ for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
   });
 }
 
-Deno.test("matvec_tex: a frozen weight's texture copy is packed once, read by the matrix-vector products of a few rows (gates and q/k/v split too), and freed with the weight; unfrozen or too deep weights take matvec_cpu", async () => {
+Deno.test("matvec_tex: a frozen weight's texture copy is packed once, read by the matrix-vector products of a few rows (gates and q/k/v split too), and freed with the weight; unfrozen or too deep weights, or copies past the byte budget, take matvec_cpu", async () => {
   const [M, K, N] = [3, 132, 1028];
   const a = randArray(M * K, seed++), w = randArray(K * N, seed++), bias = randArray(N, seed++);
   const thr = randArray(N, seed++).map((v) => Math.abs(v) * 2);
@@ -585,13 +585,23 @@ Deno.test("matvec_tex: a frozen weight's texture copy is packed once, read by th
   using twu = Tensor.from(w, [K, N]);
   const deep = builtEntries("linear:", () => withLinear(mode, () => ops.linear(txd, twd)));
   const plain = builtEntries("linear:", () => withLinear(mode, () => ops.linear(ta, twu, tb)));
+  // Frozen, but the copies' byte budget is spent.
+  using twb = ops.freezeWeight(Tensor.from(w, [K, N]));
+  const over = builtEntries(
+    "linear:",
+    () => withLinear({ ...mode, matvecTextureMaxBytes: 1000 }, () => ops.linear(ta, twb, tb)),
+  );
   assert.deepEqual(deep.entries, ["linear:matvec_cpu"]);
   assert.deepEqual(plain.entries, ["linear:matvec_cpu"]);
+  assert.deepEqual(over.entries, ["linear:matvec_cpu"]);
+  assert.ok(relErr(await over.out[0].toArray(), ref) < 1e-5);
   assert.ok(
     relErr(await deep.out[0].toArray(), refMatmul(xd, wd, new Float32Array(8), 1, deepK, 8)) < 1e-5,
   );
   assert.ok(relErr(await plain.out[0].toArray(), ref) < 1e-5);
-  for (const t of [first.out[0], y2, d2!, q, k, v, deep.out[0], plain.out[0]]) t.dispose();
+  for (const t of [first.out[0], y2, d2!, q, k, v, deep.out[0], plain.out[0], over.out[0]]) {
+    t.dispose();
+  }
 }); // deno-fmt-ignore
 
 Deno.test("split-K: the SAE encode's gates (JumpReLU threshold, gated) apply to the summed slices, and auto splits only outputs of few tiles", async () => {

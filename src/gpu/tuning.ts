@@ -93,10 +93,13 @@ export interface LinearTuning {
   /** On a software adapter, the matrix-vector products (up to `matvecMaxRows` rows) of a weight
    * declared frozen (`freezeWeight`: a model's W_U) read it from a copy in a texture, made on
    * first use and freed with the weight: lavapipe fetches texels with vector gathers where each
-   * storage-buffer load is a loop over the SIMD lanes (the unembedding of one position 3-4x
-   * faster, bench/RESULTS.md "Issue 26"). The copy costs the weight's size again in float32.
-   * "never": the storage-buffer kernel. */
+   * storage-buffer load is a loop over the SIMD lanes (the unembedding of one position 2-3x
+   * faster, generation on the demo model ~2x, bench/RESULTS.md "lavapipe against numpy, quiet
+   * machine"). A copy costs the weight's size again in float32, up to `matvecTextureMaxBytes` in
+   * all (past that, the storage-buffer kernel). "never": always the storage-buffer kernel. */
   matvecTexture: "auto" | "never";
+  /** Bytes the texture copies of {@link LinearTuning.matvecTexture} may take together. */
+  matvecTextureMaxBytes: number;
 }
 
 /**
@@ -156,6 +159,7 @@ export const tuning: Tuning = {
     cpuKernel: "auto",
     cpuMinMacs: 2 ** 24,
     matvecTexture: "auto",
+    matvecTextureMaxBytes: 2 ** 30,
   },
   pool: { freeLimitBytes: 2 ** 30, keepCalls: 4, stagingKeepBytes: 2 ** 27 },
 };

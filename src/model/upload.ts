@@ -77,10 +77,13 @@ export function uploadWeights(
     return Tensor.from(d, shape ?? w.shape, dt).keep();
   };
   // Dense-layer matrices may be stored as f16 (the tiled kernels read them and compute in f32).
+  // Frozen (nothing writes a model's weights): on a software adapter the products of a few rows
+  // (logitsAt, generation) read them from texture copies made on first use (see
+  // tuning.linear.matvecTexture).
   const matrix = (name: string, data?: Float32Array, shape?: number[]): Tensor => {
     const sh = shape ?? sd.get(name)!.shape;
     const ok = dtype === "float16" && sh[0] % 4 === 0 && sh[1] % 4 === 0;
-    return t(name, data, sh, ok ? "float16" : "float32");
+    return freezeWeight(t(name, data, sh, ok ? "float16" : "float32"));
   };
   const opt = (name: string) => (sd.has(name) ? t(name) : undefined);
   const blocks: BlockWeights[] = [];
@@ -95,9 +98,7 @@ export function uploadWeights(
     blocks,
     lnFinal: { w: opt("ln_final.w"), b: opt("ln_final.b") },
     unembed: {
-      // Frozen: on a software adapter the products of a few rows (logitsAt, generation) read
-      // W_U from a texture copy made on first use (see tuning.linear.matvecTexture).
-      wU: freezeWeight(padColumns(matrix, sd.get("unembed.W_U")!, "unembed.W_U")),
+      wU: padColumns(matrix, sd.get("unembed.W_U")!, "unembed.W_U"),
       bU: t("unembed.b_U"),
     },
     rot: cfg.rotaryDim ? rotaryTensor(cfg) : undefined,

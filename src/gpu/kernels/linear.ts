@@ -288,6 +288,8 @@ function launchDense(o: {
 const frozenWeights = new WeakSet<Tensor>();
 /** Their copies packed for matvec_tex, made on first use (null: the layout does not fit). */
 const packedWeights = new WeakMap<Tensor, { view: GPUTextureView; per: number } | null>();
+/** Bytes of those copies alive (see `tuning.linear.matvecTextureMaxBytes`). */
+let packedBytes = 0;
 
 /**
  * Declares that a weight [K, LDB] will not change from now on (a model's weights once uploaded),
@@ -318,8 +320,8 @@ export function freezeWeight(w: Tensor): Tensor {
 /**
  * The texture copy of a frozen weight w [K, LDB] that matvec_tex reads, packed by matvec_pack
  * (recorded before the product that needs it) on first use and destroyed when w is disposed; null
- * when w is not frozen, `tuning.linear.matvecTexture` is "never", or the layout would exceed the
- * device's texture size limit.
+ * when w is not frozen, `tuning.linear.matvecTexture` is "never", the layout would exceed the
+ * device's texture size limit, or the copies would exceed `tuning.linear.matvecTextureMaxBytes`.
  */
 function packedWeight(w: Tensor): { view: GPUTextureView; per: number } | null {
   if (tuning.linear.matvecTexture === "never" || !frozenWeights.has(w)) return null;
@@ -335,13 +337,15 @@ function packedWeight(w: Tensor): { view: GPUTextureView; per: number } | null {
     packedWeights.set(w, null);
     return null;
   }
+  const bytes = K4 * per * height * 16;
+  if (packedBytes + bytes > tuning.linear.matvecTextureMaxBytes) return null; // (not remembered)
   const tex = r.gpu.device.createTexture({
     size: [K4 * per, height],
     format: "rgba32float",
     usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
     label: "packed weight",
   });
-  const bytes = K4 * per * height * 16;
+  packedBytes += bytes;
   r.stats.dataBytes += bytes;
   const view = tex.createView();
   const defines = {
@@ -366,6 +370,7 @@ function packedWeight(w: Tensor): { view: GPUTextureView; per: number } | null {
   const packed = { view, per };
   packedWeights.set(w, packed);
   onDispose(w, () => {
+    packedBytes -= bytes;
     r.stats.dataBytes -= bytes;
     deferDestroy(tex);
   });
