@@ -104,6 +104,29 @@ for (const N of [768, 3072, 50260].filter((n) => FULL || n < 50000)) {
     { flops: 2 * 768 * N, bytes: 4 * 768 * N },
     () => ops.linear(x1, w1)[0].dispose(),
   );
+  if (info.fallback) {
+    // A model's weights are frozen: on a software adapter these read a texture copy instead.
+    const wf = ops.freezeWeight(mat(768, N, 14));
+    bench(
+      `linear 1x768x${N} (matrix-vector, texture copy of a frozen weight)`,
+      { flops: 2 * 768 * N, bytes: 4 * 768 * N },
+      () => ops.linear(x1, wf)[0].dispose(),
+    );
+  }
+}
+if (info.fallback) {
+  // One position's logits of the demo model (d_model 128, vocabulary 50257 padded to 50260; GPT-2
+  // small's W_U exceeds lavapipe's 128 MiB binding in float32): storage buffer against texture.
+  const x1 = mat(1, 128, 15), w = mat(128, 50260, 16), wf = ops.freezeWeight(mat(128, 50260, 16));
+  for (
+    const [label, wt] of [["storage buffer", w], ["texture copy of a frozen weight", wf]] as const
+  ) {
+    bench(
+      `linear 1x128x50257 (demo unembedding of one position, ${label})`,
+      { flops: 2 * 128 * 50257, bytes: 4 * 128 * 50260 },
+      () => ops.linear(x1, wt, undefined, {}, 50257)[0].dispose(),
+    );
+  }
 }
 {
   const [M, K, N] = [T, 768, 3072];

@@ -131,6 +131,22 @@ bench("generate 32 tokens, checking for EOS (the default)", {}, async () => {
   const [row] = await model.generate(prompt, { maxNewTokens: 32, doSample: false });
   if (row.length !== prompt[0].length + 32) throw new Error(`EOS after ${row.length} tokens`);
 }, { n: 3, pipelined: 2 });
+// On a software adapter the one-row products read texture copies of the (frozen) weights; timed
+// here against the storage-buffer kernel, in generation and for one position's logits.
+if (info.fallback) {
+  const storage = <T>(fn: () => Promise<T>) => withLinearConfig({ matvecTexture: "never" }, fn);
+  bench(
+    "generate 32 tokens, matrix-vector products from storage buffers",
+    {},
+    () => storage(generate32),
+    { n: 3, pipelined: 2 },
+  );
+  const last = async () => (await model.forward(t, { logitsAt: "last" })).dispose();
+  bench(`forward ${B}x${P}, logitsAt "last"`, { flops: flops(B, P) }, last);
+  bench(`forward ${B}x${P}, logitsAt "last", W_U from a storage buffer`, {
+    flops: flops(B, P),
+  }, () => storage(last));
+}
 // One-pass attention in generation (a choice for GPUs: on lavapipe 32 tokens took 313 against 203
 // ms; its host time is ~5 ms less, 24 fewer dispatches a token).
 if (!info.fallback) {
