@@ -321,7 +321,7 @@ fn matvec_cpu(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index)
 
 // The matrix-vector product for software adapters from a copy of the weight in a texture (see
 // matvec_pack): lavapipe fetches texels with vector gathers, while a storage-buffer load there is
-// a loop over the SIMD lanes with a branch and a bounds check per element (3-4x slower on the
+// a loop over the SIMD lanes with a branch and a bounds check per element (2.3-2.6x slower on the
 // unembedding, bench/RESULTS.md). One output column an invocation, all of K; columns past the end
 // are clamped on load (their lanes store the last column's value again).
 @compute @workgroup_size(64)
