@@ -93,8 +93,8 @@ export interface LinearTuning {
   /** On a software adapter, the matrix-vector products (up to `matvecMaxRows` rows) of a weight
    * declared frozen (`freezeWeight`: a model's W_U) read it from a copy in a texture, made on
    * first use and freed with the weight: lavapipe fetches texels with vector gathers where each
-   * storage-buffer load is a loop over the SIMD lanes (the unembedding of one position 2-3x
-   * faster, generation on the demo model ~2x, bench/RESULTS.md "lavapipe against numpy, quiet
+   * storage-buffer load is a loop over the SIMD lanes (the demo's unembedding of one position
+   * 2.3-2.6x faster, its generation 1.7-1.8x, bench/RESULTS.md "lavapipe against numpy on a quiet
    * machine"). A copy costs the weight's size again in float32, up to `matvecTextureMaxBytes` in
    * all (past that, the storage-buffer kernel). "never": always the storage-buffer kernel. */
   matvecTexture: "auto" | "never";
