@@ -88,7 +88,7 @@ export interface LinearTuning {
    * variant to compile (once per machine: Mesa caches it on disk); smaller layers would not win
    * that back: with 2^21 the demo model's layers at 128 tokens took it, 2-4 ms less a forward, but
    * the first such forward on a machine compiled for 55 s instead of 2.6 (bench/RESULTS.md,
-   * "lavapipe against numpy, quiet machine"). */
+   * "lavapipe against numpy on a quiet machine"). */
   cpuMinMacs: number;
   /** On a software adapter, the matrix-vector products (up to `matvecMaxRows` rows) of a weight
    * declared frozen (`freezeWeight`: a model's W_U) read it from a copy in a texture, made on
