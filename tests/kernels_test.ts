@@ -519,11 +519,16 @@ for (const [M, K, N, LDB, BK, mode] of LINEAR_CASES) {
     for (let k = 0; k < K; k++) for (let j = 0; j < N; j++) wN[k * N + j] = w[k * LDB + j];
     const ref = refMatmul(a, wN, bias, M, K, N);
     poisonPool(M * N * 4, 4);
-    const [[y1, post], [y2, sum], [y3]] = withLinear({ ...LINEAR_MODES[mode], bk: BK }, () => [
-      ops.linear(ta, tw, tb, { act: "gelu_new" }, N),
-      ops.linear(ta, tw, tb, { resid: tr }, N),
-      ops.linear(ta, tw, tb, {}, N),
-    ]);
+    const { out: [[y1, post], [y2, sum], [y3]], entries } = builtEntries("linear:matvec", () =>
+      withLinear({ ...LINEAR_MODES[mode], bk: BK }, () => [
+        ops.linear(ta, tw, tb, { act: "gelu_new" }, N),
+        ops.linear(ta, tw, tb, { resid: tr }, N),
+        ops.linear(ta, tw, tb, {}, N),
+      ])
+    );
+    if (mode === "matvecTex") {
+      assert.deepEqual([...new Set(entries)], ["linear:matvec_pack", "linear:matvec_tex"], "the texture kernel ran");
+    }
     for (const y of [y1, y2, y3]) {
       assert.deepEqual(y.shape, [M, N]);
       assert.ok(relErr(await y.toArray(), ref) < 1e-5, `linear ${relErr(await y.toArray(), ref)}`);

@@ -117,6 +117,7 @@ const LIMIT_NAMES = [
   "maxComputeWorkgroupsPerDimension",
   "maxStorageBuffersPerShaderStage",
   "maxBindingsPerBindGroup",
+  "maxTextureDimension2D",
 ] as const;
 
 async function acquire(): Promise<GpuDevice> {

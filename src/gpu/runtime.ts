@@ -38,7 +38,8 @@ export interface RuntimeStats {
   poolFree: number;
   /** Bytes of the buffers sitting free in the pool. */
   poolFreeBytes: number;
-  /** Bytes of live non-pooled buffers: weights and other uploaded tensors. */
+  /** Bytes of live non-pooled buffers (weights and other uploaded tensors) and of the texture
+   * copies of frozen weights (see `tuning.linear.matvecTexture`). */
   dataBytes: number;
 }
 

@@ -91,7 +91,7 @@ export interface LinearTuning {
    * "lavapipe against numpy on a quiet machine"). */
   cpuMinMacs: number;
   /** On a software adapter, the matrix-vector products (up to `matvecMaxRows` rows) of a weight
-   * declared frozen (`freezeWeight`: a model's W_U) read it from a copy in a texture, made on
+   * declared frozen (`freezeWeight`: a model's dense weights) read it from a copy in a texture, made on
    * first use and freed with the weight: lavapipe fetches texels with vector gathers where each
    * storage-buffer load is a loop over the SIMD lanes (the demo's unembedding of one position
    * 2.3-2.6x faster, its generation 1.7-1.8x, bench/RESULTS.md "lavapipe against numpy on a quiet

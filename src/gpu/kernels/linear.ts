@@ -361,6 +361,12 @@ function packedWeight(w: Tensor): { view: GPUTextureView; per: number } | null {
   const packBuffers: (GPUBuffer | GPUTextureView | undefined)[] = Array(10).fill(undefined);
   packBuffers[1] = w.buffer;
   packBuffers[9] = view;
+  // Freed with the weight from here on, even if recording the pack throws.
+  onDispose(w, () => {
+    packedBytes -= bytes;
+    r.stats.dataBytes -= bytes;
+    deferDestroy(tex);
+  });
   dispatch(
     pipeline(LINEAR_SHADER, "matvec_pack", defines),
     LINEAR_P.pack({ K, LDB, per }),
@@ -369,11 +375,6 @@ function packedWeight(w: Tensor): { view: GPUTextureView; per: number } | null {
   );
   const packed = { view, per };
   packedWeights.set(w, packed);
-  onDispose(w, () => {
-    packedBytes -= bytes;
-    r.stats.dataBytes -= bytes;
-    deferDestroy(tex);
-  });
   return packed;
 }
 
