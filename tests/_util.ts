@@ -1,5 +1,7 @@
 // Shared test helpers: seeded random data, float64 references, error measures, pool poisoning.
+import * as ops from "../src/gpu/ops.ts";
 import { acquireBuffer, releaseBuffer, writeBuffer } from "../src/gpu/runtime.ts";
+import { Tensor } from "../src/gpu/tensor.ts";
 import { seededUniform } from "../src/model/random.ts";
 
 /** Mulberry32: a small seeded PRNG (the one sampling uses). */
@@ -154,4 +156,41 @@ export function recordDispatches(
       pass.setBindGroup = orig.setBindGroup;
     },
   };
+}
+
+/** The shape of {@link flashOnArrays}' inputs: q [B, P, H, E], k and v [B, Pk, Hkv, E]. */
+export interface FlashCase {
+  B: number;
+  P: number;
+  Pk: number;
+  H: number;
+  Hkv: number;
+  E: number;
+  offset: number;
+}
+
+/**
+ * ops.flashAttention on host arrays (k and v contiguous, scale 1 / sqrt(E)), with the output's
+ * memory poisoned first so that an unwritten element shows; `extra` adds the mask, window or soft
+ * cap. Returns z [B, P, H, E] read back.
+ */
+export async function flashOnArrays(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  c: FlashCase,
+  extra: Partial<ops.FlashShape> = {},
+): Promise<Float32Array> {
+  const { B, P, Pk, H, Hkv, E } = c;
+  using tq = Tensor.from(q, [B, P, H, E]);
+  using tk = Tensor.from(k, [B, Pk, Hkv, E]);
+  using tv = Tensor.from(v, [B, Pk, Hkv, E]);
+  poisonPool(B * P * H * E * 4);
+  using z = ops.flashAttention(tq, tk, tv, {
+    ...c,
+    kvStride: Pk * Hkv * E,
+    alpha: 1 / Math.sqrt(E),
+    ...extra,
+  });
+  return await z.toArray() as Float32Array;
 }

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { initGpu, ShapeError, Tensor } from "../mod.ts";
 import * as ops from "../src/gpu/ops.ts";
 import { runtime } from "../src/gpu/runtime.ts";
-import { maxRelErr, poisonPool, randArray, relErr } from "./_util.ts";
+import { flashOnArrays, maxRelErr, poisonPool, randArray, relErr } from "./_util.ts";
 
 const { f16, fallback, subgroupSize } = await initGpu();
 
@@ -995,22 +995,8 @@ Deno.test("flashAttention (one pass, online softmax) equals float64 causal atten
     const q = randArray(B * P * H * E, seed++),
       k = randArray(B * Pk * Hkv * E, seed++),
       v = randArray(B * Pk * Hkv * E, seed++);
-    using tq = Tensor.from(q, [B, P, H, E]);
-    using tk = Tensor.from(k, [B, Pk, Hkv, E]);
-    using tv = Tensor.from(v, [B, Pk, Hkv, E]);
     const alpha = 1 / Math.sqrt(E);
-    poisonPool(B * P * H * E * 4);
-    using z = ops.flashAttention(tq, tk, tv, {
-      B,
-      P,
-      Pk,
-      H,
-      Hkv,
-      E,
-      kvStride: Pk * Hkv * E,
-      alpha,
-      offset,
-    });
+    const z = await flashOnArrays(q, k, v, { B, P, Pk, H, Hkv, E, offset });
     const ref = new Float64Array(B * P * H * E);
     for (let b = 0; b < B; b++) {
       for (let h = 0; h < H; h++) {
@@ -1036,7 +1022,7 @@ Deno.test("flashAttention (one pass, online softmax) equals float64 causal atten
         }
       }
     }
-    const err = maxRelErr(await z.toArray(), ref);
+    const err = maxRelErr(z, ref);
     assert.ok(err < 1e-5, `B ${B} P ${P} Pk ${Pk} H ${H}/${Hkv} E ${E} offset ${offset}: ${err}`);
   }
 });
