@@ -23,9 +23,9 @@
  * ```
  * @module
  */
-import { type Checkpoint, type CpuTensor, readTensor, type StateDict } from "../checkpoint.ts";
+import type { Checkpoint, CpuTensor, StateDict } from "../checkpoint.ts";
 import type { HookedTransformerConfig } from "../config.ts";
-import { checkExtra, hfAttention, transpose2d, zeros } from "./layout.ts";
+import { checkExtra, checkpointReader, hfAttention, transpose2d, zeros } from "./layout.ts";
 
 /** `1 + w` in float32 (Gemma's RMSNorm multiplies by 1 + w). */
 function onePlus(t: CpuTensor): CpuTensor {
@@ -55,9 +55,7 @@ export async function convertGemma(
   ck: Checkpoint,
   cfg: HookedTransformerConfig,
 ): Promise<StateDict> {
-  const used = new Set<string>();
-  const get = (n: string, shape: number[]) => (used.add(n), readTensor(ck, n, shape));
-  const has = (n: string) => ck.names().includes(n);
+  const { used, get, has } = checkpointReader(ck);
   const { dModel: D, dMlp: F, dVocab: V } = cfg;
   const v2 = cfg.useNormalizationBeforeAndAfter;
   const sd: StateDict = new Map();

@@ -19,7 +19,14 @@
  */
 import { type Checkpoint, readTensor, type StateDict } from "../checkpoint.ts";
 import type { HookedTransformerConfig } from "../config.ts";
-import { checkExtra, slice1d, splitHeadsIn, transpose2d, zeros } from "./layout.ts";
+import {
+  checkExtra,
+  checkpointReader,
+  slice1d,
+  splitHeadsIn,
+  transpose2d,
+  zeros,
+} from "./layout.ts";
 
 /**
  * Converts a GPT-2 checkpoint (weights with or without the `transformer.` prefix).
@@ -45,8 +52,7 @@ export async function convertGpt2(
   cfg: HookedTransformerConfig,
 ): Promise<StateDict> {
   const p = ck.names().some((n) => n.startsWith("transformer.")) ? "transformer." : "";
-  const used = new Set<string>();
-  const get = (n: string, shape: number[]) => (used.add(p + n), readTensor(ck, p + n, shape));
+  const { used, get } = checkpointReader(ck, p);
   const { dModel: D, nHeads: H, dHead: E, dMlp: F, dVocab: V, nCtx } = cfg;
   const sd: StateDict = new Map();
   sd.set("embed.W_E", await get("wte.weight", [V, D]));

@@ -13,7 +13,7 @@
  * @module
  */
 import { WeightsError } from "../../errors.ts";
-import type { Checkpoint, CpuTensor, StateDict } from "../checkpoint.ts";
+import { type Checkpoint, type CpuTensor, readTensor, type StateDict } from "../checkpoint.ts";
 import type { HookedTransformerConfig } from "../config.ts";
 
 /**
@@ -95,6 +95,39 @@ export function slice1d(t: CpuTensor, start: number, n: number, shape: number[])
  */
 export function zeros(shape: number[]): CpuTensor {
   return { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) };
+}
+
+/**
+ * A converter's reader of a checkpoint: `get` reads a tensor (named after `prefix`) and records its
+ * name in `used` for {@link checkExtra}; `has` says whether the checkpoint holds a name.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { checkpointReader } from "./layout.ts";
+ * import { openCheckpoint } from "../checkpoint.ts";
+ *
+ * using ck = await openCheckpoint("tests/reference/gpt2_tiny/hf");
+ * const r = checkpointReader(ck, ck.names().some((n) => n.startsWith("transformer.")) ? "transformer." : "");
+ * const wpe = await r.get("wpe.weight", [ck.shape(r.prefix + "wpe.weight")[0], 64]);
+ * assert.equal(wpe.shape[1], 64);
+ * assert.ok(r.used.has(r.prefix + "wpe.weight"));
+ * assert.ok(r.has(r.prefix + "wpe.weight") && !r.has("no.such.tensor"));
+ * ```
+ */
+export function checkpointReader(ck: Checkpoint, prefix = ""): {
+  prefix: string;
+  used: Set<string>;
+  get: (name: string, shape: number[]) => Promise<CpuTensor>;
+  has: (name: string) => boolean;
+} {
+  const used = new Set<string>();
+  return {
+    prefix,
+    used,
+    get: (n, shape) => (used.add(prefix + n), readTensor(ck, prefix + n, shape)),
+    has: (n) => ck.names().includes(n),
+  };
 }
 
 /**

@@ -18,9 +18,9 @@
  * ```
  * @module
  */
-import { type Checkpoint, readTensor, type StateDict } from "../checkpoint.ts";
+import type { Checkpoint, StateDict } from "../checkpoint.ts";
 import type { HookedTransformerConfig } from "../config.ts";
-import { checkExtra, hfAttention, transpose2d, zeros } from "./layout.ts";
+import { checkExtra, checkpointReader, hfAttention, transpose2d, zeros } from "./layout.ts";
 
 /**
  * Converts a Llama, Mistral or Qwen2 checkpoint.
@@ -44,9 +44,7 @@ export async function convertLlama(
   ck: Checkpoint,
   cfg: HookedTransformerConfig,
 ): Promise<StateDict> {
-  const used = new Set<string>();
-  const get = (n: string, shape: number[]) => (used.add(n), readTensor(ck, n, shape));
-  const has = (n: string) => ck.names().includes(n);
+  const { used, get, has } = checkpointReader(ck);
   const { dModel: D, dMlp: F, dVocab: V } = cfg;
   const sd: StateDict = new Map();
   sd.set("embed.W_E", await get("model.embed_tokens.weight", [V, D]));

@@ -17,9 +17,16 @@
  * ```
  * @module
  */
-import { type Checkpoint, readTensor, type StateDict } from "../checkpoint.ts";
+import type { Checkpoint, StateDict } from "../checkpoint.ts";
 import type { HookedTransformerConfig } from "../config.ts";
-import { checkExtra, linearToHeads, linearToWO, transpose2d, zeros } from "./layout.ts";
+import {
+  checkExtra,
+  checkpointReader,
+  linearToHeads,
+  linearToWO,
+  transpose2d,
+  zeros,
+} from "./layout.ts";
 
 /**
  * Converts a GPT-NeoX checkpoint.
@@ -43,8 +50,7 @@ export async function convertNeox(
   ck: Checkpoint,
   cfg: HookedTransformerConfig,
 ): Promise<StateDict> {
-  const used = new Set<string>();
-  const get = (n: string, shape: number[]) => (used.add(n), readTensor(ck, n, shape));
+  const { used, get } = checkpointReader(ck);
   const { dModel: D, nHeads: H, dHead: E, dMlp: F, dVocab: V } = cfg;
   const sd: StateDict = new Map();
   sd.set("embed.W_E", await get("gpt_neox.embed_in.weight", [V, D]));
