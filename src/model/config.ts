@@ -268,6 +268,32 @@ function build(hf: Json, file: string): HookedTransformerConfig {
     }; // deno-fmt-ignore
   };
 
+  // Llama's shape, which Gemma shares: sizes from the same keys, RMS norms, rotary over the whole
+  // head, a gated MLP, grouped K/V heads where num_key_value_heads differs.
+  const llamaShape = () => {
+    const dModel = int("hidden_size");
+    const nHeads = int("num_attention_heads");
+    const dHead = optInt("head_dim") ?? dModel / nHeads;
+    const kv = optInt("num_key_value_heads");
+    return {
+      ...common(dModel, nHeads, dHead),
+      nLayers: int("num_hidden_layers"),
+      dMlp: int("intermediate_size"),
+      nCtx: int("max_position_embeddings"),
+      eps: num("rms_norm_eps", 1e-6),
+      normalizationType: "RMS" as const,
+      positionalEmbeddingType: "rotary" as const,
+      rotaryDim: dHead,
+      rotaryBase: ropeTheta,
+      ropeScaling: ropeScalingFromHf(o, file),
+      nKeyValueHeads: kv !== null && kv !== nHeads ? kv : null,
+      parallelAttnMlp: false,
+      gatedMlp: true,
+      finalRms: true,
+      scaleAttnByInverseLayerIdx: false,
+    }; // deno-fmt-ignore
+  };
+
   if (arch === "GPT2LMHeadModel") {
     const dModel = int("n_embd", "hidden_size");
     const nHeads = int("n_head", "num_attention_heads");
@@ -298,27 +324,9 @@ function build(hf: Json, file: string): HookedTransformerConfig {
     }; // deno-fmt-ignore
   }
   if (["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"].includes(arch)) {
-    const dModel = int("hidden_size");
-    const nHeads = int("num_attention_heads");
-    const dHead = optInt("head_dim") ?? dModel / nHeads;
-    const kv = optInt("num_key_value_heads");
     return {
-      ...common(dModel, nHeads, dHead),
-      nLayers: int("num_hidden_layers"),
-      dMlp: int("intermediate_size"),
-      nCtx: int("max_position_embeddings"),
+      ...llamaShape(),
       actFn: str("hidden_act", "silu"),
-      eps: num("rms_norm_eps", 1e-6),
-      normalizationType: "RMS",
-      positionalEmbeddingType: "rotary",
-      rotaryDim: dHead,
-      rotaryBase: ropeTheta,
-      ropeScaling: ropeScalingFromHf(o, file),
-      nKeyValueHeads: kv !== null && kv !== nHeads ? kv : null,
-      parallelAttnMlp: false,
-      gatedMlp: true,
-      finalRms: true,
-      scaleAttnByInverseLayerIdx: false,
       tieWordEmbeddings: o.tie_word_embeddings === true,
       attnBias: arch === "Qwen2ForCausalLM" || o.attention_bias === true,
       mlpBias: o.mlp_bias === true,
@@ -329,11 +337,8 @@ function build(hf: Json, file: string): HookedTransformerConfig {
     // `head_dim` free of d_model; Gemma-2 adds post-norms, soft caps, the attention scale
     // sqrt(query_pre_attn_scalar) and sliding-window layers.
     const v2 = arch === "Gemma2ForCausalLM";
-    const dModel = int("hidden_size");
-    const nHeads = int("num_attention_heads");
-    const dHead = optInt("head_dim") ?? dModel / nHeads;
-    const kv = optInt("num_key_value_heads");
-    const nLayers = int("num_hidden_layers");
+    const shape = llamaShape();
+    const { dHead, nLayers } = shape;
     const cap = (key: string): number => {
       const c = num(key, 0);
       if (c < 0 || c > 3e38) {
@@ -347,24 +352,10 @@ function build(hf: Json, file: string): HookedTransformerConfig {
       throw new ConfigError(file, `must be positive, got ${scalar}`, "query_pre_attn_scalar");
     }
     return {
-      ...common(dModel, nHeads, dHead),
+      ...shape,
       attnScale: Math.sqrt(scalar),
-      nLayers,
-      dMlp: int("intermediate_size"),
-      nCtx: int("max_position_embeddings"),
       // HF's Gemma reads hidden_activation (gelu-tanh when absent) and ignores hidden_act.
       actFn: str("hidden_activation", "gelu_pytorch_tanh"),
-      eps: num("rms_norm_eps", 1e-6),
-      normalizationType: "RMS",
-      positionalEmbeddingType: "rotary",
-      rotaryDim: dHead,
-      rotaryBase: ropeTheta,
-      ropeScaling: ropeScalingFromHf(o, file),
-      nKeyValueHeads: kv !== null && kv !== nHeads ? kv : null,
-      parallelAttnMlp: false,
-      gatedMlp: true,
-      finalRms: true,
-      scaleAttnByInverseLayerIdx: false,
       tieWordEmbeddings: o.tie_word_embeddings !== false,
       attnBias: o.attention_bias === true,
       mlpBias: false,
