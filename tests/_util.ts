@@ -159,15 +159,7 @@ export function recordDispatches(
 }
 
 /** The shape of {@link flashOnArrays}' inputs: q [B, P, H, E], k and v [B, Pk, Hkv, E]. */
-export interface FlashCase {
-  B: number;
-  P: number;
-  Pk: number;
-  H: number;
-  Hkv: number;
-  E: number;
-  offset: number;
-}
+export type FlashCase = Pick<ops.FlashShape, "B" | "P" | "Pk" | "H" | "Hkv" | "E" | "offset">;
 
 /**
  * ops.flashAttention on host arrays (k and v contiguous, scale 1 / sqrt(E)), with the output's
